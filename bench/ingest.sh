@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Ingest benchmark: generates realistic capture files, then times
+# `weir ingest` from an empty lake and prints one stable block of figures.
+#
+#   bench/ingest.sh                 # 1M events (2,304 deflate files, 32 partitions)
+#   EVENTS=10000000 bench/ingest.sh # 10M
+#   PROFILE=dev bench/ingest.sh     # without a release build (slower figures)
+#
+# Output (stable; parse it): `key: value` lines between "== weir ingest bench"
+# and "== end". Figures: wall seconds, events/s, MB/s of capture input,
+# user+system CPU seconds, peak RSS in MB (from /usr/bin/time -v).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-1000000}
+PARTITIONS=${PARTITIONS:-32}
+FILES_PER_PARTITION=${FILES_PER_PARTITION:-72}
+CODEC=${CODEC:-deflate}
+PROFILE=${PROFILE:-release}
+OUT=${OUT:-bench/out}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+
+if [[ $PROFILE == release ]]; then
+  cargo build --release --locked -p weir-jobs --bins >&2
+  BIN=$CARGO_TARGET_DIR/release
+else
+  cargo build --locked -p weir-jobs --bins >&2
+  BIN=$CARGO_TARGET_DIR/debug
+fi
+
+per_file=$(( (EVENTS + PARTITIONS * FILES_PER_PARTITION - 1) / (PARTITIONS * FILES_PER_PARTITION) ))
+data="$OUT/capture-$EVENTS-$CODEC"
+if [[ ! -f $data/.summary.json ]]; then
+  rm -rf "$data"
+  "$BIN/weir-capture-gen" --out "$data" --events "$EVENTS" --partitions "$PARTITIONS" \
+    --events-per-file "$per_file" --codec "$CODEC" --seed 7 --defect-ppm 14000 --duplicate-ppm 20000 \
+    > "$data.summary.tmp"
+  mv "$data.summary.tmp" "$data/.summary.json"
+fi
+bytes=$(du -sb --exclude=.summary.json "$data" | cut -f1)
+files=$(find "$data" -name '*.avro' | wc -l)
+
+rm -rf "$OUT/lake"
+cat > "$OUT/bench.yaml" <<YAML
+name: bench
+source:
+  capture:
+    url: $PWD/$data
+tables:
+  raw:
+    path: $PWD/$OUT/lake/raw
+YAML
+
+/usr/bin/time -v "$BIN/weir" --log warn ingest "$OUT/bench.yaml" --report "$OUT/report.json" 2> "$OUT/time.txt" || {
+  cat "$OUT/time.txt" >&2; exit 1; }
+
+python3 - "$OUT/time.txt" "$OUT/report.json" "$bytes" "$files" "$PROFILE" <<'PY'
+import json, re, sys
+time_txt, report_path, nbytes, nfiles, profile = sys.argv[1:]
+t = open(time_txt).read()
+def field(name):
+    return re.search(re.escape(name) + r":\s*(.+)", t).group(1).strip()
+wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
+parts = [float(p) for p in wall.split(":")]
+secs = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) == 3 else 0)
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
+report = json.load(open(report_path))
+stage = report["stages"][0]
+events = stage["events_written"]
+mb = int(nbytes) / 1e6
+print("== weir ingest bench")
+print(f"profile: {profile}")
+print(f"files: {nfiles}")
+print(f"input_mb: {mb:.1f}")
+print(f"events: {events}")
+print(f"commits: {len(stage['tables'][0]['versions_written'])}")
+print(f"wall_s: {secs:.2f}")
+print(f"events_per_s: {events / secs:,.0f}")
+print(f"input_mb_per_s: {mb / secs:.1f}")
+print(f"cpu_s: {cpu:.2f}")
+print(f"events_per_cpu_s: {events / cpu:,.0f}")
+print(f"peak_rss_mb: {rss_mb:.0f}")
+print("== end")
+PY

@@ -1,0 +1,241 @@
+//! Command-line parsing and the job runners.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weir::capture::PartitionSet;
+use weir::ingest::{ingest, IngestOptions};
+use weir::pipeline::{load_pipeline, LoadedPipeline};
+use weir::report::{ErrorReport, Outcome, RunReport, StageReport};
+use weir::{Error, ErrorClass};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a defect in Weir.
+pub const EXIT_INTERNAL: u8 = 1;
+/// Exit code: invalid usage or configuration; do not retry.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: input data needs a human.
+pub const EXIT_DATA: u8 = 3;
+/// Exit code: retryable failure (EX_TEMPFAIL).
+pub const EXIT_RETRYABLE: u8 = 75;
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Land Event Hubs Capture files in Delta Lake, exactly once", long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log level filter (also RUST_LOG), e.g. `info`, `weir=debug`.
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check pipeline files; print every problem with file, line and key.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+    /// Ingest new capture files into the raw table.
+    Ingest(JobArgs),
+    /// Run every stage in order (today: ingest).
+    Run(JobArgs),
+}
+
+#[derive(Args, Debug)]
+struct JobArgs {
+    /// Pipeline file.
+    pipeline: PathBuf,
+    /// Only these Event Hub partitions, e.g. `0,3,8-15`.
+    #[arg(long, value_parser = parse_partitions)]
+    partitions: Option<PartitionSet>,
+    /// Write the JSON run report here instead of stdout.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Read and plan, but write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
+    PartitionSet::parse(s)
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK });
+        }
+    };
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    };
+    let code = match cli.command {
+        Command::Validate { pipelines } => validate(&pipelines),
+        Command::Ingest(args) => runtime.block_on(run_job("ingest", args)),
+        Command::Run(args) => runtime.block_on(run_job("run", args)),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("weir: {e:#}");
+            ExitCode::from(EXIT_INTERNAL)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
+    let mut invalid = 0;
+    let mut out = std::io::stdout().lock();
+    for file in files {
+        match load_pipeline(file) {
+            Ok(_) => writeln!(out, "{}: ok", file.display())?,
+            Err(Error::InvalidPipeline { problems }) => {
+                invalid += 1;
+                for p in problems {
+                    writeln!(out, "{p}")?;
+                }
+            }
+            Err(e) => {
+                invalid += 1;
+                writeln!(out, "{}: {e}", file.display())?;
+            }
+        }
+    }
+    Ok(if invalid == 0 { EXIT_OK } else { EXIT_CONFIG })
+}
+
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Config => EXIT_CONFIG,
+        ErrorClass::Data => EXIT_DATA,
+        ErrorClass::Retryable => EXIT_RETRYABLE,
+        ErrorClass::Internal => EXIT_INTERNAL,
+    }
+}
+
+fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
+}
+
+async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
+    let started_at = Utc::now();
+    let run_id = new_run_id();
+    let mut report = RunReport {
+        run_id: run_id.clone(),
+        pipeline: String::new(),
+        pipeline_file: args.pipeline.display().to_string(),
+        job: job.to_string(),
+        dry_run: args.dry_run,
+        started_at,
+        finished_at: started_at,
+        outcome: Outcome::Success,
+        stages: Vec::new(),
+        error: None,
+    };
+    let result = async {
+        let loaded = load_pipeline(&args.pipeline)?;
+        report.pipeline = loaded.pipeline.name.clone();
+        tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, job, "run started");
+        let stage = run_ingest(&loaded, &args, &run_id).await;
+        if let Ok(stage) = &stage {
+            report.stages.push(stage.clone());
+        }
+        stage.map(|_| ())
+    }
+    .await;
+
+    report.finished_at = Utc::now();
+    let code = match result {
+        Ok(()) => {
+            report.outcome = RunReport::outcome_from_stages(&report.stages);
+            if report.outcome == Outcome::DataProblem { EXIT_DATA } else { EXIT_OK }
+        }
+        Err(e) => {
+            report.outcome = Outcome::Failed;
+            if let Error::InvalidPipeline { problems } = &e {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+            } else {
+                tracing::error!(error = %e, "run failed");
+            }
+            report.error = Some(ErrorReport { class: e.class(), message: e.to_string() });
+            exit_code(e.class())
+        }
+    };
+    write_report(&report, args.report.as_deref())?;
+    tracing::info!(outcome = ?report.outcome, exit_code = code, "run finished");
+    Ok(code)
+}
+
+async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> weir::Result<StageReport> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("ingest {bar:30} {pos}/{len} files {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let on_progress = bar.clone().map(|bar| {
+        Arc::new(move |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }) as Arc<dyn Fn(u64, u64) + Send + Sync>
+    });
+    let options = IngestOptions {
+        partitions: args.partitions.clone().unwrap_or_else(PartitionSet::all),
+        dry_run: args.dry_run,
+        run_id: run_id.to_string(),
+        on_progress,
+    };
+    let result = ingest(loaded, &options).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+fn write_report(report: &RunReport, path: Option<&Path>) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match path {
+        Some(p) => std::fs::write(p, json + "\n").with_context(|| format!("cannot write report {}", p.display()))?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The `weir` binary as a scheduler runs it: exit codes, reports, crashes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use deltalake::arrow::array::AsArray;
+use deltalake::arrow::datatypes::Int64Type;
+use weir::capture::testgen::{corrupt, generate_dataset, Codec, Corruption, DatasetSpec};
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env_remove("WEIR_CAPTURE").env_remove("WEIR_LAKE").env_remove("WEIR_FAULT").env("RUST_LOG", "warn");
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    last: BTreeMap<String, i64>,
+}
+
+impl Fixture {
+    fn new(spec: DatasetSpec, extra: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = generate_dataset(&dir.path().join("capture"), &spec).unwrap();
+        let text = format!(
+            "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\n{extra}tables:\n  raw:\n    path: ${{WEIR_LAKE}}/raw\ningest:\n  commit_bytes: 6000\n  decode_parallelism: 2\n"
+        );
+        std::fs::write(dir.path().join("p.yaml"), text).unwrap();
+        Fixture { dir, last: summary.per_partition_last_sequence }
+    }
+
+    fn cmd(&self, job: &str) -> Command {
+        let mut c = weir();
+        c.arg(job)
+            .arg(self.dir.path().join("p.yaml"))
+            .env("WEIR_CAPTURE", self.dir.path().join("capture"))
+            .env("WEIR_LAKE", self.dir.path().join("lake"));
+        c
+    }
+
+    fn run(&self, job: &str) -> (i32, serde_json::Value) {
+        let out = self.cmd(job).output().unwrap();
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("report is JSON ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), report)
+    }
+
+    fn expected(&self) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> =
+            self.last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
+        v.sort();
+        v
+    }
+
+    fn keys(&self) -> Vec<(String, i64)> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let loc = weir::storage::Location::parse(self.dir.path().join("lake/raw").to_str().unwrap()).unwrap();
+            let Some(table) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
+            let mut out = Vec::new();
+            for b in weir::delta::read_all(&table).await.unwrap() {
+                let p = b.column_by_name("partition_id").unwrap().as_string::<i32>();
+                let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
+                out.extend((0..b.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))));
+            }
+            out.sort();
+            out
+        })
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn spec() -> DatasetSpec {
+    DatasetSpec { partitions: 4, windows: 8, events_per_file: 30, codecs: vec![Codec::Deflate, Codec::Null], ..DatasetSpec::small(3) }
+}
+
+#[test]
+fn validate_accepts_the_example_and_locates_problems() {
+    let out = weir().arg("validate").arg(repo().join("pipelines/user_events.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("x.yaml");
+    std::fs::write(&bad, "name: x\nsource:\n  capture:\n    url: /c\ntables:\n  raw:\n    pathh: /l\n").unwrap();
+    let out = weir().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("{}:7: tables.raw.pathh: unknown field 'pathh'", bad.display())), "{text}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_pipeline_is_a_config_error() {
+    assert_eq!(weir().arg("ingest").output().unwrap().status.code(), Some(2));
+    assert_eq!(weir().args(["ingest", "p.yaml", "--partitions", "3-1"]).output().unwrap().status.code(), Some(2));
+    let out = weir().args(["ingest", "/nonexistent/p.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["error"]["class"], "config");
+}
+
+#[test]
+fn ingest_reports_and_reruns_are_no_ops() {
+    let f = Fixture::new(spec(), "");
+    let (code, report) = f.run("ingest");
+    assert_eq!(code, 0, "{report}");
+    let stage = &report["stages"][0];
+    let total: i64 = f.expected().len() as i64;
+    assert_eq!(stage["events_written"], total);
+    assert!(report["run_id"].as_str().unwrap().len() > 10);
+    assert_eq!(stage["partitions"]["2"]["watermark_after"], f.last["2"]);
+    assert_eq!(f.keys(), f.expected());
+
+    let (code, report) = f.run("run");
+    assert_eq!(code, 0);
+    assert_eq!(report["stages"][0]["events_written"], 0);
+    assert_eq!(report["stages"][0]["tables"][0]["versions_written"].as_array().unwrap().len(), 0);
+    assert_eq!(f.keys(), f.expected());
+}
+
+#[test]
+fn corrupt_file_gives_the_data_problem_exit_code() {
+    let f = Fixture::new(spec(), "");
+    let victim = f.dir.path().join("capture/1/2026/11/01/08/10/00.avro");
+    let good = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, corrupt(&good, Corruption::BadSync)).unwrap();
+    let (code, report) = f.run("ingest");
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(report["outcome"], "data_problem");
+    let problem = &report["stages"][0]["problems"][0];
+    assert_eq!(problem["kind"], "corrupt_file");
+    assert_eq!(problem["file"], "1/2026/11/01/08/10/00.avro");
+    assert_eq!(report["stages"][0]["partitions"]["1"]["halted_at"], "1/2026/11/01/08/10/00.avro");
+}
+
+/// Abort (like kill -9) at chosen points, rerun, and compare the exact
+/// multiset of (partition, sequence).
+#[test]
+fn crash_at_any_commit_point_then_rerun_is_exactly_once() {
+    for fault in ["before_commit:1", "before_commit:4", "after_commit:1", "after_commit:3"] {
+        let f = Fixture::new(spec(), "");
+        let out = f.cmd("ingest").env("WEIR_FAULT", fault).output().unwrap();
+        assert!(!out.status.success(), "{fault}: the process must have died");
+        let partial = f.keys();
+        assert!(partial.len() < f.expected().len(), "{fault}: the crash left work");
+        let mut dedup = partial.clone();
+        dedup.dedup();
+        assert_eq!(dedup, partial, "{fault}: no duplicates after the crash");
+        let (code, _) = f.run("ingest");
+        assert_eq!(code, 0, "{fault}");
+        assert_eq!(f.keys(), f.expected(), "{fault}: exactly once after rerun");
+    }
+}
+
+/// Real SIGKILLs at arbitrary instants, several in a row on the same lake.
+#[test]
+fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
+    let f = Fixture::new(DatasetSpec { windows: 16, ..spec() }, "");
+    let delays = [40u64, 150, 300, 600, 900, 1300];
+    for ms in delays {
+        let mut child = f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill(); // SIGKILL on Unix
+        let _ = child.wait();
+        let partial = f.keys();
+        let mut dedup = partial.clone();
+        dedup.dedup();
+        assert_eq!(dedup, partial, "no duplicates after a kill at {ms} ms");
+    }
+    let (code, report) = f.run("ingest");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(f.keys(), f.expected());
+}

@@ -1,0 +1,392 @@
+//! Decoding one capture file into Arrow.
+//!
+//! Each file is decoded with the writer schema embedded in it (arrow-avro),
+//! then normalised to [`capture_schema`]: `EnqueuedTimeUtc` strings (US
+//! `11/16/2016 4:44:11 PM` or ISO-8601) become UTC microsecond timestamps,
+//! and the Properties maps of `union(long, double, string, bytes[, null])`
+//! become `map<string, string>` (bytes that are not UTF-8 are written as
+//! `base64:` + standard base64).
+//!
+//! Hazard: arrow-avro ends quietly when a file stops in the middle of a block,
+//! so before decoding, [`scan_container`] walks the block framing (counts,
+//! sizes, sync markers) and refuses truncated or torn files; after decoding,
+//! the row count must equal the sum of the block counts.
+
+use std::io::Cursor;
+use std::sync::{Arc, OnceLock};
+
+use arrow_avro::reader::ReaderBuilder;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, MapArray, RecordBatch, TimestampMicrosecondArray,
+    UnionArray,
+};
+use deltalake::arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
+use deltalake::arrow::compute::{cast, concat_batches};
+use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Why a capture file could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
+pub struct DecodeError {
+    /// 0-based index of the offending record, when known.
+    pub record: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl DecodeError {
+    fn file(reason: impl Into<String>) -> Self {
+        DecodeError { record: None, reason: reason.into() }
+    }
+}
+
+/// The events of one capture file.
+#[derive(Debug, Clone)]
+pub struct CaptureBatch {
+    /// Rows in [`capture_schema`].
+    pub batch: RecordBatch,
+    /// The file's container codec (`null`, `deflate`, `snappy`, `zstandard`).
+    pub codec: String,
+}
+
+/// The timestamp type every table uses (Spark-readable: microseconds, UTC).
+pub fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `map<string, string>` with Delta's field names.
+pub fn string_map() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+/// Columns of a decoded capture file.
+pub fn capture_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("sequence_number", DataType::Int64, false),
+                Field::new("offset", DataType::Utf8, false),
+                Field::new("enqueued_time", utc_micros(), false),
+                Field::new("system_properties", string_map(), true),
+                Field::new("properties", string_map(), true),
+                Field::new("body", DataType::Binary, true),
+            ]))
+        })
+        .clone()
+}
+
+/// Decodes a whole capture file. Header-only files give zero rows.
+pub fn decode_capture_file(bytes: &[u8]) -> Result<CaptureBatch, DecodeError> {
+    let framing = scan_container(bytes)?;
+    let reader = ReaderBuilder::new()
+        .with_batch_size(8192)
+        .build(Cursor::new(bytes))
+        .map_err(|e| DecodeError::file(format!("cannot read Avro header: {e}")))?;
+    let mut out = Vec::new();
+    let mut rows: u64 = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| DecodeError {
+            record: Some(rows),
+            reason: format!("Avro decode failed: {e}"),
+        })?;
+        out.push(normalise(&batch, rows)?);
+        rows += batch.num_rows() as u64;
+    }
+    if rows != framing.records {
+        return Err(DecodeError::file(format!(
+            "blocks declare {} records but {rows} decoded",
+            framing.records
+        )));
+    }
+    let batch = concat_batches(&capture_schema(), &out)
+        .map_err(|e| DecodeError::file(format!("internal: {e}")))?;
+    Ok(CaptureBatch { batch, codec: framing.codec })
+}
+
+/// Block framing of an Avro object container file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    /// Data blocks.
+    pub blocks: u64,
+    /// Records declared by all blocks.
+    pub records: u64,
+    /// `avro.codec` from the header (`null` when absent).
+    pub codec: String,
+}
+
+/// Walks the container framing without decompressing anything.
+pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
+    let mut cur = Reader { bytes, pos: 0 };
+    if cur.take(4) != Some(b"Obj\x01") {
+        return Err(DecodeError::file("not an Avro object container file (bad magic)"));
+    }
+    let mut codec = "null".to_string();
+    loop {
+        let mut count = cur.long().ok_or_else(|| DecodeError::file("truncated header"))?;
+        if count == 0 {
+            break;
+        }
+        if count < 0 {
+            count = -count;
+            cur.long().ok_or_else(|| DecodeError::file("truncated header"))?;
+        }
+        for _ in 0..count {
+            let key = cur.bytes().ok_or_else(|| DecodeError::file("truncated header metadata"))?;
+            let value = cur.bytes().ok_or_else(|| DecodeError::file("truncated header metadata"))?;
+            if key == b"avro.codec" {
+                codec = String::from_utf8_lossy(value).into_owned();
+            }
+        }
+    }
+    let sync = cur.take(16).ok_or_else(|| DecodeError::file("truncated header (no sync marker)"))?;
+    let mut framing = Framing { blocks: 0, records: 0, codec };
+    while cur.pos < bytes.len() {
+        let block = framing.blocks;
+        let count = cur.long().filter(|c| *c >= 0).ok_or_else(|| {
+            DecodeError::file(format!("truncated or corrupt block {block} (bad record count)"))
+        })?;
+        let size = cur.long().filter(|s| *s >= 0).ok_or_else(|| {
+            DecodeError::file(format!("truncated or corrupt block {block} (bad size)"))
+        })? as usize;
+        if cur.take(size).is_none() {
+            return Err(DecodeError::file(format!(
+                "truncated: block {block} declares {size} bytes, {} remain",
+                bytes.len() - cur.pos
+            )));
+        }
+        match cur.take(16) {
+            Some(s) if s == sync => {}
+            Some(_) => {
+                return Err(DecodeError::file(format!(
+                    "sync marker after block {block} does not match the header (file corrupt)"
+                )))
+            }
+            None => return Err(DecodeError::file(format!("truncated: block {block} has no sync marker"))),
+        }
+        framing.blocks += 1;
+        framing.records += count as u64;
+    }
+    Ok(framing)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
+    /// Avro `long`: zig-zag varint.
+    fn long(&mut self) -> Option<i64> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes.get(self.pos)?;
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        None
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.long()?).ok()?;
+        self.take(n)
+    }
+}
+
+/// One arrow-avro batch → [`capture_schema`]. `first` is the index of its first record in the file.
+fn normalise(batch: &RecordBatch, first: u64) -> Result<RecordBatch, DecodeError> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| DecodeError::file(format!("field {name} is missing from the file's schema")))
+    };
+    let cast_to = |name: &str, array: &ArrayRef, to: &DataType| {
+        cast(array, to).map_err(|e| DecodeError::file(format!("field {name}: {e}")))
+    };
+    let seq = cast_to("SequenceNumber", column("SequenceNumber")?, &DataType::Int64)?;
+    let offset = cast_to("Offset", column("Offset")?, &DataType::Utf8)?;
+    for (name, array) in [("SequenceNumber", &seq), ("Offset", &offset)] {
+        if let Some(i) = (0..array.len()).find(|i| array.is_null(*i)) {
+            return Err(DecodeError { record: Some(first + i as u64), reason: format!("field {name} is null") });
+        }
+    }
+    let enqueued = enqueued_times(column("EnqueuedTimeUtc")?, first)?;
+    let system = properties(column("SystemProperties")?, "SystemProperties")?;
+    let props = properties(column("Properties")?, "Properties")?;
+    let body: ArrayRef = match batch.column_by_name("Body") {
+        Some(b) => cast_to("Body", b, &DataType::Binary)?,
+        None => Arc::new(BinaryArray::new_null(batch.num_rows())),
+    };
+    RecordBatch::try_new(capture_schema(), vec![seq, offset, enqueued, system, props, body])
+        .map_err(|e| DecodeError::file(format!("internal: {e}")))
+}
+
+fn enqueued_times(array: &ArrayRef, first: u64) -> Result<ArrayRef, DecodeError> {
+    if matches!(array.data_type(), DataType::Timestamp(..)) {
+        return cast(array, &utc_micros()).map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")));
+    }
+    let strings = cast(array, &DataType::Utf8)
+        .map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")))?;
+    let strings = strings.as_string::<i32>();
+    let mut out = Vec::with_capacity(strings.len());
+    for (i, s) in strings.iter().enumerate() {
+        let record = Some(first + i as u64);
+        let s = s.ok_or(DecodeError { record, reason: "field EnqueuedTimeUtc is null".into() })?;
+        let t = parse_enqueued_time(s).ok_or_else(|| DecodeError {
+            record,
+            reason: format!("field EnqueuedTimeUtc: cannot read {s:?} as a time (expected e.g. '11/16/2016 4:44:11 PM' or ISO-8601)"),
+        })?;
+        out.push(t.timestamp_micros());
+    }
+    Ok(Arc::new(TimestampMicrosecondArray::from(out).with_timezone("UTC")))
+}
+
+/// Parses Capture's US format (`11/16/2016 4:44:11 PM`, UTC) or ISO-8601
+/// (with offset, or without one meaning UTC).
+pub fn parse_enqueued_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%m/%d/%Y %I:%M:%S %p") {
+        return Some(t.and_utc());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%m/%d/%Y %I:%M:%S%.f %p") {
+        return Some(t.and_utc());
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+/// `map<string, union(...)>` → `map<string, string>`.
+fn properties(array: &ArrayRef, name: &str) -> Result<ArrayRef, DecodeError> {
+    let bad = |what: String| DecodeError::file(format!("field {name}: {what}"));
+    let map: &MapArray = array
+        .as_map_opt()
+        .ok_or_else(|| bad(format!("expected a map, found {}", array.data_type())))?;
+    let keys = cast(map.keys(), &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
+    let keys = keys.as_string::<i32>();
+    let values = map.values();
+    let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
+    let mut builder = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let union = values.as_any().downcast_ref::<UnionArray>();
+    let plain = if union.is_none() { Some(cast(values, &DataType::Utf8).map_err(|e| bad(e.to_string()))?) } else { None };
+    let offsets = map.value_offsets();
+    for row in 0..map.len() {
+        if map.is_null(row) {
+            builder.append(false).map_err(|e| bad(e.to_string()))?;
+            continue;
+        }
+        for i in offsets[row] as usize..offsets[row + 1] as usize {
+            builder.keys().append_value(keys.value(i));
+            let v = match (union, &plain) {
+                (Some(u), _) => union_value(u, i),
+                (None, Some(p)) => (!p.is_null(i)).then(|| p.as_string::<i32>().value(i).to_string()),
+                _ => None,
+            };
+            builder.values().append_option(v);
+        }
+        builder.append(true).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Arc::new(builder.finish()))
+}
+
+fn union_value(u: &UnionArray, i: usize) -> Option<String> {
+    let child = u.child(u.type_id(i));
+    let j = u.value_offset(i);
+    if child.is_null(j) {
+        return None;
+    }
+    match child.data_type() {
+        DataType::Int64 => Some(child.as_primitive::<deltalake::arrow::datatypes::Int64Type>().value(j).to_string()),
+        DataType::Int32 => Some(child.as_primitive::<deltalake::arrow::datatypes::Int32Type>().value(j).to_string()),
+        DataType::Float64 => Some(child.as_primitive::<deltalake::arrow::datatypes::Float64Type>().value(j).to_string()),
+        DataType::Float32 => Some(child.as_primitive::<deltalake::arrow::datatypes::Float32Type>().value(j).to_string()),
+        DataType::Boolean => Some(child.as_boolean().value(j).to_string()),
+        DataType::Utf8 => Some(child.as_string::<i32>().value(j).to_string()),
+        DataType::Binary => Some(bytes_to_string(child.as_binary::<i32>().value(j))),
+        DataType::Null => None,
+        _ => cast(&child.slice(j, 1), &DataType::Utf8)
+            .ok()
+            .and_then(|a| (!a.is_null(0)).then(|| a.as_string::<i32>().value(0).to_string())),
+    }
+}
+
+fn bytes_to_string(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("base64:{}", base64(b)),
+    }
+}
+
+fn base64(b: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * k)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enqueued_time_formats() {
+        let us = parse_enqueued_time("11/16/2016 4:44:11 PM").unwrap();
+        assert_eq!(us.to_rfc3339(), "2016-11-16T16:44:11+00:00");
+        let am = parse_enqueued_time("1/2/2026 12:05:00 AM").unwrap();
+        assert_eq!(am.to_rfc3339(), "2026-01-02T00:05:00+00:00");
+        let iso = parse_enqueued_time("2016-11-16T16:44:11.5Z").unwrap();
+        assert_eq!(iso.timestamp_micros() % 1_000_000, 500_000);
+        assert!(parse_enqueued_time("16/11/2016 4:44:11 PM").is_none());
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn framing_rejects_non_avro() {
+        let e = scan_container(b"PAR1 not avro").unwrap_err();
+        assert!(e.reason.contains("bad magic"), "{e}");
+    }
+}

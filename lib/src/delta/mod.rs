@@ -1,0 +1,148 @@
+//! Delta table access: create with change data feed, append with progress
+//! markers, read progress back.
+//!
+//! Exactly-once rests on Delta application transactions (`txn` actions): a
+//! stage commits its output rows and its progress (`app id` → last consumed
+//! position) in one atomic commit. A second writer committing the same app id
+//! concurrently loses with a `ConcurrentTransaction` conflict, which surfaces
+//! as [`Error::ConcurrentProgress`] so the loser re-plans instead of writing
+//! twice.
+//!
+//! Hazards (delta-rs 1.1): timestamps must be `Timestamp(µs, "UTC")` or Spark
+//! cannot read the table; column mapping stays off (optimize and change-feed
+//! reading refuse it); `CommitProperties::with_metadata` replaces the whole
+//! map, so it is set once per commit.
+
+use std::collections::HashMap;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+
+use crate::storage::{storage_options_from_env, Location};
+use crate::{Error, Result};
+
+/// What a table should look like when Weir creates it.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Short name stored in the table metadata.
+    pub name: String,
+    /// Description stored in the table metadata.
+    pub description: Option<String>,
+    /// Arrow schema of the rows.
+    pub schema: SchemaRef,
+    /// Partition columns.
+    pub partition_columns: Vec<String>,
+}
+
+/// Opens a table; `Ok(None)` when nothing exists at the location yet.
+pub async fn open(location: &Location) -> Result<Option<DeltaTable>> {
+    if location.local_path().is_some_and(|p| !p.join("_delta_log").is_dir()) {
+        return Ok(None);
+    }
+    let table = DeltaTable::try_from_url_with_storage_options(
+        location.url().clone(),
+        storage_options_from_env(),
+    )
+    .await
+    .map_err(|e| Error::delta(location, e))?;
+    Ok(table.version().is_some().then_some(table))
+}
+
+/// Opens the table, creating it (change data feed on) when absent. Two jobs
+/// creating it at once is fine: the loser opens the winner's table.
+pub async fn open_or_create(location: &Location, spec: &TableSpec) -> Result<DeltaTable> {
+    if let Some(table) = open(location).await? {
+        return Ok(table);
+    }
+    if let Some(dir) = location.local_path() {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    }
+    let schema: StructType = spec
+        .schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| Error::Internal(format!("schema of {}: {e}", spec.name)))?;
+    let table = DeltaTable::try_from_url_with_storage_options(
+        location.url().clone(),
+        storage_options_from_env(),
+    )
+    .await
+    .map_err(|e| Error::delta(location, e))?;
+    let mut create = table
+        .create()
+        .with_table_name(&spec.name)
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns(spec.partition_columns.clone())
+        .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
+        .with_save_mode(SaveMode::ErrorIfExists);
+    if let Some(d) = &spec.description {
+        create = create.with_comment(d);
+    }
+    match create.await {
+        Ok(table) => Ok(table),
+        Err(e) => match open(location).await? {
+            // Someone else created it between our check and our commit.
+            Some(table) => Ok(table),
+            None => Err(Error::delta(location, e)),
+        },
+    }
+}
+
+/// The last version recorded for `app_id`, if any.
+pub async fn progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| Error::delta(table.table_url(), e))
+}
+
+/// Appends `batches` and records `progress` in the same commit. Returns the
+/// table after the commit.
+pub async fn append_with_progress(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    partition_columns: &[String],
+    progress: Vec<Transaction>,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<DeltaTable> {
+    let url = table.table_url().clone();
+    let conflict_ids: Vec<String> = progress.iter().map(|t| t.app_id.clone()).collect();
+    let commit = CommitProperties::default()
+        .with_application_transactions(progress)
+        .with_metadata(metadata);
+    table
+        .write(batches)
+        .with_save_mode(SaveMode::Append)
+        .with_partition_columns(partition_columns.to_vec())
+        .with_commit_properties(commit)
+        .await
+        .map_err(|e| match e {
+            DeltaTableError::Transaction { source: TransactionError::CommitConflict(c) }
+                if matches!(c, deltalake::kernel::transaction::CommitConflictError::ConcurrentTransaction) =>
+            {
+                Error::ConcurrentProgress { table: crate::storage::redact(url.as_str()), app_id: conflict_ids.join(",") }
+            }
+            e => Error::delta(&crate::storage::redact(url.as_str()), e),
+        })
+}
+
+/// Reads the whole current version of a table (tests, small tables, tools).
+pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
+    use futures::TryStreamExt;
+    let url = table.table_url().clone();
+    let (_, stream) = table
+        .clone()
+        .scan_table()
+        .await
+        .map_err(|e| Error::delta(&crate::storage::redact(url.as_str()), e))?;
+    stream
+        .try_collect()
+        .await
+        .map_err(|e| Error::Internal(format!("reading {}: {e}", crate::storage::redact(url.as_str()))))
+}

@@ -1,0 +1,117 @@
+//! The crate's error type.
+//!
+//! Every error knows its [`ErrorClass`], which is what the binary turns into
+//! an exit code: schedulers retry `Retryable`, never retry `Config`, and page a
+//! human for `Data`. Messages name the file, record or key they are about and
+//! never contain secrets (storage errors are rendered from the URL without
+//! query string or credentials).
+
+use std::path::PathBuf;
+
+/// Result alias for the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a scheduler should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Invalid usage or configuration: retrying cannot help.
+    Config,
+    /// The input data is bad (corrupt file, failed expectation): a human must look.
+    Data,
+    /// Storage or concurrency trouble that a later run may not see.
+    Retryable,
+    /// A defect in Weir itself.
+    Internal,
+}
+
+/// Errors raised by Weir.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A pipeline file could not be read, parsed or validated.
+    #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    InvalidPipeline {
+        /// Every problem found, in file order.
+        problems: Vec<crate::pipeline::Problem>,
+    },
+
+    /// A location in the pipeline is not usable.
+    #[error("invalid location {location:?}: {reason}")]
+    InvalidLocation {
+        /// The location as written (without secrets).
+        location: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A local file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// Object storage failed (listing or reading source files).
+    #[error("storage error at {url}: {message}")]
+    Storage {
+        /// The URL involved, without credentials.
+        url: String,
+        /// The cause, rendered.
+        message: String,
+    },
+
+    /// A Delta table operation failed.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// The table URL.
+        table: String,
+        /// The cause.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
+    /// Another writer committed the same progress marker first.
+    #[error("delta table {table}: concurrent writer committed progress for {app_id}; rerun to continue")]
+    ConcurrentProgress {
+        /// The table URL.
+        table: String,
+        /// The application transaction id that conflicted.
+        app_id: String,
+    },
+
+    /// An unexpected internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// What a scheduler should do about this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidPipeline { .. } | Error::InvalidLocation { .. } => ErrorClass::Config,
+            Error::Io { .. } => ErrorClass::Config,
+            Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,
+            Error::Delta { source, .. } => delta_error_class(source),
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    pub(crate) fn delta(table: &impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
+        Error::Delta { table: table.to_string(), source: Box::new(source) }
+    }
+}
+
+fn delta_error_class(e: &deltalake::DeltaTableError) -> ErrorClass {
+    use deltalake::DeltaTableError as E;
+    match e {
+        E::ObjectStore { .. } | E::Transaction { .. } | E::VersionAlreadyExists(_) => {
+            ErrorClass::Retryable
+        }
+        E::Io { .. } => ErrorClass::Retryable,
+        E::InvalidTableLocation(_) | E::NotATable(_) => ErrorClass::Config,
+        E::SchemaMismatch { .. } => ErrorClass::Config,
+        _ => ErrorClass::Internal,
+    }
+}

@@ -1,0 +1,484 @@
+//! The ingest stage: capture files → raw Delta table, exactly once per
+//! (partition, sequence number).
+//!
+//! How exactly-once holds: the raw table carries one application transaction
+//! per Event Hub partition, `weir/<pipeline>/ingest/<partition>`, whose
+//! version is the last sequence number committed for it. Rows and those
+//! versions go in the same Delta commit, so a crash either commits both or
+//! neither; a rerun reads the versions back and skips every event at or below
+//! them. Path times are never trusted for this: a back-filled file with an
+//! older path time but newer sequence numbers is still ingested.
+//!
+//! Files are read in (window, partition) order, decoded in parallel on all
+//! cores, and cut into commits by size ([`crate::pipeline::IngestConfig`]).
+//! A file that cannot be decoded stops its partition (or is skipped, by
+//! policy); other partitions carry on.
+//!
+//! Hazard: the watermark is one number per partition. Events below it that
+//! arrive later (a file back-filled after newer ones were ingested) cannot be
+//! told apart from events already ingested; sequence gaps are therefore
+//! reported loudly when they are first seen.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use deltalake::arrow::array::{
+    ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use deltalake::kernel::Transaction;
+use futures::StreamExt;
+use object_store::ObjectStoreExt as _;
+
+use crate::capture::decode::{capture_schema, utc_micros};
+use crate::capture::{decode_capture_file, discover, CaptureFile, PartitionSet, PathFormat};
+use crate::delta::{self, TableSpec};
+use crate::pipeline::{LoadedPipeline, OnCorruptFile};
+use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// The column the raw table is partitioned by.
+pub const RAW_PARTITION_COLUMN: &str = "enqueued_date";
+
+/// Schema of the raw table.
+pub fn raw_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let capture = capture_schema();
+            let field = |n: &str| capture.field_with_name(n).expect("capture column").clone();
+            Arc::new(Schema::new(vec![
+                Field::new("partition_id", DataType::Utf8, false),
+                field("sequence_number"),
+                field("offset"),
+                field("enqueued_time"),
+                Field::new(RAW_PARTITION_COLUMN, DataType::Date32, false),
+                field("system_properties"),
+                field("properties"),
+                field("body"),
+                Field::new("source_file", DataType::Utf8, false),
+                Field::new("ingested_at", utc_micros(), false),
+                Field::new("run_id", DataType::Utf8, false),
+            ]))
+        })
+        .clone()
+}
+
+/// The application transaction id holding a partition's watermark.
+pub fn progress_app_id(pipeline: &str, partition: &str) -> String {
+    format!("weir/{pipeline}/ingest/{partition}")
+}
+
+/// Options of one ingest run.
+#[derive(Clone)]
+pub struct IngestOptions {
+    /// Partitions to work on.
+    pub partitions: PartitionSet,
+    /// Plan only: read and decode, write nothing.
+    pub dry_run: bool,
+    /// Id stored in every row and in the report.
+    pub run_id: String,
+    /// Called after each file with (files done, files total).
+    pub on_progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+}
+
+/// Per-partition state while a run goes.
+#[derive(Default)]
+struct PartitionState {
+    /// Highest sequence number committed or pending in this run.
+    high: Option<i64>,
+    halted: bool,
+    report: PartitionReport,
+}
+
+/// Rows waiting for the next commit.
+#[derive(Default)]
+struct Pending {
+    batches: Vec<(String, RecordBatch)>,
+    bytes: u64,
+    events: u64,
+}
+
+/// Runs the ingest stage.
+pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<StageReport> {
+    let started = Instant::now();
+    let pipeline = &loaded.pipeline;
+    let source = location(&pipeline.source.capture.url, "source.capture.url")?;
+    let raw_location = location(&pipeline.tables.raw.path, "tables.raw.path")?;
+    let format = PathFormat::parse(&pipeline.source.capture.path_format)
+        .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
+
+    let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
+    let found = discover(&source, &format, &options.partitions).await?;
+    report.unmatched_files = UnmatchedFiles {
+        count: found.unmatched.len() as u64,
+        sample: found.unmatched.iter().take(20).cloned().collect(),
+    };
+    if !found.unmatched.is_empty() {
+        tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
+    }
+
+    let spec = TableSpec {
+        name: format!("{}_raw", pipeline.name),
+        description: pipeline.tables.raw.description.clone(),
+        schema: raw_schema(),
+        partition_columns: vec![RAW_PARTITION_COLUMN.to_string()],
+    };
+    let mut table = if options.dry_run {
+        delta::open(&raw_location).await?
+    } else {
+        Some(delta::open_or_create(&raw_location, &spec).await?)
+    };
+    let mut write = TableWrite {
+        table: "raw".into(),
+        location: raw_location.to_string(),
+        version_before: table.as_ref().and_then(|t| t.version()),
+        versions_written: Vec::new(),
+    };
+
+    // Watermarks, and the work list in (window, partition) order.
+    let mut states: BTreeMap<String, PartitionState> = BTreeMap::new();
+    let mut work: Vec<CaptureFile> = Vec::new();
+    for (partition, files) in &found.partitions {
+        let watermark = match &table {
+            Some(t) => delta::progress(t, &progress_app_id(&pipeline.name, partition)).await?,
+            None => None,
+        };
+        let state = states.entry(partition.clone()).or_default();
+        state.high = watermark;
+        state.report.watermark_before = watermark;
+        state.report.watermark_after = watermark;
+        state.report.files_listed = files.len() as u64;
+        state.report.newest_file_window = files.last().map(|f| f.window);
+        work.extend(files.iter().cloned());
+    }
+    work.sort_by(|a, b| (a.window, &a.partition_id, &a.name).cmp(&(b.window, &b.partition_id, &b.name)));
+
+    let total = work.len() as u64;
+    let parallelism = match pipeline.ingest.decode_parallelism {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n,
+    };
+    let (store, _) = source.object_store()?;
+    let source_name = source.to_string();
+    let mut decoded = futures::stream::iter(work.into_iter().map(|file| {
+        let store = store.clone();
+        let source_name = source_name.clone();
+        async move {
+            let bytes = store
+                .get(&file.path)
+                .await
+                .map_err(|e| storage_error(&source_name, &file, e))?
+                .bytes()
+                .await
+                .map_err(|e| storage_error(&source_name, &file, e))?;
+            let decoded = tokio::task::spawn_blocking(move || decode_capture_file(&bytes))
+                .await
+                .map_err(|e| Error::Internal(format!("decoder task: {e}")))?;
+            Ok::<_, Error>((file, decoded))
+        }
+    }))
+    .buffered(parallelism);
+
+    let run = RunContext { pipeline: &pipeline.name, run_id: &options.run_id, ingested_at: Utc::now().timestamp_micros() };
+    let mut pending = Pending::default();
+    let mut done = 0u64;
+    while let Some(next) = decoded.next().await {
+        let (file, result) = next?;
+        done += 1;
+        if let Some(cb) = &options.on_progress {
+            cb(done, total);
+        }
+        let state = states.get_mut(&file.partition_id).expect("partition state");
+        if state.halted {
+            continue;
+        }
+        report.files_read += 1;
+        report.bytes_read += file.size;
+        state.report.files_read += 1;
+        let capture = match result {
+            Ok(c) => c,
+            Err(e) => {
+                let halt = pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt;
+                let action = if halt {
+                    state.halted = true;
+                    state.report.halted_at = Some(file.name.clone());
+                    "partition halted before this file; fix or remove it, or set on_corrupt_file: skip"
+                } else {
+                    "file skipped (on_corrupt_file: skip); its events are not ingested"
+                };
+                tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "corrupt capture file");
+                report.problems.push(DataProblem {
+                    kind: "corrupt_file".into(),
+                    partition: Some(file.partition_id.clone()),
+                    file: Some(file.name.clone()),
+                    record: e.record,
+                    message: format!("{}: {e}; {action}", file.name),
+                    blocking: halt,
+                });
+                continue;
+            }
+        };
+        let rows = capture.batch.num_rows() as u64;
+        report.events_read += rows;
+        if rows == 0 {
+            report.empty_files += 1;
+            continue;
+        }
+        let fresh = take_new_events(&capture.batch, &file, state, &mut report)?;
+        if fresh.num_rows() == 0 {
+            continue;
+        }
+        let n = fresh.num_rows() as u64;
+        state.report.events_written += n;
+        pending.events += n;
+        pending.bytes += file.size;
+        pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, &file, &run)?));
+
+        if pending.bytes >= pipeline.ingest.commit_bytes || pending.events >= pipeline.ingest.commit_events {
+            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, options.dry_run, &mut write).await?;
+        }
+    }
+    if pending.events > 0 {
+        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, options.dry_run, &mut write).await?;
+    }
+    drop(table);
+
+    for (partition, state) in states {
+        report.events_written += state.report.events_written;
+        report.partitions.insert(partition, state.report);
+    }
+    report.tables.push(write);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+struct RunContext<'a> {
+    pipeline: &'a str,
+    run_id: &'a str,
+    ingested_at: i64,
+}
+
+fn location(s: &str, key: &str) -> Result<Location> {
+    Location::parse(s).map_err(|reason| Error::InvalidLocation { location: key.to_string(), reason })
+}
+
+fn storage_error(source: &str, file: &CaptureFile, e: object_store::Error) -> Error {
+    Error::Storage {
+        url: format!("{}/{}", source.trim_end_matches('/'), file.name),
+        message: crate::storage::redact(&e.to_string()),
+    }
+}
+
+/// Keeps the events above the partition's high mark; reports gaps and
+/// out-of-order events; advances the high mark.
+fn take_new_events(
+    batch: &RecordBatch,
+    file: &CaptureFile,
+    state: &mut PartitionState,
+    report: &mut StageReport,
+) -> Result<RecordBatch> {
+    let seqs = batch.column(0).as_primitive::<Int64Type>();
+    let mut keep = Vec::with_capacity(seqs.len());
+    let mut expected = state.high.map(|h| h + 1);
+    let mut below = 0u64;
+    let mut out_of_order: Option<(i64, i64)> = None;
+    let watermark = state.report.watermark_before;
+    for seq in seqs.values().iter().copied() {
+        let fresh = state.high.is_none_or(|h| seq > h);
+        keep.push(fresh);
+        if !fresh {
+            if watermark.is_none_or(|w| seq > w) {
+                let r = out_of_order.get_or_insert((seq, seq));
+                r.0 = r.0.min(seq);
+                r.1 = r.1.max(seq);
+            } else {
+                below += 1;
+            }
+            continue;
+        }
+        if let Some(exp) = expected {
+            if seq > exp {
+                let gap = SequenceGap {
+                    partition: file.partition_id.clone(),
+                    from: exp,
+                    to: seq - 1,
+                    before_file: file.name.clone(),
+                };
+                tracing::warn!(partition = %gap.partition, from = gap.from, to = gap.to, file = %file.name, "sequence gap: a capture file may be missing");
+                report.problems.push(DataProblem {
+                    kind: "sequence_gap".into(),
+                    partition: Some(gap.partition.clone()),
+                    file: Some(file.name.clone()),
+                    record: None,
+                    message: format!(
+                        "partition {}: sequence numbers {}..={} are missing before {} (a capture file may be missing or late)",
+                        gap.partition, gap.from, gap.to, file.name
+                    ),
+                    blocking: false,
+                });
+                state.report.gaps.push(gap);
+            }
+        }
+        expected = Some(seq + 1);
+        state.high = Some(seq);
+    }
+    report.events_already_ingested += below;
+    if let Some((lo, hi)) = out_of_order {
+        report.problems.push(DataProblem {
+            kind: "out_of_order".into(),
+            partition: Some(file.partition_id.clone()),
+            file: Some(file.name.clone()),
+            record: None,
+            message: format!(
+                "{}: sequence numbers {lo}..={hi} arrived after higher ones of the same partition and were not ingested",
+                file.name
+            ),
+            blocking: true,
+        });
+    }
+    filter_record_batch(batch, &keep.into()).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Adds lineage and partition columns to capture rows.
+fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let constant = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s; n])) };
+    let times = batch.column(2).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    let dates: Date32Array = times
+        .values()
+        .iter()
+        .map(|us| Some(us.div_euclid(86_400_000_000) as i32))
+        .collect();
+    let ingested: ArrayRef =
+        Arc::new(TimestampMicrosecondArray::from(vec![run.ingested_at; n]).with_timezone("UTC"));
+    RecordBatch::try_new(
+        raw_schema(),
+        vec![
+            constant(&file.partition_id),
+            batch.column(0).clone(),
+            batch.column(1).clone(),
+            batch.column(2).clone(),
+            Arc::new(dates),
+            batch.column(3).clone(),
+            batch.column(4).clone(),
+            batch.column(5).clone(),
+            constant(&file.name),
+            ingested,
+            constant(run.run_id),
+        ],
+    )
+    .map_err(|e| Error::Internal(format!("raw rows: {e}")))
+}
+
+/// Commits pending rows with the watermarks of their partitions. A lost race
+/// on a watermark re-reads it, drops what the other writer committed, and
+/// tries again.
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    table: Option<deltalake::DeltaTable>,
+    spec: &TableSpec,
+    location: &Location,
+    pending: &mut Pending,
+    states: &mut BTreeMap<String, PartitionState>,
+    run: &RunContext<'_>,
+    dry_run: bool,
+    write: &mut TableWrite,
+) -> Result<Option<deltalake::DeltaTable>> {
+    let batches = std::mem::take(&mut pending.batches);
+    pending.bytes = 0;
+    pending.events = 0;
+    fault_point("before_commit");
+    let mut watermarks: BTreeMap<String, i64> = BTreeMap::new();
+    for (partition, batch) in &batches {
+        let seqs = batch.column(1).as_primitive::<Int64Type>();
+        let max = deltalake::arrow::compute::max(seqs).unwrap_or(i64::MIN);
+        let w = watermarks.entry(partition.clone()).or_insert(max);
+        *w = (*w).max(max);
+    }
+    if dry_run {
+        for (p, w) in &watermarks {
+            states.get_mut(p).expect("state").report.watermark_after = Some(*w);
+        }
+        return Ok(table);
+    }
+    let mut table = table.expect("table exists when not a dry run");
+    let mut batches = batches;
+    for attempt in 0.. {
+        let now = Utc::now().timestamp_millis();
+        let txns: Vec<Transaction> = watermarks
+            .iter()
+            .map(|(p, w)| Transaction::new_with_last_update(progress_app_id(run.pipeline, p), *w, Some(now)))
+            .collect();
+        let metadata: HashMap<String, serde_json::Value> = HashMap::from([
+            ("weir.pipeline".to_string(), run.pipeline.into()),
+            ("weir.job".to_string(), "ingest".into()),
+            ("weir.run_id".to_string(), run.run_id.into()),
+        ]);
+        let rows: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
+        match delta::append_with_progress(table.clone(), rows, &spec.partition_columns, txns, metadata).await {
+            Ok(t) => {
+                if let Some(v) = t.version() {
+                    write.versions_written.push(v);
+                }
+                for (p, w) in &watermarks {
+                    states.get_mut(p).expect("state").report.watermark_after = Some(*w);
+                }
+                fault_point("after_commit");
+                return Ok(Some(t));
+            }
+            Err(Error::ConcurrentProgress { .. }) if attempt < 5 => {
+                tracing::warn!(attempt, "another ingest committed the same partitions; re-reading watermarks");
+                table = delta::open_or_create(location, spec).await?;
+                let mut kept = Vec::new();
+                for (partition, batch) in batches {
+                    let theirs = delta::progress(&table, &progress_app_id(run.pipeline, &partition)).await?;
+                    let Some(theirs) = theirs else {
+                        kept.push((partition, batch));
+                        continue;
+                    };
+                    let seqs = batch.column(1).as_primitive::<Int64Type>();
+                    let mask: Vec<bool> = seqs.values().iter().map(|s| *s > theirs).collect();
+                    let batch = filter_record_batch(&batch, &mask.into()).map_err(|e| Error::Internal(e.to_string()))?;
+                    let state = states.get_mut(&partition).expect("state");
+                    state.report.events_written -= (seqs.len() - batch.num_rows()) as u64;
+                    if batch.num_rows() > 0 {
+                        kept.push((partition, batch));
+                    } else if state.high.is_some_and(|h| h <= theirs) {
+                        state.report.watermark_after = Some(theirs);
+                    }
+                }
+                batches = kept;
+                watermarks.retain(|p, _| batches.iter().any(|(q, _)| q == p));
+                if batches.is_empty() {
+                    return Ok(Some(table));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the retry loop returns")
+}
+
+/// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9
+/// would, no cleanup) the n-th time `point` is reached. Used by the crash
+/// tests; inert otherwise.
+fn fault_point(point: &str) {
+    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let plan = PLAN.get_or_init(|| {
+        let v = std::env::var("WEIR_FAULT").ok()?;
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    if let Some((p, n)) = plan {
+        if p == point && HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *n {
+            eprintln!("WEIR_FAULT: aborting at {point} #{n}");
+            std::process::abort();
+        }
+    }
+}

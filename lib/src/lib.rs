@@ -1,0 +1,28 @@
+//! Weir: declarative lakehouse batch jobs that land Azure Event Hubs Capture
+//! files in Delta Lake, exactly once.
+//!
+//! The crate is the framework; the `weir` binary (crate `weir-jobs`) only
+//! parses arguments, calls into it and maps outcomes to exit codes.
+//!
+//! Where things live:
+//! - [`pipeline`]: the pipeline file format, `${VAR}` interpolation and
+//!   validation with file/line/key-path diagnostics.
+//! - [`capture`]: discovering Capture files below a source URL and decoding
+//!   them into Arrow record batches.
+//! - [`storage`]: turning a location (local path or object-store URL) into
+//!   something that can be listed, read or opened as a Delta table.
+//! - [`delta`]: Delta table access: create with change data feed, append with
+//!   application transactions (`txn`) for exactly-once progress.
+//! - [`ingest`]: the ingest stage (capture → raw table).
+//! - [`report`]: the JSON run report every job prints.
+//! - [`error`]: the crate's error type and its exit-code classes.
+
+pub mod capture;
+pub mod delta;
+pub mod error;
+pub mod ingest;
+pub mod pipeline;
+pub mod report;
+pub mod storage;
+
+pub use error::{Error, ErrorClass, Result};

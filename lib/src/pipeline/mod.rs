@@ -1,0 +1,212 @@
+//! The pipeline file: what a data engineer declares.
+//!
+//! A pipeline is a YAML file (see `pipelines/user_events.yaml`). Loading it
+//! goes through three steps, each reporting problems with file, line and key
+//! path rather than stopping at the first:
+//!
+//! 1. [`interpolate`]: `${VAR}` and `${VAR:-default}` are replaced from the
+//!    environment on the raw text (so line numbers stay true). `$${` escapes.
+//! 2. Deserialisation into the structs below, all `deny_unknown_fields`, so a
+//!    typo is an error, not a silently ignored key.
+//! 3. [`validate`](Pipeline::validate): cross-field and semantic checks that
+//!    serde cannot express (names, path formats, referenced files).
+//!
+//! Path rule: files that belong to the pipeline (schemas) resolve relative to
+//! the pipeline file's folder; data locations (capture source, tables) are
+//! local paths relative to the working directory, or URLs.
+
+mod load;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use load::{interpolate, load_pipeline, parse_pipeline};
+
+/// A problem found in a pipeline file, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `tables.raw.path` (empty for the whole file).
+    pub path: String,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A loaded, validated pipeline.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    /// Where the file was read from.
+    pub file: PathBuf,
+    /// The declaration.
+    pub pipeline: Pipeline,
+}
+
+impl LoadedPipeline {
+    /// The folder that pipeline-relative files resolve against.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or_else(|| Path::new("."))
+    }
+}
+
+/// A pipeline: where events come from and which tables they land in.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Pipeline name: lowercase letters, digits, `_` and `-`. It is part of
+    /// every progress marker Weir writes, so renaming a pipeline restarts it.
+    pub name: String,
+
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+
+    /// Where the events come from.
+    pub source: Source,
+
+    /// The event body: its format and schema (parsed by the process stage).
+    #[serde(default)]
+    pub body: Option<BodyConfig>,
+
+    /// The Delta tables the pipeline writes.
+    pub tables: Tables,
+
+    /// Ingest tuning.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// Event source.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Event Hubs Capture files.
+    pub capture: CaptureSource,
+}
+
+/// Event Hubs Capture output below one folder or container prefix.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSource {
+    /// The folder that holds the partition folders: a local path or an
+    /// object-store URL (`abfss://`, `az://`, `s3://`, `gs://`, `file://`).
+    pub url: String,
+
+    /// Capture's file name format below `url`, without the `.avro`
+    /// extension. Tokens: `{Namespace}`, `{EventHub}`, `{PartitionId}`,
+    /// `{Year}`, `{Month}`, `{Day}`, `{Hour}`, `{Minute}`, `{Second}`;
+    /// `{PartitionId}` and all time tokens are required.
+    #[serde(default = "default_path_format")]
+    pub path_format: String,
+
+    /// What to do with a file that cannot be decoded.
+    #[serde(default)]
+    pub on_corrupt_file: OnCorruptFile,
+}
+
+/// The default Capture path format below the source folder.
+pub fn default_path_format() -> String {
+    "{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}".to_string()
+}
+
+/// Policy for capture files that cannot be decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorruptFile {
+    /// Stop the partition before the file; later files of that partition wait
+    /// until the file is repaired or the policy changes. Exit code says so.
+    #[default]
+    Halt,
+    /// Record the file in the report and continue after it. Its events are
+    /// not ingested, and the sequence gap it leaves is reported.
+    Skip,
+}
+
+/// Event body declaration.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyConfig {
+    /// Body encoding.
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// Avro schema (`.avsc`) of the body, relative to the pipeline file.
+    pub schema: PathBuf,
+}
+
+/// Body encodings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// UTF-8 JSON, one object per event.
+    #[default]
+    Json,
+}
+
+/// The pipeline's tables.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tables {
+    /// One row per captured event, as captured.
+    pub raw: TableConfig,
+}
+
+/// One Delta table.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table location: a local path or an object-store URL.
+    pub path: String,
+    /// Free text stored as the table description when it is created.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Ingest tuning. Defaults suit 32 partitions at 5-minute windows.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A commit is cut once this many bytes of capture files are in it.
+    #[serde(default = "default_commit_bytes")]
+    pub commit_bytes: u64,
+    /// A commit is cut once this many events are in it.
+    #[serde(default = "default_commit_events")]
+    pub commit_events: u64,
+    /// Files decoded at once (0 = one per CPU core).
+    #[serde(default)]
+    pub decode_parallelism: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            commit_bytes: default_commit_bytes(),
+            commit_events: default_commit_events(),
+            decode_parallelism: 0,
+        }
+    }
+}
+
+fn default_commit_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+fn default_commit_events() -> u64 {
+    2_000_000
+}

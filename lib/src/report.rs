@@ -1,0 +1,169 @@
+//! The run report: one JSON document per job run, printed to stdout or
+//! written to `--report FILE`. Its shape is a contract with schedulers and
+//! dashboards: fields are added, never renamed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::ErrorClass;
+
+/// Everything a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Unique id of this run (also stored in every row it wrote).
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline file.
+    pub pipeline_file: String,
+    /// Job name (`ingest`, `run`, ...).
+    pub job: String,
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+    /// Overall outcome.
+    pub outcome: Outcome,
+    /// Stages that ran, in order.
+    pub stages: Vec<StageReport>,
+    /// The error that ended the run, if one did.
+    pub error: Option<ErrorReport>,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Everything available was processed (possibly nothing).
+    Success,
+    /// Work was done, but some input needs a human (corrupt file, gap...).
+    DataProblem,
+    /// The run failed; see `error`.
+    Failed,
+}
+
+/// The error that ended a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    /// Scheduler class of the error.
+    pub class: ErrorClass,
+    /// Message (never contains secrets).
+    pub message: String,
+}
+
+/// One stage's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageReport {
+    /// Stage name.
+    pub stage: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Files read.
+    pub files_read: u64,
+    /// Bytes of input read.
+    pub bytes_read: u64,
+    /// Header-only capture files among those read.
+    pub empty_files: u64,
+    /// Events decoded.
+    pub events_read: u64,
+    /// Events written to the output table.
+    pub events_written: u64,
+    /// Events skipped because an earlier run already wrote them.
+    pub events_already_ingested: u64,
+    /// Per Event Hub partition.
+    pub partitions: BTreeMap<String, PartitionReport>,
+    /// Tables written and the versions committed.
+    pub tables: Vec<TableWrite>,
+    /// Everything that needs attention.
+    pub problems: Vec<DataProblem>,
+    /// Objects below the source that do not match the path format.
+    pub unmatched_files: UnmatchedFiles,
+}
+
+/// One partition's progress in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionReport {
+    /// Last sequence number ingested before the run.
+    pub watermark_before: Option<i64>,
+    /// Last sequence number ingested after the run.
+    pub watermark_after: Option<i64>,
+    /// Capture files listed for the partition.
+    pub files_listed: u64,
+    /// Files read in this run.
+    pub files_read: u64,
+    /// Events written in this run.
+    pub events_written: u64,
+    /// Window of the newest file listed.
+    pub newest_file_window: Option<DateTime<Utc>>,
+    /// Set when the partition stopped before a corrupt file.
+    pub halted_at: Option<String>,
+    /// Missing sequence ranges detected.
+    pub gaps: Vec<SequenceGap>,
+}
+
+/// A missing range of sequence numbers in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SequenceGap {
+    /// Partition id.
+    pub partition: String,
+    /// First missing sequence number.
+    pub from: i64,
+    /// Last missing sequence number.
+    pub to: i64,
+    /// The file whose first event follows the gap.
+    pub before_file: String,
+}
+
+/// A table written by a stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableWrite {
+    /// Table name in the pipeline (`raw`, ...).
+    pub table: String,
+    /// Table location (without secrets).
+    pub location: String,
+    /// Version before the run (None: created by this run).
+    pub version_before: Option<u64>,
+    /// Versions committed by this run, in order.
+    pub versions_written: Vec<u64>,
+}
+
+/// Something about the input that needs attention.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataProblem {
+    /// Machine-readable kind: `corrupt_file`, `sequence_gap`, `out_of_order`.
+    pub kind: String,
+    /// Partition, when the problem belongs to one.
+    pub partition: Option<String>,
+    /// File, when the problem belongs to one.
+    pub file: Option<String>,
+    /// Record index in the file, when known.
+    pub record: Option<u64>,
+    /// What happened and what was done about it.
+    pub message: String,
+    /// Whether this problem makes the run exit with the data-problem code.
+    pub blocking: bool,
+}
+
+/// Objects that are not capture files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnmatchedFiles {
+    /// How many.
+    pub count: u64,
+    /// The first few names.
+    pub sample: Vec<String>,
+}
+
+impl RunReport {
+    /// The outcome implied by the stages' problems.
+    pub fn outcome_from_stages(stages: &[StageReport]) -> Outcome {
+        if stages.iter().flat_map(|s| &s.problems).any(|p| p.blocking) {
+            Outcome::DataProblem
+        } else {
+            Outcome::Success
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Locations: local paths and object-store URLs, one type for both.
+//!
+//! Every place that takes a location (capture source, tables) goes through
+//! [`Location`]. Local paths are made absolute against the working directory
+//! and become `file://` URLs, so the rest of Weir sees URLs only.
+//!
+//! Hazard: URLs can carry secrets (a SAS token in the query, a password in
+//! the authority). [`Location`]'s `Display` never shows them; credentials come
+//! from the environment (object_store's `AZURE_*` variables), not the file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::{Error, Result};
+
+/// URL schemes Weir accepts, and what they are.
+const SCHEMES: &[(&str, &str)] = &[
+    ("file", "local file system"),
+    ("abfss", "Azure Data Lake Storage Gen2"),
+    ("abfs", "Azure Data Lake Storage Gen2"),
+    ("az", "Azure Blob Storage"),
+    ("azure", "Azure Blob Storage"),
+    ("adl", "Azure Data Lake"),
+];
+
+/// A data location: a local folder or an object-store URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Location {
+    url: Url,
+}
+
+impl Location {
+    /// Parses a location as written in a pipeline file.
+    pub fn parse(s: &str) -> std::result::Result<Location, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("location is empty".to_string());
+        }
+        if s.contains("://") {
+            let url = Url::parse(s).map_err(|e| format!("{}: not a valid URL: {e}", redact(s)))?;
+            if !SCHEMES.iter().any(|(scheme, _)| *scheme == url.scheme()) {
+                let known: Vec<&str> = SCHEMES.iter().map(|(s, _)| *s).collect();
+                return Err(format!(
+                    "unsupported URL scheme '{}' (supported: {}, or a local path)",
+                    url.scheme(),
+                    known.join(", ")
+                ));
+            }
+            return Ok(Location { url });
+        }
+        let path = std::path::Path::new(s);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot resolve relative path {s:?}: {e}"))?
+                .join(path)
+        };
+        let abs = normalize(&abs);
+        let url = Url::from_directory_path(&abs)
+            .map_err(|_| format!("{s:?} is not a usable local path"))?;
+        Ok(Location { url })
+    }
+
+    /// The location as a URL (may hold secrets: do not print it).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// True for `file://` locations.
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
+    }
+
+    /// The local folder, for `file://` locations.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        if self.is_local() {
+            self.url.to_file_path().ok()
+        } else {
+            None
+        }
+    }
+
+    /// A child location (`name` is a relative path with `/` separators).
+    pub fn join(&self, name: &str) -> Location {
+        let mut url = self.url.clone();
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        Location { url: url.join(name).unwrap_or_else(|_| self.url.clone()) }
+    }
+
+    /// An object store rooted at the store's root, and the prefix of this
+    /// location inside it.
+    pub fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+        if let Some(dir) = self.local_path() {
+            let store = object_store::local::LocalFileSystem::new();
+            let prefix = ObjectPath::from_filesystem_path(&dir).map_err(|e| Error::InvalidLocation {
+                location: self.to_string(),
+                reason: e.to_string(),
+            })?;
+            return Ok((Arc::new(store), prefix));
+        }
+        let options = storage_options_from_env();
+        let (store, prefix) = object_store::parse_url_opts(&self.url, options).map_err(|e| {
+            Error::InvalidLocation { location: self.to_string(), reason: redact(&e.to_string()) }
+        })?;
+        Ok((Arc::from(store), prefix))
+    }
+}
+
+/// Storage options for delta-rs and object_store, from the environment.
+/// Only `AZURE_*` variables are passed; nothing is logged.
+pub fn storage_options_from_env() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AZURE_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(self.url.as_str()))
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// Removes the query string and any password from a URL-ish string.
+pub fn redact(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(mut url) if url.scheme() != "file" || url.query().is_some() => {
+            if url.query().is_some() {
+                url.set_query(Some("REDACTED"));
+            }
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+            }
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => match s.find('?') {
+            Some(i) => format!("{}?REDACTED", &s[..i]),
+            None => s.to_string(),
+        },
+    }
+}
+
+/// Lexically removes `.` and `..` components.
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let loc = Location::parse("/tmp/x/../lake/raw").unwrap();
+        assert_eq!(loc.url().as_str(), "file:///tmp/lake/raw/");
+        assert!(loc.is_local());
+        assert_eq!(loc.join("_delta_log").url().as_str(), "file:///tmp/lake/raw/_delta_log");
+    }
+
+    #[test]
+    fn urls_are_checked_and_redacted() {
+        let loc = Location::parse("az://container/path?sv=2024&sig=SECRET").unwrap();
+        assert!(!loc.to_string().contains("SECRET"), "{loc}");
+        let err = Location::parse("ftp://host/x").unwrap_err();
+        assert!(err.contains("unsupported URL scheme 'ftp'"), "{err}");
+        assert!(Location::parse("").is_err());
+    }
+}

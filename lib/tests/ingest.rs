@@ -1,0 +1,321 @@
+//! Ingest against real Delta tables on disk and real Avro files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, TimeZone, Utc};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use weir::capture::testgen::{
+    capture_path, corrupt, generate_dataset, user_event_body, write_capture_file, CaptureEvent, Codec,
+    Corruption, DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
+};
+use weir::capture::PartitionSet;
+use weir::ingest::{ingest, progress_app_id, IngestOptions};
+use weir::pipeline::{parse_pipeline, LoadedPipeline};
+use weir::report::StageReport;
+use weir::storage::Location;
+
+fn pipeline(dir: &Path, capture: &Path, extra: &str) -> LoadedPipeline {
+    let text = format!(
+        "name: t\nsource:\n  capture:\n    url: {}\n{extra}tables:\n  raw:\n    path: {}\n",
+        capture.display(),
+        dir.join("lake/raw").display()
+    );
+    parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).expect("valid pipeline")
+}
+
+fn options() -> IngestOptions {
+    IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "test-run".into(), on_progress: None }
+}
+
+async fn run(p: &LoadedPipeline) -> StageReport {
+    ingest(p, &options()).await.expect("ingest")
+}
+
+async fn raw_table(dir: &Path) -> deltalake::DeltaTable {
+    let loc = Location::parse(dir.join("lake/raw").to_str().unwrap()).unwrap();
+    weir::delta::open(&loc).await.unwrap().expect("raw table exists")
+}
+
+/// The exact multiset of (partition, sequence) in the raw table, sorted.
+async fn keys(dir: &Path) -> Vec<(String, i64)> {
+    let table = raw_table(dir).await;
+    let batches: Vec<RecordBatch> = weir::delta::read_all(&table).await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let p = b.column_by_name("partition_id").unwrap().as_string::<i32>();
+        let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.push((p.value(i).to_string(), s.value(i)));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn expected_keys(last: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> =
+        last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
+    v.sort();
+    v
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap()
+}
+
+fn events(first_seq: i64, n: i64, at: DateTime<Utc>) -> Vec<CaptureEvent> {
+    let mut rng = Rng::new(first_seq as u64 + 7);
+    (first_seq..first_seq + n)
+        .map(|seq| CaptureEvent {
+            sequence_number: seq,
+            offset: (seq * 512).to_string(),
+            enqueued_time: at + chrono::Duration::seconds(seq - first_seq),
+            system_properties: vec![("x-opt-sequence-number".into(), PropValue::Long(seq))],
+            properties: vec![
+                ("source".into(), PropValue::Str("web".into())),
+                ("score".into(), PropValue::Double(0.5)),
+                ("trace".into(), PropValue::Bytes(vec![0xff, 0x00, 0x10])),
+            ],
+            body: Some(user_event_body(&mut rng, seq, at)),
+        })
+        .collect()
+}
+
+fn write(root: &Path, partition: &str, window: DateTime<Utc>, events: &[CaptureEvent], spec: &FileSpec) -> PathBuf {
+    let path = root.join(capture_path(partition, window));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, write_capture_file(events, spec).unwrap()).unwrap();
+    path
+}
+
+fn real_capture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/real-capture/05.avro")
+}
+
+#[test]
+fn real_azure_capture_file_decodes() {
+    let bytes = std::fs::read(real_capture()).unwrap();
+    let decoded = weir::capture::decode_capture_file(&bytes).unwrap();
+    let b = &decoded.batch;
+    assert_eq!(decoded.codec, "null");
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 0);
+    assert_eq!(b.column(1).as_string::<i32>().value(0), "0");
+    let t = b.column(2).as_primitive::<TimestampMicrosecondType>().value(0);
+    assert_eq!(DateTime::from_timestamp_micros(t).unwrap().to_rfc3339(), "2016-11-16T16:44:11+00:00");
+    let sys = b.column(3).as_map();
+    let entries = sys.value(0);
+    let k = entries.column(0).as_string::<i32>();
+    let v = entries.column(1).as_string::<i32>();
+    let pairs: Vec<(&str, &str)> = (0..k.len()).map(|i| (k.value(i), v.value(i))).collect();
+    assert!(pairs.contains(&("x-opt-publisher", "buddy1234")), "{pairs:?}");
+    assert_eq!(b.column(4).as_map().value(0).len(), 0, "empty Properties");
+    assert_eq!(b.column(5).as_binary::<i32>().value(0), br#"{"field1": "value1", "field2": "value2"}"#);
+}
+
+#[test]
+fn every_codec_union_and_time_format_decodes_identically() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 1, 16, 4, 5).unwrap();
+    let mut evs = events(100, 30, at);
+    evs[3].body = None;
+    let mut reference = None;
+    for codec in [Codec::Null, Codec::Deflate, Codec::Snappy, Codec::Zstd] {
+        for union_style in [UnionStyle::Legacy, UnionStyle::WithNull] {
+            for time_format in [TimeFormat::Us, TimeFormat::Iso] {
+                let mut these = evs.clone();
+                if union_style == UnionStyle::WithNull {
+                    these[0].properties.push(("maybe".into(), PropValue::Null));
+                }
+                let spec = FileSpec { codec, union_style, time_format };
+                let bytes = write_capture_file(&these, &spec).unwrap();
+                let d = weir::capture::decode_capture_file(&bytes)
+                    .unwrap_or_else(|e| panic!("{codec:?} {union_style:?} {time_format:?}: {e}"));
+                assert_eq!(d.batch.num_rows(), 30);
+                let seqs: Vec<i64> = d.batch.column(0).as_primitive::<Int64Type>().values().to_vec();
+                assert_eq!(seqs, (100..130).collect::<Vec<_>>());
+                let times = d.batch.column(2).as_primitive::<TimestampMicrosecondType>();
+                assert_eq!(times.value(5), (at + chrono::Duration::seconds(5)).timestamp_micros());
+                assert!(d.batch.column(5).is_null(3), "null body stays null");
+                let props = d.batch.column(4).as_map().value(1);
+                let k = props.column(0).as_string::<i32>();
+                let v = props.column(1).as_string::<i32>();
+                let got: BTreeMap<&str, &str> = (0..k.len()).map(|i| (k.value(i), v.value(i))).collect();
+                assert_eq!(got["source"], "web");
+                assert_eq!(got["score"], "0.5");
+                assert_eq!(got["trace"], "base64:/wAQ", "non-UTF-8 bytes are base64");
+                if union_style == UnionStyle::WithNull {
+                    let first = d.batch.column(4).as_map().value(0);
+                    assert_eq!(first.column(1).null_count(), 1, "null union member is a null value");
+                }
+                // Same rows whatever the codec (excluding the null-union extra key).
+                let body: Vec<Option<Vec<u8>>> =
+                    d.batch.column(5).as_binary::<i32>().iter().map(|b| b.map(<[u8]>::to_vec)).collect();
+                match &reference {
+                    None => reference = Some(body),
+                    Some(r) => assert_eq!(r, &body),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_files_are_refused_with_a_reason() {
+    let evs = events(0, 200, t0());
+    let good = write_capture_file(&evs, &FileSpec { codec: Codec::Deflate, ..FileSpec::default() }).unwrap();
+    let cases = [
+        (Corruption::Truncate { keep: good.len() - 40 }, "truncated"),
+        (Corruption::BadMagic, "bad magic"),
+        (Corruption::BadSync, "sync marker"),
+        (Corruption::GarbageBlock, ""),
+    ];
+    for (how, reason) in cases {
+        let bad = corrupt(&good, how);
+        let e = weir::capture::decode_capture_file(&bad).expect_err(&format!("{how:?} must fail"));
+        assert!(e.reason.contains(reason), "{how:?}: {e}");
+    }
+    let empty = write_capture_file(&[], &FileSpec::default()).unwrap();
+    assert_eq!(weir::capture::decode_capture_file(&empty).unwrap().batch.num_rows(), 0);
+}
+
+#[tokio::test]
+async fn ingests_everything_once_and_reruns_are_no_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = DatasetSpec { codecs: vec![Codec::Null, Codec::Deflate, Codec::Snappy, Codec::Zstd], ..DatasetSpec::small(11) };
+    let summary = generate_dataset(&capture, &spec).unwrap();
+    // 4 KiB commits: many commits, each with its own watermarks.
+    let p = pipeline(dir.path(), &capture, "ingest:\n  commit_bytes: 4096\n");
+
+    let first = run(&p).await;
+    assert_eq!(first.events_written, summary.events);
+    assert!(first.problems.is_empty(), "{:?}", first.problems);
+    assert!(first.tables[0].versions_written.len() > 3, "cut into several commits");
+    assert_eq!(keys(dir.path()).await, expected_keys(&summary.per_partition_last_sequence));
+
+    let table = raw_table(dir.path()).await;
+    for (partition, last) in &summary.per_partition_last_sequence {
+        let w = weir::delta::progress(&table, &progress_app_id("t", partition)).await.unwrap();
+        assert_eq!(w, Some(*last), "watermark of partition {partition}");
+        assert_eq!(first.partitions[partition].watermark_after, Some(*last));
+    }
+    let config = table.snapshot().unwrap().metadata().configuration().clone();
+    assert_eq!(config.get("delta.enableChangeDataFeed").map(String::as_str), Some("true"));
+    let version = table.version();
+
+    let second = run(&p).await;
+    assert_eq!(second.events_written, 0);
+    assert_eq!(second.events_already_ingested, summary.events);
+    assert!(second.tables[0].versions_written.is_empty());
+    assert_eq!(raw_table(dir.path()).await.version(), version, "no commit when nothing is new");
+}
+
+#[tokio::test]
+async fn late_backfilled_file_with_newer_sequences_is_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    write(&capture, "0", t0(), &events(0, 10, t0()), &spec);
+    write(&capture, "0", t0() + chrono::Duration::minutes(10), &events(10, 10, t0()), &spec);
+    let p = pipeline(dir.path(), &capture, "");
+    assert_eq!(run(&p).await.events_written, 20);
+
+    // Written late, for an older window, but holding the next sequences.
+    write(&capture, "0", t0() + chrono::Duration::minutes(5), &events(20, 5, t0()), &spec);
+    let r = run(&p).await;
+    assert_eq!(r.events_written, 5);
+    assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 24)])));
+}
+
+#[tokio::test]
+async fn sequence_gap_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    write(&capture, "2", t0(), &events(0, 10, t0()), &spec);
+    write(&capture, "2", t0() + chrono::Duration::minutes(10), &events(15, 5, t0()), &spec);
+    let r = run(&pipeline(dir.path(), &capture, "")).await;
+    let gaps = &r.partitions["2"].gaps;
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!((gaps[0].from, gaps[0].to), (10, 14));
+    assert!(gaps[0].before_file.ends_with("08/10/00.avro"), "{}", gaps[0].before_file);
+    assert!(r.problems.iter().any(|p| p.kind == "sequence_gap" && !p.blocking));
+    assert_eq!(r.events_written, 15);
+}
+
+#[tokio::test]
+async fn corrupt_file_halts_its_partition_only_and_skip_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec { codec: Codec::Deflate, ..FileSpec::default() };
+    for p in ["0", "1"] {
+        write(&capture, p, t0(), &events(0, 10, t0()), &spec);
+        let bad = write(&capture, p, t0() + chrono::Duration::minutes(5), &events(10, 10, t0()), &spec);
+        if p == "1" {
+            let good = std::fs::read(&bad).unwrap();
+            std::fs::write(&bad, corrupt(&good, Corruption::Truncate { keep: good.len() / 2 })).unwrap();
+        }
+        write(&capture, p, t0() + chrono::Duration::minutes(10), &events(20, 10, t0()), &spec);
+    }
+    let halt = pipeline(dir.path(), &capture, "");
+    let r = run(&halt).await;
+    assert_eq!(r.partitions["0"].watermark_after, Some(29));
+    assert_eq!(r.partitions["1"].watermark_after, Some(9), "stops before the corrupt file");
+    assert_eq!(r.partitions["1"].halted_at.as_deref(), Some("1/2026/11/01/08/05/00.avro"));
+    let problem = r.problems.iter().find(|p| p.kind == "corrupt_file").expect("reported");
+    assert!(problem.blocking);
+    assert_eq!(problem.file.as_deref(), Some("1/2026/11/01/08/05/00.avro"));
+    assert!(problem.message.contains("truncated"), "{}", problem.message);
+
+    // A rerun still stops there: nothing is skipped silently.
+    let again = run(&halt).await;
+    assert_eq!(again.events_written, 0);
+    assert_eq!(again.partitions["1"].halted_at.as_deref(), Some("1/2026/11/01/08/05/00.avro"));
+
+    let skip = pipeline(dir.path(), &capture, "    on_corrupt_file: skip\n");
+    let r = run(&skip).await;
+    assert_eq!(r.events_written, 10);
+    assert_eq!(r.partitions["1"].watermark_after, Some(29));
+    assert!(r.problems.iter().any(|p| p.kind == "corrupt_file" && !p.blocking));
+    assert_eq!(r.partitions["1"].gaps.first().map(|g| (g.from, g.to)), Some((10, 19)));
+    let mut want = expected_keys(&BTreeMap::from([("0".to_string(), 29), ("1".to_string(), 29)]));
+    want.retain(|(p, s)| !(p == "1" && (10..20).contains(s)));
+    assert_eq!(keys(dir.path()).await, want);
+}
+
+#[tokio::test]
+async fn partition_selection_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let summary = generate_dataset(&capture, &DatasetSpec::small(5)).unwrap();
+    let p = pipeline(dir.path(), &capture, "");
+
+    let dry = ingest(&p, &IngestOptions { dry_run: true, ..options() }).await.unwrap();
+    assert_eq!(dry.events_written, summary.events);
+    assert!(!dir.path().join("lake/raw/_delta_log").exists(), "a dry run writes nothing");
+
+    let only = ingest(&p, &IngestOptions { partitions: PartitionSet::parse("0,2").unwrap(), ..options() })
+        .await
+        .unwrap();
+    let got = keys(dir.path()).await;
+    assert!(got.iter().all(|(p, _)| p == "0" || p == "2"));
+    assert_eq!(only.events_written as usize, got.len());
+    run(&p).await;
+    assert_eq!(keys(dir.path()).await, expected_keys(&summary.per_partition_last_sequence));
+}
+
+#[tokio::test]
+async fn unmatched_objects_are_reported_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    write(&capture, "0", t0(), &events(0, 3, t0()), &FileSpec::default());
+    std::fs::write(capture.join("0/notes.txt"), "x").unwrap();
+    std::fs::create_dir_all(capture.join("0/2026/11")).unwrap();
+    std::fs::write(capture.join("0/2026/11/stray.avro"), "x").unwrap();
+    let r = run(&pipeline(dir.path(), &capture, "")).await;
+    assert_eq!(r.unmatched_files.count, 2);
+    assert_eq!(r.unmatched_files.sample, vec!["0/2026/11/stray.avro", "0/notes.txt"]);
+    assert_eq!(r.events_written, 3);
+}

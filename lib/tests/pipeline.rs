@@ -1,0 +1,89 @@
+//! Pipeline files: parsing, interpolation and every-problem validation.
+
+use std::path::{Path, PathBuf};
+
+use weir::pipeline::{load_pipeline, parse_pipeline, OnCorruptFile};
+use weir::Error;
+
+fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    match parse_pipeline(Path::new("pipelines/x.yaml"), text, &lookup) {
+        Ok(_) => Vec::new(),
+        Err(Error::InvalidPipeline { problems }) => problems.iter().map(|p| p.to_string()).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+const GOOD: &str = "name: x\nsource:\n  capture:\n    url: /data/capture\ntables:\n  raw:\n    path: /data/lake/raw\n";
+
+#[test]
+fn example_pipeline_is_valid_with_defaults() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/user_events.yaml");
+    let loaded = load_pipeline(&file).unwrap_or_else(|e| panic!("{e}"));
+    let p = &loaded.pipeline;
+    assert_eq!(p.name, "user_events");
+    assert!(p.source.capture.url == "testdata/capture/user_events" || std::env::var("WEIR_CAPTURE").is_ok());
+    assert!(p.tables.raw.path.ends_with("/raw/user_events"));
+    assert_eq!(p.source.capture.on_corrupt_file, OnCorruptFile::Halt);
+    assert_eq!(p.body.as_ref().unwrap().schema, PathBuf::from("../schemas/user_event.avsc"));
+}
+
+#[test]
+fn a_minimal_pipeline_gets_defaults() {
+    assert_eq!(problems(GOOD, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_path() {
+    let text = GOOD.replace("    path: /data/lake/raw", "    pathh: /data/lake/raw");
+    let got = problems(&text, &[]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("pipelines/x.yaml:7: tables.raw.pathh: unknown field 'pathh', expected one of 'path', 'description'"),
+        "{}",
+        got[0]
+    );
+}
+
+#[test]
+fn wrong_type_and_bad_enum_are_located() {
+    let text = format!("{GOOD}ingest:\n  commit_bytes: lots\n");
+    let got = problems(&text, &[]);
+    assert!(got[0].starts_with("pipelines/x.yaml:9: ingest.commit_bytes: invalid type"), "{got:?}");
+
+    let text = GOOD.replace("    url: /data/capture\n", "    url: /data/capture\n    on_corrupt_file: ignore\n");
+    let got = problems(&text, &[]);
+    assert!(got[0].starts_with("pipelines/x.yaml:5: source.capture.on_corrupt_file: unknown variant 'ignore'"), "{got:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = "name: Bad Name\nsource:\n  capture:\n    url: ftp://host/x\n    path_format: \"{PartitionId}/{Year}\"\nbody:\n  schema: missing.avsc\ntables:\n  raw:\n    path: /lake/raw\ningest:\n  commit_events: 0\n";
+    let got = problems(text, &[]);
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert!(got[0].starts_with("pipelines/x.yaml:1: name: \"Bad Name\" is not a valid pipeline name"));
+    assert!(got[1].starts_with("pipelines/x.yaml:4: source.capture.url: unsupported URL scheme 'ftp'"));
+    assert!(got[2].starts_with("pipelines/x.yaml:5: source.capture.path_format: path format"));
+    assert!(got[2].contains("lacks {Month}"));
+    assert!(got[3].starts_with("pipelines/x.yaml:7: body.schema: cannot read pipelines/missing.avsc"));
+    assert!(got[4].starts_with("pipelines/x.yaml:12: ingest.commit_events: must be greater than 0"));
+}
+
+#[test]
+fn environment_interpolation_applies_before_parsing() {
+    let text = "name: x\nsource:\n  capture:\n    url: ${CAP}\ntables:\n  raw:\n    path: ${LAKE:-/default}/raw\n";
+    let lookup = |n: &str| (n == "CAP").then(|| "/mnt/capture".to_string());
+    let loaded = parse_pipeline(Path::new("p.yaml"), text, &lookup).unwrap();
+    assert_eq!(loaded.pipeline.source.capture.url, "/mnt/capture");
+    assert_eq!(loaded.pipeline.tables.raw.path, "/default/raw");
+
+    let got = problems(text, &[]);
+    assert_eq!(got, vec!["pipelines/x.yaml:4: environment variable CAP is not set (set it, or write `${CAP:-default}`)"]);
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_line() {
+    let got = problems("name: x\nsource: [unclosed\n", &[]);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("pipelines/x.yaml:"), "{got:?}");
+}
