@@ -65,7 +65,8 @@ impl Fixture {
             let Some(table) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
             let mut out = Vec::new();
             for b in weir::delta::read_all(&table).await.unwrap() {
-                let p = b.column_by_name("partition_id").unwrap().as_string::<i32>();
+                let p = deltalake::arrow::compute::cast(b.column_by_name("partition_id").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+        let p = p.as_string::<i32>();
                 let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
                 out.extend((0..b.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))));
             }

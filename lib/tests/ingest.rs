@@ -44,7 +44,8 @@ async fn keys(dir: &Path) -> Vec<(String, i64)> {
     let batches: Vec<RecordBatch> = weir::delta::read_all(&table).await.unwrap();
     let mut out = Vec::new();
     for b in &batches {
-        let p = b.column_by_name("partition_id").unwrap().as_string::<i32>();
+        let p = deltalake::arrow::compute::cast(b.column_by_name("partition_id").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+        let p = p.as_string::<i32>();
         let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             out.push((p.value(i).to_string(), s.value(i)));

@@ -46,8 +46,8 @@ pub fn parse_pipeline(
             return Err(invalid(vec![Problem {
                 file: file.to_path_buf(),
                 line,
+                message: serde_message(&inner, &path),
                 path,
-                message: serde_message(&inner),
             }]));
         }
     };
@@ -80,6 +80,8 @@ pub fn interpolate(
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (n, line) in text.split_inclusive('\n').enumerate() {
+        // Comments are documentation: `${...}` in them is left alone.
+        let (line, comment) = line.split_at(comment_start(line));
         let mut rest = line;
         while let Some(at) = rest.find('$') {
             out.push_str(&rest[..at]);
@@ -126,12 +128,29 @@ pub fn interpolate(
             }
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     if problems.is_empty() {
         Ok(out)
     } else {
         Err(problems)
     }
+}
+
+/// Byte index where a YAML comment starts on this line (`#` at the start or
+/// after whitespace, outside quotes), or the line length.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double, mut prev_space) = (false, false, true);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_space => return i,
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line.len()
 }
 
 fn is_var_name(name: &str) -> bool {
@@ -160,8 +179,13 @@ fn clean_path(p: &str) -> String {
 
 /// serde's message without serde_yaml_ng's trailing location (we print our
 /// own), and with the quoting our users read in docs.
-fn serde_message(e: &serde_yaml_ng::Error) -> String {
+fn serde_message(e: &serde_yaml_ng::Error, path: &str) -> String {
     let msg = e.to_string();
+    // serde_yaml_ng prefixes the path it knows (the map's, not the key's).
+    let msg = match msg.split_once(": ") {
+        Some((head, tail)) if !head.is_empty() && path.starts_with(head) => tail.to_string(),
+        _ => msg,
+    };
     let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
@@ -285,9 +309,9 @@ mod tests {
     #[test]
     fn interpolation_forms() {
         let f = PathBuf::from("p.yaml");
-        let text = "a: ${A}\nb: ${B:-lake}/raw\nc: $${A}\nd: cost $5\ne: ${E:-}x\n";
+        let text = "a: ${A}\nb: ${B:-lake}/raw\nc: $${A}\nd: cost $5\ne: ${E:-}x\n# ${NOT_SET} in a comment\nf: '#${A}' # ${NOT_SET}\n";
         let out = interpolate(&f, text, &env(&[("A", "one")])).unwrap();
-        assert_eq!(out, "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n");
+        assert_eq!(out, "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n# ${NOT_SET} in a comment\nf: '#one' # ${NOT_SET}\n");
     }
 
     #[test]
