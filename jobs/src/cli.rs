@@ -31,12 +31,18 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
-    /// Log level filter (also RUST_LOG), e.g. `info`, `weir=debug`.
-    #[arg(long, default_value = "info", global = true)]
+    /// Log filter (RUST_LOG wins when set), e.g. `debug`, `weir=debug,warn`.
+    /// The default keeps Weir at info and its libraries at warn.
+    #[arg(long, default_value = DEFAULT_LOG, global = true)]
     log: String,
     #[command(subcommand)]
     command: Command,
 }
+
+/// delta-kernel logs a benign error while probing a table that does not exist
+/// yet, and delta-rs warns on every commit that binary columns get no
+/// statistics; real failures reach Weir as errors and are reported by it.
+const DEFAULT_LOG: &str = "warn,weir=info,buoyant_kernel=off,deltalake_core::writer::stats=error";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {

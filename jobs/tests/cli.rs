@@ -165,8 +165,9 @@ fn crash_at_any_commit_point_then_rerun_is_exactly_once() {
 /// Real SIGKILLs at arbitrary instants, several in a row on the same lake.
 #[test]
 fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
-    let f = Fixture::new(DatasetSpec { windows: 16, ..spec() }, "");
-    let delays = [40u64, 150, 300, 600, 900, 1300];
+    let f = Fixture::new(DatasetSpec { windows: 24, ..spec() }, "");
+    let delays = [40u64, 150, 250, 350, 500, 700, 900];
+    let mut mid_run = 0;
     for ms in delays {
         let mut child = f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
@@ -176,7 +177,12 @@ fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
         let mut dedup = partial.clone();
         dedup.dedup();
         assert_eq!(dedup, partial, "no duplicates after a kill at {ms} ms");
+        if !partial.is_empty() && partial.len() < f.expected().len() {
+            mid_run += 1;
+        }
+        eprintln!("kill at {ms} ms: {} of {} events committed", partial.len(), f.expected().len());
     }
+    assert!(mid_run > 0, "at least one kill must land while the ingest was committing");
     let (code, report) = f.run("ingest");
     assert_eq!(code, 0, "{report}");
     assert_eq!(f.keys(), f.expected());
