@@ -187,3 +187,28 @@ fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(f.keys(), f.expected());
 }
+
+/// Two workers on the same partitions at once: Delta's txn conflict decides,
+/// the loser re-reads the watermark, and every event lands exactly once.
+#[test]
+fn overlapping_workers_still_give_exactly_once() {
+    let f = Fixture::new(DatasetSpec { windows: 12, ..spec() }, "");
+    // Create the table first so both workers race on commits, not on creation.
+    let (code, _) = {
+        let out = f.cmd("ingest").args(["--partitions", "0"]).output().unwrap();
+        (out.status.code(), ())
+    };
+    assert_eq!(code, Some(0));
+    let a = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let b = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
+    let written = |o: &Output| {
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["stages"][0]["events_written"].as_i64().unwrap()
+    };
+    let first: i64 = f.last["0"] + 1;
+    assert_eq!(written(&a) + written(&b) + first, f.expected().len() as i64, "reports add up");
+    assert_eq!(f.keys(), f.expected());
+}

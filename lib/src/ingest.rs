@@ -91,6 +91,9 @@ pub struct IngestOptions {
 struct PartitionState {
     /// Highest sequence number committed or pending in this run.
     high: Option<i64>,
+    /// Highest sequence number known to be in the table (by this run or
+    /// another worker): events at or below it are already ingested.
+    committed: Option<i64>,
     halted: bool,
     report: PartitionReport,
 }
@@ -150,6 +153,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         };
         let state = states.entry(partition.clone()).or_default();
         state.high = watermark;
+        state.committed = watermark;
         state.report.watermark_before = watermark;
         state.report.watermark_after = watermark;
         state.report.files_listed = files.len() as u64;
@@ -287,12 +291,12 @@ fn take_new_events(
     let mut expected = state.high.map(|h| h + 1);
     let mut below = 0u64;
     let mut out_of_order: Option<(i64, i64)> = None;
-    let watermark = state.report.watermark_before;
+    let committed = state.committed;
     for seq in seqs.values().iter().copied() {
         let fresh = state.high.is_none_or(|h| seq > h);
         keep.push(fresh);
         if !fresh {
-            if watermark.is_none_or(|w| seq > w) {
+            if committed.is_none_or(|w| seq > w) {
                 let r = out_of_order.get_or_insert((seq, seq));
                 r.0 = r.0.min(seq);
                 r.1 = r.1.max(seq);
@@ -375,9 +379,12 @@ fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Re
     .map_err(|e| Error::Internal(format!("raw rows: {e}")))
 }
 
-/// Commits pending rows with the watermarks of their partitions. A lost race
-/// on a watermark re-reads it, drops what the other writer committed, and
-/// tries again.
+/// Commits pending rows with the watermarks of their partitions.
+///
+/// Another ingest may work on the same partitions. Whatever it committed
+/// before the snapshot we write against is dropped here; whatever it commits
+/// after that snapshot makes our commit fail with a txn conflict, and we
+/// reload and go round again. Either way no event is written twice.
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     table: Option<deltalake::DeltaTable>,
@@ -389,28 +396,27 @@ async fn commit(
     dry_run: bool,
     write: &mut TableWrite,
 ) -> Result<Option<deltalake::DeltaTable>> {
-    let batches = std::mem::take(&mut pending.batches);
+    let mut batches = std::mem::take(&mut pending.batches);
     pending.bytes = 0;
     pending.events = 0;
     fault_point("before_commit");
-    let mut watermarks: BTreeMap<String, i64> = BTreeMap::new();
-    for (partition, batch) in &batches {
-        let seqs = batch.column(1).as_primitive::<Int64Type>();
-        let max = deltalake::arrow::compute::max(seqs).unwrap_or(i64::MIN);
-        let w = watermarks.entry(partition.clone()).or_insert(max);
-        *w = (*w).max(max);
-    }
+    let Some(mut table) = table else {
+        // Dry run against a table that does not exist yet.
+        debug_assert!(dry_run);
+        advance_watermarks(&batches, states);
+        return Ok(None);
+    };
     if dry_run {
-        for (p, w) in &watermarks {
-            states.get_mut(p).expect("state").report.watermark_after = Some(*w);
-        }
-        return Ok(table);
+        advance_watermarks(&batches, states);
+        return Ok(Some(table));
     }
-    let mut table = table.expect("table exists when not a dry run");
-    let mut batches = batches;
     for attempt in 0.. {
+        batches = drop_committed_elsewhere(&table, batches, states, run).await?;
+        if batches.is_empty() {
+            return Ok(Some(table));
+        }
         let now = Utc::now().timestamp_millis();
-        let txns: Vec<Transaction> = watermarks
+        let txns: Vec<Transaction> = watermarks(&batches)
             .iter()
             .map(|(p, w)| Transaction::new_with_last_update(progress_app_id(run.pipeline, p), *w, Some(now)))
             .collect();
@@ -425,43 +431,86 @@ async fn commit(
                 if let Some(v) = t.version() {
                     write.versions_written.push(v);
                 }
-                for (p, w) in &watermarks {
-                    states.get_mut(p).expect("state").report.watermark_after = Some(*w);
-                }
+                advance_watermarks(&batches, states);
                 fault_point("after_commit");
                 return Ok(Some(t));
             }
-            Err(Error::ConcurrentProgress { .. }) if attempt < 5 => {
+            Err(Error::ConcurrentProgress { .. }) if attempt < 10 => {
                 tracing::warn!(attempt, "another ingest committed the same partitions; re-reading watermarks");
                 table = delta::open_or_create(location, spec).await?;
-                let mut kept = Vec::new();
-                for (partition, batch) in batches {
-                    let theirs = delta::progress(&table, &progress_app_id(run.pipeline, &partition)).await?;
-                    let Some(theirs) = theirs else {
-                        kept.push((partition, batch));
-                        continue;
-                    };
-                    let seqs = batch.column(1).as_primitive::<Int64Type>();
-                    let mask: Vec<bool> = seqs.values().iter().map(|s| *s > theirs).collect();
-                    let batch = filter_record_batch(&batch, &mask.into()).map_err(|e| Error::Internal(e.to_string()))?;
-                    let state = states.get_mut(&partition).expect("state");
-                    state.report.events_written -= (seqs.len() - batch.num_rows()) as u64;
-                    if batch.num_rows() > 0 {
-                        kept.push((partition, batch));
-                    } else if state.high.is_some_and(|h| h <= theirs) {
-                        state.report.watermark_after = Some(theirs);
-                    }
-                }
-                batches = kept;
-                watermarks.retain(|p, _| batches.iter().any(|(q, _)| q == p));
-                if batches.is_empty() {
-                    return Ok(Some(table));
-                }
             }
             Err(e) => return Err(e),
         }
     }
     unreachable!("the retry loop returns")
+}
+
+/// The highest sequence number per partition in `batches`.
+fn watermarks(batches: &[(String, RecordBatch)]) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = BTreeMap::new();
+    for (partition, batch) in batches {
+        let seqs = batch.column(1).as_primitive::<Int64Type>();
+        if let Some(max) = deltalake::arrow::compute::max(seqs) {
+            let w = out.entry(partition.clone()).or_insert(max);
+            *w = (*w).max(max);
+        }
+    }
+    out
+}
+
+fn advance_watermarks(batches: &[(String, RecordBatch)], states: &mut BTreeMap<String, PartitionState>) {
+    for (p, w) in watermarks(batches) {
+        let report = &mut states.get_mut(&p).expect("partition state").report;
+        report.watermark_after = Some(report.watermark_after.map_or(w, |a| a.max(w)));
+    }
+}
+
+/// Drops rows at or below the watermark the table already holds (written by
+/// another worker since this run read it), and moves our marks past it.
+async fn drop_committed_elsewhere(
+    table: &deltalake::DeltaTable,
+    batches: Vec<(String, RecordBatch)>,
+    states: &mut BTreeMap<String, PartitionState>,
+    run: &RunContext<'_>,
+) -> Result<Vec<(String, RecordBatch)>> {
+    let mut theirs: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for (partition, _) in &batches {
+        if !theirs.contains_key(partition) {
+            let w = delta::progress(table, &progress_app_id(run.pipeline, partition)).await?;
+            theirs.insert(partition.clone(), w);
+        }
+    }
+    let mut kept = Vec::with_capacity(batches.len());
+    for (partition, batch) in batches {
+        let Some(w) = theirs[&partition] else {
+            kept.push((partition, batch));
+            continue;
+        };
+        let state = states.get_mut(&partition).expect("partition state");
+        if state.report.watermark_after.is_none_or(|a| a < w) {
+            state.report.watermark_after = Some(w);
+        }
+        if state.high.is_none_or(|h| h < w) {
+            state.high = Some(w);
+        }
+        if state.committed.is_none_or(|c| c < w) {
+            state.committed = Some(w);
+        }
+        let seqs = batch.column(1).as_primitive::<Int64Type>();
+        if seqs.values().iter().all(|s| *s > w) {
+            kept.push((partition, batch));
+            continue;
+        }
+        let mask: Vec<bool> = seqs.values().iter().map(|s| *s > w).collect();
+        let fresh = filter_record_batch(&batch, &mask.into()).map_err(|e| Error::Internal(e.to_string()))?;
+        let dropped = (batch.num_rows() - fresh.num_rows()) as u64;
+        tracing::info!(partition = %partition, dropped, "events already committed by another ingest");
+        state.report.events_written -= dropped;
+        if fresh.num_rows() > 0 {
+            kept.push((partition, fresh));
+        }
+    }
+    Ok(kept)
 }
 
 /// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9

@@ -829,6 +829,12 @@ pub struct DatasetSummary {
     pub duplicates: u64,
 }
 
+/// Whether window `w` of partition `p` is written header-only.
+fn is_header_only_window(spec: &DatasetSpec, p: u32, w: u32) -> bool {
+    // `checked_rem` is `None` for `empty_every == 0`: never.
+    (w + p + 1).checked_rem(spec.empty_every) == Some(0)
+}
+
 /// State of one partition while its files are generated.
 struct PartitionState {
     rng: Rng,
@@ -881,7 +887,7 @@ pub fn generate_dataset(root: &Path, spec: &DatasetSpec) -> Result<DatasetSummar
         };
         for w in 0..spec.windows {
             let window_start = spec.start + Duration::seconds(spec.window_secs * i64::from(w));
-            let empty = spec.empty_every > 0 && (w + p + 1) % spec.empty_every == 0;
+            let empty = is_header_only_window(spec, p, w);
             events.clear();
             if !empty {
                 let n = i64::from(spec.events_per_file);
@@ -1513,7 +1519,7 @@ mod tests {
             let p: u32 = partition.parse().unwrap();
             let records = read_all(bytes).unwrap();
             let window_start = spec.start + Duration::seconds(spec.window_secs * i64::from(w));
-            if (w + p + 1) % spec.empty_every == 0 {
+            if is_header_only_window(&spec, p, w) {
                 assert!(records.is_empty(), "{rel} should be header-only");
                 header_only += 1;
             } else {

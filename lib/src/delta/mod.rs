@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
@@ -123,9 +123,9 @@ pub async fn append_with_progress(
         .with_commit_properties(commit)
         .await
         .map_err(|e| match e {
-            DeltaTableError::Transaction { source: TransactionError::CommitConflict(c) }
-                if matches!(c, deltalake::kernel::transaction::CommitConflictError::ConcurrentTransaction) =>
-            {
+            DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+            } => {
                 Error::ConcurrentProgress { table: crate::storage::redact(url.as_str()), app_id: conflict_ids.join(",") }
             }
             e => Error::delta(&crate::storage::redact(url.as_str()), e),
