@@ -320,3 +320,30 @@ async fn unmatched_objects_are_reported_not_guessed() {
     assert_eq!(r.unmatched_files.sample, vec!["0/2026/11/stray.avro", "0/notes.txt"]);
     assert_eq!(r.events_written, 3);
 }
+
+#[test]
+fn committed_bad_and_edge_files_decode_as_documented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad");
+    let decode = |name: &str| weir::capture::decode_capture_file(&std::fs::read(dir.join(name)).unwrap());
+    for (name, reason) in [
+        ("truncated.avro", "truncated"),
+        ("bad-magic.avro", "bad magic"),
+        ("bad-sync.avro", "sync marker"),
+        ("garbage-block.avro", "Avro decode failed"),
+    ] {
+        let e = decode(name).expect_err(name);
+        assert!(e.reason.contains(reason), "{name}: {e}");
+    }
+    assert_eq!(decode("empty-header-only.avro").unwrap().batch.num_rows(), 0);
+    for (name, third) in [
+        ("us-time-legacy-union.avro", "2026-11-02T00:30:05+00:00"),
+        ("iso-time-with-null-union.avro", "2026-11-02T00:30:05.250+00:00"),
+    ] {
+        let b = decode(name).unwrap().batch;
+        assert_eq!(b.num_rows(), 3, "{name}");
+        let t = b.column(2).as_primitive::<TimestampMicrosecondType>().value(2);
+        assert_eq!(DateTime::from_timestamp_micros(t).unwrap().to_rfc3339(), third, "{name}: 12 AM is midnight");
+        assert!(b.column(5).is_null(2), "{name}: null body");
+        assert_eq!(b.column(1).as_string::<i32>().value(1), "312");
+    }
+}

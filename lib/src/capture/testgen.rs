@@ -1738,14 +1738,24 @@ mod tests {
     fn committed_testdata_is_up_to_date() {
         let root = testdata_dir();
         let committed = root.join("capture/user_events");
-        if !committed.exists() {
-            return;
-        }
+        assert!(committed.is_dir(), "{} is missing: run regenerate_testdata", committed.display());
         let fresh = tempfile::tempdir().unwrap();
         generate_dataset(fresh.path(), &sample_dataset_spec()).unwrap();
+        // Compare (name, size, FNV-1a digest): a mismatch prints a short list.
+        let digest = |files: BTreeMap<String, Vec<u8>>| -> Vec<(String, usize, u64)> {
+            files
+                .into_iter()
+                .map(|(name, bytes)| {
+                    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+                    });
+                    (name, bytes.len(), h)
+                })
+                .collect()
+        };
         assert_eq!(
-            files_below(&committed),
-            files_below(fresh.path()),
+            digest(files_below(&committed)),
+            digest(files_below(fresh.path())),
             "run regenerate_testdata"
         );
         let valid = std::fs::read(root.join("bad/us-time-legacy-union.avro")).unwrap();
