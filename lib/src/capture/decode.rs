@@ -250,14 +250,24 @@ fn enqueued_times(array: &ArrayRef, first: u64) -> Result<ArrayRef, DecodeError>
         .map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")))?;
     let strings = strings.as_string::<i32>();
     let mut out = Vec::with_capacity(strings.len());
+    // Events of one file mostly share their second: parse each string once.
+    let mut last: Option<(&str, i64)> = None;
     for (i, s) in strings.iter().enumerate() {
         let record = Some(first + i as u64);
         let s = s.ok_or(DecodeError { record, reason: "field EnqueuedTimeUtc is null".into() })?;
+        if let Some((prev, micros)) = last {
+            if prev == s {
+                out.push(micros);
+                continue;
+            }
+        }
         let t = parse_enqueued_time(s).ok_or_else(|| DecodeError {
             record,
             reason: format!("field EnqueuedTimeUtc: cannot read {s:?} as a time (expected e.g. '11/16/2016 4:44:11 PM' or ISO-8601)"),
         })?;
-        out.push(t.timestamp_micros());
+        let micros = t.timestamp_micros();
+        last = Some((s, micros));
+        out.push(micros);
     }
     Ok(Arc::new(TimestampMicrosecondArray::from(out).with_timezone("UTC")))
 }
@@ -297,6 +307,7 @@ fn properties(array: &ArrayRef, name: &str) -> Result<ArrayRef, DecodeError> {
     let union = values.as_any().downcast_ref::<UnionArray>();
     let plain = if union.is_none() { Some(cast(values, &DataType::Utf8).map_err(|e| bad(e.to_string()))?) } else { None };
     let offsets = map.value_offsets();
+    let mut scratch = String::new();
     for row in 0..map.len() {
         if map.is_null(row) {
             builder.append(false).map_err(|e| bad(e.to_string()))?;
@@ -304,44 +315,60 @@ fn properties(array: &ArrayRef, name: &str) -> Result<ArrayRef, DecodeError> {
         }
         for i in offsets[row] as usize..offsets[row + 1] as usize {
             builder.keys().append_value(keys.value(i));
-            let v = match (union, &plain) {
-                (Some(u), _) => union_value(u, i),
-                (None, Some(p)) => (!p.is_null(i)).then(|| p.as_string::<i32>().value(i).to_string()),
-                _ => None,
-            };
-            builder.values().append_option(v);
+            match (union, &plain) {
+                (Some(u), _) => append_union_value(u, i, builder.values(), &mut scratch),
+                (None, None) => builder.values().append_null(),
+                (None, Some(p)) if p.is_null(i) => builder.values().append_null(),
+                (None, Some(p)) => builder.values().append_value(p.as_string::<i32>().value(i)),
+            }
         }
         builder.append(true).map_err(|e| bad(e.to_string()))?;
     }
     Ok(Arc::new(builder.finish()))
 }
 
-fn union_value(u: &UnionArray, i: usize) -> Option<String> {
+/// Appends one union member as a string; `scratch` avoids an allocation per value.
+fn append_union_value(u: &UnionArray, i: usize, out: &mut StringBuilder, scratch: &mut String) {
+    use deltalake::arrow::datatypes::{Float32Type, Float64Type, Int32Type, Int64Type};
+    use std::fmt::Write as _;
     let child = u.child(u.type_id(i));
     let j = u.value_offset(i);
     if child.is_null(j) {
-        return None;
+        out.append_null();
+        return;
     }
-    match child.data_type() {
-        DataType::Int64 => Some(child.as_primitive::<deltalake::arrow::datatypes::Int64Type>().value(j).to_string()),
-        DataType::Int32 => Some(child.as_primitive::<deltalake::arrow::datatypes::Int32Type>().value(j).to_string()),
-        DataType::Float64 => Some(child.as_primitive::<deltalake::arrow::datatypes::Float64Type>().value(j).to_string()),
-        DataType::Float32 => Some(child.as_primitive::<deltalake::arrow::datatypes::Float32Type>().value(j).to_string()),
-        DataType::Boolean => Some(child.as_boolean().value(j).to_string()),
-        DataType::Utf8 => Some(child.as_string::<i32>().value(j).to_string()),
-        DataType::Binary => Some(bytes_to_string(child.as_binary::<i32>().value(j))),
-        DataType::Null => None,
-        _ => cast(&child.slice(j, 1), &DataType::Utf8)
-            .ok()
-            .and_then(|a| (!a.is_null(0)).then(|| a.as_string::<i32>().value(0).to_string())),
-    }
-}
-
-fn bytes_to_string(b: &[u8]) -> String {
-    match std::str::from_utf8(b) {
-        Ok(s) => s.to_string(),
-        Err(_) => format!("base64:{}", base64(b)),
-    }
+    scratch.clear();
+    let _ = match child.data_type() {
+        DataType::Utf8 => {
+            out.append_value(child.as_string::<i32>().value(j));
+            return;
+        }
+        DataType::Binary => {
+            let b = child.as_binary::<i32>().value(j);
+            match std::str::from_utf8(b) {
+                Ok(s) => out.append_value(s),
+                Err(_) => out.append_value(format!("base64:{}", base64(b))),
+            }
+            return;
+        }
+        DataType::Null => {
+            out.append_null();
+            return;
+        }
+        DataType::Int64 => write!(scratch, "{}", child.as_primitive::<Int64Type>().value(j)),
+        DataType::Int32 => write!(scratch, "{}", child.as_primitive::<Int32Type>().value(j)),
+        DataType::Float64 => write!(scratch, "{}", child.as_primitive::<Float64Type>().value(j)),
+        DataType::Float32 => write!(scratch, "{}", child.as_primitive::<Float32Type>().value(j)),
+        DataType::Boolean => write!(scratch, "{}", child.as_boolean().value(j)),
+        _ => match cast(&child.slice(j, 1), &DataType::Utf8) {
+            Ok(a) if !a.is_null(0) => write!(scratch, "{}", a.as_string::<i32>().value(0)),
+            _ => {
+                out.append_null();
+                return;
+            }
+        },
+    };
+    out.append_value(scratch.as_str());
 }
 
 fn base64(b: &[u8]) -> String {
