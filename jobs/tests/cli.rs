@@ -212,3 +212,36 @@ fn overlapping_workers_still_give_exactly_once() {
     assert_eq!(written(&a) + written(&b) + first, f.expected().len() as i64, "reports add up");
     assert_eq!(f.keys(), f.expected());
 }
+
+/// The Python interpreter with `deltalake` that scripts/test.sh prepares.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    let venv = Path::new(&home).join(".cache/weir-venv/bin/python");
+    assert!(venv.exists(), "no Python reader: run scripts/test.sh once (it creates {})", venv.display());
+    venv
+}
+
+/// An independent reader (Python `deltalake`, as the ML team uses) sees the
+/// same rows, types, watermarks and change feed.
+#[test]
+fn python_deltalake_reads_the_raw_table() {
+    let f = Fixture::new(spec(), "");
+    let (code, _) = f.run("ingest");
+    assert_eq!(code, 0);
+    let expected = serde_json::json!({ "pipeline": "crash", "last_sequence": f.last });
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_raw.py"))
+        .arg(f.dir.path().join("lake/raw"))
+        .arg(expected.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).trim() == "ok",
+        "python reader failed:\n{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
