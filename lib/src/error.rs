@@ -63,7 +63,7 @@ pub enum Error {
     },
 
     /// A Delta table operation failed.
-    #[error("delta table {table}: {source}")]
+    #[error("delta table {table}: {}", crate::storage::scrub(&source.to_string()))]
     Delta {
         /// The table URL.
         table: String,
@@ -91,7 +91,8 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::InvalidPipeline { .. } | Error::InvalidLocation { .. } => ErrorClass::Config,
-            Error::Io { .. } => ErrorClass::Config,
+            // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
+            Error::Io { .. } => ErrorClass::Retryable,
             Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,
             Error::Delta { source, .. } => delta_error_class(source),
             Error::Internal(_) => ErrorClass::Internal,
@@ -99,16 +100,27 @@ impl Error {
     }
 
     pub(crate) fn delta(table: &impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
-        Error::Delta { table: table.to_string(), source: Box::new(source) }
+        Error::Delta { table: crate::storage::redact(&table.to_string()), source: Box::new(source) }
     }
 }
 
 fn delta_error_class(e: &deltalake::DeltaTableError) -> ErrorClass {
     use deltalake::DeltaTableError as E;
     match e {
-        E::ObjectStore { .. } | E::Transaction { .. } | E::VersionAlreadyExists(_) => {
-            ErrorClass::Retryable
-        }
+        E::ObjectStore { source, .. } => match source {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                ErrorClass::Config
+            }
+            _ => ErrorClass::Retryable,
+        },
+        E::Transaction { source } => match source {
+            deltalake::kernel::transaction::TransactionError::CommitConflict(_)
+            | deltalake::kernel::transaction::TransactionError::VersionAlreadyExists(_)
+            | deltalake::kernel::transaction::TransactionError::MaxCommitAttempts(_)
+            | deltalake::kernel::transaction::TransactionError::ObjectStore { .. } => ErrorClass::Retryable,
+            _ => ErrorClass::Config,
+        },
+        E::VersionAlreadyExists(_) => ErrorClass::Retryable,
         E::Io { .. } => ErrorClass::Retryable,
         E::InvalidTableLocation(_) | E::NotATable(_) => ErrorClass::Config,
         E::SchemaMismatch { .. } => ErrorClass::Config,

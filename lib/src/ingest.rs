@@ -95,6 +95,11 @@ struct PartitionState {
     /// another worker): events at or below it are already ingested.
     committed: Option<i64>,
     halted: bool,
+    /// A corrupt file was skipped by policy: the gap it leaves is expected.
+    skipped_file: bool,
+    /// Files whose first event is beyond a gap, held back in case a file
+    /// read later in this run (a back-fill under an older path) fills it.
+    parked: Vec<(CaptureFile, RecordBatch)>,
     report: PartitionReport,
 }
 
@@ -180,9 +185,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
                 .bytes()
                 .await
                 .map_err(|e| storage_error(&source_name, &file, e))?;
-            let decoded = tokio::task::spawn_blocking(move || decode_capture_file(&bytes))
-                .await
-                .map_err(|e| Error::Internal(format!("decoder task: {e}")))?;
+            let decoded = decode_with_deadline(bytes).await?;
             Ok::<_, Error>((file, decoded))
         }
     }))
@@ -210,9 +213,11 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
                 let halt = pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt;
                 let action = if halt {
                     state.halted = true;
+                    state.parked.clear();
                     state.report.halted_at = Some(file.name.clone());
                     "partition halted before this file; fix or remove it, or set on_corrupt_file: skip"
                 } else {
+                    state.skipped_file = true;
                     "file skipped (on_corrupt_file: skip); its events are not ingested"
                 };
                 tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "corrupt capture file");
@@ -233,18 +238,28 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
             report.empty_files += 1;
             continue;
         }
-        let fresh = take_new_events(&capture.batch, &file, state, &mut report)?;
-        if fresh.num_rows() == 0 {
+        let first = first_sequence(&capture.batch);
+        if state.high.is_some_and(|h| first > h + 1) {
+            state.parked.push((file, capture.batch));
             continue;
         }
-        let n = fresh.num_rows() as u64;
-        state.report.events_written += n;
-        pending.events += n;
-        pending.bytes += file.size;
-        pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, &file, &run)?));
-
+        accept(&file, &capture.batch, state, &mut report, &mut pending, &run)?;
+        // The file may have closed a gap that held others back.
+        while let Some(i) = next_unparked(state) {
+            let (f, b) = state.parked.swap_remove(i);
+            accept(&f, &b, state, &mut report, &mut pending, &run)?;
+        }
         if pending.bytes >= pipeline.ingest.commit_bytes || pending.events >= pipeline.ingest.commit_events {
             table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, options.dry_run, &mut write).await?;
+        }
+    }
+    // What is still parked follows a real gap: ingest it in sequence order,
+    // reporting the gap.
+    for state in states.values_mut() {
+        let mut parked = std::mem::take(&mut state.parked);
+        parked.sort_by_key(|(_, b)| first_sequence(b));
+        for (f, b) in parked {
+            accept(&f, &b, state, &mut report, &mut pending, &run)?;
         }
     }
     if pending.events > 0 {
@@ -261,6 +276,66 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     Ok(report)
 }
 
+fn first_sequence(batch: &RecordBatch) -> i64 {
+    deltalake::arrow::compute::min(batch.column(0).as_primitive::<Int64Type>()).unwrap_or(i64::MAX)
+}
+
+/// The parked file that now continues the partition's sequence, if any.
+fn next_unparked(state: &PartitionState) -> Option<usize> {
+    let high = state.high?;
+    state
+        .parked
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (i, first_sequence(b)))
+        .filter(|(_, first)| *first <= high + 1)
+        .min_by_key(|(_, first)| *first)
+        .map(|(i, _)| i)
+}
+
+/// Takes a decoded file's new events into the pending commit.
+fn accept(
+    file: &CaptureFile,
+    batch: &RecordBatch,
+    state: &mut PartitionState,
+    report: &mut StageReport,
+    pending: &mut Pending,
+    run: &RunContext<'_>,
+) -> Result<()> {
+    let fresh = take_new_events(batch, file, state, report)?;
+    if fresh.num_rows() == 0 {
+        return Ok(());
+    }
+    let n = fresh.num_rows() as u64;
+    state.report.events_written += n;
+    pending.events += n;
+    pending.bytes += file.size;
+    pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, file, run)?));
+    Ok(())
+}
+
+/// Decodes on a thread of its own with a deadline: a block whose declared
+/// record count is smaller than its content makes arrow-avro spin forever,
+/// and a job must end with a reason, not hang its scheduler slot.
+async fn decode_with_deadline(bytes: bytes::Bytes) -> Result<Result<crate::capture::CaptureBatch, crate::capture::DecodeError>> {
+    let deadline = std::time::Duration::from_secs(60 + bytes.len() as u64 / 1_000_000);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("weir-decode".into())
+        .spawn(move || {
+            let _ = tx.send(decode_capture_file(&bytes));
+        })
+        .map_err(|e| Error::Internal(format!("cannot start a decoder thread: {e}")))?;
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(decoded)) => Ok(decoded),
+        Ok(Err(_)) => Err(Error::Internal("decoder thread panicked".into())),
+        Err(_) => Ok(Err(crate::capture::DecodeError {
+            record: None,
+            reason: format!("decoding did not finish within {} s (corrupt block record count?)", deadline.as_secs()),
+        })),
+    }
+}
+
 struct RunContext<'a> {
     pipeline: &'a str,
     run_id: &'a str,
@@ -274,7 +349,7 @@ fn location(s: &str, key: &str) -> Result<Location> {
 fn storage_error(source: &str, file: &CaptureFile, e: object_store::Error) -> Error {
     Error::Storage {
         url: format!("{}/{}", source.trim_end_matches('/'), file.name),
-        message: crate::storage::redact(&e.to_string()),
+        message: crate::storage::scrub(&e.to_string()),
     }
 }
 
@@ -323,7 +398,9 @@ fn take_new_events(
                         "partition {}: sequence numbers {}..={} are missing before {} (a capture file may be missing or late)",
                         gap.partition, gap.from, gap.to, file.name
                     ),
-                    blocking: false,
+                    // Unexplained missing events need a human; a gap left by
+                    // a file skipped by policy is already reported as such.
+                    blocking: !state.skipped_file,
                 });
                 state.report.gaps.push(gap);
             }

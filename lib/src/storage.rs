@@ -107,7 +107,7 @@ impl Location {
         }
         let options = storage_options_from_env();
         let (store, prefix) = object_store::parse_url_opts(&self.url, options).map_err(|e| {
-            Error::InvalidLocation { location: self.to_string(), reason: redact(&e.to_string()) }
+            Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) }
         })?;
         Ok((Arc::from(store), prefix))
     }
@@ -154,6 +154,24 @@ pub fn redact(s: &str) -> String {
     }
 }
 
+/// Removes query strings (SAS tokens) and passwords from every URL inside a
+/// free-text message, e.g. an error rendered by a storage library.
+pub fn scrub(message: &str) -> String {
+    static URL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = URL.get_or_init(|| {
+        regex::Regex::new(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?'\x22]*)\?[^\s'\x22]*")
+            .expect("valid regex")
+    });
+    let out = re.replace_all(message, "$base?REDACTED");
+    // `sig=` outside a URL (e.g. a bare SAS token echoed back) goes too.
+    static SIG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let sig = SIG.get_or_init(|| regex::Regex::new(r"(?i)(sig|se|sv|sp|st|spr|srt|ss)=[^&\s'\x22]+").expect("valid regex"));
+    if out.contains("REDACTED") || !sig.is_match(&out) {
+        return out.into_owned();
+    }
+    sig.replace_all(&out, "$1=REDACTED").into_owned()
+}
+
 /// Lexically removes `.` and `..` components.
 fn normalize(p: &std::path::Path) -> std::path::PathBuf {
     use std::path::Component;
@@ -186,6 +204,9 @@ mod tests {
     fn urls_are_checked_and_redacted() {
         let loc = Location::parse("az://container/path?sv=2024&sig=SECRET").unwrap();
         assert!(!loc.to_string().contains("SECRET"), "{loc}");
+        let msg = scrub("Error performing GET https://acct.blob.core.windows.net/c/x?sv=2024&sig=SECRET in 1s");
+        assert_eq!(msg, "Error performing GET https://acct.blob.core.windows.net/c/x?REDACTED in 1s");
+        assert!(!scrub("token sv=1&sig=SECRET rejected").contains("SECRET"));
         let err = Location::parse("ftp://host/x").unwrap_err();
         assert!(err.contains("unsupported URL scheme 'ftp'"), "{err}");
         assert!(Location::parse("").is_err());

@@ -170,7 +170,7 @@ fn corrupt_files_are_refused_with_a_reason() {
         (Corruption::Truncate { keep: good.len() - 40 }, "truncated"),
         (Corruption::BadMagic, "bad magic"),
         (Corruption::BadSync, "sync marker"),
-        (Corruption::GarbageBlock, ""),
+        (Corruption::GarbageBlock, "Avro decode failed"),
     ];
     for (how, reason) in cases {
         let bad = corrupt(&good, how);
@@ -242,7 +242,7 @@ async fn sequence_gap_is_reported() {
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!((gaps[0].from, gaps[0].to), (10, 14));
     assert!(gaps[0].before_file.ends_with("08/10/00.avro"), "{}", gaps[0].before_file);
-    assert!(r.problems.iter().any(|p| p.kind == "sequence_gap" && !p.blocking));
+    assert!(r.problems.iter().any(|p| p.kind == "sequence_gap" && p.blocking), "a gap needs a human");
     assert_eq!(r.events_written, 15);
 }
 
@@ -280,6 +280,7 @@ async fn corrupt_file_halts_its_partition_only_and_skip_moves_on() {
     assert_eq!(r.events_written, 10);
     assert_eq!(r.partitions["1"].watermark_after, Some(29));
     assert!(r.problems.iter().any(|p| p.kind == "corrupt_file" && !p.blocking));
+    assert!(r.problems.iter().all(|p| !p.blocking), "the gap of a skipped file is expected: {:?}", r.problems);
     assert_eq!(r.partitions["1"].gaps.first().map(|g| (g.from, g.to)), Some((10, 19)));
     let mut want = expected_keys(&BTreeMap::from([("0".to_string(), 29), ("1".to_string(), 29)]));
     want.retain(|(p, s)| !(p == "1" && (10..20).contains(s)));
@@ -301,7 +302,10 @@ async fn partition_selection_and_dry_run() {
         .await
         .unwrap();
     let got = keys(dir.path()).await;
-    assert!(got.iter().all(|(p, _)| p == "0" || p == "2"));
+    let mut want = expected_keys(&summary.per_partition_last_sequence);
+    want.retain(|(p, _)| p == "0" || p == "2");
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "exactly partitions 0 and 2");
     assert_eq!(only.events_written as usize, got.len());
     run(&p).await;
     assert_eq!(keys(dir.path()).await, expected_keys(&summary.per_partition_last_sequence));
@@ -346,4 +350,80 @@ fn committed_bad_and_edge_files_decode_as_documented() {
         assert!(b.column(5).is_null(2), "{name}: null body");
         assert_eq!(b.column(1).as_string::<i32>().value(1), "312");
     }
+}
+
+#[tokio::test]
+async fn backfill_read_in_the_same_run_fills_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    write(&capture, "0", t0(), &events(0, 10, t0()), &spec);
+    // Back-filled under an older path than the file holding 10..19.
+    write(&capture, "0", t0() + chrono::Duration::minutes(5), &events(20, 5, t0()), &spec);
+    write(&capture, "0", t0() + chrono::Duration::minutes(10), &events(10, 10, t0()), &spec);
+    write(&capture, "0", t0() + chrono::Duration::minutes(15), &events(25, 5, t0()), &spec);
+    let r = run(&pipeline(dir.path(), &capture, "ingest:\n  commit_bytes: 1\n")).await;
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.events_written, 30);
+    assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 29)])));
+}
+
+#[tokio::test]
+async fn several_event_hubs_under_one_source_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    for hub in ["ns/orders", "ns/clicks"] {
+        write(&capture.join(hub), "0", t0(), &events(0, 3, t0()), &FileSpec::default());
+    }
+    let p = pipeline(
+        dir.path(),
+        &capture,
+        "    path_format: \"{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}\"\n",
+    );
+    let e = ingest(&p, &options()).await.expect_err("two hubs, one watermark per partition");
+    assert_eq!(e.class(), weir::ErrorClass::Config);
+    assert!(e.to_string().contains("ns/clicks, ns/orders"), "{e}");
+}
+
+#[test]
+fn block_count_that_disagrees_with_its_size_is_corrupt() {
+    let good = write_capture_file(&events(0, 3, t0()), &FileSpec::default()).unwrap();
+    let framing = weir::capture::decode::scan_container(&good).unwrap();
+    assert_eq!((framing.blocks, framing.records), (1, 3));
+    // Rewrite the block's record count (zig-zag 3 = 6) to 0.
+    let header_end = good.len() - framing_block_len(&good);
+    let mut bad = good.clone();
+    assert_eq!(bad[header_end], 6);
+    bad[header_end] = 0;
+    let e = weir::capture::decode_capture_file(&bad).unwrap_err();
+    assert!(e.reason.contains("0 records in"), "{e}");
+}
+
+/// Bytes of the single data block (count, size, data, sync) at the file's end.
+fn framing_block_len(file: &[u8]) -> usize {
+    // Walk back: the block is `count size data sync`; find the offset whose
+    // varints describe exactly the rest of the file.
+    (0..file.len())
+        .rev()
+        .find(|&at| {
+            let (count, n1) = varint(&file[at..]);
+            if count != 3 || at + n1 >= file.len() {
+                return false;
+            }
+            let (size, n2) = varint(&file[at + n1..]);
+            size >= 0 && (at + n1 + n2).checked_add(size as usize + 16) == Some(file.len())
+        })
+        .map(|at| file.len() - at)
+        .expect("one block")
+}
+
+fn varint(b: &[u8]) -> (i64, usize) {
+    let mut v: u64 = 0;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return ((v >> 1) as i64 ^ -((v & 1) as i64), i + 1);
+        }
+    }
+    (-1, 1)
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use arrow_avro::reader::ReaderBuilder;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, MapArray, RecordBatch, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, MapArray, RecordBatch, TimestampMicrosecondArray,
     UnionArray,
 };
 use deltalake::arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
@@ -139,7 +139,7 @@ pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
             break;
         }
         if count < 0 {
-            count = -count;
+            count = count.checked_neg().ok_or_else(|| DecodeError::file("corrupt header metadata"))?;
             cur.long().ok_or_else(|| DecodeError::file("truncated header"))?;
         }
         for _ in 0..count {
@@ -166,6 +166,11 @@ pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
                 bytes.len() - cur.pos
             )));
         }
+        if (count == 0) != (size == 0) {
+            return Err(DecodeError::file(format!(
+                "corrupt block {block}: {count} records in {size} bytes"
+            )));
+        }
         match cur.take(16) {
             Some(s) if s == sync => {}
             Some(_) => {
@@ -176,7 +181,10 @@ pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
             None => return Err(DecodeError::file(format!("truncated: block {block} has no sync marker"))),
         }
         framing.blocks += 1;
-        framing.records += count as u64;
+        framing.records = framing
+            .records
+            .checked_add(count as u64)
+            .ok_or_else(|| DecodeError::file(format!("corrupt block {block}: record count overflows")))?;
     }
     Ok(framing)
 }
@@ -234,10 +242,7 @@ fn normalise(batch: &RecordBatch, first: u64) -> Result<RecordBatch, DecodeError
     let enqueued = enqueued_times(column("EnqueuedTimeUtc")?, first)?;
     let system = properties(column("SystemProperties")?, "SystemProperties")?;
     let props = properties(column("Properties")?, "Properties")?;
-    let body: ArrayRef = match batch.column_by_name("Body") {
-        Some(b) => cast_to("Body", b, &DataType::Binary)?,
-        None => Arc::new(BinaryArray::new_null(batch.num_rows())),
-    };
+    let body = cast_to("Body", column("Body")?, &DataType::Binary)?;
     RecordBatch::try_new(capture_schema(), vec![seq, offset, enqueued, system, props, body])
         .map_err(|e| DecodeError::file(format!("internal: {e}")))
 }

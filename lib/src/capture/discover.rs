@@ -60,15 +60,17 @@ pub async fn discover(
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| Error::Storage { url: source.to_string(), message: crate::storage::redact(&e.to_string()) })?;
+        .map_err(|e| Error::Storage { url: source.to_string(), message: crate::storage::scrub(&e.to_string()) })?;
 
     let mut found = Discovery::default();
+    let mut hubs = std::collections::BTreeSet::new();
     let strip = format!("{}/", prefix.as_ref());
     for meta in objects {
         let full = meta.location.as_ref();
         let name = if prefix.as_ref().is_empty() { full } else { full.strip_prefix(&strip).unwrap_or(full) };
         match format.parse_path(name) {
             Some(info) if selected.contains(&info.partition_id) => {
+                hubs.extend(info.hub.clone());
                 found.partitions.entry(info.partition_id.clone()).or_default().push(CaptureFile {
                     window: info.window,
                     name: name.to_string(),
@@ -80,6 +82,17 @@ pub async fn discover(
             Some(_) => {}
             None => found.unmatched.push(name.to_string()),
         }
+    }
+    // Partition 0 of two event hubs are two streams with separate sequence
+    // numbers: one watermark cannot serve both.
+    if hubs.len() > 1 {
+        return Err(Error::InvalidLocation {
+            location: source.to_string(),
+            reason: format!(
+                "holds capture files of several event hubs ({}); point source.capture.url at one event hub's folder, one pipeline per hub",
+                hubs.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        });
     }
     for files in found.partitions.values_mut() {
         files.sort();

@@ -37,6 +37,8 @@ pub struct PathInfo {
     pub partition_id: String,
     /// Start of the capture window.
     pub window: DateTime<Utc>,
+    /// `{Namespace}/{EventHub}` when the format names them.
+    pub hub: Option<String>,
 }
 
 impl PathFormat {
@@ -90,7 +92,15 @@ impl PathFormat {
         let num = |n: &str| caps.name(n).and_then(|m| m.as_str().parse::<u32>().ok());
         let date = NaiveDate::from_ymd_opt(num("Year")? as i32, num("Month")?, num("Day")?)?;
         let window = date.and_hms_opt(num("Hour")?, num("Minute")?, num("Second")?)?.and_utc();
-        Some(PathInfo { partition_id: caps["PartitionId"].to_string(), window })
+        let hub = match (caps.name("Namespace"), caps.name("EventHub")) {
+            (None, None) => None,
+            (ns, hub) => Some(format!(
+                "{}/{}",
+                ns.map_or("", |m| m.as_str()),
+                hub.map_or("", |m| m.as_str())
+            )),
+        };
+        Some(PathInfo { partition_id: caps["PartitionId"].to_string(), window, hub })
     }
 }
 
@@ -115,6 +125,7 @@ mod tests {
             .unwrap();
         let info = f.parse_path("ns/hub/2026-11-22/7/040500.avro").unwrap();
         assert_eq!(info.partition_id, "7");
+        assert_eq!(info.hub.as_deref(), Some("ns/hub"));
         assert_eq!(info.window.to_rfc3339(), "2026-11-22T04:05:00+00:00");
 
         assert!(PathFormat::parse("{PartitionId}/{Year}").unwrap_err().contains("lacks {Month}"));

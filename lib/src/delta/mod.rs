@@ -79,7 +79,10 @@ pub async fn open_or_create(location: &Location, spec: &TableSpec) -> Result<Del
         .with_columns(schema.fields().cloned())
         .with_partition_columns(spec.partition_columns.clone())
         .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
-        .with_save_mode(SaveMode::ErrorIfExists);
+        .with_save_mode(SaveMode::ErrorIfExists)
+        // A lost creation race must fail, not be retried as version 1 with a
+        // second table id (readers would see the table change identity).
+        .with_commit_properties(CommitProperties::default().with_max_retries(0));
     if let Some(d) = &spec.description {
         create = create.with_comment(d);
     }
