@@ -241,7 +241,14 @@ fn write_report(report: &RunReport, path: Option<&Path>) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     match path {
         Some(p) => std::fs::write(p, json + "\n").with_context(|| format!("cannot write report {}", p.display()))?,
-        None => println!("{json}"),
+        // A closed stdout (the scheduler went away) is not worth a panic:
+        // the commits are done and the exit code still tells the outcome.
+        None => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = writeln!(out, "{json}").and_then(|()| out.flush()) {
+                tracing::warn!(error = %e, "cannot write the run report to stdout");
+            }
+        }
     }
     Ok(())
 }
