@@ -141,6 +141,9 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     } else {
         Some(delta::open_or_create(&raw_location, &spec).await?)
     };
+    if let Some(t) = &table {
+        delta::check_owner(t, &raw_location, &spec)?;
+    }
     let mut write = TableWrite {
         table: "raw".into(),
         location: raw_location.to_string(),

@@ -427,3 +427,21 @@ fn varint(b: &[u8]) -> (i64, usize) {
     }
     (-1, 1)
 }
+
+#[tokio::test]
+async fn a_table_of_another_pipeline_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    write(&capture, "0", t0(), &events(0, 3, t0()), &FileSpec::default());
+    run(&pipeline(dir.path(), &capture, "")).await;
+    let renamed = format!(
+        "name: renamed\nsource:\n  capture:\n    url: {}\ntables:\n  raw:\n    path: {}\n",
+        capture.display(),
+        dir.path().join("lake/raw").display()
+    );
+    let p = parse_pipeline(&dir.path().join("p.yaml"), &renamed, &|_| None).unwrap();
+    let e = ingest(&p, &options()).await.expect_err("renamed pipeline on an old table");
+    assert_eq!(e.class(), weir::ErrorClass::Config);
+    assert!(e.to_string().contains("created as 't_raw'"), "{e}");
+    assert_eq!(keys(dir.path()).await.len(), 3, "nothing written twice");
+}

@@ -96,6 +96,22 @@ pub async fn open_or_create(location: &Location, spec: &TableSpec) -> Result<Del
     }
 }
 
+/// Refuses a table created for another pipeline (by its stored name): a
+/// renamed pipeline has no progress markers and would write everything again.
+pub fn check_owner(table: &DeltaTable, location: &Location, spec: &TableSpec) -> Result<()> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(location, e))?;
+    match snapshot.metadata().name() {
+        Some(name) if name != spec.name => Err(Error::InvalidLocation {
+            location: location.to_string(),
+            reason: format!(
+                "this table was created as '{name}', not '{}': it belongs to another pipeline (or the pipeline was renamed, which would ingest everything again); use another table path",
+                spec.name
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The last version recorded for `app_id`, if any.
 pub async fn progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
