@@ -73,6 +73,12 @@ pub fn progress_app_id(pipeline: &str, partition: &str) -> String {
     format!("weir/{pipeline}/ingest/{partition}")
 }
 
+/// The application transaction id holding the newest capture window (epoch
+/// seconds) ingested for a partition: files far older are not read again.
+pub fn window_app_id(pipeline: &str, partition: &str) -> String {
+    format!("weir/{pipeline}/ingest/{partition}/window")
+}
+
 /// Options of one ingest run.
 #[derive(Clone)]
 pub struct IngestOptions {
@@ -91,6 +97,8 @@ pub struct IngestOptions {
 struct PartitionState {
     /// Highest sequence number committed or pending in this run.
     high: Option<i64>,
+    /// Newest capture window (epoch seconds) committed for the partition.
+    window_marker: Option<i64>,
     /// Highest sequence number known to be in the table (by this run or
     /// another worker): events at or below it are already ingested.
     committed: Option<i64>,
@@ -107,6 +115,8 @@ struct PartitionState {
 #[derive(Default)]
 struct Pending {
     batches: Vec<(String, RecordBatch)>,
+    /// Newest window (epoch seconds) of the files in the batch, per partition.
+    windows: BTreeMap<String, i64>,
     bytes: u64,
     events: u64,
 }
@@ -159,14 +169,26 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
             Some(t) => delta::progress(t, &progress_app_id(&pipeline.name, partition)).await?,
             None => None,
         };
+        let window_marker = match &table {
+            Some(t) => delta::progress(t, &window_app_id(&pipeline.name, partition)).await?,
+            None => None,
+        };
         let state = states.entry(partition.clone()).or_default();
+        state.window_marker = window_marker;
         state.high = watermark;
         state.committed = watermark;
         state.report.watermark_before = watermark;
         state.report.watermark_after = watermark;
         state.report.files_listed = files.len() as u64;
         state.report.newest_file_window = files.last().map(|f| f.window);
-        work.extend(files.iter().cloned());
+        let lookback = pipeline.ingest.lookback_hours as i64 * 3600;
+        for file in files {
+            if lookback > 0 && window_marker.is_some_and(|m| file.window.timestamp() < m - lookback) {
+                report.files_skipped_as_done += 1;
+            } else {
+                work.push(file.clone());
+            }
+        }
     }
     work.sort_by(|a, b| (a.window, &a.partition_id, &a.name).cmp(&(b.window, &b.partition_id, &b.name)));
 
@@ -314,6 +336,8 @@ fn accept(
     pending.events += n;
     pending.bytes += file.size;
     pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, file, run)?));
+    let w = pending.windows.entry(file.partition_id.clone()).or_insert(i64::MIN);
+    *w = (*w).max(file.window.timestamp());
     Ok(())
 }
 
@@ -477,6 +501,7 @@ async fn commit(
     write: &mut TableWrite,
 ) -> Result<Option<deltalake::DeltaTable>> {
     let mut batches = std::mem::take(&mut pending.batches);
+    let windows = std::mem::take(&mut pending.windows);
     pending.bytes = 0;
     pending.events = 0;
     fault_point("before_commit");
@@ -496,10 +521,15 @@ async fn commit(
             return Ok(Some(table));
         }
         let now = Utc::now().timestamp_millis();
-        let txns: Vec<Transaction> = watermarks(&batches)
-            .iter()
-            .map(|(p, w)| Transaction::new_with_last_update(progress_app_id(run.pipeline, p), *w, Some(now)))
-            .collect();
+        let mut txns = Vec::new();
+        for (p, w) in watermarks(&batches) {
+            txns.push(Transaction::new_with_last_update(progress_app_id(run.pipeline, &p), w, Some(now)));
+            let state = &states[&p];
+            let window = windows.get(&p).copied().into_iter().chain(state.window_marker).max();
+            if let Some(window) = window {
+                txns.push(Transaction::new_with_last_update(window_app_id(run.pipeline, &p), window, Some(now)));
+            }
+        }
         let metadata: HashMap<String, serde_json::Value> = HashMap::from([
             ("weir.pipeline".to_string(), run.pipeline.into()),
             ("weir.job".to_string(), "ingest".into()),
@@ -512,6 +542,11 @@ async fn commit(
                     write.versions_written.push(v);
                 }
                 advance_watermarks(&batches, states);
+                for (p, w) in &windows {
+                    if let Some(state) = states.get_mut(p) {
+                        state.window_marker = state.window_marker.max(Some(*w));
+                    }
+                }
                 fault_point("after_commit");
                 return Ok(Some(t));
             }

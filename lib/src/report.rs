@@ -66,6 +66,9 @@ pub struct StageReport {
     pub files_read: u64,
     /// Bytes of input read.
     pub bytes_read: u64,
+    /// Files not read again: older than the lookback behind the newest
+    /// window already ingested for their partition.
+    pub files_skipped_as_done: u64,
     /// Header-only capture files among those read.
     pub empty_files: u64,
     /// Events decoded.

@@ -445,3 +445,29 @@ async fn a_table_of_another_pipeline_is_refused() {
     assert!(e.to_string().contains("created as 't_raw'"), "{e}");
     assert_eq!(keys(dir.path()).await.len(), 3, "nothing written twice");
 }
+
+#[tokio::test]
+async fn files_far_behind_the_newest_window_are_not_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    let h = chrono::Duration::hours;
+    write(&capture, "0", t0(), &events(0, 5, t0()), &spec);
+    write(&capture, "0", t0() + h(1), &events(5, 5, t0()), &spec);
+    write(&capture, "0", t0() + h(30), &events(10, 5, t0()), &spec);
+    let p = pipeline(dir.path(), &capture, "");
+    assert_eq!(run(&p).await.events_written, 15);
+
+    // A back-fill within the 24 h lookback is found; older files are not re-read.
+    write(&capture, "0", t0() + h(10), &events(15, 5, t0()), &spec);
+    let r = run(&p).await;
+    assert_eq!(r.events_written, 5);
+    assert_eq!(r.files_skipped_as_done, 2, "the files of hours 0 and 1");
+    assert_eq!(r.files_read, 2);
+    assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 19)])));
+
+    // lookback_hours: 0 reads everything again (and finds nothing new).
+    let all = pipeline(dir.path(), &capture, "ingest:\n  lookback_hours: 0\n");
+    let r = run(&all).await;
+    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (4, 0, 0));
+}

@@ -191,6 +191,11 @@ pub struct IngestConfig {
     /// Files decoded at once (0 = one per CPU core).
     #[serde(default)]
     pub decode_parallelism: usize,
+    /// Files whose window is this many hours older than the newest window
+    /// already ingested for their partition are not read again (a back-fill
+    /// older than that is not looked for). 0 reads every file every run.
+    #[serde(default = "default_lookback_hours")]
+    pub lookback_hours: u64,
 }
 
 impl Default for IngestConfig {
@@ -199,12 +204,17 @@ impl Default for IngestConfig {
             commit_bytes: default_commit_bytes(),
             commit_events: default_commit_events(),
             decode_parallelism: 0,
+            lookback_hours: default_lookback_hours(),
         }
     }
 }
 
 fn default_commit_bytes() -> u64 {
     256 * 1024 * 1024
+}
+
+fn default_lookback_hours() -> u64 {
+    24
 }
 
 fn default_commit_events() -> u64 {
