@@ -28,6 +28,7 @@ else
 fi
 
 per_file=$(( (EVENTS + PARTITIONS * FILES_PER_PARTITION - 1) / (PARTITIONS * FILES_PER_PARTITION) ))
+mkdir -p "$OUT"
 data="$OUT/capture-$EVENTS-$CODEC"
 if [[ ! -f $data/.summary.json ]]; then
   rm -rf "$data"
@@ -44,10 +45,10 @@ cat > "$OUT/bench.yaml" <<YAML
 name: bench
 source:
   capture:
-    url: $PWD/$data
+    url: $(realpath "$data")
 tables:
   raw:
-    path: $PWD/$OUT/lake/raw
+    path: $(realpath "$OUT")/lake/raw
 YAML
 
 /usr/bin/time -v "$BIN/weir" --log warn ingest "$OUT/bench.yaml" --report "$OUT/report.json" 2> "$OUT/time.txt" || {

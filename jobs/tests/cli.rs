@@ -166,7 +166,7 @@ fn crash_at_any_commit_point_then_rerun_is_exactly_once() {
 #[test]
 fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
     let f = Fixture::new(DatasetSpec { windows: 24, ..spec() }, "");
-    let delays = [40u64, 150, 250, 350, 500, 700, 900];
+    let delays = [40u64, 150, 250, 350, 500, 700, 900, 1500, 2500];
     let mut mid_run = 0;
     for ms in delays {
         let mut child = f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
