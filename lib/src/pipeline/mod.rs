@@ -210,7 +210,7 @@ impl Default for IngestConfig {
 }
 
 fn default_commit_bytes() -> u64 {
-    256 * 1024 * 1024
+    64 * 1024 * 1024
 }
 
 fn default_lookback_hours() -> u64 {
