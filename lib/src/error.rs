@@ -81,6 +81,23 @@ pub enum Error {
         app_id: String,
     },
 
+    /// A secret the pipeline needs is missing or unusable. The message names
+    /// the environment variable, never its value.
+    #[error("{message}")]
+    Secret {
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The pipeline now produces rows the existing table cannot take.
+    #[error("table {table}: the schema change is not compatible:\n  {}", changes.join("\n  "))]
+    SchemaChange {
+        /// The table (without secrets).
+        table: String,
+        /// Each breaking change with what to do.
+        changes: Vec<String>,
+    },
+
     /// An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,7 +107,10 @@ impl Error {
     /// What a scheduler should do about this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::InvalidPipeline { .. } | Error::InvalidLocation { .. } => ErrorClass::Config,
+            Error::InvalidPipeline { .. }
+            | Error::InvalidLocation { .. }
+            | Error::Secret { .. }
+            | Error::SchemaChange { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
             Error::Io { .. } => ErrorClass::Retryable,
             Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,

@@ -631,7 +631,7 @@ async fn drop_committed_elsewhere(
 /// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9
 /// would, no cleanup) the n-th time `point` is reached. Used by the crash
 /// tests; inert otherwise.
-fn fault_point(point: &str) {
+pub(crate) fn fault_point(point: &str) {
     static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let plan = PLAN.get_or_init(|| {

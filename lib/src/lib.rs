@@ -17,11 +17,16 @@
 //! - [`report`]: the JSON run report every job prints.
 //! - [`error`]: the crate's error type and its exit-code classes.
 
+pub mod body;
 pub mod capture;
+pub mod dedup;
 pub mod delta;
 pub mod error;
+pub mod expectations;
 pub mod ingest;
+pub mod pii;
 pub mod pipeline;
+pub mod process;
 pub mod report;
 pub mod storage;
 

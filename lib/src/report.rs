@@ -85,6 +85,39 @@ pub struct StageReport {
     pub problems: Vec<DataProblem>,
     /// Objects below the source that do not match the path format.
     pub unmatched_files: UnmatchedFiles,
+    /// Data-quality figures (process stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityReport>,
+}
+
+/// What the process stage did to the rows it read.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QualityReport {
+    /// Rows moved to the quarantine table.
+    pub events_quarantined: u64,
+    /// Rows discarded by `drop` rules.
+    pub events_dropped: u64,
+    /// Rows discarded as duplicates of the business key.
+    pub duplicates_dropped: u64,
+    /// Rows an interrupted earlier run had already written.
+    pub already_written: u64,
+    /// Per rule (`schema` = parsing, `dedup` = duplicates), summed over the run.
+    pub rules: Vec<RuleOutcome>,
+}
+
+/// One rule's figures in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleOutcome {
+    /// Rule name.
+    pub rule: String,
+    /// Declared action.
+    pub action: String,
+    /// Rows the rule was checked on.
+    pub rows_checked: u64,
+    /// Rows that failed it.
+    pub rows_failed: u64,
+    /// `passed`, `kept`, `warned`, `dropped`, `quarantined` or `failed`.
+    pub outcome: String,
 }
 
 /// One partition's progress in a run.

@@ -151,6 +151,76 @@ pub async fn append_with_progress(
         })
 }
 
+/// How [`write_with_progress`] appends.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// The table's partition columns.
+    pub partition_columns: Vec<String>,
+    /// Progress markers committed with the rows.
+    pub progress: Vec<Transaction>,
+    /// Commit metadata (the whole map: delta-rs replaces, never merges).
+    pub metadata: HashMap<String, serde_json::Value>,
+    /// Add columns the batches have and the table lacks (schema evolution).
+    pub merge_schema: bool,
+}
+
+/// Appends `batches` and records the progress markers in the same commit.
+/// With no rows, the commit holds the markers alone: a stage whose output is
+/// empty must still record what it consumed, and delta-rs writes nothing for
+/// an empty input.
+pub async fn write_with_progress(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    options: WriteOptions,
+) -> Result<DeltaTable> {
+    let url = crate::storage::redact(table.table_url().as_str());
+    let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
+    let commit = CommitProperties::default()
+        .with_application_transactions(options.progress)
+        .with_metadata(options.metadata);
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let result = if batches.is_empty() {
+        let snapshot = table.snapshot().map_err(|e| Error::delta(&url, e))?;
+        let operation = deltalake::protocol::DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let done = deltalake::kernel::transaction::CommitBuilder::from(commit)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await;
+        match done {
+            Ok(done) => {
+                let mut table = table;
+                table.update_incremental(Some(done.version())).await.map(|()| table)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let mut write = table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns(options.partition_columns)
+            .with_commit_properties(commit);
+        if options.merge_schema {
+            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+        }
+        write.await
+    };
+    result.map_err(|e| match e {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
+        e => Error::delta(&url, e),
+    })
+}
+
+/// The table's current schema as Arrow.
+pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
+    Ok(snapshot.snapshot().arrow_schema())
+}
+
 /// Reads the whole current version of a table (tests, small tables, tools).
 pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     use futures::TryStreamExt;

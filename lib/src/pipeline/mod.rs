@@ -91,6 +91,10 @@ pub struct Pipeline {
     /// Ingest tuning.
     #[serde(default)]
     pub ingest: IngestConfig,
+
+    /// The process stage: parse bodies, expectations, PII rules, dedup.
+    #[serde(default)]
+    pub process: Option<ProcessConfig>,
 }
 
 /// Event source.
@@ -165,6 +169,15 @@ pub enum BodyFormat {
 pub struct Tables {
     /// One row per captured event, as captured.
     pub raw: TableConfig,
+    /// Parsed, checked, deduplicated events (written by `weir process`).
+    #[serde(default)]
+    pub processed: Option<TableConfig>,
+    /// Events that failed parsing or a `quarantine` rule, with the reasons.
+    #[serde(default)]
+    pub quarantine: Option<TableConfig>,
+    /// Per run and rule: rows checked, failed, and the action taken.
+    #[serde(default)]
+    pub quality_metrics: Option<TableConfig>,
 }
 
 /// One Delta table.
@@ -219,4 +232,31 @@ fn default_lookback_hours() -> u64 {
 
 fn default_commit_events() -> u64 {
     2_000_000
+}
+
+/// `process:` — how raw events become processed rows.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// The body field (a timestamp) whose UTC date partitions the processed
+    /// table (`event_date`). Rows where it is null use their enqueue date.
+    pub event_time: String,
+    /// Data-quality rules, checked in order on every row.
+    #[serde(default)]
+    pub expectations: Vec<crate::expectations::ExpectationConfig>,
+    /// Personal-data rules per column, applied after the expectations.
+    #[serde(default)]
+    pub pii: crate::pii::PiiConfig,
+    /// Dedup on a business key.
+    #[serde(default)]
+    pub dedup: Option<crate::dedup::DedupConfig>,
+    /// At most this many raw table versions are processed per commit, which
+    /// bounds memory. A `fail` rule stops at the first commit holding a
+    /// failing row; commits before it passed every rule and stay published.
+    #[serde(default = "default_raw_versions_per_commit")]
+    pub raw_versions_per_commit: u64,
+}
+
+fn default_raw_versions_per_commit() -> u64 {
+    4
 }

@@ -36,20 +36,14 @@ impl LoadedPipeline {
 
         if let Some(body) = &p.body {
             let file = self.base_dir().join(&body.schema);
-            match std::fs::read_to_string(&file) {
-                Err(e) => bad(
-                    "body.schema",
-                    format!("cannot read {} ({e}); schema paths are relative to the pipeline file", file.display()),
-                ),
-                Ok(text) => match apache_avro::Schema::parse_str(&text) {
-                    Ok(apache_avro::Schema::Record(_)) => {}
-                    Ok(other) => bad(
-                        "body.schema",
-                        format!("{}: the body schema must be an Avro record, found {:?}", file.display(), schema_kind(&other)),
-                    ),
-                    Err(e) => bad("body.schema", format!("{}: not a valid Avro schema: {e}", file.display())),
-                },
+            if !file.is_file() {
+                bad("body.schema", format!("cannot read {}; schema paths are relative to the pipeline file", file.display()));
+            } else if let Err(e) = crate::body::BodySchema::from_file(&file) {
+                bad("body.schema", e.to_string());
             }
+        }
+        for (path, msg) in crate::process::check(self) {
+            bad(&path, msg);
         }
 
         if p.ingest.commit_bytes == 0 {
@@ -59,13 +53,5 @@ impl LoadedPipeline {
             bad("ingest.commit_events", "must be greater than 0".to_string());
         }
         problems
-    }
-}
-
-fn schema_kind(s: &apache_avro::Schema) -> String {
-    let json = serde_json::to_value(s).unwrap_or_default();
-    match json.get("type") {
-        Some(serde_json::Value::String(t)) => t.clone(),
-        _ => json.to_string(),
     }
 }

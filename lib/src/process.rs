@@ -1,0 +1,1087 @@
+//! The process stage: raw table → processed, quarantine and quality-metrics
+//! tables.
+//!
+//! Per run: read the raw table's change feed from the version last consumed,
+//! parse each body by the pipeline's `.avsc` ([`crate::body`]), check the
+//! expectations ([`crate::expectations`]), apply the PII rules
+//! ([`crate::pii`]), drop duplicates ([`crate::dedup`]) and append.
+//!
+//! Exactly once without multi-table transactions: each of the three output
+//! tables carries its own application transaction `weir/<pipeline>/process`
+//! whose version is the last raw version it holds the output of, committed
+//! with its rows. A run starts at the oldest of the three, recomputes that
+//! range (the stage is deterministic) and writes to each table only what it
+//! lacks; a crash between two commits is repaired by the next run. A range
+//! whose output for a table is empty still commits the marker alone.
+//!
+//! Work is cut into commits of at most `raw_versions_per_commit` raw
+//! versions. A `fail` rule stops the run at the first commit holding a
+//! failing row; nothing of that range is published (the metrics table still
+//! records the failure, without a progress marker).
+//!
+//! Hazard: dedup against the table only looks back `dedup.lookback_days` of
+//! event dates; a re-send older than that is written again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take, take_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use deltalake::delta_datafusion::DeltaCdfTableProvider;
+use deltalake::kernel::Transaction;
+use deltalake::DeltaTable;
+
+use crate::body::{BodySchema, RESCUED_COLUMN};
+use crate::capture::decode::utc_micros;
+use crate::dedup::{self, DedupConfig};
+use crate::delta::{self, TableSpec, WriteOptions};
+use crate::expectations::{self, Action, Expectation};
+use crate::pii::PiiRules;
+use crate::pipeline::{LoadedPipeline, ProcessConfig};
+use crate::report::{DataProblem, QualityReport, RuleOutcome, StageReport, TableWrite};
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// The processed table's partition column: the UTC date of `event_time`.
+pub const PARTITION_COLUMN: &str = "event_date";
+/// The quarantine table's partition column.
+pub const QUARANTINE_PARTITION_COLUMN: &str = "enqueued_date";
+/// Rule name under which parse failures are reported and quarantined.
+pub const SCHEMA_RULE: &str = "schema";
+/// Rule name under which dedup is reported in the metrics table.
+pub const DEDUP_RULE: &str = "dedup";
+
+/// The application transaction id of the process stage on each output table.
+pub fn progress_app_id(pipeline: &str) -> String {
+    format!("weir/{pipeline}/process")
+}
+
+/// Lineage columns every processed and quarantined row carries.
+fn lineage_fields() -> Vec<Field> {
+    vec![
+        Field::new("_partition_id", DataType::Utf8, false),
+        Field::new("_sequence_number", DataType::Int64, false),
+        Field::new("_enqueued_time", utc_micros(), false),
+        Field::new("_source_file", DataType::Utf8, false),
+    ]
+}
+
+/// Options of one process run.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Compute and report, write nothing.
+    pub dry_run: bool,
+    /// Stored in every row written.
+    pub run_id: String,
+}
+
+/// Everything the stage needs, compiled from the pipeline before any data is
+/// read: a broken rule or a missing key stops the run before it starts.
+pub struct ProcessPlan {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The body schema.
+    pub body: BodySchema,
+    /// The rows the expectations see: body fields (all nullable), `_rescued`
+    /// and the lineage columns.
+    pub checked_schema: SchemaRef,
+    /// Compiled expectations, in declaration order.
+    pub expectations: Vec<Expectation>,
+    /// PII rules.
+    pub pii: PiiRules,
+    /// Dedup declaration.
+    pub dedup: Option<DedupConfig>,
+    /// Schema of the processed table.
+    pub processed_schema: SchemaRef,
+    /// The schema kept rows are cast to before PII rules: required fields
+    /// non-nullable.
+    pre_pii_schema: SchemaRef,
+    config: ProcessConfig,
+    tables: OutputLocations,
+}
+
+#[derive(Debug, Clone)]
+struct OutputLocations {
+    raw: Location,
+    processed: Location,
+    quarantine: Location,
+    metrics: Option<Location>,
+}
+
+impl std::fmt::Debug for ProcessPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPlan").field("pipeline", &self.pipeline).finish_non_exhaustive()
+    }
+}
+
+fn checked_schema(body: &BodySchema) -> SchemaRef {
+    let mut fields: Vec<Field> =
+        body.arrow_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
+    fields.extend(lineage_fields());
+    Arc::new(Schema::new(fields))
+}
+
+fn pre_pii_schema(body: &BodySchema) -> SchemaRef {
+    let mut fields: Vec<Field> = body.arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
+    fields.extend(lineage_fields());
+    fields.push(Field::new("_run_id", DataType::Utf8, false));
+    fields.push(Field::new("_processed_at", utc_micros(), false));
+    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Static checks of the `process:` section (no storage, no secrets), as
+/// (key path, message). `weir validate` and every job run them.
+pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
+    let p = &loaded.pipeline;
+    let mut problems = Vec::new();
+    let Some(process) = &p.process else {
+        if p.tables.processed.is_some() {
+            problems.push(("process".to_string(), "tables.processed is declared but there is no process: section".to_string()));
+        }
+        return problems;
+    };
+    let mut bad = |path: String, msg: String| problems.push((path, msg));
+    for (name, table) in [("processed", &p.tables.processed), ("quarantine", &p.tables.quarantine)] {
+        match table {
+            None => bad("tables".into(), format!("the process stage needs tables.{name}.path")),
+            Some(t) => {
+                if let Err(e) = Location::parse(&t.path) {
+                    bad(format!("tables.{name}.path"), e);
+                }
+            }
+        }
+    }
+    if let Some(t) = &p.tables.quality_metrics {
+        if let Err(e) = Location::parse(&t.path) {
+            bad("tables.quality_metrics.path".into(), e);
+        }
+    }
+    if process.raw_versions_per_commit == 0 {
+        bad("process.raw_versions_per_commit".into(), "must be greater than 0".into());
+    }
+    let Some(body_config) = &p.body else {
+        bad("process".into(), "the process stage needs body: (format and schema)".into());
+        return problems;
+    };
+    let body = match BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) {
+        Ok(b) => b,
+        // Reported under body.schema by the pipeline validation.
+        Err(_) => return problems,
+    };
+    let body_schema = body.arrow_schema();
+    for f in body_schema.fields() {
+        if f.name().starts_with('_') || f.name() == PARTITION_COLUMN {
+            bad(
+                "body.schema".into(),
+                format!("body field {:?} clashes with a column Weir adds (names starting with '_' and {PARTITION_COLUMN:?} are reserved)", f.name()),
+            );
+        }
+    }
+    match body_schema.field_with_name(&process.event_time) {
+        Err(_) => bad(
+            "process.event_time".into(),
+            format!("no body field {:?}; name a timestamp field of the schema", process.event_time),
+        ),
+        Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => bad(
+            "process.event_time".into(),
+            format!(
+                "{:?} is {}, not a timestamp (mark an ISO-8601 string field with \"weir.timestamp\": \"iso8601\" or use a timestamp logical type)",
+                process.event_time,
+                f.data_type()
+            ),
+        ),
+        Ok(_) => {}
+    }
+    let checked = checked_schema(&body);
+    let mut names = std::collections::HashSet::new();
+    for (i, e) in process.expectations.iter().enumerate() {
+        if !names.insert(e.name.as_str()) || e.name == SCHEMA_RULE || e.name == DEDUP_RULE {
+            bad(format!("process.expectations[{i}].name"), format!("rule name {:?} is used twice or reserved", e.name));
+        }
+        if let Err(m) = expectations::compile(e, &checked) {
+            bad(format!("process.expectations[{i}]"), format!("rule {:?}: {m}", e.name));
+        }
+    }
+    for m in process.pii.check(&body_schema) {
+        let (path, msg) = split_rule_path(&m);
+        bad(format!("process.pii.{path}"), msg);
+    }
+    if let Some(d) = &process.dedup {
+        let out = output_schema_for_check(&body, process);
+        for (path, m) in d.check(&out) {
+            bad(format!("process.dedup.{path}"), m);
+        }
+    }
+    problems
+}
+
+/// `rules[3]: message` → (`rules[3]`, `message`).
+fn split_rule_path(m: &str) -> (String, String) {
+    match m.split_once(": ") {
+        Some((p, rest)) if p.starts_with("rules[") => (p.to_string(), rest.to_string()),
+        _ => ("rules".to_string(), m.to_string()),
+    }
+}
+
+/// The processed schema with a stand-in key: hashing changes types, not
+/// names, so this is good for structural checks without the secret.
+fn output_schema_for_check(body: &BodySchema, process: &ProcessConfig) -> SchemaRef {
+    let pre = pre_pii_schema(body);
+    match process.pii.build_with_key(&body.arrow_schema(), Some(&[0u8; 32])) {
+        Ok(rules) => rules.output_schema(&pre),
+        Err(_) => pre,
+    }
+}
+
+impl ProcessPlan {
+    /// Compiles the plan; reads the PII key from the environment.
+    pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
+        let p = &loaded.pipeline;
+        let config_error = |path: &str, message: String| Error::InvalidPipeline {
+            problems: vec![crate::pipeline::Problem { file: loaded.file.clone(), line: None, path: path.into(), message }],
+        };
+        let process = p.process.clone().ok_or_else(|| {
+            config_error("process", "the pipeline has no process: section; add one to run the process stage".into())
+        })?;
+        let problems = check(loaded);
+        if !problems.is_empty() {
+            return Err(Error::InvalidPipeline {
+                problems: problems
+                    .into_iter()
+                    .map(|(path, message)| crate::pipeline::Problem { file: loaded.file.clone(), line: None, path, message })
+                    .collect(),
+            });
+        }
+        let body_config = p.body.as_ref().ok_or_else(|| config_error("body", "missing".into()))?;
+        let body = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema))
+            .map_err(|e| config_error("body.schema", e.to_string()))?;
+        let checked = checked_schema(&body);
+        let expectations = process
+            .expectations
+            .iter()
+            .map(|e| expectations::compile(e, &checked))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| config_error("process.expectations", m))?;
+        let pii = process.pii.build(&body.arrow_schema()).map_err(|e| Error::Secret { message: e.to_string() })?;
+        let pre = pre_pii_schema(&body);
+        let processed_schema = pii.output_schema(&pre);
+        let loc = |t: &Option<crate::pipeline::TableConfig>, name: &str| -> Result<Location> {
+            let t = t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
+            Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })
+        };
+        let tables = OutputLocations {
+            raw: Location::parse(&p.tables.raw.path)
+                .map_err(|reason| Error::InvalidLocation { location: p.tables.raw.path.clone(), reason })?,
+            processed: loc(&p.tables.processed, "processed")?,
+            quarantine: loc(&p.tables.quarantine, "quarantine")?,
+            metrics: match &p.tables.quality_metrics {
+                None => None,
+                Some(_) => Some(loc(&p.tables.quality_metrics, "quality_metrics")?),
+            },
+        };
+        Ok(ProcessPlan {
+            pipeline: p.name.clone(),
+            body,
+            checked_schema: checked,
+            expectations,
+            pii,
+            dedup: process.dedup.clone(),
+            processed_schema,
+            pre_pii_schema: pre,
+            config: process,
+            tables,
+        })
+    }
+
+    fn processed_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_processed", self.pipeline),
+            description: loaded.pipeline.tables.processed.as_ref().and_then(|t| t.description.clone()),
+            schema: self.processed_schema.clone(),
+            partition_columns: vec![PARTITION_COLUMN.to_string()],
+        }
+    }
+
+    fn quarantine_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_quarantine", self.pipeline),
+            description: loaded.pipeline.tables.quarantine.as_ref().and_then(|t| t.description.clone()),
+            schema: quarantine_schema(),
+            partition_columns: vec![QUARANTINE_PARTITION_COLUMN.to_string()],
+        }
+    }
+
+    fn metrics_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_quality_metrics", self.pipeline),
+            description: loaded.pipeline.tables.quality_metrics.as_ref().and_then(|t| t.description.clone()),
+            schema: metrics_schema(),
+            partition_columns: vec![],
+        }
+    }
+}
+
+/// Schema of the quarantine table.
+pub fn quarantine_schema() -> SchemaRef {
+    let mut fields = lineage_fields();
+    fields.push(Field::new("_raw_version", DataType::Int64, false));
+    fields.push(Field::new("body", DataType::Binary, true));
+    fields.push(Field::new("rules", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false));
+    fields.push(Field::new("reason", DataType::Utf8, false));
+    fields.push(Field::new("_run_id", DataType::Utf8, false));
+    fields.push(Field::new("_quarantined_at", utc_micros(), false));
+    fields.push(Field::new(QUARANTINE_PARTITION_COLUMN, DataType::Date32, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of the quality-metrics table.
+pub fn metrics_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("raw_version_from", DataType::Int64, false),
+        Field::new("raw_version_to", DataType::Int64, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("expression", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("rows_checked", DataType::Int64, false),
+        Field::new("rows_failed", DataType::Int64, false),
+        Field::new("failure_rate", DataType::Float64, true),
+        Field::new("max_failure_rate", DataType::Float64, true),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("published", DataType::Boolean, false),
+        Field::new("recorded_at", utc_micros(), false),
+    ]))
+}
+
+/// Differences between a table's schema and the one the pipeline now
+/// produces: (columns that would be added, breaking changes with advice).
+pub fn schema_changes(table: &Schema, wanted: &Schema) -> (Vec<String>, Vec<String>) {
+    let mut added = Vec::new();
+    let mut breaking = Vec::new();
+    for f in wanted.fields() {
+        match table.field_with_name(f.name()) {
+            Err(_) if f.is_nullable() => added.push(f.name().clone()),
+            Err(_) => breaking.push(format!(
+                "new required field {:?}: rows already in the table have no value for it; make it optional (a union with null, default null) or write to a new table",
+                f.name()
+            )),
+            Ok(t) => {
+                if !same_type(t.data_type(), f.data_type()) {
+                    breaking.push(format!(
+                        "field {:?} changed type from {} to {}: existing files cannot be read as the new type; keep the old type, add a new field under a new name, or write to a new table",
+                        f.name(),
+                        t.data_type(),
+                        f.data_type()
+                    ));
+                } else if t.is_nullable() && !f.is_nullable() {
+                    breaking.push(format!(
+                        "field {:?} became required: rows already in the table may lack it; keep it optional",
+                        f.name()
+                    ));
+                } else if !t.is_nullable() && f.is_nullable() {
+                    breaking.push(format!(
+                        "field {:?} became optional but the table column is NOT NULL; keep it required, or drop the NOT NULL constraint on the table first",
+                        f.name()
+                    ));
+                }
+            }
+        }
+    }
+    for t in table.fields() {
+        if wanted.field_with_name(t.name()).is_err() {
+            breaking.push(format!(
+                "field {:?} was removed (or is now dropped by a PII rule) but the table has it; keep it in the schema as an optional field, or write to a new table",
+                t.name()
+            ));
+        }
+    }
+    (added, breaking)
+}
+
+/// Types equal up to names of list/map child fields and nested nullability
+/// (Delta names them differently from Arrow's defaults).
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    use DataType as D;
+    match (a, b) {
+        (D::Utf8 | D::LargeUtf8 | D::Utf8View, D::Utf8 | D::LargeUtf8 | D::Utf8View) => true,
+        (D::Binary | D::LargeBinary | D::BinaryView, D::Binary | D::LargeBinary | D::BinaryView) => true,
+        (D::List(x) | D::LargeList(x), D::List(y) | D::LargeList(y)) => same_type(x.data_type(), y.data_type()),
+        (D::Map(x, _), D::Map(y, _)) => same_type(x.data_type(), y.data_type()),
+        (D::Struct(x), D::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(p, q)| p.name() == q.name() && same_type(p.data_type(), q.data_type()))
+        }
+        _ => a == b,
+    }
+}
+
+/// Checks the processed table (when it exists) against the schema the
+/// pipeline now produces. Breaking changes are problems for `weir validate`.
+pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
+    let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
+    let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
+    let Some(body_config) = &loaded.pipeline.body else { return Ok(vec![]) };
+    let Ok(body) = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) else { return Ok(vec![]) };
+    let location = Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+    let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
+    let wanted = output_schema_for_check(&body, process);
+    let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
+    Ok(breaking
+        .into_iter()
+        .map(|m| ("body.schema".to_string(), format!("incompatible with the processed table {location}: {m}")))
+        .collect())
+}
+
+/// Reads raw rows committed in versions `from..=to` from the change feed,
+/// with normalised types: partition and file as Utf8, body as Binary.
+async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<RecordBatch> {
+    let ctx = expectations::session();
+    let builder = raw.clone().scan_cdf().with_starting_version(from as _).with_ending_version(to as _);
+    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(raw.table_url(), e))?;
+    let df_err = |e: deltalake::datafusion::error::DataFusionError| {
+        Error::Internal(format!("reading the change feed of {}: {e}", crate::storage::redact(raw.table_url().as_str())))
+    };
+    ctx.register_table("raw_changes", Arc::new(provider)).map_err(df_err)?;
+    let batches = ctx
+        .sql(
+            "SELECT partition_id, sequence_number, enqueued_time, enqueued_date, source_file, body, _commit_version \
+             FROM raw_changes WHERE _change_type = 'insert'",
+        )
+        .await
+        .map_err(df_err)?
+        .collect()
+        .await
+        .map_err(df_err)?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("partition_id", DataType::Utf8, false),
+        Field::new("sequence_number", DataType::Int64, false),
+        Field::new("enqueued_time", utc_micros(), false),
+        Field::new("enqueued_date", DataType::Date32, false),
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("body", DataType::Binary, true),
+        Field::new("_commit_version", DataType::Int64, false),
+    ]));
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, c)| cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?;
+        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(format!("raw change feed: {e}")))?);
+    }
+    concat_batches(&schema, &out).map_err(|e| Error::Internal(format!("raw change feed: {e}")))
+}
+
+/// Per-rule figures of one chunk.
+#[derive(Debug, Clone)]
+struct RuleFigures {
+    rule: String,
+    expression: Option<String>,
+    action: &'static str,
+    checked: u64,
+    failed: u64,
+    max_failure_rate: Option<f64>,
+    outcome: &'static str,
+}
+
+/// What one chunk of raw rows turns into, before dedup against the table.
+struct Evaluated {
+    /// Kept rows with the processed schema (PII applied), with their raw
+    /// commit versions alongside.
+    kept: RecordBatch,
+    kept_versions: Vec<i64>,
+    /// Quarantine rows, with their raw commit versions alongside.
+    quarantine: RecordBatch,
+    quarantine_versions: Vec<i64>,
+    dropped: u64,
+    rules: Vec<RuleFigures>,
+    /// `fail` rules that fired: the run publishes nothing of this chunk.
+    failures: Vec<DataProblem>,
+    /// Threshold warnings.
+    warnings: Vec<DataProblem>,
+}
+
+fn arrow_err(context: &str) -> impl Fn(deltalake::arrow::error::ArrowError) -> Error + '_ {
+    move |e| Error::Internal(format!("{context}: {e}"))
+}
+
+/// Parses, checks and transforms one chunk of raw rows. Pure: the same rows
+/// give the same result, which is what makes repair runs exact.
+fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<Evaluated> {
+    let n = raw.num_rows();
+    let col = |name: &str| raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")));
+    let body_col = col("body")?;
+    let parsed = plan.body.decode(body_col.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut schema_reason: Vec<Option<String>> = vec![None; n];
+    for (row, reason) in parsed.failures {
+        schema_reason[row] = Some(reason);
+    }
+
+    // The rows the rules see: parsed body, `_rescued`, lineage.
+    let mut columns: Vec<ArrayRef> = parsed.batch.columns().to_vec();
+    for name in ["partition_id", "sequence_number", "enqueued_time", "source_file"] {
+        columns.push(col(name)?);
+    }
+    let checked = RecordBatch::try_new(plan.checked_schema.clone(), columns).map_err(arrow_err("rows to check"))?;
+
+    let parsed_ok = n - schema_reason.iter().filter(|r| r.is_some()).count();
+    let mut rules = vec![RuleFigures {
+        rule: SCHEMA_RULE.to_string(),
+        expression: None,
+        action: Action::Quarantine.as_str(),
+        checked: n as u64,
+        failed: (n - parsed_ok) as u64,
+        max_failure_rate: None,
+        outcome: if parsed_ok == n { "passed" } else { "quarantined" },
+    }];
+    let mut failed_rules: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut failures = Vec::new();
+    let mut warnings = Vec::new();
+    let keys = sample_key_columns(plan, &checked);
+    for (r, e) in plan.expectations.iter().enumerate() {
+        let pass = e.evaluate(&checked).map_err(Error::Internal)?;
+        let mut failing = Vec::new();
+        for (i, ok) in pass.iter().enumerate() {
+            if schema_reason[i].is_none() && ok != Some(true) {
+                failed_rules[i].push(r);
+                failing.push(i);
+            }
+        }
+        let rate = if parsed_ok == 0 { 0.0 } else { failing.len() as f64 / parsed_ok as f64 };
+        let exceeded = e.max_failure_rate.is_some_and(|max| rate > max);
+        let row_level = e.max_failure_rate.is_none();
+        let outcome = match (e.action, failing.is_empty()) {
+            (_, true) => "passed",
+            (Action::Fail, false) if row_level || exceeded => "failed",
+            (Action::Fail | Action::Warn, false) if exceeded => "warned",
+            (Action::Fail | Action::Warn, false) => "kept",
+            (Action::Drop, false) if exceeded => "failed",
+            (Action::Drop, false) => "dropped",
+            (Action::Quarantine, false) if exceeded => "failed",
+            (Action::Quarantine, false) => "quarantined",
+        };
+        let summary = format!(
+            "rule {:?} ({}): {} of {} rows failed ({:.2}%{}); sample: {}",
+            e.name,
+            e.action.as_str(),
+            failing.len(),
+            parsed_ok,
+            rate * 100.0,
+            e.max_failure_rate.map(|m| format!(", allowed {:.2}%", m * 100.0)).unwrap_or_default(),
+            sample_keys(&keys, &checked, &failing)
+        );
+        if outcome == "failed" {
+            failures.push(problem("expectation_failed", summary, true));
+        } else if outcome == "warned" {
+            warnings.push(problem("expectation_threshold", summary, false));
+        }
+        rules.push(RuleFigures {
+            rule: e.name.clone(),
+            expression: Some(e.sql.clone()),
+            action: e.action.as_str(),
+            checked: parsed_ok as u64,
+            failed: failing.len() as u64,
+            max_failure_rate: e.max_failure_rate,
+            outcome,
+        });
+    }
+
+    // Route every row: quarantine wins over drop (keep the evidence).
+    let mut keep = Vec::new();
+    let mut quarantine = Vec::new();
+    let mut dropped = 0u64;
+    for i in 0..n {
+        let actions = failed_rules[i].iter().map(|&r| plan.expectations[r].action);
+        let mut q = schema_reason[i].is_some();
+        let mut d = false;
+        for a in actions {
+            q |= a == Action::Quarantine;
+            d |= a == Action::Drop;
+        }
+        if q {
+            quarantine.push(i);
+        } else if d {
+            dropped += 1;
+        } else {
+            keep.push(i);
+        }
+    }
+
+    let versions = col("_commit_version")?;
+    let versions = versions.as_primitive::<Int64Type>();
+    let quarantine_versions: Vec<i64> = quarantine.iter().map(|&i| versions.value(i)).collect();
+    let kept_versions: Vec<i64> = keep.iter().map(|&i| versions.value(i)).collect();
+    let quarantine_batch = quarantine_rows(plan, raw, &quarantine, &schema_reason, &failed_rules, run_id, now)?;
+    let kept = kept_rows(plan, &checked, &keep, run_id, now)?;
+    Ok(Evaluated {
+        kept,
+        kept_versions,
+        quarantine: quarantine_batch,
+        quarantine_versions,
+        dropped,
+        rules,
+        failures,
+        warnings,
+    })
+}
+
+fn problem(kind: &str, message: String, blocking: bool) -> DataProblem {
+    DataProblem { kind: kind.to_string(), partition: None, file: None, record: None, message, blocking }
+}
+
+/// Columns that identify a row to a human: the dedup key when declared.
+fn sample_key_columns(plan: &ProcessPlan, checked: &RecordBatch) -> Vec<(String, ArrayRef)> {
+    let mut names: Vec<String> = plan.dedup.as_ref().map(|d| d.key.clone()).unwrap_or_default();
+    names.retain(|n| checked.column_by_name(n).is_some());
+    names.extend(["_partition_id".to_string(), "_sequence_number".to_string()]);
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let c = checked.column_by_name(&n)?;
+            cast(c, &DataType::Utf8).ok().map(|c| (n, c))
+        })
+        .collect()
+}
+
+fn sample_keys(keys: &[(String, ArrayRef)], _checked: &RecordBatch, rows: &[usize]) -> String {
+    let shown: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|&i| {
+            keys.iter()
+                .map(|(name, c)| {
+                    let s = c.as_string::<i32>();
+                    format!("{name}={}", if s.is_null(i) { "null" } else { s.value(i) })
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    if shown.is_empty() {
+        "none".to_string()
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn quarantine_rows(
+    plan: &ProcessPlan,
+    raw: &RecordBatch,
+    rows: &[usize],
+    schema_reason: &[Option<String>],
+    failed_rules: &[Vec<usize>],
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch> {
+    let idx = UInt32Array::from(rows.iter().map(|&i| i as u32).collect::<Vec<_>>());
+    let pick = |name: &str| -> Result<ArrayRef> {
+        let c = raw.column_by_name(name).ok_or_else(|| Error::Internal(format!("raw column {name} missing")))?;
+        take(c, &idx, None).map_err(arrow_err("quarantine rows"))
+    };
+    let mut names = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let mut reasons = StringBuilder::new();
+    for &i in rows {
+        let mut text = Vec::new();
+        if let Some(reason) = &schema_reason[i] {
+            names.values().append_value(SCHEMA_RULE);
+            text.push(format!("{SCHEMA_RULE}: {reason}"));
+        }
+        for &r in &failed_rules[i] {
+            let e = &plan.expectations[r];
+            names.values().append_value(&e.name);
+            text.push(format!("{} ({}): not true: {}", e.name, e.action.as_str(), e.sql));
+        }
+        names.append(true);
+        reasons.append_value(text.join("; "));
+    }
+    let k = rows.len();
+    RecordBatch::try_new(
+        quarantine_schema(),
+        vec![
+            pick("partition_id")?,
+            pick("sequence_number")?,
+            pick("enqueued_time")?,
+            pick("source_file")?,
+            pick("_commit_version")?,
+            pick("body")?,
+            Arc::new(names.finish()),
+            Arc::new(reasons.finish()),
+            Arc::new(StringArray::from(vec![run_id; k])),
+            Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
+            pick("enqueued_date")?,
+        ],
+    )
+    .map_err(arrow_err("quarantine rows"))
+}
+
+fn kept_rows(plan: &ProcessPlan, checked: &RecordBatch, rows: &[usize], run_id: &str, now: DateTime<Utc>) -> Result<RecordBatch> {
+    let idx = UInt32Array::from(rows.iter().map(|&i| i as u32).collect::<Vec<_>>());
+    let picked = take_record_batch(checked, &idx).map_err(arrow_err("kept rows"))?;
+    let k = picked.num_rows();
+    let event_time = picked
+        .column_by_name(&plan.config.event_time)
+        .ok_or_else(|| Error::Internal("event_time column missing".into()))?;
+    let event_time = cast(event_time, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
+        .map_err(arrow_err("event time"))?;
+    let event_time = event_time.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    let enqueued = picked.column_by_name("_enqueued_time").ok_or_else(|| Error::Internal("lineage missing".into()))?;
+    let enqueued = enqueued.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let dates: Date32Array = (0..k)
+        .map(|i| {
+            let t = if event_time.is_null(i) { enqueued.value(i) } else { event_time.value(i) };
+            Some(t.div_euclid(DAY_MICROS) as i32)
+        })
+        .collect();
+    let mut columns = picked.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![run_id; k])));
+    columns.push(Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")));
+    columns.push(Arc::new(dates));
+    // Casting to the declared schema makes required fields NOT NULL; rows
+    // missing one were quarantined by the parser already.
+    let typed = RecordBatch::try_new(plan.pre_pii_schema.clone(), columns).map_err(arrow_err("processed rows"))?;
+    plan.pii.apply(&typed).map_err(|e| Error::Internal(format!("PII rules: {e}")))
+}
+
+fn rows_after(batch: &RecordBatch, versions: &[i64], after: Option<i64>) -> Result<RecordBatch> {
+    match after {
+        None => Ok(batch.clone()),
+        Some(p) => {
+            let mask: BooleanArray = versions.iter().map(|v| Some(*v > p)).collect();
+            filter_record_batch(batch, &mask).map_err(arrow_err("rows to write"))
+        }
+    }
+}
+
+/// Casts columns the table already has to the table's types (Delta's names
+/// for list and map children differ from Arrow's defaults); new columns pass.
+fn conform(batch: &RecordBatch, table: &Schema) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match table.field_with_name(f.name()) {
+            Ok(t) if t.data_type() != f.data_type() => {
+                columns.push(cast(c, t.data_type()).map_err(arrow_err(f.name()))?);
+                fields.push(t.clone().with_nullable(f.is_nullable()));
+            }
+            _ => {
+                columns.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("conform"))
+}
+
+/// Reads the stored keys and lineage within the dedup lookback.
+async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Result<Vec<RecordBatch>> {
+    let ctx = expectations::session();
+    let df_err = |e: deltalake::datafusion::error::DataFusionError| {
+        Error::Internal(format!("reading keys of {}: {e}", crate::storage::redact(table.table_url().as_str())))
+    };
+    table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
+    let provider = table.table_provider().await.map_err(df_err)?;
+    ctx.register_table("processed", provider).map_err(df_err)?;
+    let cols: Vec<String> = dedup
+        .key
+        .iter()
+        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
+        .chain(["\"_partition_id\"".to_string(), "\"_sequence_number\"".to_string()])
+        .collect();
+    let from = chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163)
+        .unwrap_or_default();
+    let sql = format!("SELECT {} FROM processed WHERE \"{PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
+    let batches = ctx.sql(&sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        // Scans return view types; the key converter wants the batch's types.
+        let columns = b
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Utf8View => cast(c, &DataType::Utf8),
+                DataType::BinaryView => cast(c, &DataType::Binary),
+                _ => Ok(c.clone()),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow_err("stored keys"))?;
+        let fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("stored keys"))?);
+    }
+    Ok(out)
+}
+
+struct Output {
+    name: &'static str,
+    location: Location,
+    table: Option<DeltaTable>,
+    version_before: Option<u64>,
+    progress: Option<i64>,
+    written: Vec<u64>,
+}
+
+impl Output {
+    async fn open(name: &'static str, location: Location, spec: Option<&TableSpec>, app_id: &str) -> Result<Output> {
+        let table = match spec {
+            Some(spec) => {
+                let t = delta::open_or_create(&location, spec).await?;
+                delta::check_owner(&t, &location, spec)?;
+                Some(t)
+            }
+            None => delta::open(&location).await?,
+        };
+        let progress = match &table {
+            Some(t) => delta::progress(t, app_id).await?,
+            None => None,
+        };
+        Ok(Output { name, version_before: table.as_ref().and_then(|t| t.version()), location, table, progress, written: vec![] })
+    }
+
+    fn needs(&self, to: u64) -> bool {
+        self.progress.is_none_or(|p| p < to as i64)
+    }
+
+    async fn write(&mut self, batch: RecordBatch, to: u64, options: WriteOptions) -> Result<()> {
+        let table = self.table.take().ok_or_else(|| Error::Internal(format!("{} table not open", self.name)))?;
+        let batch = if batch.num_rows() > 0 { conform(&batch, delta::arrow_schema(&table)?.as_ref())? } else { batch };
+        crate::ingest::fault_point("process_before_commit");
+        let table = delta::write_with_progress(table, vec![batch], options).await?;
+        crate::ingest::fault_point("process_after_commit");
+        if let Some(v) = table.version() {
+            self.written.push(v);
+        }
+        self.table = Some(table);
+        self.progress = Some(to as i64);
+        Ok(())
+    }
+
+    fn report(&self) -> TableWrite {
+        TableWrite {
+            table: self.name.to_string(),
+            location: self.location.to_string(),
+            version_before: self.version_before,
+            versions_written: self.written.clone(),
+        }
+    }
+}
+
+fn metrics_batch(plan: &ProcessPlan, run_id: &str, from: u64, to: u64, rules: &[RuleFigures], published: bool, now: DateTime<Utc>) -> Result<RecordBatch> {
+    let k = rules.len();
+    RecordBatch::try_new(
+        metrics_schema(),
+        vec![
+            Arc::new(StringArray::from(vec![run_id; k])),
+            Arc::new(StringArray::from(vec![plan.pipeline.as_str(); k])),
+            Arc::new(StringArray::from(vec!["process"; k])),
+            Arc::new(Int64Array::from(vec![from as i64; k])),
+            Arc::new(Int64Array::from(vec![to as i64; k])),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.expression.as_deref()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.action).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rules.iter().map(|r| r.checked as i64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rules.iter().map(|r| r.failed as i64).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rules.iter().map(|r| (r.checked > 0).then(|| r.failed as f64 / r.checked as f64)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(rules.iter().map(|r| r.max_failure_rate).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.outcome).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(vec![published; k])),
+            Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
+        ],
+    )
+    .map_err(arrow_err("metrics rows"))
+}
+
+fn commit_metadata(run_id: &str, from: u64, to: u64) -> HashMap<String, serde_json::Value> {
+    HashMap::from([
+        ("weir.run_id".to_string(), serde_json::json!(run_id)),
+        ("weir.stage".to_string(), serde_json::json!("process")),
+        ("weir.raw_versions".to_string(), serde_json::json!([from, to])),
+    ])
+}
+
+/// Runs the process stage.
+pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
+    let started = Instant::now();
+    let plan = ProcessPlan::build(loaded)?;
+    let mut report = StageReport { stage: "process".to_string(), ..Default::default() };
+    let mut quality = QualityReport::default();
+    let Some(raw) = delta::open(&plan.tables.raw).await? else {
+        tracing::info!(table = %plan.tables.raw, "the raw table does not exist yet: nothing to process");
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    };
+    let latest = raw.version().unwrap_or(0);
+    let app_id = progress_app_id(&plan.pipeline);
+    let create = !options.dry_run;
+    let (ps, qs, ms) = (plan.processed_spec(loaded), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
+    let mut processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), &app_id).await?;
+    if let Some(t) = &processed.table {
+        let (added, breaking) = schema_changes(delta::arrow_schema(t)?.as_ref(), &plan.processed_schema);
+        if !breaking.is_empty() {
+            return Err(Error::SchemaChange { table: processed.location.to_string(), changes: breaking });
+        }
+        if !added.is_empty() {
+            tracing::info!(columns = ?added, "the body schema gained optional fields: adding them to the processed table");
+        }
+    }
+    let mut quarantine = Output::open("quarantine", plan.tables.quarantine.clone(), create.then_some(&qs), &app_id).await?;
+    let mut metrics = match &plan.tables.metrics {
+        Some(l) => Some(Output::open("quality_metrics", l.clone(), create.then_some(&ms), &app_id).await?),
+        None => None,
+    };
+
+    let oldest_progress = [Some(&processed), Some(&quarantine), metrics.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|o| o.progress.unwrap_or(-1))
+        .min()
+        .unwrap_or(-1);
+    let mut from = (oldest_progress + 1) as u64;
+    let step = plan.config.raw_versions_per_commit;
+    while from <= latest {
+        let to = (from + step - 1).min(latest);
+        let now = Utc::now();
+        let rows = read_raw(&raw, from, to).await?;
+        report.events_read += rows.num_rows() as u64;
+        let ev = evaluate(&plan, &rows, &options.run_id, now)?;
+        report.problems.extend(ev.warnings.iter().cloned());
+        let mut chunk_rules = ev.rules.clone();
+        if !ev.failures.is_empty() {
+            merge_rules(&mut quality, &chunk_rules);
+            report.problems.extend(ev.failures.iter().cloned());
+            if let (Some(m), false) = (metrics.as_mut(), options.dry_run) {
+                let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
+                // No progress marker: the range is not done.
+                let progress = m.progress;
+                m.write(batch, to, WriteOptions { metadata: commit_metadata(&options.run_id, from, to), ..Default::default() }).await?;
+                m.progress = progress;
+            }
+            tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
+            break;
+        }
+
+        // Dedup over the whole range (lineage-aware), so a repair run counts
+        // what the original run counted; then keep what the table lacks.
+        let mut kept = ev.kept;
+        let mut kept_versions = ev.kept_versions;
+        if let Some(d) = &plan.dedup {
+            let tagged = with_versions(&kept, &kept_versions)?;
+            let (unique, within) = dedup::within_batch(&tagged, d).map_err(Error::Internal)?;
+            let oldest = unique
+                .column_by_name(PARTITION_COLUMN)
+                .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>().and_then(|a| a.iter().flatten().min()));
+            let stored = match (&processed.table, oldest) {
+                (Some(t), Some(oldest)) => stored_keys(t, d, oldest).await?,
+                _ => vec![],
+            };
+            let (fresh, counts) = dedup::against_existing(&unique, &stored, d).map_err(Error::Internal)?;
+            quality.duplicates_dropped += within + counts.against_table;
+            quality.already_written += counts.already_written;
+            let duplicates = within + counts.against_table;
+            chunk_rules.push(RuleFigures {
+                    rule: DEDUP_RULE.to_string(),
+                    expression: Some(format!("first of each ({})", d.key.join(", "))),
+                    action: "drop",
+                    checked: tagged.num_rows() as u64,
+                    failed: duplicates,
+                    max_failure_rate: None,
+                    outcome: if duplicates == 0 { "passed" } else { "dropped" },
+            });
+            (kept, kept_versions) = split_versions(&fresh)?;
+        }
+        merge_rules(&mut quality, &chunk_rules);
+        quality.events_quarantined += ev.quarantine.num_rows() as u64;
+        quality.events_dropped += ev.dropped;
+
+        let meta = commit_metadata(&options.run_id, from, to);
+        let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
+        let options_for = |partition: &str| WriteOptions {
+            partition_columns: if partition.is_empty() { vec![] } else { vec![partition.to_string()] },
+            progress: progress.clone(),
+            metadata: meta.clone(),
+            merge_schema: false,
+        };
+        if quarantine.needs(to) {
+            let rows = rows_after(&ev.quarantine, &ev.quarantine_versions, quarantine.progress)?;
+            if !options.dry_run {
+                quarantine.write(rows, to, options_for(QUARANTINE_PARTITION_COLUMN)).await?;
+            }
+        }
+        if processed.needs(to) {
+            let rows = rows_after(&kept, &kept_versions, processed.progress)?;
+            report.events_written += rows.num_rows() as u64;
+            if !options.dry_run {
+                processed.write(rows, to, WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) }).await?;
+            }
+        }
+        if let Some(m) = metrics.as_mut() {
+            if m.needs(to) && !options.dry_run {
+                let batch = metrics_batch(&plan, &options.run_id, from, to, &chunk_rules, true, now)?;
+                m.write(batch, to, options_for("")).await?;
+            }
+        }
+        from = to + 1;
+    }
+
+    report.tables = [Some(&processed), Some(&quarantine), metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
+    report.quality = Some(quality);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
+    for r in rules {
+        let entry = match quality.rules.iter_mut().position(|q| q.rule == r.rule) {
+            Some(i) => &mut quality.rules[i],
+            None => {
+                quality.rules.push(RuleOutcome { rule: r.rule.clone(), action: r.action.to_string(), ..Default::default() });
+                quality.rules.last_mut().expect("just pushed")
+            }
+        };
+        entry.rows_checked += r.checked;
+        entry.rows_failed += r.failed;
+        // The most serious outcome of any chunk is the run's outcome.
+        if entry.outcome.is_empty() || (r.outcome != "passed" && r.outcome != "kept") {
+            entry.outcome = r.outcome.to_string();
+        }
+    }
+}
+
+const VERSION_COLUMN: &str = "__weir_raw_version";
+
+fn with_versions(batch: &RecordBatch, versions: &[i64]) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(VERSION_COLUMN, DataType::Int64, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(versions.to_vec())));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("versions"))
+}
+
+fn split_versions(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>)> {
+    let i = batch.schema().index_of(VERSION_COLUMN).map_err(arrow_err("versions"))?;
+    let versions = batch.column(i).as_primitive::<Int64Type>().values().to_vec();
+    let mut b = batch.clone();
+    b.remove_column(i);
+    Ok((b, versions))
+}
