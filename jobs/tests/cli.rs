@@ -245,3 +245,143 @@ fn python_deltalake_reads_the_raw_table() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A pipeline with the example's process section over generated capture
+/// files with malformed bodies and re-sends.
+fn process_fixture() -> Fixture {
+    let spec = DatasetSpec { defect_rate_ppm: 40_000, duplicate_rate_ppm: 40_000, ..spec() };
+    let f = Fixture::new(spec, "");
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let process = &example[example.find("\nprocess:").unwrap()..];
+    let text = format!(
+        "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n  quality_metrics: {{path: ${{WEIR_LAKE}}/quality}}\ningest:\n  commit_bytes: 6000\n{process}",
+        schema = repo().join("schemas/user_event.avsc").display(),
+    )
+    .replace("raw_versions_per_commit: 4", "raw_versions_per_commit: 2");
+    std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
+    f
+}
+
+impl Fixture {
+    fn with_key(&self, job: &str) -> Command {
+        let mut c = self.cmd(job);
+        c.env("WEIR_PII_KEY", "a-test-key-of-32-bytes-length!!!");
+        c
+    }
+
+    /// Sorted rows of a table, each rendered by `row` from its batch.
+    fn rows(&self, table: &str, row: impl Fn(&deltalake::arrow::array::RecordBatch, usize) -> String) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let loc = weir::storage::Location::parse(self.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
+            let Some(t) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
+            let mut out = Vec::new();
+            for b in weir::delta::read_all(&t).await.unwrap() {
+                out.extend((0..b.num_rows()).map(|i| row(&b, i)));
+            }
+            out.sort();
+            out
+        })
+    }
+
+    /// (eventId, partition, sequence) of every processed row, and
+    /// (partition, sequence, rules) of every quarantined one.
+    fn outputs(&self) -> (Vec<String>, Vec<String>) {
+        use deltalake::arrow::util::display::array_value_to_string as show;
+        let processed = self.rows("processed", |b, i| {
+            ["eventId", "_partition_id", "_sequence_number"]
+                .map(|c| show(b.column_by_name(c).unwrap(), i).unwrap())
+                .join(" ")
+        });
+        let quarantine = self.rows("quarantine", |b, i| {
+            ["_partition_id", "_sequence_number", "rules"]
+                .map(|c| show(b.column_by_name(c).unwrap(), i).unwrap())
+                .join(" ")
+        });
+        (processed, quarantine)
+    }
+}
+
+/// Abort between the three process commits (quarantine, processed,
+/// metrics) and in the middle of a multi-commit run: the rerun repairs the
+/// tables to exactly what an uninterrupted run writes.
+#[test]
+fn process_crash_at_any_commit_point_then_rerun_is_exact() {
+    let reference = process_fixture();
+    assert_eq!(reference.with_key("ingest").output().unwrap().status.code(), Some(0));
+    let out = reference.with_key("process").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let expected = reference.outputs();
+    assert!(!expected.0.is_empty() && !expected.1.is_empty(), "fixture has processed and quarantined rows");
+    let mut ids: Vec<&str> = expected.0.iter().map(|r| r.split(' ').next().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), expected.0.len(), "each eventId once");
+
+    for fault in ["process_after_commit:1", "process_after_commit:2", "process_before_commit:3", "process_after_commit:4"] {
+        let f = process_fixture();
+        assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
+        let out = f.with_key("process").env("WEIR_FAULT", fault).output().unwrap();
+        assert!(!out.status.success(), "{fault}: the process must have died");
+        let partial = f.outputs();
+        assert_ne!(partial, expected, "{fault}: the crash left work");
+        let out = f.with_key("process").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{fault}: {}", stdout(&out));
+        assert_eq!(f.outputs(), expected, "{fault}: exact after the rerun");
+        let out = f.with_key("run").output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(f.outputs(), expected, "{fault}: a further run changes nothing");
+    }
+}
+
+/// `weir run` on the example pipeline and its committed test data, read back
+/// by Python `deltalake`: the 400 events minus 4 malformed bodies and 9
+/// re-sends are processed, typed as the schema says; the 4 are quarantined.
+#[test]
+fn example_pipeline_runs_end_to_end_and_python_reads_the_processed_table() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args(["run", "pipelines/user_events.yaml"])
+        .current_dir(repo())
+        .env("WEIR_LAKE", lake.path())
+        .env("WEIR_PII_KEY", "a-test-key-of-32-bytes-length!!!")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stages"][1]["stage"], "process");
+    assert_eq!(report["stages"][1]["events_written"], 387, "{report}");
+    assert_eq!(report["stages"][1]["quality"]["duplicates_dropped"], 9);
+    assert_eq!(report["stages"][1]["quality"]["events_quarantined"], 4);
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_processed.py"))
+        .arg(lake.path())
+        .arg(serde_json::json!({"processed": 387, "quarantined": 4}).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).trim() == "ok",
+        "python reader failed:\n{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `fail` rule: nothing published, exit code 3, the report names the rule.
+#[test]
+fn a_fail_rule_exits_with_the_data_problem_code() {
+    let f = process_fixture();
+    let p = f.dir.path().join("p.yaml");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "  expectations:\n",
+        "  expectations:\n    - {name: no_clicks, sql: \"\\\"eventName\\\" <> 'click'\", action: fail}\n",
+    );
+    std::fs::write(&p, text).unwrap();
+    let out = f.with_key("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "data_problem");
+    let problem = &report["stages"][1]["problems"][0];
+    assert_eq!(problem["kind"], "expectation_failed");
+    assert!(problem["message"].as_str().unwrap().contains("no_clicks"), "{problem}");
+    assert!(f.outputs().0.is_empty(), "nothing processed was published");
+}
