@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Ingest benchmark: generates realistic capture files, then times
-# `weir ingest` from an empty lake and prints one stable block of figures.
+# Stage benchmark: generates realistic capture files, then times `weir
+# ingest` from an empty lake, then `weir process` over what was ingested
+# (the example pipeline's rules, PII and dedup), and prints one stable block
+# of figures per stage.
 #
-#   bench/ingest.sh                 # 1M events (2,304 deflate files, 32 partitions)
-#   EVENTS=10000000 bench/ingest.sh # 10M
-#   PROFILE=dev bench/ingest.sh     # without a release build (slower figures)
+#   bench/stages.sh                 # 1M events (2,304 deflate files, 32 partitions)
+#   EVENTS=10000000 bench/stages.sh # 10M
+#   PROFILE=dev bench/stages.sh     # without a release build (slower figures)
 #
-# Output (stable; parse it): `key: value` lines between "== weir ingest bench"
-# and "== end". Figures: wall seconds, events/s, MB/s of capture input,
-# user+system CPU seconds, peak RSS in MB (from /usr/bin/time -v).
+# Output (stable; parse it): `key: value` lines between "== weir <stage>
+# bench" and "== end". Figures: wall seconds, events/s, MB/s of capture
+# input, user+system CPU seconds, peak RSS in MB (from /usr/bin/time -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
@@ -46,17 +48,24 @@ name: bench
 source:
   capture:
     url: $(realpath "$data")
+body:
+  schema: $(realpath schemas/user_event.avsc)
 tables:
-  raw:
-    path: $(realpath "$OUT")/lake/raw
+  raw: {path: $(realpath "$OUT")/lake/raw}
+  processed: {path: $(realpath "$OUT")/lake/processed}
+  quarantine: {path: $(realpath "$OUT")/lake/quarantine}
+  quality_metrics: {path: $(realpath "$OUT")/lake/quality}
 YAML
+# The example pipeline's process section: its rules, PII and dedup.
+sed -n '/^process:/,$p' pipelines/user_events.yaml >> "$OUT/bench.yaml"
+export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 
-/usr/bin/time -v "$BIN/weir" --log warn ingest "$OUT/bench.yaml" --report "$OUT/report.json" 2> "$OUT/time.txt" || {
-  cat "$OUT/time.txt" >&2; exit 1; }
-
-python3 - "$OUT/time.txt" "$OUT/report.json" "$bytes" "$files" "$PROFILE" <<'PY'
+for stage in ingest process; do
+  /usr/bin/time -v "$BIN/weir" --log warn "$stage" "$OUT/bench.yaml" --report "$OUT/report-$stage.json" \
+    2> "$OUT/time-$stage.txt" || { cat "$OUT/time-$stage.txt" >&2; exit 1; }
+  python3 - "$OUT/time-$stage.txt" "$OUT/report-$stage.json" "$bytes" "$files" "$PROFILE" "$stage" <<'PY'
 import json, re, sys
-time_txt, report_path, nbytes, nfiles, profile = sys.argv[1:]
+time_txt, report_path, nbytes, nfiles, profile, stage_name = sys.argv[1:]
 t = open(time_txt).read()
 def field(name):
     return re.search(re.escape(name) + r":\s*(.+)", t).group(1).strip()
@@ -67,13 +76,18 @@ cpu = float(field("User time (seconds)")) + float(field("System time (seconds)")
 rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
 report = json.load(open(report_path))
 stage = report["stages"][0]
-events = stage["events_written"]
+events = stage["events_read"]
 mb = int(nbytes) / 1e6
-print("== weir ingest bench")
+print(f"== weir {stage_name} bench")
 print(f"profile: {profile}")
 print(f"files: {nfiles}")
 print(f"input_mb: {mb:.1f}")
 print(f"events: {events}")
+print(f"events_written: {stage['events_written']}")
+if stage.get("quality"):
+    q = stage["quality"]
+    print(f"events_quarantined: {q['events_quarantined']}")
+    print(f"duplicates_dropped: {q['duplicates_dropped']}")
 print(f"commits: {len(stage['tables'][0]['versions_written'])}")
 print(f"wall_s: {secs:.2f}")
 print(f"events_per_s: {events / secs:,.0f}")
@@ -83,3 +97,4 @@ print(f"events_per_cpu_s: {events / cpu:,.0f}")
 print(f"peak_rss_mb: {rss_mb:.0f}")
 print("== end")
 PY
+done
