@@ -37,7 +37,11 @@ pub(crate) fn prefixed(prefix: &str, path: &str) -> String {
 }
 
 /// Converts `array` (of `node.decode_type()`) to `node.arrow_type()`.
-pub(crate) fn convert(array: &ArrayRef, node: &Node, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+pub(crate) fn convert(
+    array: &ArrayRef,
+    node: &Node,
+    fails: &mut Vec<Fail>,
+) -> Result<ArrayRef, ArrowError> {
     if !node.needs_post() {
         return Ok(array.clone());
     }
@@ -180,9 +184,12 @@ pub(crate) fn convert(array: &ArrayRef, node: &Node, fails: &mut Vec<Fail>) -> R
             let list: &ListArray = array.as_list::<i32>();
             let mut sub = Vec::new();
             let values = convert(list.values(), item, &mut sub)?;
-            map_to_rows(list.value_offsets(), sub, fails, |_, pos| format!("[{pos}]"));
+            map_to_rows(list.value_offsets(), sub, fails, |_, pos| {
+                format!("[{pos}]")
+            });
             let field = Arc::new(Field::new("item", item.arrow_type(), true));
-            let out = ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
+            let out =
+                ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
             Ok(Arc::new(out))
         }
         Kind::Map(value) => {
@@ -197,7 +204,9 @@ pub(crate) fn convert(array: &ArrayRef, node: &Node, fails: &mut Vec<Fail>) -> R
                 return Err(ArrowError::SchemaError("map is not a map".into()));
             };
             let DataType::Struct(entry_fields) = entries_field.data_type().clone() else {
-                return Err(ArrowError::SchemaError("map entries are not a struct".into()));
+                return Err(ArrowError::SchemaError(
+                    "map entries are not a struct".into(),
+                ));
             };
             let entries = StructArray::try_new(
                 entry_fields,
@@ -361,12 +370,19 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
             exp = -exp;
         }
     }
-    let digits = || b[start..end].iter().filter(|c| c.is_ascii_digit()).map(|c| c - b'0');
+    let digits = || {
+        b[start..end]
+            .iter()
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| c - b'0')
+    };
     // Significant digits: leading zeros dropped.
     let leading_zeros = digits().take_while(|&d| d == 0).count();
     let mut significant = n_digits - leading_zeros;
     // value = mantissa × 10^(exp − frac_len); unscaled = value × 10^scale.
-    let shift = exp.saturating_sub(frac_len).saturating_add(i64::from(scale));
+    let shift = exp
+        .saturating_sub(frac_len)
+        .saturating_add(i64::from(scale));
     if shift < 0 {
         // The last `drop` digits go below the scale: they must all be zeros.
         let drop = usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX);

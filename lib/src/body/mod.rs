@@ -284,38 +284,42 @@ impl BodySchema {
         for (row, _) in failures {
             failed[*row] = true;
         }
-        let mut columns: Vec<ArrayRef> = if failures.is_empty()
-            && pieces.len() == 1
-            && pieces[0].0.len() == n
-        {
-            // Every row decoded, in order: no copy.
-            pieces[0].1.columns().to_vec()
-        } else if pieces.is_empty() {
-            self.typed_schema
-                .fields()
-                .iter()
-                .map(|f| new_null_array(f.data_type(), n))
-                .collect()
-        } else {
-            let batches: Vec<&RecordBatch> = pieces.iter().map(|(_, b)| b).collect();
-            let all = concat_batches(&self.typed_schema, batches).map_err(|e| self.arrow(e))?;
-            let mut index: Vec<Option<u32>> = vec![None; n];
-            let decoded_rows = pieces.iter().flat_map(|(rows, _)| rows.iter());
-            for (j, &row) in decoded_rows.enumerate() {
-                if !failed[row] {
-                    // n fits u32 (checked in decode).
-                    index[row] = u32::try_from(j).ok();
+        let mut columns: Vec<ArrayRef> =
+            if failures.is_empty() && pieces.len() == 1 && pieces[0].0.len() == n {
+                // Every row decoded, in order: no copy.
+                pieces[0].1.columns().to_vec()
+            } else if pieces.is_empty() {
+                self.typed_schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_null_array(f.data_type(), n))
+                    .collect()
+            } else {
+                let batches: Vec<&RecordBatch> = pieces.iter().map(|(_, b)| b).collect();
+                let all = concat_batches(&self.typed_schema, batches).map_err(|e| self.arrow(e))?;
+                let mut index: Vec<Option<u32>> = vec![None; n];
+                let decoded_rows = pieces.iter().flat_map(|(rows, _)| rows.iter());
+                for (j, &row) in decoded_rows.enumerate() {
+                    if !failed[row] {
+                        // n fits u32 (checked in decode).
+                        index[row] = u32::try_from(j).ok();
+                    }
                 }
-            }
-            let index = UInt32Array::from(index);
-            all.columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &index, None))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.arrow(e))?
-        };
+                let index = UInt32Array::from(index);
+                all.columns()
+                    .iter()
+                    .map(|c| take(c.as_ref(), &index, None))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| self.arrow(e))?
+            };
         let rescued: StringArray = (0..n)
-            .map(|r| if failed[r] { None } else { rescued[r].as_deref() })
+            .map(|r| {
+                if failed[r] {
+                    None
+                } else {
+                    rescued[r].as_deref()
+                }
+            })
             .collect();
         columns.push(Arc::new(rescued));
         RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| self.arrow(e))

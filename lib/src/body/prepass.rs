@@ -53,7 +53,8 @@ impl RowState {
     }
 
     fn rescue(&mut self, parent: &Path<'_>, key: &str, raw: &RawValue) {
-        self.rescued.push(if self.rescued.is_empty() { '{' } else { ',' });
+        self.rescued
+            .push(if self.rescued.is_empty() { '{' } else { ',' });
         let full = match parent {
             Path::Root => key.to_string(),
             p => format!("{p}.{key}"),
@@ -174,7 +175,14 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<(), A::Error> {
         Err(self.state.fail("body is not a JSON object".to_string()))
     }
-    not_an_object!(visit_bool(bool), visit_i64(i64), visit_u64(u64), visit_f64(f64), visit_str(&str), visit_unit());
+    not_an_object!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_f64(f64),
+        visit_str(&str),
+        visit_unit()
+    );
 }
 
 /// Which fields of a record were present (and not null).

@@ -46,7 +46,10 @@ pub(crate) enum Kind {
     /// `bytes` / `fixed` without logical type: kept as the JSON string.
     Bytes,
     /// `bytes` / `fixed` with `logicalType: decimal`.
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// `long` with `logicalType: timestamp-millis`.
     TimestampMillis,
     /// `long` with `logicalType: timestamp-micros`.
@@ -167,11 +170,9 @@ impl Node {
             Kind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             Kind::Date => DataType::Date32,
             Kind::Record(rec) => DataType::Struct(rec.arrow_fields(false)),
-            Kind::Array(item) => DataType::List(Arc::new(Field::new(
-                "item",
-                item.arrow_type(),
-                true,
-            ))),
+            Kind::Array(item) => {
+                DataType::List(Arc::new(Field::new("item", item.arrow_type(), true)))
+            }
             Kind::Map(values) => map_type(values.arrow_type()),
         }
     }
@@ -184,11 +185,9 @@ impl Node {
             Kind::IsoTimestamp | Kind::Decimal { .. } | Kind::Date => DataType::Utf8,
             Kind::TimestampMillis | Kind::TimestampMicros => DataType::Int64,
             Kind::Record(rec) => DataType::Struct(rec.arrow_fields(true)),
-            Kind::Array(item) => DataType::List(Arc::new(Field::new(
-                "item",
-                item.decode_type(),
-                true,
-            ))),
+            Kind::Array(item) => {
+                DataType::List(Arc::new(Field::new("item", item.decode_type(), true)))
+            }
             Kind::Map(values) => map_type(values.decode_type()),
             _ => self.arrow_type(),
         }
@@ -326,11 +325,19 @@ impl AvscParser<'_> {
             Value::String(name) => self.parse_named_or_primitive(name, ns, path),
             Value::Array(branches) => self.parse_union(branches, ns, path),
             Value::Object(obj) => self.parse_complex(obj, ns, path),
-            other => Err(self.err(path, format!("a type must be a string, array or object, found {other}"))),
+            other => Err(self.err(
+                path,
+                format!("a type must be a string, array or object, found {other}"),
+            )),
         }
     }
 
-    fn parse_union(&mut self, branches: &[Value], ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
+    fn parse_union(
+        &mut self,
+        branches: &[Value],
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<Node, SchemaError> {
         let is_null = |b: &Value| matches!(b, Value::String(s) if s == "null");
         let nulls = branches.iter().filter(|b| is_null(b)).count();
         let others: Vec<&Value> = branches.iter().filter(|b| !is_null(b)).collect();
@@ -366,7 +373,12 @@ impl AvscParser<'_> {
         })
     }
 
-    fn parse_named_or_primitive(&mut self, name: &str, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
+    fn parse_named_or_primitive(
+        &mut self,
+        name: &str,
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<Node, SchemaError> {
         if name == "null" {
             return Err(self.err(path, "type \"null\" is only supported in a [null, T] union"));
         }
@@ -403,7 +415,8 @@ impl AvscParser<'_> {
         }
         if !name.contains('.') {
             let suffix = format!(".{name}");
-            let matches: Vec<&String> = self.named.keys().filter(|k| k.ends_with(&suffix)).collect();
+            let matches: Vec<&String> =
+                self.named.keys().filter(|k| k.ends_with(&suffix)).collect();
             if matches.len() == 1 {
                 return Ok(self.named[matches[0]].clone());
             }
@@ -415,7 +428,11 @@ impl AvscParser<'_> {
                     format!("type name {name:?} is ambiguous: {}", names.join(", ")),
                 ));
             }
-            if self.in_progress.iter().any(|k| k.ends_with(&suffix) || k == name) {
+            if self
+                .in_progress
+                .iter()
+                .any(|k| k.ends_with(&suffix) || k == name)
+            {
                 return Err(self.err(path, format!("recursive type {name:?} is not supported")));
             }
         }
@@ -426,7 +443,12 @@ impl AvscParser<'_> {
     }
 
     /// Full name and namespace of a named type definition.
-    fn full_name(&self, obj: &Map<String, Value>, ns: Option<&str>, path: &str) -> Result<(String, Option<String>), SchemaError> {
+    fn full_name(
+        &self,
+        obj: &Map<String, Value>,
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<(String, Option<String>), SchemaError> {
         let name = match obj.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
             _ => return Err(self.err(path, "a named type needs a non-empty \"name\"")),
@@ -455,7 +477,12 @@ impl AvscParser<'_> {
         Ok(())
     }
 
-    fn parse_complex(&mut self, obj: &Map<String, Value>, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
+    fn parse_complex(
+        &mut self,
+        obj: &Map<String, Value>,
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<Node, SchemaError> {
         let ty = match obj.get("type") {
             Some(Value::String(s)) => s.as_str(),
             Some(other @ (Value::Array(_) | Value::Object(_))) => {
@@ -481,7 +508,9 @@ impl AvscParser<'_> {
                             _ => Err(self.err(path, "enum symbols must be strings")),
                         })
                         .collect::<Result<Vec<_>, _>>()?,
-                    _ => return Err(self.err(path, "an enum needs \"symbols\", an array of strings")),
+                    _ => {
+                        return Err(self.err(path, "an enum needs \"symbols\", an array of strings"))
+                    }
                 };
                 if symbols.is_empty() {
                     return Err(self.err(path, "an enum needs at least one symbol"));
@@ -503,7 +532,11 @@ impl AvscParser<'_> {
                 let (full, _) = self.full_name(obj, ns, path)?;
                 let size = match obj.get("size").and_then(Value::as_u64) {
                     Some(n) => n,
-                    None => return Err(self.err(path, "a fixed type needs a non-negative integer \"size\"")),
+                    None => {
+                        return Err(
+                            self.err(path, "a fixed type needs a non-negative integer \"size\"")
+                        )
+                    }
                 };
                 let kind = match logical {
                     Some("decimal") => {
@@ -567,16 +600,18 @@ impl AvscParser<'_> {
     /// `logicalType` on a primitive. Unknown logical types (time-millis,
     /// local-timestamp-*, duration, ...) fall back to the base type, as the
     /// Avro specification says.
-    fn apply_logical(&self, base: Kind, logical: Option<&str>, obj: &Map<String, Value>, path: &str) -> Result<Kind, SchemaError> {
+    fn apply_logical(
+        &self,
+        base: Kind,
+        logical: Option<&str>,
+        obj: &Map<String, Value>,
+        path: &str,
+    ) -> Result<Kind, SchemaError> {
         let Some(logical) = logical else {
             return Ok(base);
         };
-        let needs = |want: &str| {
-            self.err(
-                path,
-                format!("logicalType {logical:?} needs type {want}"),
-            )
-        };
+        let needs =
+            |want: &str| self.err(path, format!("logicalType {logical:?} needs type {want}"));
         Ok(match logical {
             "decimal" => match base {
                 Kind::Bytes => self.decimal(obj, path)?,
@@ -608,7 +643,9 @@ impl AvscParser<'_> {
             Some(p) => {
                 return Err(self.err(
                     path,
-                    format!("decimal precision {p} is outside 1..={MAX_DECIMAL128_PRECISION} (Decimal128)"),
+                    format!(
+                    "decimal precision {p} is outside 1..={MAX_DECIMAL128_PRECISION} (Decimal128)"
+                ),
                 ))
             }
             None => return Err(self.err(path, "a decimal needs an integer \"precision\"")),
@@ -620,7 +657,9 @@ impl AvscParser<'_> {
                 _ => {
                     return Err(self.err(
                         path,
-                        format!("decimal scale {v} must be an integer in 0..={precision} (the precision)"),
+                        format!(
+                        "decimal scale {v} must be an integer in 0..={precision} (the precision)"
+                    ),
                     ))
                 }
             },
@@ -632,7 +671,12 @@ impl AvscParser<'_> {
     }
 
     /// `"weir.timestamp": "iso8601"` (on the field or on the type object).
-    fn apply_weir_timestamp(&self, kind: Kind, attr: Option<&Value>, path: &str) -> Result<Kind, SchemaError> {
+    fn apply_weir_timestamp(
+        &self,
+        kind: Kind,
+        attr: Option<&Value>,
+        path: &str,
+    ) -> Result<Kind, SchemaError> {
         match attr {
             None => Ok(kind),
             Some(Value::String(s)) if s == "iso8601" => match kind {
@@ -649,7 +693,12 @@ impl AvscParser<'_> {
         }
     }
 
-    fn parse_record(&mut self, obj: &Map<String, Value>, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
+    fn parse_record(
+        &mut self,
+        obj: &Map<String, Value>,
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<Node, SchemaError> {
         let (full, space) = self.full_name(obj, ns, path)?;
         if self.named.contains_key(&full) || self.in_progress.contains(&full) {
             return Err(self.err(path, format!("type {full:?} is defined twice")));
@@ -662,11 +711,19 @@ impl AvscParser<'_> {
         let mut fields: Vec<FieldDef> = Vec::with_capacity(fields_json.len());
         for (i, fv) in fields_json.iter().enumerate() {
             let Value::Object(f) = fv else {
-                return Err(self.err(path, format!("field #{i} of record {full:?} is not an object")));
+                return Err(self.err(
+                    path,
+                    format!("field #{i} of record {full:?} is not an object"),
+                ));
             };
             let name = match f.get("name") {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => return Err(self.err(path, format!("field #{i} of record {full:?} needs a non-empty \"name\""))),
+                _ => {
+                    return Err(self.err(
+                        path,
+                        format!("field #{i} of record {full:?} needs a non-empty \"name\""),
+                    ))
+                }
             };
             let fpath = join(path, &name);
             if fields.iter().any(|g| g.name == name) {

@@ -172,10 +172,13 @@ fn unions_other_than_null_t_are_refused() {
         assert_eq!(e.origin, "u.avsc");
         assert_eq!(e.path, "inner.bad", "{ty}");
         assert!(
-            e.message.contains("unions other than [null, T] are not supported"),
+            e.message
+                .contains("unions other than [null, T] are not supported"),
             "{ty}: {e}"
         );
-        assert!(e.to_string().starts_with("u.avsc: field 'inner.bad': unions other"));
+        assert!(e
+            .to_string()
+            .starts_with("u.avsc: field 'inner.bad': unions other"));
     }
     // [T, "null"] is fine and nullable.
     let s = schema(
@@ -187,21 +190,62 @@ fn unions_other_than_null_t_are_refused() {
 
 #[test]
 fn schema_errors_name_file_and_field() {
-    let e = BodySchema::from_file(std::path::Path::new("/nonexistent/x.avsc")).expect_err("no file");
+    let e =
+        BodySchema::from_file(std::path::Path::new("/nonexistent/x.avsc")).expect_err("no file");
     assert_eq!(e.origin, "/nonexistent/x.avsc");
     assert!(e.message.contains("cannot read"), "{e}");
 
     let cases = [
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "Nope"}]}"#, "a", "unknown type \"Nope\""),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2}}]}"#, "d", "precision 40"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 5}}]}"#, "d", "scale"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "t", "type": "long", "weir.timestamp": "iso8601"}]}"#, "t", "weir.timestamp"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "t", "type": "string", "weir.timestamp": "epoch"}]}"#, "t", "must be \"iso8601\""),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "n", "type": {"type": "record", "name": "R2", "fields": [{"name": "self", "type": ["null", "R2"]}]}}]}"#, "n.self", "recursive"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}, {"name": "a", "type": "long"}]}"#, "a", "duplicate"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "_rescued", "type": "string"}]}"#, "_rescued", "reserved"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "l", "type": {"type": "array", "items": ["int", "string"]}}]}"#, "l[]", "unions other"),
-        (r#"{"type": "record", "name": "R", "fields": [{"name": "f", "type": {"type": "fixed", "name": "F", "size": 2, "logicalType": "decimal", "precision": 9}}]}"#, "f", "does not fit"),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "Nope"}]}"#,
+            "a",
+            "unknown type \"Nope\"",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2}}]}"#,
+            "d",
+            "precision 40",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 5}}]}"#,
+            "d",
+            "scale",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "t", "type": "long", "weir.timestamp": "iso8601"}]}"#,
+            "t",
+            "weir.timestamp",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "t", "type": "string", "weir.timestamp": "epoch"}]}"#,
+            "t",
+            "must be \"iso8601\"",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "n", "type": {"type": "record", "name": "R2", "fields": [{"name": "self", "type": ["null", "R2"]}]}}]}"#,
+            "n.self",
+            "recursive",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}, {"name": "a", "type": "long"}]}"#,
+            "a",
+            "duplicate",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "_rescued", "type": "string"}]}"#,
+            "_rescued",
+            "reserved",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "l", "type": {"type": "array", "items": ["int", "string"]}}]}"#,
+            "l[]",
+            "unions other",
+        ),
+        (
+            r#"{"type": "record", "name": "R", "fields": [{"name": "f", "type": {"type": "fixed", "name": "F", "size": 2, "logicalType": "decimal", "precision": 9}}]}"#,
+            "f",
+            "does not fit",
+        ),
         (r#""string""#, "", "must be a record"),
         (r#"{"type": "record""#, "", "not valid JSON"),
     ];
@@ -241,8 +285,12 @@ fn named_types_are_reused_by_short_and_full_name() {
     let p = decode(
         &s,
         &[
-            Some(r#"{"billing": {"city": "Oslo", "kind": "home"}, "shipping": {"city": "Bergen", "kind": "work"}, "price": 9.5, "tax": "1.25", "kind2": "work", "kind3": "home"}"#),
-            Some(r#"{"billing": {"city": "Oslo", "kind": "home"}, "shipping": {"city": "Bergen", "kind": "moon"}, "price": 1, "kind2": "work", "kind3": "home"}"#),
+            Some(
+                r#"{"billing": {"city": "Oslo", "kind": "home"}, "shipping": {"city": "Bergen", "kind": "work"}, "price": 9.5, "tax": "1.25", "kind2": "work", "kind3": "home"}"#,
+            ),
+            Some(
+                r#"{"billing": {"city": "Oslo", "kind": "home"}, "shipping": {"city": "Bergen", "kind": "moon"}, "price": 1, "kind2": "work", "kind3": "home"}"#,
+            ),
         ],
     );
     assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
@@ -256,7 +304,10 @@ fn named_types_are_reused_by_short_and_full_name() {
         col(&p, "price").as_primitive::<Decimal128Type>().value(0),
         950
     );
-    assert_eq!(col(&p, "tax").as_primitive::<Decimal128Type>().value(0), 125);
+    assert_eq!(
+        col(&p, "tax").as_primitive::<Decimal128Type>().value(0),
+        125
+    );
     assert_row_null(&p, 1);
 
     // The same short name in two namespaces is ambiguous without a namespace.
@@ -280,7 +331,10 @@ fn named_types_are_reused_by_short_and_full_name() {
 fn decodes_testgen_bodies_with_exact_values() {
     let s = example();
     let mut rng = Rng::new(7);
-    let start = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("time");
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
+        .single()
+        .expect("time");
     let times: Vec<DateTime<Utc>> = (0..300)
         .map(|i| start + chrono::Duration::milliseconds(i * 1_337))
         .collect();
@@ -310,7 +364,10 @@ fn decodes_testgen_bodies_with_exact_values() {
         assert_eq!(names.value(i), v["eventName"].as_str().expect("name"));
         assert_eq!(ts.value(i), times[i].timestamp_micros());
         assert_eq!(users.value(i), v["userId"].as_str().expect("user"));
-        assert_eq!(pages.value(i), v["properties"]["page"].as_str().expect("page"));
+        assert_eq!(
+            pages.value(i),
+            v["properties"]["page"].as_str().expect("page")
+        );
         assert_eq!(
             durations.value(i),
             v["properties"]["durationMs"].as_i64().expect("duration")
@@ -402,8 +459,8 @@ fn timestamps_with_offsets_and_without_zone() {
     let p = decode(&s, &items);
     assert!(p.failures.is_empty(), "{:?}", p.failures);
     let ts = col(&p, "eventTimestamp").as_primitive::<TimestampMicrosecondType>();
-    for i in 0..cases.len() {
-        assert_eq!(ts.value(i), ts.value(0), "{}", cases[i]);
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(ts.value(i), ts.value(0), "{case}");
     }
 }
 
@@ -469,7 +526,10 @@ fn every_failure_kind_has_its_reason() {
     assert_eq!(p.failures.len(), cases.len(), "{:#?}", p.failures);
     for (row, (_, want)) in cases.iter().enumerate() {
         let got = reason(&p, row);
-        assert!(got.starts_with(want), "row {row}: got {got:?}, want {want:?}");
+        assert!(
+            got.starts_with(want),
+            "row {row}: got {got:?}, want {want:?}"
+        );
         assert_row_null(&p, row);
     }
 
@@ -500,7 +560,10 @@ fn non_utf8_body_is_reported() {
 fn good_and_bad_rows_interleave() {
     let s = example();
     let mut rng = Rng::new(99);
-    let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("time");
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+        .single()
+        .expect("time");
     let n = 20_000;
     let good: Vec<Vec<u8>> = (0..n)
         .map(|i| user_event_body(&mut rng, i as i64, at))
@@ -522,13 +585,20 @@ fn good_and_bad_rows_interleave() {
                         .expect("name")
                         .to_string();
                     Some(
-                        t.replace(&format!("\"eventName\": \"{name}\""), "\"eventName\": \"nope\"")
-                            .into_bytes(),
+                        t.replace(
+                            &format!("\"eventName\": \"{name}\""),
+                            "\"eventName\": \"nope\"",
+                        )
+                        .into_bytes(),
                     )
                 }
                 _ => {
                     let t = String::from_utf8(b.clone()).expect("utf8");
-                    Some(t.replacen("\"durationMs\": ", "\"durationMs\": \"", 1).replacen("}", "\"}", 1).into_bytes())
+                    Some(
+                        t.replacen("\"durationMs\": ", "\"durationMs\": \"", 1)
+                            .replacen("}", "\"}", 1)
+                            .into_bytes(),
+                    )
                 }
             });
         } else {
@@ -539,23 +609,46 @@ fn good_and_bad_rows_interleave() {
     let p = s.decode(&array).expect("decode");
     assert_eq!(p.batch.num_rows(), n);
     let failed_rows: Vec<usize> = p.failures.iter().map(|(r, _)| *r).collect();
-    assert_eq!(failed_rows, bad, "failures sorted by row, exactly the bad rows");
+    assert_eq!(
+        failed_rows, bad,
+        "failures sorted by row, exactly the bad rows"
+    );
     let users = strings(&p, "userId");
-    let durations = col(&p, "properties").as_struct().column(1).as_primitive::<Int64Type>().clone();
+    let durations = col(&p, "properties")
+        .as_struct()
+        .column(1)
+        .as_primitive::<Int64Type>()
+        .clone();
     for (i, b) in good.iter().enumerate() {
         if i % 7 == 3 {
             assert_row_null(&p, i);
         } else {
             let v: serde_json::Value = serde_json::from_slice(b).expect("json");
-            assert_eq!(users.value(i), v["userId"].as_str().expect("user"), "row {i}");
-            assert_eq!(durations.value(i), v["properties"]["durationMs"].as_i64().expect("d"));
+            assert_eq!(
+                users.value(i),
+                v["userId"].as_str().expect("user"),
+                "row {i}"
+            );
+            assert_eq!(
+                durations.value(i),
+                v["properties"]["durationMs"].as_i64().expect("d")
+            );
         }
     }
-    let enum_row = bad.iter().copied().find(|r| (r / 7) % 4 == 2).expect("an enum row");
+    let enum_row = bad
+        .iter()
+        .copied()
+        .find(|r| (r / 7) % 4 == 2)
+        .expect("an enum row");
     assert!(reason(&p, enum_row).starts_with("field 'eventName': 'nope' is not a symbol"));
-    let kind_row = bad.iter().copied().find(|r| (r / 7) % 4 == 3).expect("a kind row");
+    let kind_row = bad
+        .iter()
+        .copied()
+        .find(|r| (r / 7) % 4 == 3)
+        .expect("a kind row");
     assert!(
-        reason(&p, kind_row).starts_with("field 'properties.durationMs': expected long, found string"),
+        reason(&p, kind_row)
+            .starts_with("field 'properties.durationMs': expected long, found string"),
         "{}",
         reason(&p, kind_row)
     );
@@ -567,7 +660,13 @@ fn bisection_isolates_rows_arrow_json_rejects() {
     let s = example();
     let bad = GOOD.replace(r#""durationMs": 1500"#, r#""durationMs": "abc""#);
     let items: Vec<&[u8]> = (0..37)
-        .map(|i| if i == 5 || i == 30 { bad.as_bytes() } else { GOOD.as_bytes() })
+        .map(|i| {
+            if i == 5 || i == 30 {
+                bad.as_bytes()
+            } else {
+                GOOD.as_bytes()
+            }
+        })
         .collect();
     let values: Vec<Option<&[u8]>> = items.iter().map(|b| Some(*b)).collect();
     let rows: Vec<usize> = (0..items.len()).collect();
@@ -578,10 +677,17 @@ fn bisection_isolates_rows_arrow_json_rejects() {
         .expect("no schema error");
     let failed: Vec<usize> = failures.iter().map(|(r, _)| *r).collect();
     assert_eq!(failed, vec![5, 30]);
-    assert!(failures[0].1.starts_with("body could not be decoded: "), "{}", failures[0].1);
+    assert!(
+        failures[0].1.starts_with("body could not be decoded: "),
+        "{}",
+        failures[0].1
+    );
     assert!(failures[0].1.contains("abc"), "{}", failures[0].1);
     let decoded: Vec<usize> = out.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(decoded, (0..37).filter(|r| *r != 5 && *r != 30).collect::<Vec<_>>());
+    assert_eq!(
+        decoded,
+        (0..37).filter(|r| *r != 5 && *r != 30).collect::<Vec<_>>()
+    );
     for (rows, batch) in &out {
         assert_eq!(rows.len(), batch.num_rows());
     }
@@ -592,7 +698,9 @@ fn bisection_isolates_rows_arrow_json_rejects() {
         .map(|(r, b)| (r.clone(), s.convert_batch(b).expect("convert").0))
         .collect();
     let rescued = vec![None; 37];
-    let batch = s.assemble(37, pieces, &failures, &rescued).expect("assemble");
+    let batch = s
+        .assemble(37, pieces, &failures, &rescued)
+        .expect("assemble");
     assert_eq!(batch.num_rows(), 37);
     let users = batch.column(3).as_string::<i32>();
     assert!(users.is_null(5) && users.is_null(30));
@@ -620,13 +728,18 @@ fn decimals_are_exact_or_refused() {
     );
     for bad in ["12.345", "0.001", "1e-3"] {
         let e = parse_decimal(bad, 18, 2).expect_err(bad);
-        assert!(e.contains("more fractional digits than the scale 2"), "{bad}: {e}");
+        assert!(
+            e.contains("more fractional digits than the scale 2"),
+            "{bad}: {e}"
+        );
     }
     for bad in ["100.00", "1e2", "123"] {
         let e = parse_decimal(bad, 4, 2).expect_err(bad);
         assert!(e.contains("more digits than the precision 4"), "{bad}: {e}");
     }
-    for bad in ["", "-", ".", "1.2.3", "1e", "12a", " 12", "1,5", "NaN", "1e+"] {
+    for bad in [
+        "", "-", ".", "1.2.3", "1e", "12a", " 12", "1,5", "NaN", "1e+",
+    ] {
         let e = parse_decimal(bad, 18, 2).expect_err(bad);
         assert!(e.contains("is not a decimal number"), "{bad}: {e}");
     }
@@ -696,7 +809,11 @@ fn arrays_and_maps() {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     assert_eq!(
         a.field(0).data_type(),
-        &DataType::List(Arc::new(deltalake::arrow::datatypes::Field::new("item", DataType::Utf8, true)))
+        &DataType::List(Arc::new(deltalake::arrow::datatypes::Field::new(
+            "item",
+            DataType::Utf8,
+            true
+        )))
     );
     let DataType::Map(entries, false) = a.field(4).data_type() else {
         panic!("not a map");
@@ -713,7 +830,9 @@ fn arrays_and_maps() {
     let p = decode(
         &s,
         &[
-            Some(r#"{"tags": ["a", "b"], "prices": ["1.50", 2], "items": [{"sku": "x", "at": "2026-01-01T00:00:00Z"}, {"sku": "y", "extra": 1}], "attrs": {"k": 5}, "seen": {"a": 1000, "b": null}}"#),
+            Some(
+                r#"{"tags": ["a", "b"], "prices": ["1.50", 2], "items": [{"sku": "x", "at": "2026-01-01T00:00:00Z"}, {"sku": "y", "extra": 1}], "attrs": {"k": 5}, "seen": {"a": 1000, "b": null}}"#,
+            ),
             Some(r#"{"tags": [], "prices": null}"#),
             Some(r#"{"tags": ["a", 5]}"#),
             Some(r#"{"tags": ["a", null]}"#),
@@ -741,31 +860,57 @@ fn arrays_and_maps() {
     // Row 0 values.
     let tags = col(&p, "tags").as_list::<i32>();
     let t0 = tags.value(0);
-    assert_eq!(t0.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("a"), Some("b")]);
+    assert_eq!(
+        t0.as_string::<i32>().iter().collect::<Vec<_>>(),
+        vec![Some("a"), Some("b")]
+    );
     assert_eq!(tags.value(1).len(), 0);
     let prices = col(&p, "prices").as_list::<i32>();
     let p0 = prices.value(0);
-    assert_eq!(p0.as_primitive::<Decimal128Type>().values().to_vec(), vec![150, 200]);
+    assert_eq!(
+        p0.as_primitive::<Decimal128Type>().values().to_vec(),
+        vec![150, 200]
+    );
     assert!(prices.is_null(1));
     let items = col(&p, "items").as_list::<i32>();
     let i0 = items.value(0);
     let i0 = i0.as_struct();
     assert_eq!(i0.column(0).as_string::<i32>().value(1), "y");
     assert_eq!(
-        i0.column(1).as_primitive::<TimestampMicrosecondType>().value(0),
-        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("t").timestamp_micros()
+        i0.column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("t")
+            .timestamp_micros()
     );
-    assert_eq!(rescued(&p, 0), Some(serde_json::json!({"items[1].extra": 1})));
+    assert_eq!(
+        rescued(&p, 0),
+        Some(serde_json::json!({"items[1].extra": 1}))
+    );
     let attrs = col(&p, "attrs").as_map();
     assert_eq!(attrs.value(0).column(0).as_string::<i32>().value(0), "k");
-    assert_eq!(attrs.value(0).column(1).as_primitive::<Int64Type>().value(0), 5);
+    assert_eq!(
+        attrs
+            .value(0)
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        5
+    );
     let seen = col(&p, "seen").as_map();
     let s0 = seen.value(0);
     let s0v = s0.column(1).as_primitive::<TimestampMicrosecondType>();
     assert_eq!(s0v.value(0), 1_000_000);
     assert!(s0v.is_null(1));
     let s9 = seen.value(9);
-    assert_eq!(s9.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1000);
+    assert_eq!(
+        s9.column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1000
+    );
     assert_eq!(attrs.value(9).len(), 2);
     for row in 2..=8 {
         assert_row_null(&p, row);
@@ -795,7 +940,9 @@ fn timestamp_millis_micros_and_dates() {
     let p = decode(
         &s,
         &[
-            Some(r#"{"ms": 1767225600123, "us": 1767225600123456, "day": "2026-01-31", "n": -5, "x": 1.5, "b": true, "raw": "\u00ff\u0001"}"#),
+            Some(
+                r#"{"ms": 1767225600123, "us": 1767225600123456, "day": "2026-01-31", "n": -5, "x": 1.5, "b": true, "raw": "\u00ff\u0001"}"#,
+            ),
             Some(r#"{"ms": 0, "day": 20484}"#),
             Some(r#"{"ms": "2026-01-01T00:00:00Z"}"#),
             Some(r#"{"ms": 9223372036854775807}"#),
@@ -808,7 +955,9 @@ fn timestamp_millis_micros_and_dates() {
     assert_eq!(ms.value(0), 1_767_225_600_123_000);
     assert_eq!(ms.value(1), 0);
     assert_eq!(
-        col(&p, "us").as_primitive::<TimestampMicrosecondType>().value(0),
+        col(&p, "us")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
         1_767_225_600_123_456
     );
     let day = col(&p, "day").as_primitive::<Date32Type>();
@@ -822,9 +971,18 @@ fn timestamp_millis_micros_and_dates() {
     assert_eq!(
         reasons,
         vec![
-            (2, "field 'ms': expected timestamp-millis long, found string"),
-            (3, "field 'ms': 9223372036854775807 is out of range for timestamp-millis"),
-            (4, "field 'day': '31/01/2026' is not a date (days since 1970-01-01 or YYYY-MM-DD)"),
+            (
+                2,
+                "field 'ms': expected timestamp-millis long, found string"
+            ),
+            (
+                3,
+                "field 'ms': 9223372036854775807 is out of range for timestamp-millis"
+            ),
+            (
+                4,
+                "field 'day': '31/01/2026' is not a date (days since 1970-01-01 or YYYY-MM-DD)"
+            ),
             (5, "field 'n': 3000000000 is out of range for int"),
             (6, "field 'x': expected double, found string"),
         ]
@@ -858,7 +1016,10 @@ fn nested_required_fields_and_null_records() {
         vec![
             (3, "missing required field 'outer.inner.v'"),
             (4, "missing required field 'outer.inner'"),
-            (5, "field 'outer.id': '0b7c1c5e2f1a4c3e9d2b8a6f1e2d3c4b' is not a UUID"),
+            (
+                5,
+                "field 'outer.id': '0b7c1c5e2f1a4c3e9d2b8a6f1e2d3c4b' is not a UUID"
+            ),
         ]
     );
     let outer = col(&p, "outer").as_struct();
@@ -877,7 +1038,10 @@ fn nested_required_fields_and_null_records() {
 fn throughput_200k_testgen_bodies() {
     let s = example();
     let mut rng = Rng::new(1);
-    let at = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("time");
+    let at = Utc
+        .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
+        .single()
+        .expect("time");
     let raw: Vec<Vec<u8>> = (0..200_000)
         .map(|i| user_event_body(&mut rng, i, at + chrono::Duration::milliseconds(i)))
         .collect();

@@ -235,8 +235,9 @@ mod tests {
         let b = rows(&["a", "b", "a", "a", "c"], &["0", "0", "1", "0", "0"], &[5, 6, 2, 7, 8], &[20, 10, 20, 10, 30]);
         let (kept, dropped) = within_batch(&b, &config()).unwrap();
         assert_eq!(dropped, 2);
-        // "a" at t=10 (seq 7) wins over t=20; "b" t=10; "c" t=30.
-        assert_eq!(ids_and_seqs(&kept), [("a".into(), 7), ("b".into(), 6), ("c".into(), 8)]);
+        // "a" at t=10 (seq 7) wins over its t=20 copies; ties on t order by
+        // partition then sequence, so "b" (seq 6) comes first.
+        assert_eq!(ids_and_seqs(&kept), [("b".into(), 6), ("a".into(), 7), ("c".into(), 8)]);
     }
 
     #[test]
