@@ -257,7 +257,7 @@ fn process_fixture() -> Fixture {
         "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n  quality_metrics: {{path: ${{WEIR_LAKE}}/quality}}\ningest:\n  commit_bytes: 6000\n{process}",
         schema = repo().join("schemas/user_event.avsc").display(),
     )
-    .replace("raw_versions_per_commit: 4", "raw_versions_per_commit: 2");
+    .replace("raw_versions_per_commit: 1", "raw_versions_per_commit: 2");
     std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
     f
 }
@@ -355,7 +355,7 @@ fn example_pipeline_runs_end_to_end_and_python_reads_the_processed_table() {
     let out = Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_processed.py"))
         .arg(lake.path())
-        .arg(serde_json::json!({"processed": 387, "quarantined": 4}).to_string())
+        .arg(serde_json::json!({"processed": 387, "quarantined": 4, "duplicates": 9}).to_string())
         .output()
         .unwrap();
     assert!(

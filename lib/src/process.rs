@@ -958,13 +958,17 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         .min()
         .unwrap_or(-1);
     let mut from = (oldest_progress + 1) as u64;
+    let mut key_cache: Option<(i32, Vec<RecordBatch>)> = None;
     let step = plan.config.raw_versions_per_commit;
     while from <= latest {
         let to = (from + step - 1).min(latest);
         let now = Utc::now();
         let rows = read_raw(&raw, from, to).await?;
         report.events_read += rows.num_rows() as u64;
+        let ev_rows = rows.num_rows();
         let ev = evaluate(&plan, &rows, &options.run_id, now)?;
+        // The bodies are the bulk of the memory; what is kept is in `ev`.
+        drop(rows);
         report.problems.extend(ev.warnings.iter().cloned());
         let mut chunk_rules = ev.rules.clone();
         if !ev.failures.is_empty() {
@@ -991,11 +995,19 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let oldest = unique
                 .column_by_name(PARTITION_COLUMN)
                 .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>().and_then(|a| a.iter().flatten().min()));
-            let stored = match (&processed.table, oldest) {
-                (Some(t), Some(oldest)) => stored_keys(t, d, oldest).await?,
-                _ => vec![],
-            };
-            let (fresh, counts) = dedup::against_existing(&unique, &stored, d).map_err(Error::Internal)?;
+            // Stored keys are read once per run (again only when a range
+            // reaches further back); what this run writes is added to them.
+            let mut stored: &[RecordBatch] = &[];
+            if let (Some(t), Some(oldest)) = (&processed.table, oldest) {
+                let from = oldest - d.lookback_days as i32;
+                if key_cache.as_ref().is_none_or(|(f, _)| from < *f) {
+                    key_cache = Some((from, stored_keys(t, d, oldest).await?));
+                }
+                if let Some((_, keys)) = &key_cache {
+                    stored = keys;
+                }
+            }
+            let (fresh, counts) = dedup::against_existing(&unique, stored, d).map_err(Error::Internal)?;
             quality.duplicates_dropped += within + counts.against_table;
             quality.already_written += counts.already_written;
             let duplicates = within + counts.against_table;
@@ -1031,13 +1043,25 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         if processed.needs(to) {
             let rows = rows_after(&kept, &kept_versions, processed.progress)?;
             report.events_written += rows.num_rows() as u64;
+            if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
+                let names: Vec<&str> =
+                    d.key.iter().map(String::as_str).chain([dedup::PARTITION, dedup::SEQUENCE]).collect();
+                let indices = names
+                    .iter()
+                    .map(|n| rows.schema().index_of(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(arrow_err("dedup keys"))?;
+                keys.push(rows.project(&indices).map_err(arrow_err("dedup keys"))?);
+            }
             if !options.dry_run {
                 processed.write(rows, to, WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) }).await?;
             }
         }
         if let Some(m) = metrics.as_mut() {
             if m.needs(to) && !options.dry_run {
-                let batch = metrics_batch(&plan, &options.run_id, from, to, &chunk_rules, true, now)?;
+                // A range without rows records progress but no figures.
+                let rules = if ev_rows == 0 { &[][..] } else { &chunk_rules[..] };
+                let batch = metrics_batch(&plan, &options.run_id, from, to, rules, true, now)?;
                 m.write(batch, to, options_for("")).await?;
             }
         }
