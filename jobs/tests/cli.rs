@@ -347,6 +347,18 @@ fn example_pipeline_runs_end_to_end_and_python_reads_the_processed_table() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    // The key is in no output and no file the run wrote.
+    let key = "a-test-key-of-32-bytes-length!!!";
+    assert!(!stdout(&out).contains(key) && !String::from_utf8_lossy(&out.stderr).contains(key));
+    let mut files = vec![lake.path().to_path_buf()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "key found in {}", p.display());
+        }
+    }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["stages"][1]["stage"], "process");
     assert_eq!(report["stages"][1]["events_written"], 387, "{report}");
