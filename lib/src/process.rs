@@ -796,12 +796,8 @@ async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Re
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(df_err)?;
     ctx.register_table("processed", provider).map_err(df_err)?;
-    let cols: Vec<String> = dedup
-        .key
-        .iter()
-        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
-        .chain(["\"_partition_id\"".to_string(), "\"_sequence_number\"".to_string()])
-        .collect();
+    let cols: Vec<String> =
+        dedup.stored_columns().iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
     let from = chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163)
         .unwrap_or_default();
     let sql = format!("SELECT {} FROM processed WHERE \"{PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
@@ -866,6 +862,30 @@ impl Output {
         let batch = if batch.num_rows() > 0 { conform(&batch, delta::arrow_schema(&table)?.as_ref())? } else { batch };
         crate::ingest::fault_point("process_before_commit");
         let table = delta::write_with_progress(table, vec![batch], options).await?;
+        crate::ingest::fault_point("process_after_commit");
+        if let Some(v) = table.version() {
+            self.written.push(v);
+        }
+        self.table = Some(table);
+        self.progress = Some(to as i64);
+        Ok(())
+    }
+
+    /// Like [`write`](Self::write), but rows whose key the table holds
+    /// replace the stored row (a Delta merge restricted to `scope`, the
+    /// partition column and the oldest date the stored keys were read from).
+    async fn upsert(
+        &mut self,
+        batch: RecordBatch,
+        to: u64,
+        key: &[String],
+        scope: Option<(&str, i32)>,
+        options: WriteOptions,
+    ) -> Result<()> {
+        let table = self.table.take().ok_or_else(|| Error::Internal(format!("{} table not open", self.name)))?;
+        let batch = conform(&batch, delta::arrow_schema(&table)?.as_ref())?;
+        crate::ingest::fault_point("process_before_commit");
+        let table = delta::upsert_with_progress(table, batch, key, scope, options).await?;
         crate::ingest::fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);
@@ -989,6 +1009,9 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         // what the original run counted; then keep what the table lacks.
         let mut kept = ev.kept;
         let mut kept_versions = ev.kept_versions;
+        // `keep: latest` found newer copies of stored rows: merge, not append.
+        let mut replacing = false;
+        let mut merge_from: Option<i32> = None;
         if let Some(d) = &plan.dedup {
             let tagged = with_versions(&kept, &kept_versions)?;
             let (unique, within) = dedup::within_batch(&tagged, d).map_err(Error::Internal)?;
@@ -1000,6 +1023,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let mut stored: &[RecordBatch] = &[];
             if let (Some(t), Some(oldest)) = (&processed.table, oldest) {
                 let from = oldest - d.lookback_days as i32;
+                merge_from = Some(from);
                 if key_cache.as_ref().is_none_or(|(f, _)| from < *f) {
                     key_cache = Some((from, stored_keys(t, d, oldest).await?));
                 }
@@ -1010,6 +1034,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let (fresh, counts) = dedup::against_existing(&unique, stored, d).map_err(Error::Internal)?;
             quality.duplicates_dropped += within + counts.against_table;
             quality.already_written += counts.already_written;
+            replacing = counts.replacing > 0;
             let duplicates = within + counts.against_table;
             chunk_rules.push(RuleFigures {
                     rule: DEDUP_RULE.to_string(),
@@ -1044,9 +1069,8 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let rows = rows_after(&kept, &kept_versions, processed.progress)?;
             report.events_written += rows.num_rows() as u64;
             if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
-                let names: Vec<&str> =
-                    d.key.iter().map(String::as_str).chain([dedup::PARTITION, dedup::SEQUENCE]).collect();
-                let indices = names
+                let indices = d
+                    .stored_columns()
                     .iter()
                     .map(|n| rows.schema().index_of(n))
                     .collect::<std::result::Result<Vec<_>, _>>()
@@ -1054,7 +1078,14 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 keys.push(rows.project(&indices).map_err(arrow_err("dedup keys"))?);
             }
             if !options.dry_run {
-                processed.write(rows, to, WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) }).await?;
+                let write = WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) };
+                match (&plan.dedup, replacing) {
+                    (Some(d), true) => {
+                        let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                        processed.upsert(rows, to, &d.key, scope, write).await?;
+                    }
+                    _ => processed.write(rows, to, write).await?,
+                }
             }
         }
         if let Some(m) = metrics.as_mut() {

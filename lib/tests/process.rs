@@ -428,3 +428,49 @@ async fn a_missing_pii_key_stops_before_anything_runs_and_names_only_the_variabl
     assert!(err.to_string().contains("WEIR_TEST_PII_KEY_UNSET"), "{err}");
     assert!(!d.join("lake/processed").exists(), "nothing created");
 }
+
+#[tokio::test]
+async fn keep_latest_replaces_the_stored_copy_and_the_change_feed_shows_the_update() {
+    set_key();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline(d, "");
+    let text = std::fs::read_to_string(d.join("p.yaml")).unwrap().replace("key: [eventId]\n", "key: [eventId]\n    keep: latest\n");
+    let p = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap();
+    let first = valid(1, t0());
+    let other = valid(2, t0());
+    let mut seq = BTreeMap::new();
+    write_window(d, t0(), &[Some(first.clone()), Some(other.clone())], &mut seq);
+    let report = run_all(&p, "run-1").await;
+    assert_eq!(report.events_written, 2);
+
+    // The same event again, corrected, enqueued later: it replaces the first.
+    let corrected = edit(&first, |m| {
+        m.insert("sessionId".into(), serde_json::json!("s-corrected"));
+    });
+    write_window(d, t0() + Duration::minutes(5), &[Some(corrected.clone())], &mut seq);
+    let report = run_all(&p, "run-2").await;
+    assert_eq!(report.events_written, 1);
+    let processed = rows(d, "processed").await;
+    let ids = strings(&processed, "eventId");
+    let sessions = strings(&processed, "sessionId");
+    assert_eq!(ids.len(), 2, "still one row per event");
+    let id = event_id(&first).unwrap();
+    let row = ids.iter().position(|i| i.as_deref() == Some(id.as_str())).unwrap();
+    assert_eq!(sessions[row].as_deref(), Some("s-corrected"));
+
+    // Consumers see the replacement as an update in the change feed.
+    let t = table(d, "processed").await;
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    let provider = deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(t.scan_cdf().with_starting_version(0)).unwrap();
+    ctx.register_table("c", std::sync::Arc::new(provider)).unwrap();
+    let changes = ctx.sql("SELECT _change_type FROM c").await.unwrap().collect().await.unwrap();
+    let mut kinds: Vec<String> = strings(&changes, "_change_type").into_iter().flatten().collect();
+    kinds.sort();
+    assert_eq!(kinds, ["insert", "insert", "update_postimage", "update_preimage"]);
+
+    // A rerun changes nothing.
+    let before = table(d, "processed").await.version();
+    run_all(&p, "run-3").await;
+    assert_eq!(table(d, "processed").await.version(), before);
+}

@@ -6,9 +6,13 @@
 //! columns into comparable bytes):
 //! 1. within the batch: rows are ordered by `order_by` and the first row of
 //!    each key is kept;
-//! 2. against the processed table: keys already published within the
-//!    lookback window (by event date) win, since events are immutable and
-//!    readers have already seen them. A stored row with the *same lineage*
+//! 2. against the processed table: with `keep: first` (default) keys
+//!    already published within the lookback window (by event date) win,
+//!    since events are immutable and readers have already seen them; with
+//!    `keep: latest` an incoming row whose `order_by` values are greater
+//!    replaces the stored one (the stage then merges instead of appending,
+//!    so consumers see an update in the change feed). A stored row with the
+//!    *same lineage*
 //!    (partition, sequence number) is the same event written by an earlier,
 //!    interrupted run: it is counted as already written, not as a duplicate,
 //!    so a repair run reports the same figures as the original.
@@ -31,14 +35,28 @@ use serde::{Deserialize, Serialize};
 pub struct DedupConfig {
     /// Business key columns, e.g. `[eventId]`.
     pub key: Vec<String>,
-    /// Which copy within a run counts as the first: rows are ordered by these
-    /// columns (ascending), then by partition and sequence number.
+    /// Which copy wins: the first or the latest by `order_by`.
+    #[serde(default)]
+    pub keep: Keep,
+    /// The order copies are compared in: these columns, then partition and
+    /// sequence number.
     #[serde(default = "default_order_by")]
     pub order_by: Vec<String>,
     /// How many days of already-processed events (by event date, before the
     /// oldest event in the run) are searched for the same key.
     #[serde(default = "default_lookback_days")]
     pub lookback_days: u32,
+}
+
+/// Which copy of a key survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The smallest by `order_by`; stored rows always win (append only).
+    #[default]
+    First,
+    /// The greatest by `order_by`; a later copy replaces a stored one.
+    Latest,
 }
 
 fn default_order_by() -> Vec<String> {
@@ -83,6 +101,22 @@ pub struct DedupCounts {
     /// Rows the table already holds with the same lineage (an earlier run
     /// wrote them before being interrupted); not written again.
     pub already_written: u64,
+    /// Kept rows that replace a stored row with the same key (`keep: latest`).
+    pub replacing: u64,
+}
+
+impl DedupConfig {
+    /// The columns dedup needs from stored rows: key, order and lineage.
+    pub fn stored_columns(&self) -> Vec<String> {
+        let mut cols: Vec<String> = self.key.clone();
+        if self.keep == Keep::Latest {
+            cols.extend(self.order_by.iter().cloned());
+        }
+        cols.extend([PARTITION.to_string(), SEQUENCE.to_string()]);
+        let mut seen = HashSet::new();
+        cols.retain(|c| seen.insert(c.clone()));
+        cols
+    }
 }
 
 fn key_converter(schema: &Schema, key: &[String]) -> Result<RowConverter, String> {
@@ -105,8 +139,8 @@ fn columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<Arc<dyn Array>>,
         .collect()
 }
 
-/// Keeps the first row of each key, ordering by `order_by` then lineage.
-/// The result is in that order.
+/// Keeps the first (or, with `keep: latest`, the last) row of each key,
+/// ordering by `order_by` then lineage. The result is in the kept order.
 pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(RecordBatch, u64), String> {
     if batch.num_rows() == 0 {
         return Ok((batch.clone(), 0));
@@ -119,7 +153,10 @@ pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(Record
     }
     let sort_columns: Vec<SortColumn> = columns(batch, &order)?
         .into_iter()
-        .map(|values| SortColumn { values, options: Some(SortOptions { descending: false, nulls_first: false }) })
+        .map(|values| SortColumn {
+            values,
+            options: Some(SortOptions { descending: config.keep == Keep::Latest, nulls_first: false }),
+        })
         .collect();
     let indices = lexsort_to_indices(&sort_columns, None).map_err(|e| e.to_string())?;
     let sorted = take_record_batch(batch, &indices).map_err(|e| e.to_string())?;
@@ -136,8 +173,9 @@ pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(Record
     Ok((kept, dropped))
 }
 
-/// Drops rows whose key the table already holds. `existing` are batches of
-/// the stored rows with the key columns and the lineage columns.
+/// Drops rows whose key the table already holds (with `keep: latest`, only
+/// when the stored copy is not older). `existing` are batches of stored rows
+/// with [`DedupConfig::stored_columns`].
 pub fn against_existing(
     batch: &RecordBatch,
     existing: &[RecordBatch],
@@ -147,27 +185,34 @@ pub fn against_existing(
     if batch.num_rows() == 0 || existing.iter().all(|b| b.num_rows() == 0) {
         return Ok((batch.clone(), counts));
     }
+    let latest = config.keep == Keep::Latest;
     let converter = key_converter(&batch.schema(), &config.key)?;
-    let mut stored: HashMap<Vec<u8>, Vec<(String, i64)>> = HashMap::new();
+    let order = key_converter(&batch.schema(), &config.order_by)?;
+    // key → (partition, sequence, order value) of each stored copy.
+    type Copy = (String, i64, Vec<u8>);
+    let mut stored: HashMap<Vec<u8>, Vec<Copy>> = HashMap::new();
     for b in existing {
         let rows = converter.convert_columns(&columns(b, &config.key)?).map_err(|e| e.to_string())?;
+        let orders = if latest { Some(order.convert_columns(&columns(b, &config.order_by)?).map_err(|e| e.to_string())?) } else { None };
         let (parts, seqs) = lineage(b)?;
         for i in 0..b.num_rows() {
-            stored
-                .entry(rows.row(i).as_ref().to_vec())
-                .or_default()
-                .push((parts.value(i).to_string(), seqs.value(i)));
+            let o = orders.as_ref().map(|o| o.row(i).as_ref().to_vec()).unwrap_or_default();
+            stored.entry(rows.row(i).as_ref().to_vec()).or_default().push((parts.value(i).to_string(), seqs.value(i), o));
         }
     }
     let rows = converter.convert_columns(&columns(batch, &config.key)?).map_err(|e| e.to_string())?;
+    let orders = if latest { Some(order.convert_columns(&columns(batch, &config.order_by)?).map_err(|e| e.to_string())?) } else { None };
     let (parts, seqs) = lineage(batch)?;
     let mut keep = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         match stored.get(rows.row(i).as_ref()) {
             None => keep.push(i as u32),
             Some(copies) => {
-                if copies.iter().any(|(p, s)| p == parts.value(i) && *s == seqs.value(i)) {
+                if copies.iter().any(|(p, s, _)| p == parts.value(i) && *s == seqs.value(i)) {
                     counts.already_written += 1;
+                } else if orders.as_ref().is_some_and(|o| copies.iter().all(|(_, _, so)| o.row(i).as_ref() > so.as_slice())) {
+                    counts.replacing += 1;
+                    keep.push(i as u32);
                 } else {
                     counts.against_table += 1;
                 }
@@ -246,7 +291,24 @@ mod tests {
         let b = rows(&["a", "b", "c"], &["1", "0", "0"], &[9, 2, 3], &[0, 0, 0]);
         let (kept, counts) = against_existing(&b, &[stored], &config()).unwrap();
         assert_eq!(ids_and_seqs(&kept), [("c".into(), 3)]);
-        assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 1 });
+        assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 1, replacing: 0 });
+    }
+
+    #[test]
+    fn keep_latest_takes_the_greatest_and_replaces_older_stored_rows() {
+        let latest: DedupConfig = serde_yaml_ng::from_str("{key: [eventId], keep: latest, order_by: [t]}").unwrap();
+        let b = rows(&["a", "a", "b", "b"], &["0", "0", "0", "1"], &[1, 2, 3, 4], &[10, 20, 5, 5]);
+        let (kept, dropped) = within_batch(&b, &latest).unwrap();
+        assert_eq!(dropped, 2);
+        // "a" at t=20 wins; "b" ties on t, so the greater lineage (partition 1) wins.
+        assert_eq!(ids_and_seqs(&kept), [("a".into(), 2), ("b".into(), 4)]);
+
+        let stored = rows(&["a", "b", "c"], &["0", "0", "0"], &[0, 0, 9], &[15, 30, 1]);
+        let incoming = rows(&["a", "b", "c", "d"], &["1", "1", "0", "1"], &[7, 8, 9, 10], &[20, 20, 1, 1]);
+        let (kept, counts) = against_existing(&incoming, &[stored], &latest).unwrap();
+        assert_eq!(ids_and_seqs(&kept), [("a".into(), 7), ("d".into(), 10)]);
+        assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 1, replacing: 1 });
+        assert_eq!(latest.stored_columns(), ["eventId", "t", PARTITION, SEQUENCE]);
     }
 
     #[test]

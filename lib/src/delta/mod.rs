@@ -215,6 +215,59 @@ pub async fn write_with_progress(
     })
 }
 
+/// Upserts `batch` on `key` and records the progress markers in the same
+/// commit: a stored row with the key is replaced by the batch's row, other
+/// rows are inserted. `scope` (a date partition column and its oldest value,
+/// days since the epoch) keeps the merge from reading the whole table. The
+/// batch must hold at least one row whose key is stored, or delta-rs makes
+/// no commit and the markers are lost.
+pub async fn upsert_with_progress(
+    table: DeltaTable,
+    batch: RecordBatch,
+    key: &[String],
+    scope: Option<(&str, i32)>,
+    options: WriteOptions,
+) -> Result<DeltaTable> {
+    use deltalake::datafusion::common::{Column, ScalarValue};
+    use deltalake::datafusion::prelude::{col, lit, SessionContext};
+    let url = crate::storage::redact(table.table_url().as_str());
+    let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
+    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
+    let mut predicate = key
+        .iter()
+        .map(|k| side("target", k).eq(side("source", k)))
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| Error::Internal("upsert without a key".into()))?;
+    if let Some((column, from)) = scope {
+        predicate = predicate.and(side("target", column).gt_eq(lit(ScalarValue::Date32(Some(from)))));
+    }
+    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let source = SessionContext::new()
+        .read_batch(batch)
+        .map_err(|e| Error::Internal(format!("upsert into {url}: {e}")))?;
+    let commit = CommitProperties::default()
+        .with_application_transactions(options.progress)
+        .with_metadata(options.metadata);
+    let merge = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(options.merge_schema)
+        .with_commit_properties(commit)
+        .when_matched_update(|u| names.iter().fold(u, |u, n| u.update(n.as_str(), side("source", n))))
+        .and_then(|m| m.when_not_matched_insert(|i| names.iter().fold(i, |i, n| i.set(n.as_str(), side("source", n)))));
+    let result = match merge {
+        Ok(merge) => merge.await.map(|(table, _metrics)| table),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| match e {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
+        e => Error::delta(&url, e),
+    })
+}
+
 /// The table's current schema as Arrow.
 pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
