@@ -397,3 +397,34 @@ fn a_fail_rule_exits_with_the_data_problem_code() {
     assert!(problem["message"].as_str().unwrap().contains("no_clicks"), "{problem}");
     assert!(f.outputs().0.is_empty(), "nothing processed was published");
 }
+
+/// Real SIGKILLs at arbitrary instants of `weir process`, several in a row on
+/// the same lake, then a rerun: the same tables as an uninterrupted run.
+#[test]
+fn process_sigkill_at_random_instants_then_rerun_is_exact() {
+    let reference = process_fixture();
+    assert_eq!(reference.with_key("run").output().unwrap().status.code(), Some(0));
+    let expected = reference.outputs();
+
+    let f = process_fixture();
+    assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
+    let mut mid_run = 0;
+    for ms in [30u64, 120, 250, 400, 600, 900] {
+        let mut child =
+            f.with_key("process").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (processed, _) = f.outputs();
+        let mut unique = processed.clone();
+        unique.dedup();
+        assert_eq!(unique, processed, "no duplicates after a kill at {ms} ms");
+        if !processed.is_empty() && (processed.clone(), f.outputs().1) != expected {
+            mid_run += 1;
+        }
+    }
+    assert!(mid_run > 0, "at least one kill must land while process was committing");
+    let out = f.with_key("process").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(f.outputs(), expected);
+}
