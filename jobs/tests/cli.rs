@@ -428,3 +428,53 @@ fn process_sigkill_at_random_instants_then_rerun_is_exact() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(f.outputs(), expected);
 }
+
+/// A crash between the process commits, then more capture files arrive and
+/// are ingested before the rerun: the repair recomputes exactly the range the
+/// interrupted run committed to some tables, and the end state equals an
+/// uninterrupted run over everything.
+#[test]
+fn process_repair_after_new_raw_versions_is_exact() {
+    let reference = process_fixture();
+    assert_eq!(reference.with_key("run").output().unwrap().status.code(), Some(0));
+    let expected = reference.outputs();
+
+    let f = process_fixture();
+    // Hold the last two windows back.
+    let capture = f.dir.path().join("capture");
+    let mut files = Vec::new();
+    let mut dirs = vec![capture.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { dirs.push(p) } else { files.push(p) }
+        }
+    }
+    let window = |p: &Path| p.strip_prefix(&capture).unwrap().iter().skip(1).collect::<PathBuf>();
+    let mut windows: Vec<PathBuf> = files.iter().map(|p| window(p)).collect();
+    windows.sort();
+    windows.dedup();
+    let late: Vec<PathBuf> = windows[windows.len() - 2..].to_vec();
+    let held = f.dir.path().join("held");
+    let mut moved = Vec::new();
+    for p in files.iter().filter(|p| late.contains(&window(p))) {
+        let to = held.join(p.strip_prefix(&capture).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(p, &to).unwrap();
+        moved.push((to, p.clone()));
+    }
+    assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
+    // One range for everything ingested so far (cut short at the raw table's
+    // latest version); die right after its quarantine commit.
+    let p = f.dir.path().join("p.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("raw_versions_per_commit: 2", "raw_versions_per_commit: 1000")).unwrap();
+    let out = f.with_key("process").env("WEIR_FAULT", "process_after_commit:1").output().unwrap();
+    assert!(!out.status.success());
+    for (from, to) in moved {
+        std::fs::rename(from, to).unwrap();
+    }
+    let out = f.with_key("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(f.outputs(), expected);
+}

@@ -98,6 +98,16 @@ pub enum Error {
         changes: Vec<String>,
     },
 
+    /// An expectation could not be evaluated on the data (e.g. a division by
+    /// zero or a strict cast of bad text inside its SQL).
+    #[error("rule {rule:?} could not be evaluated: {message}; make the expression total (e.g. NULLIF, TRY_CAST) or fix the data")]
+    RuleError {
+        /// The rule name.
+        rule: String,
+        /// What DataFusion said.
+        message: String,
+    },
+
     /// An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -115,6 +125,7 @@ impl Error {
             Error::Io { .. } => ErrorClass::Retryable,
             Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,
             Error::Delta { source, .. } => delta_error_class(source),
+            Error::RuleError { .. } => ErrorClass::Data,
             Error::Internal(_) => ErrorClass::Internal,
         }
     }

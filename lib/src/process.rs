@@ -553,7 +553,7 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
     let mut warnings = Vec::new();
     let keys = sample_key_columns(plan, &checked);
     for (r, e) in plan.expectations.iter().enumerate() {
-        let pass = e.evaluate(&checked).map_err(Error::Internal)?;
+        let pass = e.evaluate(&checked).map_err(|message| Error::RuleError { rule: e.name.clone(), message })?;
         let mut failing = Vec::new();
         for (i, ok) in pass.iter().enumerate() {
             if schema_reason[i].is_none() && ok != Some(true) {
@@ -646,7 +646,8 @@ fn problem(kind: &str, message: String, blocking: bool) -> DataProblem {
 /// Columns that identify a row to a human: the dedup key when declared.
 fn sample_key_columns(plan: &ProcessPlan, checked: &RecordBatch) -> Vec<(String, ArrayRef)> {
     let mut names: Vec<String> = plan.dedup.as_ref().map(|d| d.key.clone()).unwrap_or_default();
-    names.retain(|n| checked.column_by_name(n).is_some());
+    // Samples are taken before the PII rules: never show a protected column.
+    names.retain(|n| checked.column_by_name(n).is_some() && !plan.config.pii.rules.iter().any(|r| &r.column == n));
     names.extend(["_partition_id".to_string(), "_sequence_number".to_string()]);
     names
         .into_iter()
@@ -971,17 +972,31 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         None => None,
     };
 
-    let oldest_progress = [Some(&processed), Some(&quarantine), metrics.as_ref()]
+    // A metrics table added to a running pipeline starts where the data
+    // tables are, rather than making the stage re-read the raw history.
+    if let Some(m) = metrics.as_mut() {
+        if m.progress.is_none() {
+            m.progress = processed.progress.zip(quarantine.progress).map(|(a, b)| a.min(b));
+        }
+    }
+    let markers: Vec<i64> = [Some(&processed), Some(&quarantine), metrics.as_ref()]
         .into_iter()
         .flatten()
         .map(|o| o.progress.unwrap_or(-1))
-        .min()
-        .unwrap_or(-1);
+        .collect();
+    let oldest_progress = markers.iter().copied().min().unwrap_or(-1);
     let mut from = (oldest_progress + 1) as u64;
     let mut key_cache: Option<(i32, Vec<RecordBatch>)> = None;
     let step = plan.config.raw_versions_per_commit;
     while from <= latest {
-        let to = (from + step - 1).min(latest);
+        // A range never crosses a table's marker: the range an interrupted
+        // run committed to one table is recomputed exactly for the others,
+        // even when the raw table has grown since.
+        let to = markers
+            .iter()
+            .filter(|&&m| m >= from as i64)
+            .map(|&m| m as u64)
+            .fold((from + step - 1).min(latest), u64::min);
         let now = Utc::now();
         let rows = read_raw(&raw, from, to).await?;
         report.events_read += rows.num_rows() as u64;
@@ -1023,12 +1038,13 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let mut stored: &[RecordBatch] = &[];
             if let (Some(t), Some(oldest)) = (&processed.table, oldest) {
                 let from = oldest - d.lookback_days as i32;
-                merge_from = Some(from);
                 if key_cache.as_ref().is_none_or(|(f, _)| from < *f) {
                     key_cache = Some((from, stored_keys(t, d, oldest).await?));
                 }
-                if let Some((_, keys)) = &key_cache {
+                if let Some((cached_from, keys)) = &key_cache {
                     stored = keys;
+                    // The merge must see every stored row the keys came from.
+                    merge_from = Some(*cached_from);
                 }
             }
             let (fresh, counts) = dedup::against_existing(&unique, stored, d).map_err(Error::Internal)?;
@@ -1079,7 +1095,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             }
             if !options.dry_run {
                 let write = WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) };
-                match (&plan.dedup, replacing) {
+                match (&plan.dedup, replacing && rows.num_rows() > 0) {
                     (Some(d), true) => {
                         let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
                         processed.upsert(rows, to, &d.key, scope, write).await?;

@@ -17,6 +17,9 @@
 //!    interrupted run: it is counted as already written, not as a duplicate,
 //!    so a repair run reports the same figures as the original.
 //!
+//! Rows with a null key have no identity: they are all kept (declare a
+//! `not_null` expectation on the key to quarantine them instead).
+//!
 //! Hazard: duplicates older than the lookback are not found. The lookback is
 //! the knob between cost (the stored keys read per run) and reach.
 
@@ -162,10 +165,12 @@ pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(Record
     let sorted = take_record_batch(batch, &indices).map_err(|e| e.to_string())?;
 
     let converter = key_converter(&batch.schema(), &config.key)?;
-    let rows = converter.convert_columns(&columns(&sorted, &config.key)?).map_err(|e| e.to_string())?;
+    let key_columns = columns(&sorted, &config.key)?;
+    let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
+    let null_key = null_keys(&key_columns, sorted.num_rows());
     let mut seen = HashSet::with_capacity(rows.num_rows());
     let keep: Vec<u32> = (0..rows.num_rows())
-        .filter(|&i| seen.insert(rows.row(i).as_ref().to_vec()))
+        .filter(|&i| null_key[i] || seen.insert(rows.row(i).as_ref().to_vec()))
         .map(|i| i as u32)
         .collect();
     let dropped = (sorted.num_rows() - keep.len()) as u64;
@@ -200,11 +205,17 @@ pub fn against_existing(
             stored.entry(rows.row(i).as_ref().to_vec()).or_default().push((parts.value(i).to_string(), seqs.value(i), o));
         }
     }
-    let rows = converter.convert_columns(&columns(batch, &config.key)?).map_err(|e| e.to_string())?;
+    let key_columns = columns(batch, &config.key)?;
+    let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
+    let null_key = null_keys(&key_columns, batch.num_rows());
     let orders = if latest { Some(order.convert_columns(&columns(batch, &config.order_by)?).map_err(|e| e.to_string())?) } else { None };
     let (parts, seqs) = lineage(batch)?;
     let mut keep = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
+    for (i, &null) in null_key.iter().enumerate() {
+        if null {
+            keep.push(i as u32);
+            continue;
+        }
         match stored.get(rows.row(i).as_ref()) {
             None => keep.push(i as u32),
             Some(copies) => {
@@ -221,6 +232,12 @@ pub fn against_existing(
     }
     let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
     Ok((kept, counts))
+}
+
+/// Rows with a null in any key column: they have no identity to compare, so
+/// dedup keeps them all (an expectation should catch them first).
+fn null_keys(key_columns: &[Arc<dyn Array>], n: usize) -> Vec<bool> {
+    (0..n).map(|i| key_columns.iter().any(|c| c.is_null(i))).collect()
 }
 
 fn lineage(batch: &RecordBatch) -> Result<(StrCol, &deltalake::arrow::array::PrimitiveArray<Int64Type>), String> {
@@ -309,6 +326,31 @@ mod tests {
         assert_eq!(ids_and_seqs(&kept), [("a".into(), 7), ("d".into(), 10)]);
         assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 1, replacing: 1 });
         assert_eq!(latest.stored_columns(), ["eventId", "t", PARTITION, SEQUENCE]);
+    }
+
+    #[test]
+    fn null_keys_are_never_duplicates() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("eventId", DataType::Utf8, true),
+            Field::new(PARTITION, DataType::Utf8, false),
+            Field::new(SEQUENCE, DataType::Int64, false),
+            Field::new("t", DataType::Int64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![None, None, Some("a")])),
+                Arc::new(StringArray::from(vec!["0", "0", "0"])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let (kept, dropped) = within_batch(&b, &config()).unwrap();
+        assert_eq!((kept.num_rows(), dropped), (3, 0));
+        let (kept, counts) = against_existing(&b, std::slice::from_ref(&b), &config()).unwrap();
+        assert_eq!(kept.num_rows(), 2, "the two null-key rows stay");
+        assert_eq!(counts.already_written, 1);
     }
 
     #[test]
