@@ -478,3 +478,33 @@ fn process_repair_after_new_raw_versions_is_exact() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(f.outputs(), expected);
 }
+
+/// A repair must use the configuration that wrote the furthest table: a
+/// pipeline edited between the crash and the rerun is refused (exit 2) until
+/// the interrupted range is completed with the old one.
+#[test]
+fn process_repair_with_a_changed_pipeline_is_refused() {
+    let reference = process_fixture();
+    assert_eq!(reference.with_key("run").output().unwrap().status.code(), Some(0));
+    let expected = reference.outputs();
+
+    let f = process_fixture();
+    assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
+    let out = f.with_key("process").env("WEIR_FAULT", "process_after_commit:1").output().unwrap();
+    assert!(!out.status.success());
+    let p = f.dir.path().join("p.yaml");
+    let original = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        original.replace("  expectations:\n", "  expectations:\n    - {name: no_search, sql: \"\\\"eventName\\\" <> 'search'\", action: quarantine}\n"),
+    )
+    .unwrap();
+    let out = f.with_key("process").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["error"]["message"].as_str().unwrap().contains("stopped between its commits"), "{report}");
+
+    std::fs::write(&p, original).unwrap();
+    assert_eq!(f.with_key("process").output().unwrap().status.code(), Some(0));
+    assert_eq!(f.outputs(), expected);
+}

@@ -98,6 +98,13 @@ pub enum Error {
         changes: Vec<String>,
     },
 
+    /// A repair run would mix the outputs of two pipeline configurations.
+    #[error("{message}")]
+    RepairConflict {
+        /// What happened and what to do.
+        message: String,
+    },
+
     /// An expectation could not be evaluated on the data (e.g. a division by
     /// zero or a strict cast of bad text inside its SQL).
     #[error("rule {rule:?} could not be evaluated: {message}; make the expression total (e.g. NULLIF, TRY_CAST) or fix the data")]
@@ -120,7 +127,8 @@ impl Error {
             Error::InvalidPipeline { .. }
             | Error::InvalidLocation { .. }
             | Error::Secret { .. }
-            | Error::SchemaChange { .. } => ErrorClass::Config,
+            | Error::SchemaChange { .. }
+            | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
             Error::Io { .. } => ErrorClass::Retryable,
             Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,

@@ -103,6 +103,9 @@ pub struct ProcessPlan {
     /// non-nullable.
     pre_pii_schema: SchemaRef,
     config: ProcessConfig,
+    /// Fingerprint of everything that decides the output: the `process:`
+    /// section and the body schema. Stored in every commit.
+    config_hash: String,
     tables: OutputLocations,
 }
 
@@ -297,6 +300,7 @@ impl ProcessPlan {
             dedup: process.dedup.clone(),
             processed_schema,
             pre_pii_schema: pre,
+            config_hash: config_hash(&process, &body_config.schema, loaded),
             config: process,
             tables,
         })
@@ -933,12 +937,59 @@ fn metrics_batch(plan: &ProcessPlan, run_id: &str, from: u64, to: u64, rules: &[
     .map_err(arrow_err("metrics rows"))
 }
 
-fn commit_metadata(run_id: &str, from: u64, to: u64) -> HashMap<String, serde_json::Value> {
+fn commit_metadata(plan: &ProcessPlan, run_id: &str, from: u64, to: u64) -> HashMap<String, serde_json::Value> {
     HashMap::from([
         ("weir.run_id".to_string(), serde_json::json!(run_id)),
         ("weir.stage".to_string(), serde_json::json!("process")),
         ("weir.raw_versions".to_string(), serde_json::json!([from, to])),
+        (CONFIG_HASH_KEY.to_string(), serde_json::json!(plan.config_hash)),
     ])
+}
+
+const CONFIG_HASH_KEY: &str = "weir.process_config";
+
+fn config_hash(process: &ProcessConfig, schema: &std::path::Path, loaded: &LoadedPipeline) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(process).unwrap_or_default());
+    h.update(std::fs::read(loaded.base_dir().join(schema)).unwrap_or_default());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// When the three tables' markers differ, an earlier run was interrupted
+/// between its commits, and the repair must recompute that range with the
+/// configuration that wrote the table that got furthest: otherwise a row
+/// could be quarantined under a rule that no longer exists and also be
+/// published (or be in neither table).
+async fn check_repair_config(plan: &ProcessPlan, outputs: &[&Output]) -> Result<()> {
+    use futures::StreamExt as _;
+    let Some(newest) = outputs.iter().filter_map(|o| o.progress).max() else { return Ok(()) };
+    if outputs.iter().all(|o| o.progress == Some(newest)) {
+        return Ok(());
+    }
+    for o in outputs.iter().filter(|o| o.progress == Some(newest)) {
+        let Some(table) = &o.table else { continue };
+        let mut history = table.history(Some(1));
+        let Some(Ok(last)) = history.next().await else { continue };
+        if let Some(stored) = last.info.get(CONFIG_HASH_KEY).and_then(|v| v.as_str()) {
+            if stored != plan.config_hash {
+                return Err(Error::RepairConflict {
+                    message: format!(
+                        "an earlier process run stopped between its commits ({} is at raw version {newest}, {}) and the process section or body schema has changed since (configuration {stored}, now {}); rerun once with the configuration that run used to complete it, then change the pipeline",
+                        o.name,
+                        outputs
+                            .iter()
+                            .filter(|x| x.progress != Some(newest))
+                            .map(|x| format!("{} at {}", x.name, x.progress.map_or("none".to_string(), |p| p.to_string())))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        plan.config_hash
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the process stage.
@@ -979,6 +1030,8 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             m.progress = processed.progress.zip(quarantine.progress).map(|(a, b)| a.min(b));
         }
     }
+    let outputs: Vec<&Output> = [Some(&processed), Some(&quarantine), metrics.as_ref()].into_iter().flatten().collect();
+    check_repair_config(&plan, &outputs).await?;
     let markers: Vec<i64> = [Some(&processed), Some(&quarantine), metrics.as_ref()]
         .into_iter()
         .flatten()
@@ -1013,7 +1066,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
                 // No progress marker: the range is not done.
                 let progress = m.progress;
-                m.write(batch, to, WriteOptions { metadata: commit_metadata(&options.run_id, from, to), ..Default::default() }).await?;
+                m.write(batch, to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
                 m.progress = progress;
             }
             tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
@@ -1067,7 +1120,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         quality.events_quarantined += ev.quarantine.num_rows() as u64;
         quality.events_dropped += ev.dropped;
 
-        let meta = commit_metadata(&options.run_id, from, to);
+        let meta = commit_metadata(&plan, &options.run_id, from, to);
         let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
         let options_for = |partition: &str| WriteOptions {
             partition_columns: if partition.is_empty() { vec![] } else { vec![partition.to_string()] },
