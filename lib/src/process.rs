@@ -218,6 +218,18 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         let (path, msg) = split_rule_path(&m);
         bad(format!("process.pii.{path}"), msg);
     }
+    // Privacy by default: a field the schema marks as personal data must
+    // have a rule. `subject` (the erasure key) and `none` are exempt.
+    for (field, kind) in body.annotations("weir.pii") {
+        if kind != "subject" && kind != "none" && !process.pii.rules.iter().any(|r| r.column == field) {
+            bad(
+                "process.pii".into(),
+                format!(
+                    "body field {field:?} is marked \"weir.pii\": {kind:?} in the schema but has no PII rule; add one (hash, mask, generalize or drop), or mark the field \"weir.pii\": \"none\" in the schema to publish it as is"
+                ),
+            );
+        }
+    }
     if let Some(d) = &process.dedup {
         let out = output_schema_for_check(&body, process);
         for (path, m) in d.check(&out) {

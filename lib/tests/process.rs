@@ -474,3 +474,14 @@ async fn keep_latest_replaces_the_stored_copy_and_the_change_feed_shows_the_upda
     run_all(&p, "run-3").await;
     assert_eq!(table(d, "processed").await.version(), before);
 }
+
+#[test]
+fn a_personal_field_without_a_pii_rule_is_a_validation_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline(d, "");
+    let text = std::fs::read_to_string(d.join("p.yaml")).unwrap().replace("      - {column: email, action: hash}\n", "");
+    let err = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("process.pii") && shown.contains("\"email\"") && shown.contains("no PII rule"), "{shown}");
+}
