@@ -294,14 +294,44 @@ fn iso_timestamps(array: &ArrayRef, fails: &mut Vec<Fail>) -> Result<ArrayRef, A
     Ok(Arc::new(out))
 }
 
+/// Character classes for [`is_uuid`]: 1 = hex digit, 2 = `-`, 0 = other.
+const UUID_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_hexdigit() {
+            1
+        } else if b == b'-' {
+            2
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
+
+/// The classes a UUID's 36 characters must have.
+const UUID_PATTERN: [u8; 36] = {
+    let mut p = [1u8; 36];
+    p[8] = 2;
+    p[13] = 2;
+    p[18] = 2;
+    p[23] = 2;
+    p
+};
+
 /// `8-4-4-4-12` hexadecimal digits.
 pub(crate) fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
+    let Ok(b) = <&[u8; 36]>::try_from(s.as_bytes()) else {
+        return false;
+    };
+    let mut bad = 0u8;
+    for (c, want) in b.iter().zip(UUID_PATTERN.iter()) {
+        bad |= UUID_CLASS[usize::from(*c)] ^ want;
+    }
+    bad == 0
 }
 
 /// Days since the epoch, from an integer or `YYYY-MM-DD`.
