@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{load_pipeline, LoadedPipeline};
+use weir::curate::features::FeatureRequest;
+use weir::curate::CurateOptions;
+use weir::export::Format;
 use weir::process::ProcessOptions;
 use weir::report::{ErrorReport, Outcome, RunReport, StageReport};
 use weir::{Error, ErrorClass};
@@ -64,8 +67,58 @@ enum Command {
     /// Parse, check, protect and dedup new raw events into the processed
     /// and quarantine tables.
     Process(JobArgs),
-    /// Run every stage in order: ingest, then process (when declared).
+    /// Recompute the curated tables from what changed in their sources.
+    Curate(JobArgs),
+    /// Run every stage in order: ingest, process, curate (those declared).
     Run(JobArgs),
+    /// Print or save a Delta table's change feed.
+    Changes(ChangesArgs),
+    /// Point-in-time feature values for (entity, timestamp) rows of a file.
+    Features(FeaturesArgs),
+}
+
+#[derive(Args, Debug)]
+struct ChangesArgs {
+    /// The table: a local path or an object-store URL.
+    table: String,
+    /// First version to include.
+    #[arg(long)]
+    from_version: u64,
+    /// Last version to include (default: the latest).
+    #[arg(long)]
+    to_version: Option<u64>,
+    /// Output format (default: from the --output extension, else jsonl).
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
+    /// Output file (default: stdout; Parquet needs a file).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FileFormat {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+#[derive(Args, Debug)]
+struct FeaturesArgs {
+    /// Pipeline file.
+    pipeline: PathBuf,
+    /// The curated feature table (its name in the pipeline).
+    #[arg(long)]
+    table: String,
+    /// Parquet or CSV file of entity rows: the entity key columns and a
+    /// timestamp column.
+    #[arg(long)]
+    entities: PathBuf,
+    /// The timestamp column of the entity file.
+    #[arg(long)]
+    as_of_column: String,
+    /// Output file: .parquet, .csv or .jsonl (default: JSON lines on stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +134,13 @@ struct JobArgs {
     /// Read and plan, but write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Curate: recompute every curated table from scratch (the change feed
+    /// still shows only rows whose values moved).
+    #[arg(long)]
+    full_refresh: bool,
+    /// Curate: only this curated table (repeatable).
+    #[arg(long = "table")]
+    tables: Vec<String>,
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -107,7 +167,10 @@ pub fn main() -> ExitCode {
         Command::Validate { pipelines } => runtime.block_on(validate(&pipelines)),
         Command::Ingest(args) => runtime.block_on(run_job("ingest", args)),
         Command::Process(args) => runtime.block_on(run_job("process", args)),
+        Command::Curate(args) => runtime.block_on(run_job("curate", args)),
         Command::Run(args) => runtime.block_on(run_job("run", args)),
+        Command::Changes(args) => runtime.block_on(changes(args)),
+        Command::Features(args) => runtime.block_on(features(args)),
     };
     match code {
         Ok(code) => ExitCode::from(code),
@@ -135,7 +198,7 @@ async fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
         match load_pipeline(file) {
             // The tables the pipeline already wrote must be able to take
             // what it now produces.
-            Ok(loaded) => match weir::process::check_table_schema(&loaded).await {
+            Ok(loaded) => match check_against_tables(&loaded).await {
                 Ok(problems) if problems.is_empty() => writeln!(out, "{}: ok", file.display())?,
                 Ok(problems) => {
                     invalid += 1;
@@ -161,6 +224,79 @@ async fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
         }
     }
     Ok(if invalid == 0 { EXIT_OK } else { EXIT_CONFIG })
+}
+
+/// Checks that need storage: the processed table can take what the pipeline
+/// now produces, and the curated models plan against their inputs.
+async fn check_against_tables(loaded: &LoadedPipeline) -> weir::Result<Vec<(String, String)>> {
+    let mut problems = weir::process::check_table_schema(loaded).await?;
+    problems.extend(weir::curate::check_models(loaded).await?);
+    Ok(problems)
+}
+
+/// Prints an error the way job runs do and returns its exit code.
+fn fail(e: &Error) -> u8 {
+    match e {
+        Error::InvalidPipeline { problems } => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+        }
+        e => eprintln!("weir: {e}"),
+    }
+    exit_code(e.class())
+}
+
+async fn changes(args: ChangesArgs) -> anyhow::Result<u8> {
+    let location = match weir::storage::Location::parse(&args.table) {
+        Ok(l) => l,
+        Err(reason) => return Ok(fail(&Error::InvalidLocation { location: args.table.clone(), reason })),
+    };
+    let format = match (args.format, &args.output) {
+        (Some(FileFormat::Jsonl), _) => Format::Jsonl,
+        (Some(FileFormat::Csv), _) => Format::Csv,
+        (Some(FileFormat::Parquet), _) => Format::Parquet,
+        (None, Some(p)) => Format::from_path(p).unwrap_or(Format::Jsonl),
+        (None, None) => Format::Jsonl,
+    };
+    let result = async {
+        let (schema, batches) = weir::export::changes(&location, args.from_version, args.to_version).await?;
+        weir::export::write(&batches, &schema, format, args.output.as_deref())
+    }
+    .await;
+    match result {
+        Ok(rows) => {
+            tracing::info!(rows, table = %location, "change feed written");
+            Ok(EXIT_OK)
+        }
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
+    let result = async {
+        let loaded = load_pipeline(&args.pipeline)?;
+        let request = FeatureRequest {
+            table: args.table.clone(),
+            entities: args.entities.clone(),
+            as_of_column: args.as_of_column.clone(),
+            output: args.output.clone(),
+        };
+        weir::curate::features::lookup(&loaded, &request).await
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            // The rows go to stdout when there is no output file.
+            if args.output.is_some() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                tracing::info!(rows = report.rows, matched = report.matched, "features written");
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => Ok(fail(&e)),
+    }
 }
 
 fn exit_code(class: ErrorClass) -> u8 {
@@ -205,6 +341,16 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
         if process {
             let options = ProcessOptions { dry_run: args.dry_run, run_id: run_id.clone() };
             report.stages.push(weir::process::process(&loaded, &options).await?);
+        }
+        let curate = job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
+        if curate {
+            let options = CurateOptions {
+                dry_run: args.dry_run,
+                run_id: run_id.clone(),
+                full_refresh: args.full_refresh,
+                only: args.tables.clone(),
+            };
+            report.stages.push(weir::curate::curate(&loaded, &options).await?);
         }
         Ok(())
     }

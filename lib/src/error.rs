@@ -115,6 +115,25 @@ pub enum Error {
         message: String,
     },
 
+    /// A curated model could not run or produced rows its declaration
+    /// forbids (duplicate or null keys, rows outside the recomputed scope).
+    #[error("curated table {table:?}: {message}")]
+    Model {
+        /// The curated table name.
+        table: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+
+    /// A file given on the command line cannot be used.
+    #[error("{}: {message}", path.display())]
+    BadInput {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -128,6 +147,8 @@ impl Error {
             | Error::InvalidLocation { .. }
             | Error::Secret { .. }
             | Error::SchemaChange { .. }
+            | Error::Model { .. }
+            | Error::BadInput { .. }
             | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
             Error::Io { .. } => ErrorClass::Retryable,

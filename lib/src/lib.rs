@@ -14,15 +14,21 @@
 //! - [`delta`]: Delta table access: create with change data feed, append with
 //!   application transactions (`txn`) for exactly-once progress.
 //! - [`ingest`]: the ingest stage (capture → raw table).
+//! - [`process`]: the process stage (raw → processed, quarantine, quality
+//!   metrics).
+//! - [`curate`]: the curate stage (SQL models → curated and feature tables,
+//!   incremental by change feed) and point-in-time feature lookups.
 //! - [`report`]: the JSON run report every job prints.
 //! - [`error`]: the crate's error type and its exit-code classes.
 
 pub mod body;
 pub mod capture;
+pub mod curate;
 pub mod dedup;
 pub mod delta;
 pub mod error;
 pub mod expectations;
+pub mod export;
 pub mod ingest;
 pub mod pii;
 pub mod pipeline;

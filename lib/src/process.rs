@@ -249,7 +249,7 @@ fn split_rule_path(m: &str) -> (String, String) {
 
 /// The processed schema with a stand-in key: hashing changes types, not
 /// names, so this is good for structural checks without the secret.
-fn output_schema_for_check(body: &BodySchema, process: &ProcessConfig) -> SchemaRef {
+pub(crate) fn output_schema_for_check(body: &BodySchema, process: &ProcessConfig) -> SchemaRef {
     let pre = pre_pii_schema(body);
     match process.pii.build_with_key(&body.arrow_schema(), Some(&[0u8; 32])) {
         Ok(rules) => rules.output_schema(&pre),
@@ -786,7 +786,7 @@ fn rows_after(batch: &RecordBatch, versions: &[i64], after: Option<i64>) -> Resu
 
 /// Casts columns the table already has to the table's types (Delta's names
 /// for list and map children differ from Arrow's defaults); new columns pass.
-fn conform(batch: &RecordBatch, table: &Schema) -> Result<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, table: &Schema) -> Result<RecordBatch> {
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {

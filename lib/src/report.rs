@@ -88,6 +88,40 @@ pub struct StageReport {
     /// Data-quality figures (process stage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityReport>,
+    /// Per curated table (curate stage).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelReport>,
+}
+
+/// What the curate stage did to one curated table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelReport {
+    /// Curated table name.
+    pub table: String,
+    /// `incremental`, `full` or `up_to_date`.
+    pub mode: String,
+    /// Why a full recompute was chosen (first run, model changed, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The driving source table.
+    pub source: String,
+    /// Source versions consumed by this run: (first, last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_versions: Option<(u64, u64)>,
+    /// Distinct scope values the source changes touched (incremental mode).
+    pub scope_values: u64,
+    /// Rows the model produced for the recomputed scope.
+    pub rows_computed: u64,
+    /// Rows added to the table.
+    pub rows_inserted: u64,
+    /// Rows whose values changed.
+    pub rows_updated: u64,
+    /// Rows removed (their scope no longer produces them).
+    pub rows_deleted: u64,
+    /// Rows recomputed with unchanged values (not rewritten).
+    pub rows_unchanged: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// What the process stage did to the rows it read.

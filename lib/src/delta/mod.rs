@@ -268,6 +268,65 @@ pub async fn upsert_with_progress(
     })
 }
 
+/// Applies a change batch (rows tagged `insert`, `update` or `delete` in
+/// `op_column`) with one merge on `key`, recording the progress markers in
+/// the same commit. The change feed shows inserts, update pre/post images
+/// and deletes for exactly those rows.
+pub async fn apply_changes(
+    table: DeltaTable,
+    batch: RecordBatch,
+    key: &[String],
+    op_column: &str,
+    options: WriteOptions,
+) -> Result<DeltaTable> {
+    use deltalake::datafusion::common::Column;
+    use deltalake::datafusion::prelude::{col, lit, SessionContext};
+    let url = crate::storage::redact(table.table_url().as_str());
+    let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
+    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
+    let predicate = key
+        .iter()
+        .map(|k| side("target", k).eq(side("source", k)))
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| Error::Internal("merge without a key".into()))?;
+    let names: Vec<String> =
+        batch.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != op_column).collect();
+    let source = SessionContext::new()
+        .read_batch(batch)
+        .map_err(|e| Error::Internal(format!("merge into {url}: {e}")))?;
+    let commit = CommitProperties::default()
+        .with_application_transactions(options.progress)
+        .with_metadata(options.metadata);
+    let op = |value: &str| side("source", op_column).eq(lit(value.to_string()));
+    let merge = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(options.merge_schema)
+        .with_commit_properties(commit)
+        .when_matched_delete(|d| d.predicate(op("delete")))
+        .and_then(|m| {
+            m.when_matched_update(|u| {
+                names.iter().fold(u.predicate(op("update")), |u, n| u.update(n.as_str(), side("source", n)))
+            })
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                names.iter().fold(i.predicate(op("insert")), |i, n| i.set(n.as_str(), side("source", n)))
+            })
+        });
+    let result = match merge {
+        Ok(merge) => merge.await.map(|(table, _metrics)| table),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| match e {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
+        e => Error::delta(&url, e),
+    })
+}
+
 /// The table's current schema as Arrow.
 pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;

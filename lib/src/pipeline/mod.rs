@@ -95,6 +95,10 @@ pub struct Pipeline {
     /// The process stage: parse bodies, expectations, PII rules, dedup.
     #[serde(default)]
     pub process: Option<ProcessConfig>,
+
+    /// The curate stage: SQL models into curated and feature tables.
+    #[serde(default)]
+    pub curate: Option<crate::curate::CurateConfig>,
 }
 
 /// Event source.

@@ -1,0 +1,800 @@
+//! The curate stage: SQL models over the processed table → curated tables.
+//!
+//! A curated table is declared by a DataFusion SQL model, a key and,
+//! optionally, an incremental scope (`incremental.by`). Per run and table:
+//!
+//! 1. Read the driving source's change feed (all change types: inserts,
+//!    update images and deletes, so erasure and `keep: latest` replacements
+//!    are seen) from the version last consumed, and collect the distinct
+//!    values of the scope columns it touches.
+//! 2. Run the model with the source restricted to rows holding those values
+//!    (a semi-join, plus a min/max range so Delta skips files), and read the
+//!    table's stored rows for the same values.
+//! 3. Diff the two on the key ([`diff`]): new rows are inserted, rows whose
+//!    values moved are updated, stored rows the scope no longer produces are
+//!    deleted, unchanged rows are left alone. One Delta merge commits the
+//!    changes with the progress marker `weir/<pipeline>/curate/<table>` (the
+//!    source version consumed), so the table's change feed holds exactly the
+//!    changed aggregates as `insert`, `update_preimage`/`update_postimage`
+//!    and `delete` rows.
+//!
+//! The result equals a full recompute when the model computes each output
+//! row only from source rows with the same scope values (a GROUP BY on the
+//! scope columns does; a window over other rows does not). A run checks the
+//! part it can: every recomputed row must carry scope values it was asked
+//! for.
+//!
+//! A full recompute (same diff, whole table) runs on the first run, when the
+//! model's fingerprint (SQL, key, scope) differs from the one stored with the
+//! table's last curate commit, when the source's change feed cannot be read
+//! (e.g. vacuumed), without `incremental:`, and on `--full-refresh`.
+//!
+//! Hazard: changes to reference tables do not trigger a recompute.
+
+mod config;
+pub mod diff;
+pub mod features;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::common::{JoinType, ScalarValue};
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::functions_aggregate::expr_fn::{max, min};
+use deltalake::datafusion::prelude::{col, lit, DataFrame, SessionContext};
+use deltalake::delta_datafusion::DeltaCdfTableProvider;
+use deltalake::kernel::Transaction;
+use deltalake::DeltaTable;
+
+pub use config::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn};
+
+use crate::delta::{self, TableSpec, WriteOptions};
+use crate::pipeline::{LoadedPipeline, Problem};
+use crate::report::{ModelReport, StageReport, TableWrite};
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// The name models use for the pipeline's processed table.
+pub const PROCESSED: &str = "processed";
+/// Commit metadata key holding the model fingerprint.
+const MODEL_KEY: &str = "weir.curate_model";
+
+/// The application transaction id of the curate stage on a curated table.
+pub fn progress_app_id(pipeline: &str, table: &str) -> String {
+    format!("weir/{pipeline}/curate/{table}")
+}
+
+/// Options of one curate run.
+#[derive(Debug, Clone, Default)]
+pub struct CurateOptions {
+    /// Compute and report, write nothing.
+    pub dry_run: bool,
+    /// Stored in the commit metadata.
+    pub run_id: String,
+    /// Recompute every table from scratch (changes are still merged, so the
+    /// change feed shows only what moved).
+    pub full_refresh: bool,
+    /// Only these curated tables (empty: all, in declaration order).
+    pub only: Vec<String>,
+}
+
+/// A curated table ready to run: its SQL read, its location parsed.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The declaration.
+    pub config: CuratedTableConfig,
+    /// The SQL text.
+    pub sql: String,
+    /// Where the table lives.
+    pub location: Location,
+    /// Fingerprint of what decides the rows: SQL, key, scope.
+    pub fingerprint: String,
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Static checks of the `curate:` section (no storage), as (key path,
+/// message). Models are planned by [`check_models`].
+pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
+    let p = &loaded.pipeline;
+    let mut problems = Vec::new();
+    let Some(curate) = &p.curate else { return problems };
+    let mut bad = |path: String, msg: String| problems.push((path, msg));
+    if !curate.tables.is_empty() && (p.process.is_none() || p.tables.processed.is_none()) {
+        bad("curate".into(), "curated tables read the processed table: the pipeline needs a process: section and tables.processed".into());
+    }
+    let mut names: Vec<&str> = vec![PROCESSED];
+    for (i, r) in curate.references.iter().enumerate() {
+        let at = format!("curate.references[{i}]");
+        if !is_identifier(&r.name) || names.contains(&r.name.as_str()) {
+            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?}", r.name));
+        }
+        names.push(&r.name);
+        if let Err(e) = Location::parse(&r.path) {
+            bad(format!("{at}.path"), e);
+        }
+    }
+    for (i, t) in curate.tables.iter().enumerate() {
+        let at = format!("curate.tables[{i}]");
+        if !is_identifier(&t.name) || names.contains(&t.name.as_str()) {
+            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?} or a reference name", t.name));
+        }
+        if let Err(e) = Location::parse(&t.path) {
+            bad(format!("{at}.path"), e);
+        }
+        match (&t.sql, &t.sql_file) {
+            (Some(_), Some(_)) => bad(format!("{at}"), "give sql or sql_file, not both".into()),
+            (None, None) => bad(format!("{at}"), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into()),
+            (None, Some(f)) => {
+                let file = loaded.base_dir().join(f);
+                if !file.is_file() {
+                    bad(format!("{at}.sql_file"), format!("cannot read {}; paths are relative to the pipeline file", file.display()));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if t.key.is_empty() {
+            bad(format!("{at}.key"), "name the output columns that identify a row".into());
+        }
+        if let Some(a) = &t.as_of {
+            if !t.key.contains(a) {
+                bad(format!("{at}.as_of"), format!("{a:?} must be one of the key columns (entity columns plus the as-of timestamp)"));
+            }
+        }
+        if let Some(inc) = &t.incremental {
+            if inc.by.is_empty() {
+                bad(format!("{at}.incremental.by"), "name at least one scope column, or remove incremental: to recompute fully".into());
+            }
+            if !names[..].contains(&inc.source.as_str()) || curate.references.iter().any(|r| r.name == inc.source) {
+                bad(
+                    format!("{at}.incremental.source"),
+                    format!("{:?} is neither {PROCESSED:?} nor a curated table declared before this one", inc.source),
+                );
+            }
+        }
+        names.push(&t.name);
+    }
+    problems
+}
+
+/// Reads the models' SQL and parses their locations.
+pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
+    let Some(curate) = &loaded.pipeline.curate else { return Ok(vec![]) };
+    curate
+        .tables
+        .iter()
+        .map(|t| {
+            let sql = match (&t.sql, &t.sql_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(f)) => {
+                    let path = loaded.base_dir().join(f);
+                    std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?
+                }
+                (None, None) => return Err(model_error(&t.name, "no sql".into())),
+            };
+            let location = Location::parse(&t.path)
+                .map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+            let fingerprint = fingerprint(&sql, t);
+            Ok(Model { config: t.clone(), sql, location, fingerprint })
+        })
+        .collect()
+}
+
+fn fingerprint(sql: &str, t: &CuratedTableConfig) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(sql.trim().as_bytes());
+    h.update(serde_json::to_vec(&(&t.key, &t.incremental, &t.as_of)).unwrap_or_default());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn model_error(table: &str, message: String) -> Error {
+    Error::Model { table: table.to_string(), message }
+}
+
+fn df_error(table: &str) -> impl Fn(DataFusionError) -> Error + '_ {
+    move |e| model_error(table, clean(&e.to_string()))
+}
+
+fn clean(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message);
+    crate::storage::scrub(
+        first
+            .trim_start_matches("Error during planning: ")
+            .trim_start_matches("Schema error: ")
+            .trim_start_matches("SQL error: "),
+    )
+}
+
+/// The Delta-friendly type of a model output column: timestamps become
+/// microseconds in UTC (Spark reads nothing else; a timestamp without zone
+/// is taken as UTC), view and large strings plain ones, unsigned integers
+/// the next signed type.
+fn table_type(t: &DataType) -> DataType {
+    use DataType as D;
+    match t {
+        D::Timestamp(_, _) | D::Date64 => D::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        D::Utf8View | D::LargeUtf8 => D::Utf8,
+        D::BinaryView | D::LargeBinary | D::FixedSizeBinary(_) => D::Binary,
+        D::UInt8 => D::Int16,
+        D::UInt16 => D::Int32,
+        D::UInt32 | D::UInt64 => D::Int64,
+        D::Float16 => D::Float32,
+        D::Dictionary(_, v) => table_type(v),
+        other => other.clone(),
+    }
+}
+
+/// The table schema for a model's output: Delta types, key columns NOT NULL.
+fn table_schema(output: &Schema, key: &[String]) -> SchemaRef {
+    Arc::new(Schema::new(
+        output
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), table_type(f.data_type()), !key.contains(f.name())))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Casts model output batches to `schema` (all nullable: the diff reports
+/// null keys by name before the table's NOT NULL would).
+fn to_schema(table: &str, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let nullable: SchemaRef =
+        Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = nullable
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = b.column_by_name(f.name()).ok_or_else(|| model_error(table, format!("column {:?} missing from the model output", f.name())))?;
+                    cast(c, f.data_type()).map_err(|e| model_error(table, format!("column {:?}: {e}", f.name())))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            RecordBatch::try_new(nullable.clone(), columns).map_err(|e| model_error(table, e.to_string()))
+        })
+        .collect()
+}
+
+/// Registers a Delta table under `name` for SQL.
+async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
+    let err = |e: DataFusionError| Error::Internal(format!("registering {name}: {e}"));
+    table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
+    let provider = table.table_provider().await.map_err(err)?;
+    ctx.deregister_table(name).map_err(err)?;
+    ctx.register_table(name, provider).map_err(err)?;
+    Ok(())
+}
+
+/// The tables models read, by name, as of the start of the run (curated
+/// tables are refreshed as the run writes them).
+struct Catalog {
+    tables: HashMap<String, DeltaTable>,
+}
+
+impl Catalog {
+    async fn open(loaded: &LoadedPipeline, models: &[Model]) -> Result<Catalog> {
+        let mut tables = HashMap::new();
+        if let Some(t) = &loaded.pipeline.tables.processed {
+            let location = Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+            if let Some(table) = delta::open(&location).await? {
+                tables.insert(PROCESSED.to_string(), table);
+            }
+        }
+        for r in loaded.pipeline.curate.iter().flat_map(|c| &c.references) {
+            let location = Location::parse(&r.path).map_err(|reason| Error::InvalidLocation { location: r.path.clone(), reason })?;
+            let table = delta::open(&location).await?.ok_or_else(|| Error::InvalidLocation {
+                location: location.to_string(),
+                reason: format!("reference table {:?} does not exist", r.name),
+            })?;
+            tables.insert(r.name.clone(), table);
+        }
+        for m in models {
+            if let Some(table) = delta::open(&m.location).await? {
+                tables.insert(m.config.name.clone(), table);
+            }
+        }
+        Ok(Catalog { tables })
+    }
+
+    /// A session with every known table registered.
+    async fn session(&self) -> Result<SessionContext> {
+        let ctx = crate::expectations::session();
+        for (name, table) in &self.tables {
+            register(&ctx, name, table).await?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Plans every model against the schemas it would read (the processed
+/// table as the pipeline now produces it, references as stored, earlier
+/// models' outputs) and checks the declared columns, as (key path,
+/// message). `weir validate` and every curate run call it.
+pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
+    let Some(curate) = &loaded.pipeline.curate else { return Ok(vec![]) };
+    let mut problems = Vec::new();
+    let models = models(loaded)?;
+    let ctx = crate::expectations::session();
+    let empty = |schema: SchemaRef| -> Result<Arc<MemTable>> {
+        MemTable::try_new(schema, vec![vec![]]).map(Arc::new).map_err(|e| Error::Internal(e.to_string()))
+    };
+    if let (Some(process), Some(body)) = (&loaded.pipeline.process, &loaded.pipeline.body) {
+        if let Ok(body) = crate::body::BodySchema::from_file(&loaded.base_dir().join(&body.schema)) {
+            let schema = crate::process::output_schema_for_check(&body, process);
+            ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+    }
+    for (i, r) in curate.references.iter().enumerate() {
+        let Ok(location) = Location::parse(&r.path) else { continue };
+        match delta::open(&location).await? {
+            Some(t) => register(&ctx, &r.name, &t).await?,
+            None => problems.push((format!("curate.references[{i}].path"), format!("no Delta table at {location}"))),
+        }
+    }
+    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    for (i, m) in models.iter().enumerate() {
+        let at = format!("curate.tables[{i}]");
+        let t = &m.config;
+        let output = match ctx.sql(&m.sql).await {
+            Ok(df) => Arc::new(df.schema().as_arrow().clone()),
+            Err(e) => {
+                problems.push((format!("{at}.sql"), format!("model {:?} does not plan: {}", t.name, clean(&e.to_string()))));
+                continue;
+            }
+        };
+        let has = |c: &String| output.field_with_name(c).is_ok();
+        let columns = || output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+        for (what, list) in [("key", &t.key), ("partition_by", &t.partition_by), ("zorder_by", &t.zorder_by)] {
+            for c in list.iter().filter(|c| !has(c)) {
+                problems.push((format!("{at}.{what}"), format!("{c:?} is not a column of the model's output ({})", columns())));
+            }
+        }
+        if let Some(a) = &t.as_of {
+            match output.field_with_name(a) {
+                Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
+                Ok(f) => problems.push((format!("{at}.as_of"), format!("{a:?} is {}, not a timestamp", f.data_type()))),
+                Err(_) => problems.push((format!("{at}.as_of"), format!("{a:?} is not a column of the model's output ({})", columns()))),
+            }
+        }
+        if let Some(inc) = &t.incremental {
+            let source_schema = match ctx.table_provider(inc.source.as_str()).await {
+                Ok(p) => Some(p.schema()),
+                Err(_) => schemas.get(&inc.source).cloned(),
+            };
+            for (j, s) in inc.by.iter().enumerate() {
+                if !has(&s.column) {
+                    problems.push((format!("{at}.incremental.by[{j}]"), format!("{:?} is not a column of the model's output ({})", s.column, columns())));
+                }
+                if let Some(src) = &source_schema {
+                    if src.field_with_name(&s.source).is_err() {
+                        problems.push((format!("{at}.incremental.by[{j}]"), format!("{:?} is not a column of {}", s.source, inc.source)));
+                    }
+                }
+            }
+        }
+        let schema = table_schema(&output, &t.key);
+        schemas.insert(t.name.clone(), schema.clone());
+        ctx.register_table(t.name.as_str(), empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    Ok(problems)
+}
+
+/// Runs the curate stage.
+pub async fn curate(loaded: &LoadedPipeline, options: &CurateOptions) -> Result<StageReport> {
+    let started = Instant::now();
+    let mut report = StageReport { stage: "curate".to_string(), ..Default::default() };
+    let models = models(loaded)?;
+    for name in &options.only {
+        if !models.iter().any(|m| &m.config.name == name) {
+            return Err(Error::InvalidPipeline {
+                problems: vec![Problem {
+                    file: loaded.file.clone(),
+                    line: None,
+                    path: "curate.tables".into(),
+                    message: format!("no curated table named {name:?}"),
+                }],
+            });
+        }
+    }
+    let problems = check_models(loaded).await?;
+    if !problems.is_empty() {
+        return Err(Error::InvalidPipeline {
+            problems: problems
+                .into_iter()
+                .map(|(path, message)| Problem { file: loaded.file.clone(), line: None, path, message })
+                .collect(),
+        });
+    }
+    let mut catalog = Catalog::open(loaded, &models).await?;
+    for model in models.iter().filter(|m| options.only.is_empty() || options.only.contains(&m.config.name)) {
+        let (model_report, write) = run_model(loaded, model, &mut catalog, options).await?;
+        report.events_read += model_report.rows_computed;
+        report.events_written += model_report.rows_inserted + model_report.rows_updated + model_report.rows_deleted;
+        report.models.push(model_report);
+        if let Some(w) = write {
+            report.tables.push(w);
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// How a run recomputes a table.
+enum Mode {
+    /// Only the scope values the change feed touched.
+    Incremental { scope: Vec<RecordBatch> },
+    /// Everything.
+    Full { reason: String },
+}
+
+fn scope_name(i: usize) -> String {
+    format!("__weir_scope_{i}")
+}
+
+async fn run_model(
+    loaded: &LoadedPipeline,
+    model: &Model,
+    catalog: &mut Catalog,
+    options: &CurateOptions,
+) -> Result<(ModelReport, Option<TableWrite>)> {
+    let started = Instant::now();
+    let t = &model.config;
+    let name = t.name.as_str();
+    let source_name = t.incremental.as_ref().map_or(PROCESSED, |i| i.source.as_str()).to_string();
+    let mut report = ModelReport { table: t.name.clone(), source: source_name.clone(), ..Default::default() };
+    let Some(source) = catalog.tables.get(&source_name).cloned() else {
+        tracing::info!(table = name, source = %source_name, "the source table does not exist yet: nothing to curate");
+        report.mode = "no_source".into();
+        return Ok((report, None));
+    };
+    let source_version = source.version().unwrap_or(0);
+    let app_id = progress_app_id(&loaded.pipeline.name, name);
+    let target = catalog.tables.get(name).cloned();
+    let marker = match &target {
+        Some(table) => delta::progress(table, &app_id).await?,
+        None => None,
+    };
+    let stored_fingerprint = match &target {
+        Some(table) => last_fingerprint(table).await,
+        None => None,
+    };
+    let from = marker.map_or(0, |m| (m + 1) as u64);
+    let model_changed = stored_fingerprint.as_deref().is_some_and(|f| f != model.fingerprint);
+    if marker.is_some_and(|m| m >= source_version as i64) && !options.full_refresh && !model_changed {
+        report.mode = "up_to_date".into();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((report, None));
+    }
+    report.source_versions = Some((from, source_version));
+
+    let mode = if options.full_refresh {
+        Mode::Full { reason: "--full-refresh".into() }
+    } else if target.is_none() || marker.is_none() {
+        Mode::Full { reason: "first run".into() }
+    } else if model_changed {
+        Mode::Full { reason: "the model (SQL, key or scope) changed since the last run".into() }
+    } else if stored_fingerprint.is_none() {
+        Mode::Full { reason: "no curate commit found in the table's recent history".into() }
+    } else if let Some(inc) = &t.incremental {
+        match changed_scope(&source, from, source_version, &inc.by).await {
+            Ok(scope) => Mode::Incremental { scope },
+            Err(e) => Mode::Full { reason: format!("the change feed of {source_name} could not be read ({e})") },
+        }
+    } else {
+        Mode::Full { reason: "the model has no incremental: scope".into() }
+    };
+
+    let ctx = catalog.session().await?;
+    let scope_rows: usize = match &mode {
+        Mode::Incremental { scope } => scope.iter().map(|b| b.num_rows()).sum(),
+        Mode::Full { .. } => 0,
+    };
+    report.scope_values = scope_rows as u64;
+    match &mode {
+        Mode::Full { reason } => {
+            tracing::info!(table = name, reason = %reason, "full recompute");
+            report.mode = "full".into();
+            report.reason = Some(reason.clone());
+        }
+        Mode::Incremental { .. } => {
+            tracing::info!(table = name, from, to = source_version, scope_values = scope_rows, "incremental recompute");
+            report.mode = "incremental".into();
+        }
+    }
+
+    // The model's rows for the scope, and the stored rows of that scope.
+    let (new, old, schema) = if let (Mode::Incremental { scope }, Some(inc)) = (&mode, &t.incremental) {
+        if scope_rows == 0 {
+            (vec![], vec![], None)
+        } else {
+            let scope_df = ctx.read_batches(scope.clone()).map_err(df_error(name))?;
+            let source_df = ctx.table(source_name.as_str()).await.map_err(df_error(name))?;
+            let restricted = restrict(source_df, scope_df.clone(), inc.by.iter().map(|s| s.source.as_str()).collect(), name).await?;
+            ctx.deregister_table(source_name.as_str()).map_err(df_error(name))?;
+            ctx.register_table(source_name.as_str(), restricted.into_view()).map_err(df_error(name))?;
+            let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
+            let schema = table_schema(output.schema().as_arrow(), &t.key);
+            let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
+            check_in_scope(name, &new, scope, &inc.by)?;
+            let old = match catalog.tables.get(name) {
+                Some(table) => {
+                    let stored = ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
+                    let stored = restrict(stored, scope_df, inc.by.iter().map(|s| s.column.as_str()).collect(), name).await?;
+                    stored_rows(name, stored, &schema).await?
+                }
+                None => vec![],
+            };
+            (new, old, Some(schema))
+        }
+    } else {
+        let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
+        let schema = table_schema(output.schema().as_arrow(), &t.key);
+        let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
+        let old = match catalog.tables.get(name) {
+            Some(table) => {
+                let stored = ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
+                stored_rows(name, stored, &schema).await?
+            }
+            None => vec![],
+        };
+        (new, old, Some(schema))
+    };
+    report.rows_computed = new.iter().map(|b| b.num_rows() as u64).sum();
+
+    let changes = match &schema {
+        Some(schema) => {
+            let nullable: SchemaRef = Arc::new(Schema::new(
+                schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            ));
+            let c = diff::diff(&nullable, &t.key, &new, &old).map_err(|e| match e {
+                diff::DiffError::DuplicateKey(k) => model_error(name, format!("the model produced two rows for key {k}; the key must identify one row")),
+                diff::DiffError::NullKey(k) => model_error(name, format!("the model produced a row with a null key ({k}); key columns must never be null")),
+                diff::DiffError::Arrow(m) => Error::Internal(format!("diff of {name}: {m}")),
+            })?;
+            report.rows_inserted = c.inserted;
+            report.rows_updated = c.updated;
+            report.rows_deleted = c.deleted;
+            report.rows_unchanged = c.unchanged;
+            Some(c)
+        }
+        None => None,
+    };
+    if options.dry_run {
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((report, None));
+    }
+
+    // Create the table on first write, refuse breaking schema changes.
+    let table = match catalog.tables.get(name).cloned() {
+        Some(table) => table,
+        None => {
+            let Some(schema) = &schema else {
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                return Ok((report, None));
+            };
+            let spec = TableSpec {
+                name: format!("{}_{}", loaded.pipeline.name, name),
+                description: t.description.clone(),
+                schema: schema.clone(),
+                partition_columns: t.partition_by.clone(),
+            };
+            let table = delta::open_or_create(&model.location, &spec).await?;
+            delta::check_owner(&table, &model.location, &spec)?;
+            table
+        }
+    };
+    let version_before = table.version();
+    let mut merge_schema = false;
+    if let Some(schema) = &schema {
+        let (added, breaking) = crate::process::schema_changes(delta::arrow_schema(&table)?.as_ref(), schema);
+        if !breaking.is_empty() {
+            return Err(Error::SchemaChange { table: model.location.to_string(), changes: breaking });
+        }
+        merge_schema = !added.is_empty();
+    }
+
+    let now = Utc::now();
+    let metadata = HashMap::from([
+        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
+        ("weir.stage".to_string(), serde_json::json!("curate")),
+        ("weir.source".to_string(), serde_json::json!(source_name)),
+        ("weir.source_versions".to_string(), serde_json::json!([from, source_version])),
+        (MODEL_KEY.to_string(), serde_json::json!(model.fingerprint)),
+    ]);
+    let write = WriteOptions {
+        partition_columns: t.partition_by.clone(),
+        progress: vec![Transaction::new_with_last_update(&app_id, source_version as i64, Some(now.timestamp_millis()))],
+        metadata,
+        merge_schema,
+    };
+    let table_schema = delta::arrow_schema(&table)?;
+    let table = match changes {
+        Some(c) if c.updated + c.deleted > 0 => {
+            let batch = crate::process::conform(&c.batch, &table_schema)?;
+            delta::apply_changes(table, batch, &t.key, diff::OP_COLUMN, write).await?
+        }
+        Some(c) if c.inserted > 0 => {
+            let mut batch = c.batch;
+            batch.remove_column(batch.schema().index_of(diff::OP_COLUMN).map_err(|e| Error::Internal(e.to_string()))?);
+            let batch = crate::process::conform(&batch, &table_schema)?;
+            delta::write_with_progress(table, vec![batch], write).await?
+        }
+        // Nothing moved: record the source version consumed.
+        _ => delta::write_with_progress(table, vec![], write).await?,
+    };
+    let written = TableWrite {
+        table: name.to_string(),
+        location: model.location.to_string(),
+        version_before: if catalog.tables.contains_key(name) { version_before } else { None },
+        versions_written: table.version().into_iter().collect(),
+    };
+    catalog.tables.insert(name.to_string(), table);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((report, Some(written)))
+}
+
+/// The distinct scope values of every change in `from..=to`, with columns
+/// named [`scope_name`]`(i)`.
+async fn changed_scope(source: &DeltaTable, from: u64, to: u64, by: &[ScopeColumn]) -> Result<Vec<RecordBatch>> {
+    let ctx = crate::expectations::session();
+    let url = crate::storage::redact(source.table_url().as_str());
+    let err = |e: DataFusionError| Error::Internal(format!("change feed of {url}: {}", clean(&e.to_string())));
+    let builder = source.clone().scan_cdf().with_starting_version(from).with_ending_version(to);
+    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(&url, e))?;
+    ctx.register_table("changes", Arc::new(provider)).map_err(err)?;
+    let columns: Vec<String> =
+        by.iter().enumerate().map(|(i, s)| format!("{} AS {}", quote(&s.source), scope_name(i))).collect();
+    let batches = ctx
+        .sql(&format!("SELECT DISTINCT {} FROM changes", columns.join(", ")))
+        .await
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    batches.into_iter().map(|b| plain_types(&b)).collect()
+}
+
+/// [`plain_types`] for every batch.
+pub(crate) fn plain_types_all(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    batches.iter().map(plain_types).collect()
+}
+
+/// Scans return view types; diffing and joining want the plain ones.
+fn plain_types(b: &RecordBatch) -> Result<RecordBatch> {
+    let fields: Vec<Field> = b.schema().fields().iter().map(|f| Field::new(f.name(), table_type(f.data_type()), true)).collect();
+    let columns = b
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `df` restricted to rows whose `columns` hold a scope row's values
+/// (NULL matches NULL), with each column's min/max as a plain filter too so
+/// that Delta skips files and partitions outside the range.
+async fn restrict(df: DataFrame, scope: DataFrame, columns: Vec<&str>, table: &str) -> Result<DataFrame> {
+    let bounds = scope
+        .clone()
+        .aggregate(
+            vec![],
+            (0..columns.len()).flat_map(|i| [min(col(scope_name(i))), max(col(scope_name(i)))]).collect(),
+        )
+        .map_err(df_error(table))?
+        .collect()
+        .await
+        .map_err(df_error(table))?;
+    let mut df = df;
+    if let Some(b) = bounds.first().filter(|b| b.num_rows() == 1) {
+        for (i, c) in columns.iter().enumerate() {
+            let lo = ScalarValue::try_from_array(b.column(2 * i), 0).map_err(df_error(table))?;
+            let hi = ScalarValue::try_from_array(b.column(2 * i + 1), 0).map_err(df_error(table))?;
+            // NULL scope values match rows the range would exclude.
+            let has_null = scope.clone().filter(col(scope_name(i)).is_null()).map_err(df_error(table))?.count().await.map_err(df_error(table))? > 0;
+            if !lo.is_null() && !hi.is_null() && !has_null {
+                df = df.filter(col(quote(c)).between(lit(lo), lit(hi))).map_err(df_error(table))?;
+            }
+        }
+    }
+    let on: Vec<_> = columns.iter().enumerate().map(|(i, c)| deltalake::datafusion::logical_expr::binary_expr(col(quote(c)), deltalake::datafusion::logical_expr::Operator::IsNotDistinctFrom, col(scope_name(i)))).collect();
+    df.join_on(scope, JoinType::LeftSemi, on).map_err(df_error(table))
+}
+
+/// Every recomputed row must carry scope values that were asked for:
+/// otherwise the output column is not the source column it claims to be,
+/// and incremental runs would drift from a full recompute.
+fn check_in_scope(table: &str, rows: &[RecordBatch], scope: &[RecordBatch], by: &[ScopeColumn]) -> Result<()> {
+    use deltalake::arrow::row::{RowConverter, SortField};
+    let Some(first) = scope.first() else { return Ok(()) };
+    let fields: Vec<SortField> = first.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut allowed = std::collections::HashSet::new();
+    for b in scope {
+        let rows = converter.convert_columns(b.columns()).map_err(|e| Error::Internal(e.to_string()))?;
+        allowed.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+    }
+    for b in rows {
+        let columns = by
+            .iter()
+            .zip(first.schema().fields())
+            .map(|(s, f)| {
+                let c = b.column_by_name(&s.column).ok_or_else(|| model_error(table, format!("scope column {:?} missing", s.column)))?;
+                cast(c, f.data_type()).map_err(|e| {
+                    model_error(table, format!("scope column {:?} cannot be compared with source column {:?}: {e}", s.column, s.source))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let converted = converter.convert_columns(&columns).map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(r) = (0..b.num_rows()).find(|&r| !allowed.contains(converted.row(r).as_ref())) {
+            let what: Vec<String> = by
+                .iter()
+                .zip(&columns)
+                .map(|(s, c)| {
+                    let v = deltalake::arrow::util::display::array_value_to_string(c, r).unwrap_or_default();
+                    format!("{}={v}", s.column)
+                })
+                .collect();
+            return Err(model_error(
+                table,
+                format!(
+                    "the model produced a row ({}) outside the scope it recomputed: each incremental.by output column must equal its source column in every row",
+                    what.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The stored rows `df` selects, cast to `schema` by column name (a column
+/// the table lacks yet reads as null).
+async fn stored_rows(table: &str, df: DataFrame, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let batches = df.collect().await.map_err(df_error(table))?;
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| match b.column_by_name(f.name()) {
+                    Some(c) => cast(c, f.data_type()).map_err(|e| Error::Internal(e.to_string())),
+                    None => Ok(deltalake::arrow::array::new_null_array(f.data_type(), b.num_rows())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let nullable: SchemaRef = Arc::new(Schema::new(
+                schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            ));
+            RecordBatch::try_new(nullable, columns).map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
+}
+
+/// The model fingerprint stored with the table's last curate commit.
+async fn last_fingerprint(table: &DeltaTable) -> Option<String> {
+    use futures::StreamExt as _;
+    // Maintenance commits (optimize, vacuum) can come in between.
+    let mut history = table.history(Some(100));
+    while let Some(Ok(commit)) = history.next().await {
+        if commit.info.get("weir.stage").and_then(|v| v.as_str()) == Some("curate") {
+            return commit.info.get(MODEL_KEY).and_then(|v| v.as_str()).map(str::to_string);
+        }
+    }
+    None
+}
