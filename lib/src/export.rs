@@ -143,13 +143,31 @@ pub async fn changes(location: &Location, from: u64, to: Option<u64>) -> Result<
     ctx.register_table("changes", Arc::new(provider)).map_err(err)?;
     let df = ctx
         .sql(&format!(
-            "SELECT {} FROM changes ORDER BY \"_commit_version\", \"_change_type\"",
+            "SELECT {} FROM changes",
             columns.join(", ")
         ))
         .await
         .map_err(err)?;
     let batches = df.collect().await.map_err(err)?;
-    plain(batches, &schema)
+    let (schema, batches) = plain(batches, &schema)?;
+    Ok((schema.clone(), sorted(&schema, &batches)?))
+}
+
+/// Ordered by commit version, then change type (DataFusion 55 cannot sort
+/// a change-feed scan with no files, so the sort happens here).
+fn sorted(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    use deltalake::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+    if batches.is_empty() {
+        return Ok(vec![]);
+    }
+    let err = |e: deltalake::arrow::error::ArrowError| Error::Internal(format!("sorting the change feed: {e}"));
+    let all = concat_batches(schema, batches).map_err(err)?;
+    let key = |name: &str| -> Result<SortColumn> {
+        let values = all.column_by_name(name).ok_or_else(|| Error::Internal(format!("{name} missing")))?.clone();
+        Ok(SortColumn { values, options: None })
+    };
+    let indices = lexsort_to_indices(&[key("_commit_version")?, key("_change_type")?], None).map_err(err)?;
+    Ok(vec![take_record_batch(&all, &indices).map_err(err)?])
 }
 
 /// Casts scan output (view types, partition columns as dictionaries,

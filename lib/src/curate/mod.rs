@@ -504,6 +504,7 @@ async fn run_model(
     match &mode {
         Mode::Full { reason } => {
             tracing::info!(table = name, reason = %reason, "full recompute");
+            report.source_versions = Some((0, source_version));
             report.mode = "full".into();
             report.reason = Some(reason.clone());
         }
