@@ -252,7 +252,7 @@ fn process_fixture() -> Fixture {
     let spec = DatasetSpec { defect_rate_ppm: 40_000, duplicate_rate_ppm: 40_000, ..spec() };
     let f = Fixture::new(spec, "");
     let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
-    let process = &example[example.find("\nprocess:").unwrap()..];
+    let process = &example[example.find("\nprocess:").unwrap()..example.find("\ncurate:").unwrap()];
     let text = format!(
         "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n  quality_metrics: {{path: ${{WEIR_LAKE}}/quality}}\ningest:\n  commit_bytes: 6000\n{process}",
         schema = repo().join("schemas/user_event.avsc").display(),
@@ -507,4 +507,140 @@ fn process_repair_with_a_changed_pipeline_is_refused() {
     std::fs::write(&p, original).unwrap();
     assert_eq!(f.with_key("process").output().unwrap().status.code(), Some(0));
     assert_eq!(f.outputs(), expected);
+}
+
+/// The example's process and curate sections over generated capture files,
+/// in two runs: the second updates aggregates the first wrote. Python
+/// (polars, deltalake) recomputes every curated value from the processed
+/// table and reads the change feed, directly and as `weir changes` wrote it.
+#[test]
+fn curated_tables_and_their_change_feed_read_back_in_polars() {
+    let spec = DatasetSpec { duplicate_rate_ppm: 20_000, ..spec() };
+    let f = Fixture::new(spec, "");
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let rest = &example[example.find("\nprocess:").unwrap()..];
+    let text = format!(
+        "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n{rest}",
+        schema = repo().join("schemas/user_event.avsc").display(),
+    );
+    std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+
+    // Hold back the later windows (minute >= 20) for the second run.
+    let capture = f.dir.path().join("capture");
+    let later = f.dir.path().join("later");
+    let mut files = vec![capture.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let rel = p.strip_prefix(&capture).unwrap().to_path_buf();
+            let minute: u32 = rel.iter().nth(5).unwrap().to_str().unwrap().parse().unwrap();
+            if minute >= 20 {
+                std::fs::create_dir_all(later.join(&rel).parent().unwrap()).unwrap();
+                std::fs::rename(&p, later.join(&rel)).unwrap();
+            }
+        }
+    }
+    let run = |f: &Fixture| {
+        let out = f.with_key("run").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["stages"][2]["stage"], "curate");
+        report["stages"][2].clone()
+    };
+    let first = run(&f);
+    let daily_version = |curate: &serde_json::Value| {
+        curate["tables"].as_array().unwrap().iter().find(|t| t["table"] == "user_daily_activity").unwrap()["versions_written"][0]
+            .as_u64()
+            .unwrap()
+    };
+    let v1 = daily_version(&first);
+    assert_eq!(first["models"][0]["mode"], "full");
+    let mut moved = vec![later.clone()];
+    while let Some(p) = moved.pop() {
+        if p.is_dir() {
+            moved.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let to = capture.join(p.strip_prefix(&later).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::rename(&p, to).unwrap();
+        }
+    }
+    let second = run(&f);
+    let daily = &second["models"][0];
+    assert_eq!((daily["table"].as_str(), daily["mode"].as_str()), (Some("user_daily_activity"), Some("incremental")), "{second}");
+    assert_eq!(daily_version(&second), v1 + 1);
+
+    let table = f.dir.path().join("lake/curated/user_daily_activity");
+    let jsonl = f.dir.path().join("changes.jsonl");
+    let parquet = f.dir.path().join("changes.parquet");
+    for out in [&jsonl, &parquet] {
+        let o = weir()
+            .args(["changes", table.to_str().unwrap(), "--from-version", &(v1 + 1).to_string(), "--output", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // CSV to stdout: a header and one line per change.
+    let o = weir().args(["changes", table.to_str().unwrap(), "--from-version", &(v1 + 1).to_string(), "--format", "csv"]).output().unwrap();
+    let csv = stdout(&o);
+    let changed = daily["rows_inserted"].as_u64().unwrap() + 2 * daily["rows_updated"].as_u64().unwrap() + daily["rows_deleted"].as_u64().unwrap();
+    assert_eq!(csv.lines().count() as u64, 1 + changed, "{csv}");
+    assert!(csv.lines().next().unwrap().starts_with("userId,date,events,") && csv.lines().next().unwrap().ends_with("_change_type,_commit_version,_commit_timestamp"), "{csv}");
+    // Past the end: no rows, success (a poller's next version).
+    let o = weir().args(["changes", table.to_str().unwrap(), "--from-version", "999"]).output().unwrap();
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
+    // Not a table: a configuration error naming it.
+    let o = weir().args(["changes", f.dir.path().join("nope").to_str().unwrap(), "--from-version", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
+
+    let expected = serde_json::json!({
+        "from_version": v1 + 1,
+        "inserted": daily["rows_inserted"], "updated": daily["rows_updated"], "deleted": daily["rows_deleted"],
+        "changes_jsonl": jsonl, "changes_parquet": parquet,
+    });
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_curated.py"))
+        .arg(f.dir.path().join("lake"))
+        .arg(expected.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).trim() == "ok",
+        "python reader failed:\n{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Point-in-time lookups from a CSV, written as CSV.
+    let entities = f.dir.path().join("entities.csv");
+    std::fs::write(&entities, "userId,ts\nu-1,2026-10-01T00:00:00Z\nu-1,2026-12-01T00:00:00Z\nnobody,2026-12-01T00:00:00Z\n").unwrap();
+    let out_csv = f.dir.path().join("features.csv");
+    let o = f
+        .cmd("features")
+        .args(["--table", "user_features", "--entities", entities.to_str().unwrap(), "--as-of-column", "ts", "--output", out_csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["rows"], 3);
+    let text = std::fs::read_to_string(&out_csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("userId,ts,feature_as_of,events_7d"), "{text}");
+    // Before any event and for an unknown user: no feature values.
+    assert!(lines[1].starts_with("u-1,2026-10-01T00:00:00Z,,"), "{text}");
+    assert!(lines[3].starts_with("nobody,2026-12-01T00:00:00Z,,"), "{text}");
+    // A missing column is a usage error naming the file and column.
+    let o = f
+        .cmd("features")
+        .args(["--table", "user_features", "--entities", entities.to_str().unwrap(), "--as-of-column", "when"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("entities.csv") && err.contains("\"when\""), "{err}");
 }
