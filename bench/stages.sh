@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Stage benchmark: generates realistic capture files, then times `weir
-# ingest` from an empty lake, then `weir process` over what was ingested
-# (the example pipeline's rules, PII and dedup), and prints one stable block
-# of figures per stage.
+# ingest` from an empty lake, `weir process` over what was ingested (the
+# example pipeline's rules, PII and dedup) and `weir curate` over what was
+# processed (the example's two curated tables, computed from scratch), and
+# prints one stable block of figures per stage. For curate, `events` is the
+# processed rows the models read.
 #
 #   bench/stages.sh                 # 1M events (2,304 deflate files, 32 partitions)
 #   EVENTS=10000000 bench/stages.sh # 10M
@@ -56,11 +58,13 @@ tables:
   quarantine: {path: $(realpath "$OUT")/lake/quarantine}
   quality_metrics: {path: $(realpath "$OUT")/lake/quality}
 YAML
-# The example pipeline's process section: its rules, PII and dedup.
-sed -n '/^process:/,$p' pipelines/user_events.yaml >> "$OUT/bench.yaml"
+# The example pipeline's process and curate sections: its rules, PII, dedup
+# and curated models.
+sed -n '/^process:/,$p' pipelines/user_events.yaml | sed "s|\${WEIR_LAKE:-lake}|$(realpath "$OUT")/lake|" >> "$OUT/bench.yaml"
+mkdir -p "$OUT/user_events" && cp pipelines/user_events/*.sql "$OUT/user_events/"
 export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 
-for stage in ingest process; do
+for stage in ingest process curate; do
   /usr/bin/time -v "$BIN/weir" --log warn "$stage" "$OUT/bench.yaml" --report "$OUT/report-$stage.json" \
     2> "$OUT/time-$stage.txt" || { cat "$OUT/time-$stage.txt" >&2; exit 1; }
   python3 - "$OUT/time-$stage.txt" "$OUT/report-$stage.json" "$bytes" "$files" "$PROFILE" "$stage" <<'PY'
@@ -77,6 +81,9 @@ rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
 report = json.load(open(report_path))
 stage = report["stages"][0]
 events = stage["events_read"]
+if stage_name == "curate":
+    processed = json.load(open(report_path.replace("report-curate", "report-process")))
+    events = processed["stages"][0]["events_written"]
 mb = int(nbytes) / 1e6
 print(f"== weir {stage_name} bench")
 print(f"profile: {profile}")
@@ -88,7 +95,9 @@ if stage.get("quality"):
     q = stage["quality"]
     print(f"events_quarantined: {q['events_quarantined']}")
     print(f"duplicates_dropped: {q['duplicates_dropped']}")
-print(f"commits: {len(stage['tables'][0]['versions_written'])}")
+print(f"commits: {sum(len(t['versions_written']) for t in stage['tables'])}")
+for m in stage.get("models", []):
+    print(f"table_{m['table']}: {m['mode']}, {m['rows_computed']} rows, {m['duration_ms'] / 1000:.2f} s")
 print(f"wall_s: {secs:.2f}")
 print(f"events_per_s: {events / secs:,.0f}")
 print(f"input_mb_per_s: {mb / secs:.1f}")

@@ -356,6 +356,9 @@ async fn a_changed_model_is_recomputed_fully_and_only_moved_rows_reach_the_feed(
     let features = models.iter().find(|m| m.table == "user_features").unwrap();
     assert_eq!(features.mode, "up_to_date");
     assert_equals_full_recompute(dir.path(), &p, 2).await;
+    // The new fingerprint was stored: the next run has nothing to do.
+    let again = curate(&p, &CurateOptions { run_id: "r3".into(), ..Default::default() }).await.unwrap().models;
+    assert!(again.iter().all(|m| m.mode == "up_to_date"), "{again:?}");
 }
 
 #[tokio::test]

@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn null_to_null_is_unchanged() {
         let old = rows(&[(Some("a"), None)]);
-        let c = diff(&schema(), &["k".to_string()], &[old.clone()], &[old]).unwrap();
+        let c = diff(&schema(), &["k".to_string()], std::slice::from_ref(&old), std::slice::from_ref(&old)).unwrap();
         assert!(c.is_empty());
         assert_eq!(c.unchanged, 1);
     }

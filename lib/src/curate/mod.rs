@@ -132,8 +132,8 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
             bad(format!("{at}.path"), e);
         }
         match (&t.sql, &t.sql_file) {
-            (Some(_), Some(_)) => bad(format!("{at}"), "give sql or sql_file, not both".into()),
-            (None, None) => bad(format!("{at}"), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into()),
+            (Some(_), Some(_)) => bad(at.clone(), "give sql or sql_file, not both".into()),
+            (None, None) => bad(at.clone(), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into()),
             (None, Some(f)) => {
                 let file = loaded.base_dir().join(f);
                 if !file.is_file() {
