@@ -51,7 +51,7 @@
 //! key.
 
 mod generalize;
-mod hmac;
+pub(crate) mod hmac;
 mod mask;
 
 #[cfg(test)]

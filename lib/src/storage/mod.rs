@@ -8,6 +8,8 @@
 //! the authority). [`Location`]'s `Display` never shows them; credentials come
 //! from the environment (object_store's `AZURE_*` variables), not the file.
 
+pub mod emulator;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
