@@ -10,7 +10,7 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
-use object_store::ObjectStoreExt as _;
+use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
 use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
@@ -158,4 +158,170 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     let again = run_all(&azure).await;
     assert_eq!(again[0].events_written, 0);
     assert_eq!(again[1].events_written, 0);
+}
+
+/// How the fault proxy answers a create-if-absent (`If-None-Match: *`) of a
+/// Delta commit file.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Azure's other answer to a lost race: 412 instead of Azurite's 409.
+    LostRaceAs412,
+    /// A store that refuses every commit with 409 although nothing is there.
+    Refuse409,
+}
+
+/// A one-request-per-connection HTTP proxy in front of Azurite that rewrites
+/// the answers to commit creates. Returns its endpoint.
+async fn fault_proxy(upstream: &str, fault: Fault) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                // Read the head, then the body by Content-Length.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    let n = client.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let lower = head.to_ascii_lowercase();
+                let length: usize = lower
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let n = client.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let request_line = head.lines().next().unwrap_or("").to_string();
+                let is_commit_create = request_line.starts_with("PUT ")
+                    && request_line.contains("/_delta_log/")
+                    && request_line.contains(".json")
+                    && !request_line.contains(".tmp")
+                    && lower.contains("if-none-match: *");
+                if is_commit_create && fault == Fault::Refuse409 {
+                    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InsufficientAccountPermissions</Code></Error>";
+                    let response = format!("HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = client.write_all(response.as_bytes()).await;
+                    return;
+                }
+                // One request per connection: ask upstream to close after it.
+                let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1).replace("Connection: keep-alive\r\n", "");
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = server.write_all(head.as_bytes()).await;
+                let _ = server.write_all(&buf[head_end..]).await;
+                let mut response = Vec::new();
+                let _ = server.read_to_end(&mut response).await;
+                if is_commit_create && fault == Fault::LostRaceAs412 && response.starts_with(b"HTTP/1.1 409") {
+                    let rest = response.iter().position(|&b| b == b'\n').map_or(response.len(), |i| i + 1);
+                    let mut rewritten = b"HTTP/1.1 412 Precondition Failed\r\n".to_vec();
+                    rewritten.extend_from_slice(&response[rest..]);
+                    response = rewritten;
+                }
+                let _ = client.write_all(&response).await;
+                let _ = client.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn one_row(n: i64) -> RecordBatch {
+    use deltalake::arrow::array::Int64Array;
+    use deltalake::arrow::datatypes::{Field, Schema};
+    RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
+        vec![std::sync::Arc::new(Int64Array::from(vec![n]))],
+    )
+    .unwrap()
+}
+
+/// Two writers race for the same version behind a store that answers the
+/// loser with 412: the loser sees a lost race, re-checks and commits next.
+#[tokio::test]
+async fn a_commit_race_answered_with_412_is_a_lost_race_not_a_failure() {
+    let endpoint = azurite();
+    let lake = container(&endpoint, "race");
+    let proxy = fault_proxy(&endpoint, Fault::LostRaceAs412).await;
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &proxy);
+    let location = Location::parse(&format!("az://{lake}/t")).unwrap();
+    let spec = weir::delta::TableSpec {
+        name: "race".into(),
+        description: None,
+        schema: one_row(0).schema(),
+        partition_columns: vec![],
+    };
+    let table = weir::delta::open_or_create(&location, &spec).await.unwrap();
+    let stale = weir::delta::open(&location).await.unwrap().unwrap();
+    let v = table.version().unwrap();
+    let table = weir::delta::write_with_progress(table, vec![one_row(1)], Default::default()).await.unwrap();
+    assert_eq!(table.version(), Some(v + 1));
+    // `stale` still thinks v is the latest: its commit at v + 1 is refused
+    // with 412 by the proxy.
+    let stale = weir::delta::write_with_progress(stale, vec![one_row(2)], Default::default())
+        .await
+        .expect("a 412 on a commit create is a lost race: retried at the next version");
+    assert_eq!(stale.version(), Some(v + 2));
+    let rows = weir::delta::read_all(&weir::delta::open(&location).await.unwrap().unwrap()).await.unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+
+    // Without the guard the same answer is a failure: the proxy really
+    // answers 412, and object_store reports it as a precondition error.
+    let (store, prefix) = location.object_store().unwrap();
+    let log = object_store::path::Path::from(format!("{}/_delta_log/00000000000000000000.json", prefix.as_ref()));
+    let copy = store.copy_if_not_exists(&log, &log).await.unwrap_err();
+    assert!(matches!(copy, object_store::Error::Precondition { .. }), "{copy:?}");
+    let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+    let put = store.put_opts(&log, vec![1u8].into(), create.clone()).await.unwrap_err();
+    assert!(matches!(put, object_store::Error::Precondition { .. }), "{put:?}");
+    // The guard delta-rs stores are wrapped in reports both as a lost race.
+    let guarded = weir::storage::azure::CreateGuard::new(store);
+    let copy = guarded.copy_if_not_exists(&log, &log).await.unwrap_err();
+    assert!(matches!(copy, object_store::Error::AlreadyExists { .. }), "{copy:?}");
+    let put = guarded.put_opts(&log, vec![1u8].into(), create).await.unwrap_err();
+    assert!(matches!(put, object_store::Error::AlreadyExists { .. }), "{put:?}");
+}
+
+/// A store that answers every commit with 409 though nothing is there (a
+/// full account) fails the write at once, saying so: not an endless race.
+#[tokio::test]
+async fn a_409_without_an_existing_commit_is_a_storage_error_not_a_race() {
+    let endpoint = azurite();
+    let lake = container(&endpoint, "full");
+    let location = Location::parse(&format!("az://{lake}/t")).unwrap();
+    let spec = weir::delta::TableSpec {
+        name: "full".into(),
+        description: None,
+        schema: one_row(0).schema(),
+        partition_columns: vec![],
+    };
+    let table = weir::delta::open_or_create(&location, &spec).await.unwrap();
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", fault_proxy(&endpoint, Fault::Refuse409).await);
+    let table = {
+        // Reopen through the proxy.
+        let _ = table;
+        weir::delta::open(&location).await.unwrap().unwrap()
+    };
+    let started = std::time::Instant::now();
+    let err = weir::delta::write_with_progress(table, vec![one_row(1)], Default::default()).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let message = err.to_string();
+    assert!(message.contains("not a lost commit race"), "{message}");
+    assert!(message.contains(&lake), "names the table: {message}");
+    assert_eq!(err.class(), weir::ErrorClass::Retryable);
 }

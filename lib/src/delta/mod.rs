@@ -41,6 +41,7 @@ pub struct TableSpec {
 
 /// Opens a table; `Ok(None)` when nothing exists at the location yet.
 pub async fn open(location: &Location) -> Result<Option<DeltaTable>> {
+    crate::storage::azure::register();
     if location.local_path().is_some_and(|p| !p.join("_delta_log").is_dir()) {
         return Ok(None);
     }
@@ -67,6 +68,7 @@ pub async fn open_or_create(location: &Location, spec: &TableSpec) -> Result<Del
         .as_ref()
         .try_into_kernel()
         .map_err(|e| Error::Internal(format!("schema of {}: {e}", spec.name)))?;
+    crate::storage::azure::register();
     let table = DeltaTable::try_from_url_with_storage_options(
         location.url().clone(),
         storage_options_from_env(),

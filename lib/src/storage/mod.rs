@@ -8,6 +8,7 @@
 //! the authority). [`Location`]'s `Display` never shows them; credentials come
 //! from the environment (object_store's `AZURE_*` variables), not the file.
 
+pub mod azure;
 pub mod emulator;
 
 use std::collections::HashMap;
