@@ -34,7 +34,7 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt as _;
 
 use crate::capture::decode::{capture_schema, utc_micros};
-use crate::capture::{decode_capture_file, discover, CaptureFile, PartitionSet, PathFormat};
+use crate::capture::{decode_capture_file, discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
 use crate::delta::{self, TableSpec};
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
 use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
@@ -131,15 +131,6 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
 
     let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
-    let found = discover(&source, &format, &options.partitions).await?;
-    report.unmatched_files = UnmatchedFiles {
-        count: found.unmatched.len() as u64,
-        sample: found.unmatched.iter().take(20).cloned().collect(),
-    };
-    if !found.unmatched.is_empty() {
-        tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
-    }
-
     let spec = TableSpec {
         name: format!("{}_raw", pipeline.name),
         description: pipeline.tables.raw.description.clone(),
@@ -154,6 +145,31 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     if let Some(t) = &table {
         delta::check_owner(t, &raw_location, &spec)?;
     }
+
+    // Partitions whose newest ingested window is known are listed only from
+    // the lookback before it (when the path format has date folders).
+    let lookback = pipeline.ingest.lookback_hours as i64 * 3600;
+    let mut since = BTreeMap::new();
+    if let (Some(t), true) = (&table, lookback > 0) {
+        if let Some(partitions) = list_partitions(&source, &format).await? {
+            for p in partitions.iter().filter(|p| options.partitions.contains(p)) {
+                if let Some(m) = delta::progress(t, &window_app_id(&pipeline.name, p)).await? {
+                    if let Some(cutoff) = chrono::DateTime::from_timestamp(m - lookback, 0) {
+                        since.insert(p.clone(), cutoff);
+                    }
+                }
+            }
+        }
+    }
+    let found = discover(&source, &format, &options.partitions, &since).await?;
+    report.unmatched_files = UnmatchedFiles {
+        count: found.unmatched.len() as u64,
+        sample: found.unmatched.iter().take(20).cloned().collect(),
+    };
+    if !found.unmatched.is_empty() {
+        tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
+    }
+
     let mut write = TableWrite {
         table: "raw".into(),
         location: raw_location.to_string(),
@@ -181,7 +197,6 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         state.report.watermark_after = watermark;
         state.report.files_listed = files.len() as u64;
         state.report.newest_file_window = files.last().map(|f| f.window);
-        let lookback = pipeline.ingest.lookback_hours as i64 * 3600;
         for file in files {
             if lookback > 0 && window_marker.is_some_and(|m| file.window.timestamp() < m - lookback) {
                 report.files_skipped_as_done += 1;

@@ -325,3 +325,78 @@ async fn a_409_without_an_existing_commit_is_a_storage_error_not_a_race() {
     assert!(message.contains(&lake), "names the table: {message}");
     assert_eq!(err.class(), weir::ErrorClass::Retryable);
 }
+
+/// Writes a capture file of `n` events for `partition` at `window`, with
+/// sequence numbers from `first`, below `root` (a local folder or a URL).
+async fn put_capture(root: &Location, partition: &str, window: chrono::DateTime<chrono::Utc>, first: i64, n: i64) {
+    use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
+    let mut rng = Rng::new(first as u64 * 31 + partition.len() as u64);
+    let events: Vec<CaptureEvent> = (first..first + n)
+        .map(|s| CaptureEvent {
+            sequence_number: s,
+            offset: (s * 512).to_string(),
+            enqueued_time: window + chrono::Duration::seconds(s % 60),
+            system_properties: vec![],
+            properties: vec![],
+            body: Some(user_event_body(&mut rng, s, window)),
+        })
+        .collect();
+    let bytes = write_capture_file(&events, &FileSpec::default()).unwrap();
+    put_object(root, &capture_path(partition, window), bytes).await;
+}
+
+async fn put_object(root: &Location, name: &str, bytes: Vec<u8>) {
+    if let Some(dir) = root.local_path() {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    } else {
+        let (store, prefix) = root.object_store().unwrap();
+        let path = object_store::path::Path::from(format!("{}/{name}", prefix.as_ref()));
+        store.put(&path, bytes.into()).await.unwrap();
+    }
+}
+
+/// Once a partition's newest window is known, a run lists only the days from
+/// the lookback before it: an object in an older day folder is never seen,
+/// while late files within the lookback and files after a gap of days are.
+#[tokio::test]
+async fn listing_skips_day_folders_the_watermark_says_are_done() {
+    use chrono::TimeZone as _;
+    let endpoint = azurite();
+    let dir = tempfile::tempdir().unwrap();
+    let container = container(&endpoint, "listing");
+    for root in [dir.path().join("capture").display().to_string(), format!("az://{container}/capture")] {
+        let source = Location::parse(&root).unwrap();
+        let lake = if root.starts_with("az://") { format!("az://{container}/lake") } else { dir.path().join("lake").display().to_string() };
+        let text = format!(
+            "name: listing\nsource:\n  capture:\n    url: {root}\ntables:\n  raw: {{path: {lake}/raw}}\ningest:\n  lookback_hours: 6\n"
+        );
+        let p = parse_pipeline(&dir.path().join("listing.yaml"), &text, &|_| None).unwrap();
+        let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
+        let day = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
+        put_capture(&source, "0", day, 0, 5).await;
+        put_capture(&source, "0", day + chrono::Duration::minutes(5), 5, 5).await;
+        put_capture(&source, "1", day, 0, 5).await;
+        let first = ingest(&p, &opts).await.unwrap();
+        assert_eq!(first.events_written, 15);
+
+        // Older day folders hold something that is not a capture file: a full
+        // listing reports it, a pruned one never reads that folder.
+        put_object(&source, "0/2026/11/18/00/00/00.txt", b"not capture".to_vec()).await;
+        put_object(&source, "1/2025/01/01/00/00/00.txt", b"not capture".to_vec()).await;
+        // A back-filled file inside the lookback, and one three days later.
+        put_capture(&source, "0", day - chrono::Duration::hours(1), 10, 3).await;
+        put_capture(&source, "0", day + chrono::Duration::days(3), 13, 4).await;
+        put_capture(&source, "1", day + chrono::Duration::days(40), 5, 2).await;
+        let second = ingest(&p, &opts).await.unwrap();
+        assert_eq!(second.events_written, 9, "{root}: the late file and the ones after the gap");
+        assert_eq!(second.unmatched_files.count, 0, "{root}: old day folders were not listed: {:?}", second.unmatched_files.sample);
+
+        // Without a lookback every folder is listed, and the junk is reported.
+        let full = parse_pipeline(&dir.path().join("listing.yaml"), &text.replace("lookback_hours: 6", "lookback_hours: 0"), &|_| None).unwrap();
+        let third = ingest(&full, &opts).await.unwrap();
+        assert_eq!(third.events_written, 0);
+        assert_eq!(third.unmatched_files.count, 2, "{root}: {:?}", third.unmatched_files.sample);
+    }
+}

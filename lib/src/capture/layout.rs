@@ -30,6 +30,15 @@ pub struct PathFormat {
     regex: Regex,
 }
 
+/// A folder level above `{Year}` in a prunable path format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderLevel {
+    /// `{PartitionId}`.
+    Partition,
+    /// `{Namespace}` or `{EventHub}`.
+    Other,
+}
+
 /// What a capture object name says about its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
@@ -86,6 +95,28 @@ impl PathFormat {
         &self.format
     }
 
+    /// How the folders above the files are laid out, when they allow
+    /// listing only recent days: the first segments are whole tokens among
+    /// `{Namespace}`, `{EventHub}`, `{PartitionId}` (the partition among
+    /// them), then `{Year}/{Month}/{Day}`. `None` for other formats, which
+    /// are listed in full.
+    pub fn folder_levels(&self) -> Option<(Vec<FolderLevel>, usize)> {
+        let segments: Vec<&str> = self.format.split('/').collect();
+        let year = segments.iter().position(|s| *s == "{Year}")?;
+        if segments.get(year + 1) != Some(&"{Month}") || segments.get(year + 2) != Some(&"{Day}") || segments.len() < year + 4 {
+            return None;
+        }
+        let levels = segments[..year]
+            .iter()
+            .map(|s| match *s {
+                "{PartitionId}" => Some(FolderLevel::Partition),
+                "{Namespace}" | "{EventHub}" => Some(FolderLevel::Other),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        levels.contains(&FolderLevel::Partition).then_some((levels, year))
+    }
+
     /// Matches a name relative to the source folder (`3/2026/11/22/04/05/00.avro`).
     pub fn parse_path(&self, relative: &str) -> Option<PathInfo> {
         let caps = self.regex.captures(relative)?;
@@ -129,6 +160,11 @@ mod tests {
         assert_eq!(info.window.to_rfc3339(), "2026-11-22T04:05:00+00:00");
 
         assert!(PathFormat::parse("{PartitionId}/{Year}").unwrap_err().contains("lacks {Month}"));
+        assert_eq!(f.folder_levels(), None, "dates not in folders of their own: listed in full");
+        let default = PathFormat::parse(&crate::pipeline::default_path_format()).unwrap();
+        assert_eq!(default.folder_levels(), Some((vec![FolderLevel::Partition], 1)));
+        let full = PathFormat::parse("{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}").unwrap();
+        assert_eq!(full.folder_levels(), Some((vec![FolderLevel::Other, FolderLevel::Other, FolderLevel::Partition], 3)));
         assert!(PathFormat::parse("{Partition}/x").unwrap_err().contains("unknown token {Partition}"));
     }
 }

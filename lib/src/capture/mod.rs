@@ -20,7 +20,7 @@ pub mod layout;
 pub mod testgen;
 
 pub use decode::{decode_capture_file, CaptureBatch, DecodeError};
-pub use discover::{discover, CaptureFile, Discovery};
+pub use discover::{discover, list_partitions, CaptureFile, Discovery};
 pub use layout::PathFormat;
 
 use std::collections::BTreeSet;
