@@ -62,6 +62,15 @@ pub enum Error {
         message: String,
     },
 
+    /// Storage refused the credentials (authentication or permission).
+    #[error("storage at {url} refused access: {message}; check the AZURE_* credentials and the identity's role on the container")]
+    StorageAccess {
+        /// The URL involved, without credentials.
+        url: String,
+        /// The cause, rendered without secrets.
+        message: String,
+    },
+
     /// A Delta table operation failed.
     #[error("delta table {table}: {}", crate::storage::scrub(&source.to_string()))]
     Delta {
@@ -148,6 +157,7 @@ impl Error {
             | Error::Secret { .. }
             | Error::SchemaChange { .. }
             | Error::Model { .. }
+            | Error::StorageAccess { .. }
             | Error::BadInput { .. }
             | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
@@ -156,6 +166,19 @@ impl Error {
             Error::Delta { source, .. } => delta_error_class(source),
             Error::RuleError { .. } => ErrorClass::Data,
             Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// An object-store failure at `url`: access problems are configuration,
+    /// everything else (outages, throttling past the retries) retryable.
+    pub(crate) fn storage(url: &impl std::fmt::Display, e: object_store::Error) -> Self {
+        let url = crate::storage::redact(&url.to_string());
+        let message = crate::storage::scrub(&e.to_string());
+        match e {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                Error::StorageAccess { url, message }
+            }
+            _ => Error::Storage { url, message },
         }
     }
 
@@ -184,6 +207,32 @@ fn delta_error_class(e: &deltalake::DeltaTableError) -> ErrorClass {
         E::Io { .. } => ErrorClass::Retryable,
         E::InvalidTableLocation(_) | E::NotATable(_) => ErrorClass::Config,
         E::SchemaMismatch { .. } => ErrorClass::Config,
-        _ => ErrorClass::Internal,
+        // Storage failures reach Weir wrapped in kernel and generic errors.
+        other => storage_class(other).unwrap_or(ErrorClass::Internal),
+    }
+}
+
+/// The class of a storage failure somewhere in `e`'s chain: access refused
+/// is configuration, anything else storage did (outage, throttling past the
+/// retries) is retryable. `None` when storage is not involved.
+fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(os) = err.downcast_ref::<object_store::Error>() {
+            return Some(match os {
+                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => ErrorClass::Config,
+                _ => ErrorClass::Retryable,
+            });
+        }
+        current = err.source();
+    }
+    // The kernel renders object-store errors into text.
+    let text = e.to_string();
+    if text.contains("lacked the necessary privileges") || text.contains("not authenticated") {
+        Some(ErrorClass::Config)
+    } else if text.contains("Error interacting with object store") || text.contains("error sending request") {
+        Some(ErrorClass::Retryable)
+    } else {
+        None
     }
 }

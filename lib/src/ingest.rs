@@ -389,10 +389,7 @@ fn location(s: &str, key: &str) -> Result<Location> {
 }
 
 fn storage_error(source: &str, file: &CaptureFile, e: object_store::Error) -> Error {
-    Error::Storage {
-        url: format!("{}/{}", source.trim_end_matches('/'), file.name),
-        message: crate::storage::scrub(&e.to_string()),
-    }
+    Error::storage(&format!("{}/{}", source.trim_end_matches('/'), file.name), e)
 }
 
 /// Keeps the events above the partition's high mark; reports gaps and

@@ -168,6 +168,8 @@ enum Fault {
     LostRaceAs412,
     /// A store that refuses every commit with 409 although nothing is there.
     Refuse409,
+    /// Throttling: every third request of any kind is answered 503.
+    Flaky,
 }
 
 /// A one-request-per-connection HTTP proxy in front of Azurite that rewrites
@@ -177,10 +179,12 @@ async fn fault_proxy(upstream: &str, fault: Fault) -> String {
     let upstream = upstream.trim_start_matches("http://").to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((mut client, _)) = listener.accept().await else { return };
             let upstream = upstream.clone();
+            let counter = counter.clone();
             tokio::spawn(async move {
                 // Read the head, then the body by Content-Length.
                 let mut buf = Vec::new();
@@ -214,6 +218,12 @@ async fn fault_proxy(upstream: &str, fault: Fault) -> String {
                     && request_line.contains(".json")
                     && !request_line.contains(".tmp")
                     && lower.contains("if-none-match: *");
+                if fault == Fault::Flaky && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 == 2 {
+                    let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code></Error>";
+                    let response = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = client.write_all(response.as_bytes()).await;
+                    return;
+                }
                 if is_commit_create && fault == Fault::Refuse409 {
                     let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InsufficientAccountPermissions</Code></Error>";
                     let response = format!("HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -398,5 +408,31 @@ async fn listing_skips_day_folders_the_watermark_says_are_done() {
         let third = ingest(&full, &opts).await.unwrap();
         assert_eq!(third.events_written, 0);
         assert_eq!(third.unmatched_files.count, 2, "{root}: {:?}", third.unmatched_files.sample);
+    }
+}
+
+/// Storage that throttles every third request (503): the whole pipeline still
+/// lands, with the same rows as on local folders.
+#[tokio::test]
+async fn throttled_storage_is_retried_and_the_pipeline_lands_the_same_rows() {
+    let endpoint = azurite();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec { partitions: 2, windows: 4, events_per_file: 30, duplicate_rate_ppm: 30_000, ..DatasetSpec::small(4) };
+    generate_dataset(&dir.path().join("capture"), &spec).unwrap();
+    let capture = container(&endpoint, "capture");
+    let lake = container(&endpoint, "lake");
+    upload(&dir.path().join("capture"), &Location::parse(&format!("az://{capture}/hub")).unwrap()).await;
+    let proxy = fault_proxy(&endpoint, Fault::Flaky).await;
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &proxy);
+    let local = pipeline(dir.path(), "local", &dir.path().join("capture").display().to_string(), &dir.path().join("lake").display().to_string());
+    let azure = pipeline(dir.path(), "azure", &format!("az://{capture}/hub"), &format!("az://{lake}/e"));
+    run_all(&local).await;
+    let reports = run_all(&azure).await;
+    assert!(reports[0].events_written > 200);
+    for t in ["raw", "processed", "curated/user_daily_activity"] {
+        let here = rows(&format!("{}/{t}", dir.path().join("lake").display())).await;
+        let there = rows(&format!("az://{lake}/e/{t}")).await;
+        assert_eq!(here.len(), there.len(), "{t}");
+        assert!(here == there, "{t}: same rows through a throttling store");
     }
 }

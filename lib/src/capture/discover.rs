@@ -75,7 +75,7 @@ fn check_source(source: &Location) -> Result<()> {
 }
 
 fn storage_error(source: &Location) -> impl Fn(object_store::Error) -> Error + '_ {
-    move |e| Error::Storage { url: source.to_string(), message: crate::storage::scrub(&e.to_string()) }
+    move |e| Error::storage(source, e)
 }
 
 /// The folders one level down.

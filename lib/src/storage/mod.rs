@@ -108,21 +108,53 @@ impl Location {
             })?;
             return Ok((Arc::new(store), prefix));
         }
-        let options = storage_options_from_env();
-        let (store, prefix) = object_store::parse_url_opts(&self.url, options).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) };
+        let (scheme, prefix) = object_store::ObjectStoreScheme::parse(&self.url).map_err(|e| invalid(&e))?;
+        if scheme == object_store::ObjectStoreScheme::MicrosoftAzure {
+            use std::str::FromStr as _;
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::new()
+                .with_url(self.url.as_str())
+                .with_retry(retry_config());
+            for (key, value) in storage_options_from_env() {
+                if let Ok(key) = object_store::azure::AzureConfigKey::from_str(&key) {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            return Ok((Arc::new(builder.build().map_err(|e| invalid(&e))?), prefix));
+        }
+        let (store, prefix) = object_store::parse_url_opts(&self.url, storage_options_from_env()).map_err(|e| {
             Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) }
         })?;
         Ok((Arc::from(store), prefix))
     }
 }
 
-/// Storage options for delta-rs and object_store, from the environment.
-/// Only `AZURE_*` variables are passed; nothing is logged.
+/// Storage options for delta-rs and object_store, from the environment:
+/// the `AZURE_*` variables (credentials, emulator switch) and the retry
+/// policy. Nothing is logged.
 pub fn storage_options_from_env() -> HashMap<String, String> {
-    std::env::vars()
+    let retry = retry_config();
+    let mut options: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("AZURE_"))
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
+        .collect();
+    options.insert("max_retries".into(), retry.max_retries.to_string());
+    options.insert("retry_timeout".into(), format!("{}s", retry.retry_timeout.as_secs()));
+    options
+}
+
+/// How storage requests are retried: object_store's exponential backoff
+/// (100 ms doubling up to 15 s) on throttling, server errors and timeouts,
+/// at most `WEIR_STORAGE_MAX_RETRIES` times (default 10) and for at most
+/// `WEIR_STORAGE_RETRY_TIMEOUT` seconds from the first attempt (default
+/// 180). What still fails is a retryable error (exit 75) naming the URL.
+pub fn retry_config() -> object_store::RetryConfig {
+    let number = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+    object_store::RetryConfig {
+        max_retries: number("WEIR_STORAGE_MAX_RETRIES", 10) as usize,
+        retry_timeout: std::time::Duration::from_secs(number("WEIR_STORAGE_RETRY_TIMEOUT", 180)),
+        ..Default::default()
+    }
 }
 
 impl std::fmt::Display for Location {
