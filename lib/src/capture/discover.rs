@@ -85,7 +85,7 @@ async fn children(store: &dyn ObjectStore, prefix: &ObjectPath, source: &Locatio
 }
 
 fn last_segment(p: &ObjectPath) -> String {
-    p.parts().last().map(|s| s.as_ref().to_string()).unwrap_or_default()
+    p.filename().map(str::to_string).unwrap_or_default()
 }
 
 /// (folder, partition id) of every partition folder.
