@@ -9,6 +9,8 @@
 #   bench/stages.sh                 # 1M events (2,304 deflate files, 32 partitions)
 #   EVENTS=10000000 bench/stages.sh # 10M
 #   PROFILE=dev bench/stages.sh     # without a release build (slower figures)
+#   STORAGE=azurite bench/stages.sh # capture files and lake in Azurite (the
+#                                   # Azure Storage emulator, in memory)
 #
 # Output (stable; parse it): `key: value` lines between "== weir <stage>
 # bench" and "== end". Figures: wall seconds, events/s, MB/s of capture
@@ -21,6 +23,7 @@ FILES_PER_PARTITION=${FILES_PER_PARTITION:-72}
 CODEC=${CODEC:-deflate}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-bench/out}
+export STORAGE=${STORAGE:-local}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 
 if [[ $PROFILE == release ]]; then
@@ -45,22 +48,36 @@ bytes=$(du -sb --exclude=.summary.json "$data" | cut -f1)
 files=$(find "$data" -name '*.avro' | wc -l)
 
 rm -rf "$OUT/lake"
+capture_url=$(realpath "$data")
+lake_url=$(realpath "$OUT")/lake
+if [[ $STORAGE == azurite ]]; then
+  source scripts/azurite.sh
+  start_azurite
+  export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL=$WEIR_AZURITE_BLOB_URL
+  # The same files (same seed), uploaded to the emulator.
+  "$BIN/weir-capture-gen" --out az://capture/hub --events "$EVENTS" --partitions "$PARTITIONS" \
+    --events-per-file "$per_file" --codec "$CODEC" --seed 7 --defect-ppm 14000 --duplicate-ppm 20000 >/dev/null
+  # The generator creates containers in emulator mode: this makes "lake".
+  "$BIN/weir-capture-gen" --out az://lake/unused --events 1 --partitions 1 --events-per-file 1 >/dev/null
+  capture_url=az://capture/hub
+  lake_url=az://lake/bench
+fi
 cat > "$OUT/bench.yaml" <<YAML
 name: bench
 source:
   capture:
-    url: $(realpath "$data")
+    url: $capture_url
 body:
   schema: $(realpath schemas/user_event.avsc)
 tables:
-  raw: {path: $(realpath "$OUT")/lake/raw}
-  processed: {path: $(realpath "$OUT")/lake/processed}
-  quarantine: {path: $(realpath "$OUT")/lake/quarantine}
-  quality_metrics: {path: $(realpath "$OUT")/lake/quality}
+  raw: {path: $lake_url/raw}
+  processed: {path: $lake_url/processed}
+  quarantine: {path: $lake_url/quarantine}
+  quality_metrics: {path: $lake_url/quality}
 YAML
 # The example pipeline's process and curate sections: its rules, PII, dedup
 # and curated models.
-sed -n '/^process:/,$p' pipelines/user_events.yaml | sed "s|\${WEIR_LAKE:-lake}|$(realpath "$OUT")/lake|" >> "$OUT/bench.yaml"
+sed -n '/^process:/,$p' pipelines/user_events.yaml | sed "s|\${WEIR_LAKE:-lake}|$lake_url|" >> "$OUT/bench.yaml"
 mkdir -p "$OUT/user_events" && cp pipelines/user_events/*.sql "$OUT/user_events/"
 export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 
@@ -87,6 +104,7 @@ if stage_name == "curate":
 mb = int(nbytes) / 1e6
 print(f"== weir {stage_name} bench")
 print(f"profile: {profile}")
+print(f"storage: {__import__('os').environ.get('STORAGE', 'local')}")
 print(f"files: {nfiles}")
 print(f"input_mb: {mb:.1f}")
 print(f"events: {events}")

@@ -24,9 +24,12 @@ use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
 #[derive(Debug, Parser)]
 #[command(name = "weir-capture-gen", version)]
 struct Cli {
-    /// Root folder of the capture files (created if missing).
+    /// Root folder of the capture files (created if missing), or a storage
+    /// URL (`az://container/path`): the files are written to a temporary
+    /// folder, then uploaded. With `AZURE_STORAGE_USE_EMULATOR=true` the
+    /// container is created in Azurite first.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     /// Number of events to write at least.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
@@ -104,10 +107,21 @@ fn main() -> anyhow::Result<()> {
         duplicate_rate_ppm: cli.duplicate_ppm,
     };
     let began = Instant::now();
-    let summary = generate_dataset(&cli.out, &spec)
-        .with_context(|| format!("generating capture files in {}", cli.out.display()))?;
+    let remote = cli.out.contains("://");
+    let folder = if remote {
+        std::env::temp_dir().join(format!("weir-capture-gen-{}", uuid::Uuid::new_v4().simple()))
+    } else {
+        PathBuf::from(&cli.out)
+    };
+    let summary = generate_dataset(&folder, &spec)
+        .with_context(|| format!("generating capture files in {}", folder.display()))?;
+    if remote {
+        let uploaded = upload(&folder, &cli.out);
+        let _ = std::fs::remove_dir_all(&folder);
+        uploaded?;
+    }
     let line = serde_json::json!({
-        "out": cli.out.display().to_string(),
+        "out": weir::storage::redact(&cli.out),
         "files": summary.files,
         "bytes": summary.bytes,
         "events": summary.events,
@@ -118,5 +132,47 @@ fn main() -> anyhow::Result<()> {
         "seconds": (began.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     });
     println!("{line}");
+    Ok(())
+}
+
+/// Uploads every file below `folder` to the storage URL `url`, keeping
+/// relative names.
+fn upload(folder: &std::path::Path, url: &str) -> anyhow::Result<()> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use object_store::ObjectStoreExt as _;
+    let location = weir::storage::Location::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+    if std::env::var("AZURE_STORAGE_USE_EMULATOR").is_ok_and(|v| v == "true") && url.starts_with("az://") {
+        let endpoint = std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+        let container = location.url().host_str().unwrap_or_default().to_string();
+        weir::storage::emulator::create_container(&endpoint, &container).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let (store, prefix) = location.object_store()?;
+    let mut files = Vec::new();
+    let mut dirs = vec![folder.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "avro") {
+                files.push(p);
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(
+        futures::stream::iter(files.into_iter().map(|p| {
+            let store = store.clone();
+            let name = p.strip_prefix(folder).map(|r| r.to_string_lossy().replace('\\', "/")).unwrap_or_default();
+            let target = object_store::path::Path::from(format!("{}/{name}", prefix.as_ref()));
+            async move {
+                let bytes = tokio::fs::read(&p).await?;
+                store.put(&target, bytes.into()).await.map_err(|e| anyhow::anyhow!("uploading {name}: {}", weir::storage::scrub(&e.to_string())))?;
+                Ok::<_, anyhow::Error>(())
+            }
+        }))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>(),
+    )?;
     Ok(())
 }
