@@ -212,6 +212,13 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
+    // Remote storage is latency-bound: keep more downloads in flight than
+    // decoders (each holds one file in memory until it is decoded).
+    let fetches = match pipeline.ingest.fetch_parallelism {
+        0 if source.is_local() => parallelism,
+        0 => parallelism.max(16),
+        n => n,
+    };
     let (store, _) = source.object_store()?;
     let source_name = source.to_string();
     let mut decoded = futures::stream::iter(work.into_iter().map(|file| {
@@ -225,10 +232,15 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
                 .bytes()
                 .await
                 .map_err(|e| storage_error(&source_name, &file, e))?;
-            let decoded = decode_with_deadline(bytes).await?;
-            Ok::<_, Error>((file, decoded))
+            Ok::<_, Error>((file, bytes))
         }
     }))
+    .buffered(fetches)
+    .map(|fetched| async move {
+        let (file, bytes) = fetched?;
+        let decoded = decode_with_deadline(bytes).await?;
+        Ok::<_, Error>((file, decoded))
+    })
     .buffered(parallelism);
 
     let run = RunContext { pipeline: &pipeline.name, run_id: &options.run_id, ingested_at: Utc::now().timestamp_micros() };

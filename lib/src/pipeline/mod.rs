@@ -208,6 +208,11 @@ pub struct IngestConfig {
     /// Files decoded at once (0 = one per CPU core).
     #[serde(default)]
     pub decode_parallelism: usize,
+    /// Files downloaded ahead of decoding (0 = as many as decoders for a
+    /// local source, at least 16 for object storage, where each request
+    /// waits on the network). Each holds one capture file in memory.
+    #[serde(default)]
+    pub fetch_parallelism: usize,
     /// Files whose window is this many hours older than the newest window
     /// already ingested for their partition are not read again (a back-fill
     /// older than that is not looked for). 0 reads every file every run.
@@ -221,6 +226,7 @@ impl Default for IngestConfig {
             commit_bytes: default_commit_bytes(),
             commit_events: default_commit_events(),
             decode_parallelism: 0,
+            fetch_parallelism: 0,
             lookback_hours: default_lookback_hours(),
         }
     }
