@@ -69,6 +69,9 @@ enum Command {
     Process(JobArgs),
     /// Recompute the curated tables from what changed in their sources.
     Curate(JobArgs),
+    /// Keep tables healthy: row retention, compaction or z-order, vacuum,
+    /// checkpoints (per the pipeline's maintain: policies).
+    Maintain(JobArgs),
     /// Run every stage in order: ingest, process, curate (those declared).
     Run(JobArgs),
     /// Print or save a Delta table's change feed.
@@ -138,9 +141,12 @@ struct JobArgs {
     /// still shows only rows whose values moved).
     #[arg(long)]
     full_refresh: bool,
-    /// Curate: only this curated table (repeatable).
+    /// Curate, maintain: only this table (repeatable).
     #[arg(long = "table")]
     tables: Vec<String>,
+    /// Maintain: vacuum even below the table's safety window.
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -168,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Ingest(args) => runtime.block_on(run_job("ingest", args)),
         Command::Process(args) => runtime.block_on(run_job("process", args)),
         Command::Curate(args) => runtime.block_on(run_job("curate", args)),
+        Command::Maintain(args) => runtime.block_on(run_job("maintain", args)),
         Command::Run(args) => runtime.block_on(run_job("run", args)),
         Command::Changes(args) => runtime.block_on(changes(args)),
         Command::Features(args) => runtime.block_on(features(args)),
@@ -351,6 +358,15 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
                 only: args.tables.clone(),
             };
             report.stages.push(weir::curate::curate(&loaded, &options).await?);
+        }
+        if job == "maintain" {
+            let options = weir::maintain::MaintainOptions {
+                dry_run: args.dry_run,
+                force: args.force,
+                run_id: run_id.clone(),
+                only: args.tables.clone(),
+            };
+            report.stages.push(weir::maintain::maintain(&loaded, &options).await?);
         }
         Ok(())
     }

@@ -134,6 +134,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A vacuum would delete files younger than the table's safety window.
+    #[error("table {table}: {message}")]
+    UnsafeVacuum {
+        /// The table name.
+        table: String,
+        /// Why, and what to do.
+        message: String,
+    },
+
     /// A file given on the command line cannot be used.
     #[error("{}: {message}", path.display())]
     BadInput {
@@ -158,6 +167,7 @@ impl Error {
             | Error::SchemaChange { .. }
             | Error::Model { .. }
             | Error::StorageAccess { .. }
+            | Error::UnsafeVacuum { .. }
             | Error::BadInput { .. }
             | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.

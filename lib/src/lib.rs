@@ -18,6 +18,8 @@
 //!   metrics).
 //! - [`curate`]: the curate stage (SQL models → curated and feature tables,
 //!   incremental by change feed) and point-in-time feature lookups.
+//! - [`maintain`]: the maintain job (retention, compaction, z-order,
+//!   vacuum, checkpoints).
 //! - [`report`]: the JSON run report every job prints.
 //! - [`error`]: the crate's error type and its exit-code classes.
 
@@ -30,6 +32,7 @@ pub mod error;
 pub mod expectations;
 pub mod export;
 pub mod ingest;
+pub mod maintain;
 pub mod pii;
 pub mod pipeline;
 pub mod process;

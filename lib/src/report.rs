@@ -91,6 +91,9 @@ pub struct StageReport {
     /// Per curated table (curate stage).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelReport>,
+    /// Per table and action (maintain job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::maintain::MaintenanceAction>,
 }
 
 /// What the curate stage did to one curated table.

@@ -99,6 +99,10 @@ pub struct Pipeline {
     /// The curate stage: SQL models into curated and feature tables.
     #[serde(default)]
     pub curate: Option<crate::curate::CurateConfig>,
+
+    /// Table upkeep: retention, compaction, vacuum, checkpoints.
+    #[serde(default)]
+    pub maintain: Option<crate::maintain::MaintainConfig>,
 }
 
 /// Event source.

@@ -1,0 +1,496 @@
+//! The maintain job: row retention, compaction or z-order, vacuum and
+//! checkpoints, per table, with a dry run that changes nothing.
+//!
+//! Per table, in this order:
+//! 1. **retention** — a Delta delete of rows older than the declared age.
+//! 2. **optimize** — bin-packing of files smaller than the target size, or
+//!    z-order by the configured columns. Only partitions that need it are
+//!    rewritten: compaction skips partitions without two small files,
+//!    z-order partitions holding a single file.
+//! 3. **vacuum** — full mode: every file under the table that the current
+//!    version does not reference and that is older than the retention is
+//!    deleted, orphans and change-feed files included (lite mode leaves
+//!    them). A retention below the table's `delta.deletedFileRetentionDuration`
+//!    is refused unless forced: readers and writers on older versions would
+//!    lose files under them.
+//! 4. **checkpoint** — a checkpoint of the current version (when it has none)
+//!    and removal of log files past the table's log retention.
+//!
+//! Beside other jobs: compaction, z-order and vacuum never change rows.
+//! Delta's conflict check lets an append (ingest, process) commit beside a
+//! compaction; a merge or delete that read a file a compaction removed
+//! loses its commit and exits with the retryable code, and its rerun
+//! re-plans on the new files. Nothing is lost or written twice either way,
+//! because every stage commits its rows and its progress marker together.
+
+mod config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU64;
+use std::time::Instant;
+
+use chrono::Utc;
+use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::prelude::{col, lit, Expr};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::table::config::TablePropertiesExt as _;
+use deltalake::DeltaTable;
+use futures::TryStreamExt as _;
+use object_store::ObjectStoreExt as _;
+use serde::Serialize;
+
+pub use config::{MaintainConfig, RowRetention, TablePolicy};
+
+use crate::pipeline::{LoadedPipeline, Problem};
+use crate::report::StageReport;
+use crate::storage::Location;
+use crate::{delta, Error, Result};
+
+/// Options of one maintain run.
+#[derive(Debug, Clone, Default)]
+pub struct MaintainOptions {
+    /// Report what would change, change nothing.
+    pub dry_run: bool,
+    /// Allow a vacuum retention below the table's safety window.
+    pub force: bool,
+    /// Stored in the commit metadata.
+    pub run_id: String,
+    /// Only these tables (empty: all).
+    pub only: Vec<String>,
+}
+
+/// One action on one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaintenanceAction {
+    /// Table name in the pipeline.
+    pub table: String,
+    /// `retention`, `optimize`, `zorder`, `vacuum` or `checkpoint`.
+    pub action: String,
+    /// `done`, `planned` (dry run), or `skipped` (nothing to do).
+    pub outcome: String,
+    /// Data files the current version references (retention, optimize,
+    /// zorder), stored data files (vacuum) or log files (checkpoint), before.
+    pub files_before: u64,
+    /// Their bytes before.
+    pub bytes_before: u64,
+    /// Files after (before, for a dry run).
+    pub files_after: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+    /// What was (or would be) done, for humans.
+    pub detail: String,
+    /// The table version this action committed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A table to maintain and its resolved policy.
+struct Target {
+    name: String,
+    location: Location,
+    policy: TablePolicy,
+    target_size: u64,
+    vacuum_hours: u64,
+}
+
+fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
+    let t = &loaded.pipeline.tables;
+    let mut out = vec![("raw".to_string(), t.raw.path.clone(), None)];
+    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics)] {
+        if let Some(table) = table {
+            out.push((name.to_string(), table.path.clone(), None));
+        }
+    }
+    for c in loaded.pipeline.curate.iter().flat_map(|c| &c.tables) {
+        let zorder = (!c.zorder_by.is_empty()).then(|| c.zorder_by.clone());
+        out.push((c.name.clone(), c.path.clone(), zorder));
+    }
+    out
+}
+
+/// Static checks of the `maintain:` section, as (key path, message).
+pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
+    let Some(m) = &loaded.pipeline.maintain else { return vec![] };
+    let mut problems = Vec::new();
+    let names: Vec<String> = table_names(loaded).into_iter().map(|(n, _, _)| n).collect();
+    if m.target_file_size_mb == 0 {
+        problems.push(("maintain.target_file_size_mb".into(), "must be greater than 0".into()));
+    }
+    for (name, policy) in &m.tables {
+        let at = format!("maintain.tables.{name}");
+        if !names.contains(name) {
+            problems.push((at.clone(), format!("no table {name:?} in this pipeline (tables: {})", names.join(", "))));
+        }
+        if policy.target_file_size_mb == Some(0) {
+            problems.push((format!("{at}.target_file_size_mb"), "must be greater than 0".into()));
+        }
+        if let Some(r) = &policy.retention {
+            if r.days == 0 {
+                problems.push((format!("{at}.retention.days"), "must be at least 1".into()));
+            }
+        }
+        if policy.zorder_by.as_ref().is_some_and(|z| z.is_empty()) {
+            problems.push((format!("{at}.zorder_by"), "name at least one column, or remove the key".into()));
+        }
+    }
+    problems
+}
+
+fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Target>> {
+    let config = loaded.pipeline.maintain.clone().unwrap_or_default();
+    let all = table_names(loaded);
+    for name in &options.only {
+        if !all.iter().any(|(n, _, _)| n == name) {
+            return Err(Error::InvalidPipeline {
+                problems: vec![Problem {
+                    file: loaded.file.clone(),
+                    line: None,
+                    path: "tables".into(),
+                    message: format!("no table named {name:?}"),
+                }],
+            });
+        }
+    }
+    all.into_iter()
+        .filter(|(n, _, _)| options.only.is_empty() || options.only.contains(n))
+        .map(|(name, path, curated_zorder)| {
+            let mut policy = config.tables.get(&name).cloned().unwrap_or_default();
+            if policy.zorder_by.is_none() {
+                policy.zorder_by = curated_zorder;
+            }
+            let location =
+                Location::parse(&path).map_err(|reason| Error::InvalidLocation { location: path.clone(), reason })?;
+            Ok(Target {
+                target_size: policy.target_file_size_mb.unwrap_or(config.target_file_size_mb) * 1024 * 1024,
+                vacuum_hours: policy.vacuum_retention_hours.unwrap_or(config.vacuum_retention_hours),
+                name,
+                location,
+                policy,
+            })
+        })
+        .collect()
+}
+
+/// Runs the maintain job.
+pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<StageReport> {
+    let started = Instant::now();
+    let mut report = StageReport { stage: "maintain".to_string(), ..Default::default() };
+    let targets = targets(loaded, options)?;
+    // Refuse unsafe vacuum settings before touching anything.
+    let mut tables = Vec::new();
+    for t in &targets {
+        let Some(table) = delta::open(&t.location).await? else {
+            tracing::info!(table = %t.name, "the table does not exist yet: nothing to maintain");
+            continue;
+        };
+        if t.policy.vacuum && !options.force {
+            let window = table.snapshot().map_err(|e| Error::delta(&t.location, e))?.table_config().deleted_file_retention_duration();
+            if t.vacuum_hours * 3600 < window.as_secs() {
+                return Err(Error::UnsafeVacuum {
+                    table: t.name.clone(),
+                    message: format!(
+                        "vacuum retention {} h is below the table's safety window of {} h (delta.deletedFileRetentionDuration): a reader or writer still on a version from that window would find its files gone. Raise the retention, or pass --force to vacuum anyway",
+                        t.vacuum_hours,
+                        window.as_secs() / 3600
+                    ),
+                });
+            }
+        }
+        tables.push((t, table));
+    }
+    for (t, table) in tables {
+        let actions = maintain_table(t, table, options).await?;
+        report.tables.push(crate::report::TableWrite {
+            table: t.name.clone(),
+            location: t.location.to_string(),
+            version_before: None,
+            versions_written: actions.iter().filter_map(|a| a.version).collect(),
+        });
+        report.maintenance.extend(actions);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn commit(options: &MaintainOptions, action: &str) -> CommitProperties {
+    CommitProperties::default().with_metadata(HashMap::from([
+        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
+        ("weir.stage".to_string(), serde_json::json!("maintain")),
+        ("weir.action".to_string(), serde_json::json!(action)),
+    ]))
+}
+
+async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOptions) -> Result<Vec<MaintenanceAction>> {
+    let mut out = Vec::new();
+    if let Some(r) = &t.policy.retention {
+        let (next, action) = retention(t, table, r, options).await?;
+        table = next;
+        out.push(action);
+    }
+    if t.policy.optimize {
+        let (next, action) = optimize(t, table, options).await?;
+        table = next;
+        out.push(action);
+    }
+    if t.policy.vacuum {
+        let (next, action) = vacuum(t, table, options).await?;
+        table = next;
+        out.push(action);
+    }
+    if t.policy.checkpoint {
+        out.push(checkpoint(t, &table, options).await?);
+    }
+    Ok(out)
+}
+
+/// (files, bytes) the current version references.
+fn active(table: &DeltaTable) -> Result<(u64, u64)> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
+    Ok(snapshot.log_data().iter().fold((0, 0), |(n, b), f| (n + 1, b + f.size() as u64)))
+}
+
+/// (files, bytes) stored under the table, outside `_delta_log/`, or inside
+/// it with `log = true`.
+async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> {
+    let store = table.log_store().object_store(None);
+    let prefix = log.then(|| object_store::path::Path::from("_delta_log"));
+    let metas: Vec<object_store::ObjectMeta> = store
+        .list(prefix.as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| Error::storage(table.table_url(), e))?;
+    Ok(metas
+        .iter()
+        .filter(|m| log || !m.location.as_ref().starts_with("_delta_log"))
+        .fold((0, 0), |(n, b), m| (n + 1, b + m.size)))
+}
+
+fn action(t: &Target, name: &str, before: (u64, u64)) -> MaintenanceAction {
+    MaintenanceAction {
+        table: t.name.clone(),
+        action: name.to_string(),
+        files_before: before.0,
+        bytes_before: before.1,
+        files_after: before.0,
+        bytes_after: before.1,
+        ..Default::default()
+    }
+}
+
+async fn retention(t: &Target, table: DeltaTable, r: &RowRetention, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
+    let started = Instant::now();
+    let mut a = action(t, "retention", active(&table)?);
+    let cutoff = Utc::now() - chrono::Duration::days(r.days as i64);
+    let schema = delta::arrow_schema(&table)?;
+    let field = schema.field_with_name(&r.column).map_err(|_| Error::InvalidPipeline {
+        problems: vec![Problem {
+            file: Default::default(),
+            line: None,
+            path: format!("maintain.tables.{}.retention.column", t.name),
+            message: format!("table {} has no column {:?}", t.name, r.column),
+        }],
+    })?;
+    let bound = match field.data_type() {
+        deltalake::arrow::datatypes::DataType::Date32 => {
+            ScalarValue::Date32(Some((cutoff.timestamp().div_euclid(86_400)) as i32))
+        }
+        deltalake::arrow::datatypes::DataType::Timestamp(_, tz) => {
+            ScalarValue::TimestampMicrosecond(Some(cutoff.timestamp_micros()), tz.clone())
+        }
+        other => {
+            return Err(Error::InvalidPipeline {
+                problems: vec![Problem {
+                    file: Default::default(),
+                    line: None,
+                    path: format!("maintain.tables.{}.retention.column", t.name),
+                    message: format!("{:?} is {other}, not a date or timestamp", r.column),
+                }],
+            })
+        }
+    };
+    let predicate: Expr = col(format!("\"{}\"", r.column.replace('"', "\"\""))).lt(lit(bound));
+    let matching = count_rows(&table, predicate.clone()).await?;
+    a.detail = format!("{matching} rows with {} before {}", r.column, cutoff.format("%Y-%m-%d %H:%M UTC"));
+    if matching == 0 {
+        a.outcome = "skipped".into();
+        a.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((table, a));
+    }
+    if options.dry_run {
+        a.outcome = "planned".into();
+        a.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((table, a));
+    }
+    let (table, metrics) = table
+        .delete()
+        .with_predicate(predicate)
+        .with_commit_properties(commit(options, "retention"))
+        .await
+        .map_err(|e| Error::delta(&t.location, e))?;
+    a.detail = format!("{} ({} files rewritten, {} removed)", a.detail, metrics.num_added_files, metrics.num_removed_files);
+    (a.files_after, a.bytes_after) = active(&table)?;
+    a.version = table.version();
+    a.outcome = "done".into();
+    a.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((table, a))
+}
+
+async fn count_rows(table: &DeltaTable, predicate: Expr) -> Result<u64> {
+    let ctx = crate::expectations::session();
+    let err = |e: deltalake::datafusion::error::DataFusionError| Error::Internal(format!("counting rows of {}: {e}", table.table_url()));
+    table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
+    let provider = table.table_provider().await.map_err(err)?;
+    let n = ctx.read_table(provider).map_err(err)?.filter(predicate).map_err(err)?.count().await.map_err(err)?;
+    Ok(n as u64)
+}
+
+/// One partition an optimize would rewrite.
+struct PartitionPlan {
+    /// (column, value) of the partition.
+    values: Vec<(String, Option<String>)>,
+    files: u64,
+    bytes: u64,
+}
+
+/// Partitions (by their values, rendered) whose files the action rewrites:
+/// compaction needs two files under the target size, z-order two files.
+fn plan(table: &DeltaTable, target_size: u64, zorder: bool) -> Result<BTreeMap<String, PartitionPlan>> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
+    let mut parts: BTreeMap<String, PartitionPlan> = BTreeMap::new();
+    for f in snapshot.log_data().iter() {
+        if !zorder && f.size() as u64 >= target_size {
+            continue;
+        }
+        let mut values: Vec<(String, Option<String>)> = f.partition_values_map().into_iter().collect();
+        values.sort();
+        let key = values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join("/");
+        let entry = parts.entry(key).or_insert_with(|| PartitionPlan { values, files: 0, bytes: 0 });
+        entry.files += 1;
+        entry.bytes += f.size() as u64;
+    }
+    parts.retain(|_, p| p.files >= 2);
+    Ok(parts)
+}
+
+async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
+    let started = Instant::now();
+    let zorder = t.policy.zorder_by.clone().filter(|z| !z.is_empty());
+    let name = if zorder.is_some() { "zorder" } else { "optimize" };
+    let mut a = action(t, name, active(&table)?);
+    let target = t.target_size.max(1);
+    let parts = plan(&table, target, zorder.is_some())?;
+    let files: u64 = parts.values().map(|p| p.files).sum();
+    let bytes: u64 = parts.values().map(|p| p.bytes).sum();
+    a.detail = format!(
+        "{files} files ({bytes} bytes) in {} partitions{}{}",
+        parts.len(),
+        zorder.as_ref().map(|z| format!(", clustered by {}", z.join(", "))).unwrap_or_default(),
+        if parts.is_empty() { String::new() } else { format!(": {}", parts.keys().take(10).cloned().collect::<Vec<_>>().join(", ")) }
+    );
+    if parts.is_empty() {
+        a.outcome = "skipped".into();
+        a.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((table, a));
+    }
+    if options.dry_run {
+        a.outcome = "planned".into();
+        a.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok((table, a));
+    }
+    let partition_columns = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.metadata().partition_columns().to_vec();
+    // Restrict the rewrite to the planned partitions when one column
+    // partitions the table (z-order would otherwise rewrite every file).
+    let values: Vec<String> = match &partition_columns[..] {
+        [_] => parts.values().filter_map(|p| p.values.first().and_then(|(_, v)| v.clone())).collect(),
+        _ => vec![],
+    };
+    let value_refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let filters = match &partition_columns[..] {
+        [column] if !value_refs.is_empty() => vec![(
+            column.as_str(),
+            deltalake::kernel::schema::partitions::FilterOp::In,
+            deltalake::kernel::schema::partitions::FilterValue::Set(value_refs.clone()),
+        )],
+        _ => vec![],
+    };
+    let mut builder = table
+        .optimize()
+        .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
+        .with_commit_properties(commit(options, name))
+        .with_filters(&filters);
+    if let Some(z) = zorder {
+        builder = builder.with_type(OptimizeType::ZOrder(z));
+    }
+    let (table, metrics) = builder.await.map_err(|e| Error::delta(&t.location, e))?;
+    a.detail = format!("{}; {} files removed, {} added", a.detail, metrics.num_files_removed, metrics.num_files_added);
+    (a.files_after, a.bytes_after) = active(&table)?;
+    a.version = table.version();
+    a.outcome = "done".into();
+    a.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((table, a))
+}
+
+async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
+    let started = Instant::now();
+    let mut a = action(t, "vacuum", stored(&table, false).await?);
+    let (table, metrics) = table
+        .vacuum()
+        .with_mode(VacuumMode::Full)
+        .with_retention_period(chrono::Duration::hours(t.vacuum_hours as i64))
+        .with_enforce_retention_duration(!options.force)
+        .with_dry_run(options.dry_run)
+        .with_commit_properties(commit(options, "vacuum"))
+        .await
+        .map_err(|e| Error::delta(&t.location, e))?;
+    let n = metrics.files_deleted.len();
+    a.detail = format!(
+        "{n} files unreferenced for more than {} h{}",
+        t.vacuum_hours,
+        if n == 0 { String::new() } else { format!(", e.g. {}", metrics.files_deleted.iter().take(3).cloned().collect::<Vec<_>>().join(", ")) }
+    );
+    a.outcome = match (n, options.dry_run) {
+        (0, _) => "skipped",
+        (_, true) => "planned",
+        _ => "done",
+    }
+    .into();
+    if !options.dry_run {
+        (a.files_after, a.bytes_after) = stored(&table, false).await?;
+        a.version = (n > 0).then(|| table.version()).flatten();
+    }
+    a.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((table, a))
+}
+
+async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -> Result<MaintenanceAction> {
+    let started = Instant::now();
+    let mut a = action(t, "checkpoint", stored(table, true).await?);
+    let version = table.version().unwrap_or(0);
+    let store = table.log_store().object_store(None);
+    let marker = object_store::path::Path::from(format!("_delta_log/{version:020}.checkpoint.parquet"));
+    let has = store.head(&marker).await.is_ok();
+    let retention = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.table_config().log_retention_duration();
+    a.detail = format!(
+        "{} at version {version}; log files older than {} days removed",
+        if has { "checkpoint exists" } else { "checkpoint" },
+        retention.as_secs() / 86_400
+    );
+    if options.dry_run {
+        a.outcome = if has { "skipped" } else { "planned" }.into();
+        a.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(a);
+    }
+    if !has {
+        deltalake::checkpoints::create_checkpoint(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
+    }
+    let removed = deltalake::checkpoints::cleanup_metadata(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
+    a.detail = format!("{}; {removed} expired log files removed", a.detail);
+    (a.files_after, a.bytes_after) = stored(table, true).await?;
+    a.outcome = if has && removed == 0 { "skipped" } else { "done" }.into();
+    a.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(a)
+}
