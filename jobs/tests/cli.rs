@@ -644,3 +644,41 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("entities.csv") && err.contains("\"when\""), "{err}");
 }
+
+/// `weir maintain` compacting the raw table again and again while an ingest
+/// appends to it: every event lands exactly once, and compaction happened.
+#[test]
+fn maintain_racing_ingest_loses_nothing_and_duplicates_nothing() {
+    let f = Fixture::new(DatasetSpec { windows: 16, ..spec() }, "");
+    // Half the partitions first, so maintain has files to compact.
+    let out = f.cmd("ingest").args(["--partitions", "0,1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let mut ingest = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut maintained = 0;
+    let mut compacted = 0;
+    loop {
+        let m = f.cmd("maintain").output().unwrap();
+        // A compaction that lost a commit race exits 75; the next one retries.
+        assert!(matches!(m.status.code(), Some(0) | Some(75)), "{}\n{}", stdout(&m), String::from_utf8_lossy(&m.stderr));
+        if m.status.code() == Some(0) {
+            maintained += 1;
+            let r: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+            compacted += r["stages"][0]["maintenance"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["action"] == "optimize" && a["outcome"] == "done")
+                .count();
+        }
+        if ingest.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let out = ingest.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(maintained > 0 && compacted > 0, "maintain ran ({maintained}) and compacted ({compacted}) during the ingest");
+    assert_eq!(f.keys(), f.expected(), "every event exactly once");
+    let m = f.cmd("maintain").output().unwrap();
+    assert_eq!(m.status.code(), Some(0));
+    assert_eq!(f.keys(), f.expected());
+}
