@@ -160,6 +160,12 @@ async fn compaction_cuts_the_file_count_and_keeps_every_row_and_a_dry_run_change
     let (_, feed) = weir::export::changes(&loc, v, Some(v)).await.unwrap();
     assert_eq!(feed.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
 
+    // A checkpoint of the compacted version, readable by a fresh reader.
+    let cp = find(&done.maintenance, "raw", "checkpoint");
+    assert_eq!(cp.outcome, "done", "{cp:?}");
+    assert!(dir.path().join(format!("lake/raw/_delta_log/{v:020}.checkpoint.parquet")).exists());
+    assert_eq!(rows(dir.path(), "raw", &["partition_id", "sequence_number", "body"]).await, raw_rows);
+
     // A second run finds the partitions compacted and skips them.
     let again = maintain(&p, &MaintainOptions { run_id: "m2".into(), ..Default::default() }).await.unwrap();
     assert_eq!(find(&again.maintenance, "raw", "optimize").outcome, "skipped");
