@@ -116,7 +116,7 @@ fn written(o: &Output) -> i64 {
 /// all committing to one raw table on Azurite: every event exactly once.
 /// Delta's commit is a create-if-absent on Azure Blob; this is the proof
 /// that the Azure path has it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ingest_workers_on_azurite_write_every_event_exactly_once() {
     let f = AzureFixture::new(DatasetSpec { windows: 12, ..spec() }).await;
     // The table exists before the workers start: they race on commits.
@@ -167,7 +167,7 @@ async fn all_blobs(container: &str) -> Vec<(String, Vec<u8>)> {
 /// The account key and the PII key appear in no output, log (at debug),
 /// report or blob; a wrong key is a configuration error (exit 2) that names
 /// the URL and not the key.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_appear_in_output_reports_or_tables() {
     let f = AzureFixture::new(spec()).await;
     let key = weir::storage::emulator::KEY;
@@ -211,7 +211,7 @@ async fn credentials_never_appear_in_output_reports_or_tables() {
 
 /// Storage that stays down past the retries: the retryable exit code, and a
 /// message naming the URL.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_outage_exits_with_the_retryable_code_naming_the_url() {
     let f = AzureFixture::new(spec()).await;
     // Nothing listens on port 9 of localhost.

@@ -23,6 +23,11 @@
 //! - [`report`]: the JSON run report every job prints.
 //! - [`error`]: the crate's error type and its exit-code classes.
 
+//!
+//! Hazard: call the async jobs from a multi-thread tokio runtime. On object
+//! storage, delta-rs's checkpoint and vacuum I/O stalls on a current-thread
+//! runtime until the HTTP timeout (30 s per call, measured against Azurite).
+
 pub mod body;
 pub mod capture;
 pub mod curate;

@@ -78,6 +78,10 @@ async fn run_all(p: &LoadedPipeline) -> Vec<weir::report::StageReport> {
         ingest(p, &opts).await.expect("ingest"),
         process(p, &ProcessOptions { dry_run: false, run_id: "r".into() }).await.expect("process"),
         curate(p, &CurateOptions { run_id: "r".into(), ..Default::default() }).await.expect("curate"),
+        // Compaction, z-order, a full vacuum of nothing old enough, checkpoints.
+        weir::maintain::maintain(p, &weir::maintain::MaintainOptions { run_id: "r".into(), ..Default::default() })
+            .await
+            .expect("maintain"),
     ]
 }
 
@@ -112,7 +116,7 @@ async fn rows(location: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     let endpoint = azurite();
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +147,12 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     for (l, a) in local_reports.iter().zip(&azure_reports) {
         assert_eq!((l.events_read, l.events_written), (a.events_read, a.events_written), "{}", l.stage);
     }
+    // Maintenance did the same on both.
+    let actions = |r: &weir::report::StageReport| {
+        r.maintenance.iter().map(|a| (a.table.clone(), a.action.clone(), a.outcome.clone(), a.files_after)).collect::<Vec<_>>()
+    };
+    assert_eq!(actions(&local_reports[3]), actions(&azure_reports[3]));
+    assert!(azure_reports[3].maintenance.iter().any(|a| a.action == "optimize" && a.outcome == "done"), "{:?}", azure_reports[3].maintenance);
     assert!(azure_reports[0].events_written > 400, "{}", azure_reports[0].events_written);
     for t in ["raw", "processed", "quarantine", "quality", "curated/user_daily_activity", "curated/user_features"] {
         let here = rows(&format!("{}/{t}", dir.path().join("lake").display())).await;
@@ -263,7 +273,7 @@ fn one_row(n: i64) -> RecordBatch {
 
 /// Two writers race for the same version behind a store that answers the
 /// loser with 412: the loser sees a lost race, re-checks and commits next.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_race_answered_with_412_is_a_lost_race_not_a_failure() {
     let endpoint = azurite();
     let lake = container(&endpoint, "race");
@@ -309,7 +319,7 @@ async fn a_commit_race_answered_with_412_is_a_lost_race_not_a_failure() {
 
 /// A store that answers every commit with 409 though nothing is there (a
 /// full account) fails the write at once, saying so: not an endless race.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_409_without_an_existing_commit_is_a_storage_error_not_a_race() {
     let endpoint = azurite();
     let lake = container(&endpoint, "full");
@@ -370,7 +380,7 @@ async fn put_object(root: &Location, name: &str, bytes: Vec<u8>) {
 /// Once a partition's newest window is known, a run lists only the days from
 /// the lookback before it: an object in an older day folder is never seen,
 /// while late files within the lookback and files after a gap of days are.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_skips_day_folders_the_watermark_says_are_done() {
     use chrono::TimeZone as _;
     let endpoint = azurite();
@@ -413,7 +423,7 @@ async fn listing_skips_day_folders_the_watermark_says_are_done() {
 
 /// Storage that throttles every third request (503): the whole pipeline still
 /// lands, with the same rows as on local folders.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_storage_is_retried_and_the_pipeline_lands_the_same_rows() {
     let endpoint = azurite();
     let dir = tempfile::tempdir().unwrap();
