@@ -22,7 +22,6 @@
 //!   vacuum, checkpoints).
 //! - [`report`]: the JSON run report every job prints.
 //! - [`error`]: the crate's error type and its exit-code classes.
-
 //!
 //! Hazard: call the async jobs from a multi-thread tokio runtime. On object
 //! storage, delta-rs's checkpoint and vacuum I/O stalls on a current-thread
