@@ -33,7 +33,9 @@ fn example_curate_section(dir: &Path) -> String {
     let at = text.find("\ncurate:\n").expect("the example declares curated tables");
     std::fs::create_dir_all(dir.join("user_events")).unwrap();
     std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql")).unwrap();
-    text[at..].replace("${WEIR_LAKE:-lake}", &dir.join("lake").display().to_string())
+    // Up to the next top-level section (its comment block included).
+    let end = text[at + 1..].find("\n\n#").map_or(text.len(), |i| at + 1 + i);
+    text[at..end].replace("${WEIR_LAKE:-lake}", &dir.join("lake").display().to_string())
 }
 
 /// Events across many days (no timeliness rule), later copies win.
