@@ -238,6 +238,7 @@ async fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
 async fn check_against_tables(loaded: &LoadedPipeline) -> weir::Result<Vec<(String, String)>> {
     let mut problems = weir::process::check_table_schema(loaded).await?;
     problems.extend(weir::curate::check_models(loaded).await?);
+    problems.extend(weir::maintain::check_tables(loaded).await?);
     Ok(problems)
 }
 

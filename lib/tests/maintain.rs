@@ -301,6 +301,19 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
     ingest(&p, &opts).await.unwrap();
     let all = rows(dir.path(), "raw", &["partition_id", "sequence_number"]).await;
     assert_eq!(all.len(), 80);
+    // Columns are checked against the tables (as `weir validate` does).
+    assert_eq!(weir::maintain::check_tables(&p).await.unwrap(), vec![]);
+    let typo = parse_pipeline(
+        &dir.path().join("p.yaml"),
+        &std::fs::read_to_string(dir.path().join("p.yaml")).unwrap().replace("column: enqueued_time", "column: enqueue_time"),
+        &|_| None,
+    )
+    .unwrap();
+    let problems = weir::maintain::check_tables(&typo).await.unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "maintain.tables.raw.retention.column");
+    assert!(problems[0].1.contains("\"enqueue_time\" is not a column"), "{problems:?}");
+
     let dry = maintain(&p, &MaintainOptions { dry_run: true, only: vec!["raw".into()], ..Default::default() }).await.unwrap();
     let r = find(&dry.maintenance, "raw", "retention");
     assert!(r.outcome == "planned" && r.detail.starts_with("40 rows"), "{r:?}");

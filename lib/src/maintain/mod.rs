@@ -140,6 +140,31 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     problems
 }
 
+/// Checks the policies against the tables that exist: retention and z-order
+/// columns must be columns of the table, as (key path, message).
+pub async fn check_tables(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
+    if loaded.pipeline.maintain.is_none() {
+        return Ok(vec![]);
+    }
+    let mut problems = Vec::new();
+    for t in targets(loaded, &MaintainOptions::default())? {
+        let Some(table) = delta::open(&t.location).await? else { continue };
+        let schema = delta::arrow_schema(&table)?;
+        let columns = || schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+        if let Some(r) = &t.policy.retention {
+            if schema.field_with_name(&r.column).is_err() {
+                problems.push((format!("maintain.tables.{}.retention.column", t.name), format!("{:?} is not a column of the table ({})", r.column, columns())));
+            }
+        }
+        for c in t.policy.zorder_by.iter().flatten() {
+            if schema.field_with_name(c).is_err() {
+                problems.push((format!("maintain.tables.{}.zorder_by", t.name), format!("{c:?} is not a column of the table ({})", columns())));
+            }
+        }
+    }
+    Ok(problems)
+}
+
 fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Target>> {
     let config = loaded.pipeline.maintain.clone().unwrap_or_default();
     let all = table_names(loaded);
