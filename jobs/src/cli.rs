@@ -74,6 +74,9 @@ enum Command {
     Maintain(JobArgs),
     /// Run every stage in order: ingest, process, curate (those declared).
     Run(JobArgs),
+    /// Right to be forgotten: delete data subjects' rows from every table,
+    /// recompute curated tables, and log the request.
+    Erase(EraseArgs),
     /// Print or save a Delta table's change feed.
     Changes(ChangesArgs),
     /// Point-in-time feature values for (entity, timestamp) rows of a file.
@@ -96,6 +99,30 @@ struct ChangesArgs {
     /// Output file (default: stdout; Parquet needs a file).
     #[arg(long)]
     output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EraseArgs {
+    /// Pipeline file.
+    pipeline: PathBuf,
+    /// A data subject as FIELD=VALUE, FIELD a subject-key field of the body
+    /// schema (repeatable), e.g. `userId=u-42`.
+    #[arg(long = "subject")]
+    subjects: Vec<String>,
+    /// A file of subjects, one per line: FIELD=VALUE, or a bare value when
+    /// the schema has one subject-key field. `#` starts a comment line.
+    #[arg(long)]
+    subjects_file: Option<PathBuf>,
+    /// Delete the erased rows' old files, change-data files and log history
+    /// now. Time travel to versions before the erase is lost.
+    #[arg(long)]
+    purge: bool,
+    /// Find and count the rows, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write the JSON run report here instead of stdout.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -176,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Curate(args) => runtime.block_on(run_job("curate", args)),
         Command::Maintain(args) => runtime.block_on(run_job("maintain", args)),
         Command::Run(args) => runtime.block_on(run_job("run", args)),
+        Command::Erase(args) => runtime.block_on(erase(args)),
         Command::Changes(args) => runtime.block_on(changes(args)),
         Command::Features(args) => runtime.block_on(features(args)),
     };
@@ -305,6 +333,65 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
         }
         Err(e) => Ok(fail(&e)),
     }
+}
+
+async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
+    let started_at = Utc::now();
+    let run_id = new_run_id();
+    let mut report = RunReport {
+        run_id: run_id.clone(),
+        pipeline: String::new(),
+        pipeline_file: args.pipeline.display().to_string(),
+        job: "erase".to_string(),
+        dry_run: args.dry_run,
+        started_at,
+        finished_at: started_at,
+        outcome: Outcome::Success,
+        stages: Vec::new(),
+        error: None,
+    };
+    let result = async {
+        let loaded = load_pipeline(&args.pipeline)?;
+        report.pipeline = loaded.pipeline.name.clone();
+        let fields = weir::ingest::subject_fields(&loaded)?;
+        let default_field = (fields.len() == 1).then(|| fields[0].as_str());
+        let mut subjects = Vec::new();
+        for s in &args.subjects {
+            subjects.push(
+                weir::erase::Subject::parse(s, None).map_err(|message| Error::Request { message: format!("--subject {message}") })?,
+            );
+        }
+        if let Some(file) = &args.subjects_file {
+            subjects.extend(weir::erase::read_subjects_file(file, default_field)?);
+        }
+        // The values are personal data: the log names the count only.
+        tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, subjects = subjects.len(), purge = args.purge, "erase started");
+        let options = weir::erase::EraseOptions { subjects, purge: args.purge, dry_run: args.dry_run, run_id: run_id.clone() };
+        report.stages = weir::erase::erase(&loaded, &options).await?;
+        Ok::<(), Error>(())
+    }
+    .await;
+    report.finished_at = Utc::now();
+    let code = match result {
+        Ok(()) => {
+            report.outcome = RunReport::outcome_from_stages(&report.stages);
+            if let Some(e) = report.stages.iter().find_map(|s| s.erasure.as_ref()) {
+                for w in &e.warnings {
+                    tracing::warn!("{w}");
+                }
+            }
+            if report.outcome == Outcome::DataProblem { EXIT_DATA } else { EXIT_OK }
+        }
+        Err(e) => {
+            report.outcome = Outcome::Failed;
+            let code = fail(&e);
+            report.error = Some(ErrorReport { class: e.class(), message: e.to_string() });
+            code
+        }
+    };
+    write_report(&report, args.report.as_deref())?;
+    tracing::info!(outcome = ?report.outcome, exit_code = code, "erase finished");
+    Ok(code)
 }
 
 fn exit_code(class: ErrorClass) -> u8 {

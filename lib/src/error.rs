@@ -152,6 +152,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A request that cannot be carried out as given (e.g. an erase naming
+    /// a field that is not a subject key).
+    #[error("{message}")]
+    Request {
+        /// What is wrong, and what to give instead.
+        message: String,
+    },
+
     /// An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -169,6 +177,7 @@ impl Error {
             | Error::StorageAccess { .. }
             | Error::UnsafeVacuum { .. }
             | Error::BadInput { .. }
+            | Error::Request { .. }
             | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
             Error::Io { .. } => ErrorClass::Retryable,

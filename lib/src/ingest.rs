@@ -35,6 +35,7 @@ use object_store::ObjectStoreExt as _;
 
 use crate::capture::decode::{capture_schema, utc_micros};
 use crate::capture::{decode_capture_file, discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
+use crate::body::{subject, BodySchema};
 use crate::delta::{self, TableSpec};
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
 use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
@@ -44,7 +45,7 @@ use crate::{Error, Result};
 /// The column the raw table is partitioned by.
 pub const RAW_PARTITION_COLUMN: &str = "enqueued_date";
 
-/// Schema of the raw table.
+/// Schema of the raw table without subject-key columns.
 pub fn raw_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
@@ -66,6 +67,33 @@ pub fn raw_schema() -> SchemaRef {
             ]))
         })
         .clone()
+}
+
+/// Schema of the raw table of a pipeline whose body schema declares
+/// `subjects` (`"weir.pii": "subject"` fields): one nullable Utf8 column
+/// `subject_<field>` each, after the base columns.
+pub fn raw_schema_with(subjects: &[String]) -> SchemaRef {
+    if subjects.is_empty() {
+        return raw_schema();
+    }
+    let base = raw_schema();
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(subjects.iter().map(|s| Field::new(subject::column_name(s), DataType::Utf8, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The subject-key fields of the pipeline's body schema (none without one).
+pub fn subject_fields(loaded: &LoadedPipeline) -> Result<Vec<String>> {
+    let Some(body) = &loaded.pipeline.body else { return Ok(Vec::new()) };
+    let schema = BodySchema::from_file(&loaded.base_dir().join(&body.schema)).map_err(|e| Error::InvalidPipeline {
+        problems: vec![crate::pipeline::Problem {
+            file: loaded.file.clone(),
+            line: None,
+            path: "body.schema".into(),
+            message: e.to_string(),
+        }],
+    })?;
+    Ok(subject::subject_fields(&schema))
 }
 
 /// The application transaction id holding a partition's watermark.
@@ -131,10 +159,11 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
 
     let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
+    let subjects = subject_fields(loaded)?;
     let spec = TableSpec {
         name: format!("{}_raw", pipeline.name),
         description: pipeline.tables.raw.description.clone(),
-        schema: raw_schema(),
+        schema: raw_schema_with(&subjects),
         partition_columns: vec![RAW_PARTITION_COLUMN.to_string()],
     };
     let mut table = if options.dry_run {
@@ -243,7 +272,12 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     })
     .buffered(parallelism);
 
-    let run = RunContext { pipeline: &pipeline.name, run_id: &options.run_id, ingested_at: Utc::now().timestamp_micros() };
+    let run = RunContext {
+        pipeline: &pipeline.name,
+        run_id: &options.run_id,
+        ingested_at: Utc::now().timestamp_micros(),
+        subjects: &subjects,
+    };
     let mut pending = Pending::default();
     let mut done = 0u64;
     while let Some(next) = decoded.next().await {
@@ -394,6 +428,8 @@ struct RunContext<'a> {
     pipeline: &'a str,
     run_id: &'a str,
     ingested_at: i64,
+    /// Body fields copied into `subject_<field>` columns.
+    subjects: &'a [String],
 }
 
 fn location(s: &str, key: &str) -> Result<Location> {
@@ -488,23 +524,21 @@ fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Re
         .collect();
     let ingested: ArrayRef =
         Arc::new(TimestampMicrosecondArray::from(vec![run.ingested_at; n]).with_timezone("UTC"));
-    RecordBatch::try_new(
-        raw_schema(),
-        vec![
-            constant(&file.partition_id),
-            batch.column(0).clone(),
-            batch.column(1).clone(),
-            batch.column(2).clone(),
-            Arc::new(dates),
-            batch.column(3).clone(),
-            batch.column(4).clone(),
-            batch.column(5).clone(),
-            constant(&file.name),
-            ingested,
-            constant(run.run_id),
-        ],
-    )
-    .map_err(|e| Error::Internal(format!("raw rows: {e}")))
+    let mut columns = vec![
+        constant(&file.partition_id),
+        batch.column(0).clone(),
+        batch.column(1).clone(),
+        batch.column(2).clone(),
+        Arc::new(dates),
+        batch.column(3).clone(),
+        batch.column(4).clone(),
+        batch.column(5).clone(),
+        constant(&file.name),
+        ingested,
+        constant(run.run_id),
+    ];
+    columns.extend(subject::extract(batch.column(5).as_ref(), run.subjects));
+    RecordBatch::try_new(raw_schema_with(run.subjects), columns).map_err(|e| Error::Internal(format!("raw rows: {e}")))
 }
 
 /// Commits pending rows with the watermarks of their partitions.
@@ -560,7 +594,9 @@ async fn commit(
             ("weir.run_id".to_string(), run.run_id.into()),
         ]);
         let rows: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
-        match delta::append_with_progress(table.clone(), rows, &spec.partition_columns, txns, metadata).await {
+        // A raw table made before its subject columns were declared gains them.
+        let evolve = !delta::missing_columns(&table, &spec.schema)?.is_empty();
+        match delta::append_with_progress(table.clone(), rows, &spec.partition_columns, txns, metadata, evolve).await {
             Ok(t) => {
                 if let Some(v) = t.version() {
                     write.versions_written.push(v);

@@ -32,6 +32,7 @@ pub mod capture;
 pub mod curate;
 pub mod dedup;
 pub mod delta;
+pub mod erase;
 pub mod error;
 pub mod expectations;
 pub mod export;

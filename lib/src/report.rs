@@ -94,6 +94,9 @@ pub struct StageReport {
     /// Per table and action (maintain job).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<crate::maintain::MaintenanceAction>,
+    /// What an erase found and deleted (erase job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<crate::erase::ErasureReport>,
 }
 
 /// What the curate stage did to one curated table.

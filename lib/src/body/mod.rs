@@ -73,6 +73,7 @@
 mod convert;
 mod prepass;
 mod schema;
+pub mod subject;
 #[cfg(test)]
 mod tests;
 

@@ -124,24 +124,30 @@ pub async fn progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
 }
 
 /// Appends `batches` and records `progress` in the same commit. Returns the
-/// table after the commit.
+/// table after the commit. `merge_schema` adds columns the batches have and
+/// the table lacks.
 pub async fn append_with_progress(
     table: DeltaTable,
     batches: Vec<RecordBatch>,
     partition_columns: &[String],
     progress: Vec<Transaction>,
     metadata: HashMap<String, serde_json::Value>,
+    merge_schema: bool,
 ) -> Result<DeltaTable> {
     let url = table.table_url().clone();
     let conflict_ids: Vec<String> = progress.iter().map(|t| t.app_id.clone()).collect();
     let commit = CommitProperties::default()
         .with_application_transactions(progress)
         .with_metadata(metadata);
-    table
+    let mut write = table
         .write(batches)
         .with_save_mode(SaveMode::Append)
         .with_partition_columns(partition_columns.to_vec())
-        .with_commit_properties(commit)
+        .with_commit_properties(commit);
+    if merge_schema {
+        write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+    }
+    write
         .await
         .map_err(|e| match e {
             DeltaTableError::Transaction {
@@ -327,6 +333,53 @@ pub async fn apply_changes(
         } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
         e => Error::delta(&url, e),
     })
+}
+
+/// Deletes the rows whose values in every column of `keys` equal a row of
+/// `keys` (one merge, so the change feed shows them as `delete`). The key
+/// values never enter the Delta log: the commit records the join predicate,
+/// not literals. Returns the table and the number of rows deleted.
+pub async fn delete_keys(
+    table: DeltaTable,
+    keys: RecordBatch,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<(DeltaTable, u64)> {
+    use deltalake::datafusion::common::Column;
+    use deltalake::datafusion::prelude::{col, SessionContext};
+    let url = crate::storage::redact(table.table_url().as_str());
+    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
+    let predicate = keys
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| side("target", f.name()).eq(side("source", f.name())))
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| Error::Internal("delete without key columns".into()))?;
+    let source = SessionContext::new()
+        .read_batch(keys)
+        .map_err(|e| Error::Internal(format!("delete from {url}: {e}")))?;
+    let merge = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .when_matched_delete(|d| d);
+    let result = match merge {
+        Ok(merge) => merge.await.map(|(table, metrics)| (table, metrics.num_target_rows_deleted as u64)),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| match e {
+        DeltaTableError::Transaction { source: TransactionError::CommitConflict(c) } => {
+            Error::ConcurrentProgress { table: url.clone(), app_id: format!("delete ({c})") }
+        }
+        e => Error::delta(&url, e),
+    })
+}
+
+/// Columns of `wanted` the table lacks.
+pub fn missing_columns(table: &DeltaTable, wanted: &deltalake::arrow::datatypes::Schema) -> Result<Vec<String>> {
+    let have = arrow_schema(table)?;
+    Ok(wanted.fields().iter().filter(|f| have.field_with_name(f.name()).is_err()).map(|f| f.name().clone()).collect())
 }
 
 /// The table's current schema as Arrow.

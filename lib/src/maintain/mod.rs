@@ -100,7 +100,7 @@ struct Target {
 fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
     let t = &loaded.pipeline.tables;
     let mut out = vec![("raw".to_string(), t.raw.path.clone(), None)];
-    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics)] {
+    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics), ("erasure_log", &t.erasure_log)] {
         if let Some(table) = table {
             out.push((name.to_string(), table.path.clone(), None));
         }
@@ -200,6 +200,14 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
         .collect()
 }
 
+/// The vacuum retention `weir maintain` applies to a table of the pipeline,
+/// in hours; `None` when its policy turns vacuum off (or no such table).
+pub fn vacuum_retention_hours(loaded: &LoadedPipeline, table: &str) -> Option<u64> {
+    let options = MaintainOptions { only: vec![table.to_string()], ..Default::default() };
+    let target = targets(loaded, &options).ok()?.into_iter().next()?;
+    target.policy.vacuum.then_some(target.vacuum_hours)
+}
+
 /// Runs the maintain job.
 pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<StageReport> {
     let started = Instant::now();
@@ -280,7 +288,7 @@ fn active(table: &DeltaTable) -> Result<(u64, u64)> {
 
 /// (files, bytes) stored under the table, outside `_delta_log/`, or inside
 /// it with `log = true`.
-async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> {
+pub(crate) async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> {
     let store = table.log_store().object_store(None);
     let prefix = log.then(|| object_store::path::Path::from("_delta_log"));
     let metas: Vec<object_store::ObjectMeta> = store

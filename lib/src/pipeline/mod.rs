@@ -186,6 +186,9 @@ pub struct Tables {
     /// Per run and rule: rows checked, failed, and the action taken.
     #[serde(default)]
     pub quality_metrics: Option<TableConfig>,
+    /// One row per erased data subject and table (written by `weir erase`).
+    #[serde(default)]
+    pub erasure_log: Option<TableConfig>,
 }
 
 /// One Delta table.

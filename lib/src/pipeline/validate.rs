@@ -51,6 +51,9 @@ impl LoadedPipeline {
         for (path, msg) in crate::maintain::check(self) {
             bad(&path, msg);
         }
+        for (path, msg) in crate::erase::check(self) {
+            bad(&path, msg);
+        }
 
         if p.ingest.commit_bytes == 0 {
             bad("ingest.commit_bytes", "must be greater than 0".to_string());

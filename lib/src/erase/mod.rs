@@ -1,0 +1,806 @@
+//! The erase job: right-to-be-forgotten across every table of a pipeline.
+//!
+//! A data subject is named by a subject-key field of the body schema (a
+//! top-level field marked `"weir.pii": "subject"`) and a value, e.g.
+//! `userId=u-42`. One run erases any number of subjects:
+//!
+//! 1. **Catch up.** The process stage runs first, so every raw row already
+//!    ingested is processed. Raw rows are then erased *at the raw version
+//!    process has consumed* (`M`): process reads raw through the change feed,
+//!    and a row deleted from raw before process read it would come back from
+//!    the old file. Events ingested by a concurrent ingest after `M` are
+//!    events after the request, not part of it.
+//! 2. **Find.** Rows are found by their table's own lineage keys:
+//!    - raw by the `subject_<field>` column ingest fills; rows where it is
+//!      null (a body that is not a JSON object, or a row ingested before the
+//!      column existed) by reading their bodies only;
+//!    - processed by the subject column (hashed with the pipeline key when a
+//!      `hash` rule covers it) or by lineage to a raw row found;
+//!    - quarantine by lineage or by the subject in the body.
+//! 3. **Delete.** One merge per table deletes the rows by lineage keys
+//!    (partition, sequence number, date partition). No subject value enters
+//!    the Delta log: the commits carry the join predicate, not literals.
+//! 4. **Recompute.** Process runs again (it consumes the raw delete) and the
+//!    curate stage recomputes curated rows from processed's change feed: the
+//!    subject's aggregates disappear and tables keyed otherwise are
+//!    recomputed without the subject. A curated row still holding the subject
+//!    afterwards (a model reading beyond processed) is deleted by key and
+//!    reported.
+//! 5. **Log.** One row per subject and table goes to the erasure log table:
+//!    the subject only as the HMAC-SHA256 of its value under the pipeline's
+//!    PII key, the table, its delete version, rows deleted, and when the data
+//!    becomes physically unreadable.
+//! 6. **Purge** (`--purge`). Delta keeps deleted rows in removed files and
+//!    change-data files until a vacuum. A purge deletes them now and replaces
+//!    the log history with a checkpoint: time travel to any version before the
+//!    purge is lost. Without a purge the report gives, per table, the time
+//!    after which the next `weir maintain` vacuum removes them.
+//!
+//! Hazards: erase writes to every table of the pipeline; run it where
+//! process, curate and maintain of the same pipeline do not run at the same
+//! time (one writer per table). Ingest may run beside it. Statistics in old
+//! Delta log entries (min/max of a column per file) may hold a subject's
+//! value until those entries expire (`delta.logRetentionDuration`) or a
+//! purge removes them.
+
+mod purge;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use deltalake::DeltaTable;
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use crate::body::subject::{self, SubjectMatcher};
+use crate::body::BodySchema;
+use crate::capture::decode::utc_micros;
+use crate::curate::CurateOptions;
+use crate::delta::{self, TableSpec, WriteOptions};
+use crate::ingest::RAW_PARTITION_COLUMN;
+use crate::pii::PiiAction;
+use crate::pipeline::{LoadedPipeline, Problem};
+use crate::process::{ProcessOptions, PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN};
+use crate::report::{StageReport, TableWrite};
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// One data subject: a subject-key field and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject {
+    /// The body field, e.g. `userId`.
+    pub field: String,
+    /// Its value as text (numbers in their JSON spelling).
+    pub value: String,
+}
+
+impl Subject {
+    /// Parses `field=value`; a bare value needs `default_field`.
+    pub fn parse(text: &str, default_field: Option<&str>) -> std::result::Result<Subject, String> {
+        match (text.split_once('='), default_field) {
+            (Some((field, value)), _) if !field.is_empty() && !field.contains(char::is_whitespace) => {
+                if value.is_empty() {
+                    return Err(format!("{text:?}: the value after '=' is empty"));
+                }
+                Ok(Subject { field: field.to_string(), value: value.to_string() })
+            }
+            (_, Some(field)) if !text.is_empty() => Ok(Subject { field: field.to_string(), value: text.to_string() }),
+            _ => Err(format!("{text:?} is not FIELD=VALUE (e.g. userId=u-42)")),
+        }
+    }
+}
+
+/// Reads subjects from a file: one per line, `field=value` or a bare value
+/// of the pipeline's only subject-key field; blank lines and lines starting
+/// with `#` are skipped. Errors name the file and line.
+pub fn read_subjects_file(path: &std::path::Path, default_field: Option<&str>) -> Result<Vec<Subject>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        out.push(
+            Subject::parse(line, default_field)
+                .map_err(|m| Error::BadInput { path: path.to_path_buf(), message: format!("line {}: {m}", i + 1) })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Options of one erase run.
+#[derive(Debug, Clone, Default)]
+pub struct EraseOptions {
+    /// The data subjects to erase.
+    pub subjects: Vec<Subject>,
+    /// Delete removed files, change-data files and log history now.
+    pub purge: bool,
+    /// Find and count, change nothing.
+    pub dry_run: bool,
+    /// Stored in commit metadata and the erasure log.
+    pub run_id: String,
+}
+
+/// What an erase did, per table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErasureReport {
+    /// Subjects requested (after removing repeats).
+    pub subjects: u64,
+    /// Their subject-key fields.
+    pub fields: Vec<String>,
+    /// Whether the run purged.
+    pub purged: bool,
+    /// The raw version erased at (the version process had consumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_version: Option<u64>,
+    /// Per table.
+    pub tables: Vec<ErasedTable>,
+    /// The erasure log table and the version holding this run's entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_version: Option<u64>,
+    /// Things a human should know.
+    pub warnings: Vec<String>,
+}
+
+/// One table's part of an erasure.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErasedTable {
+    /// Table name in the pipeline.
+    pub table: String,
+    /// Its location (credentials removed).
+    pub location: String,
+    /// `delete` (rows deleted by lineage or key), `recomputed` (curated rows
+    /// dropped by the curate stage), `none` (nothing of the subjects), or
+    /// `planned` (dry run).
+    pub how: String,
+    /// Rows of the subjects found (before the delete).
+    pub rows_found: u64,
+    /// Rows deleted.
+    pub rows_deleted: u64,
+    /// The version that deleted them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// From when no file of the table holds the deleted rows: now after a
+    /// purge, else the delete time plus the table's vacuum retention (the
+    /// first `weir maintain` after it removes them). Absent when vacuum is
+    /// off for the table or nothing was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable_after: Option<DateTime<Utc>>,
+    /// Files deleted by the purge (removed data files, change-data files).
+    pub files_purged: u64,
+    /// Their bytes.
+    pub bytes_purged: u64,
+    /// Log files replaced by the purge checkpoint.
+    pub log_files_removed: u64,
+}
+
+/// The erasure log table's schema: one row per subject and table.
+pub fn log_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("erasure_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("requested_at", utc_micros(), false),
+        Field::new("subject_field", DataType::Utf8, false),
+        Field::new("subject_hash", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("table_version", DataType::Int64, true),
+        Field::new("rows_deleted", DataType::Int64, false),
+        Field::new("purged", DataType::Boolean, false),
+        Field::new("unreadable_after", utc_micros(), true),
+    ]))
+}
+
+/// Static checks: the erasure log location, as (key path, message).
+pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
+    match &loaded.pipeline.tables.erasure_log {
+        Some(t) => match Location::parse(&t.path) {
+            Ok(_) => vec![],
+            Err(e) => vec![("tables.erasure_log.path".into(), e)],
+        },
+        None => vec![],
+    }
+}
+
+/// Matches rows of one table to subjects.
+struct Finder {
+    subjects: Vec<Subject>,
+    fields: Vec<String>,
+    /// Per field: value → subject index.
+    by_value: HashMap<String, HashMap<String, usize>>,
+    /// Per field: the value as stored in processed/curated (hashed when a
+    /// hash rule covers the field; absent when another rule changes it).
+    by_stored: HashMap<String, HashMap<String, usize>>,
+    matchers: Vec<(String, SubjectMatcher, Vec<usize>)>,
+    /// HMAC of each subject's value, for the erasure log.
+    hashes: Vec<String>,
+}
+
+impl Finder {
+    fn build(loaded: &LoadedPipeline, subjects: Vec<Subject>) -> Result<Finder> {
+        let p = &loaded.pipeline;
+        let config_error = |path: &str, message: String| Error::InvalidPipeline {
+            problems: vec![Problem { file: loaded.file.clone(), line: None, path: path.into(), message }],
+        };
+        let body = p.body.as_ref().ok_or_else(|| {
+            config_error("body", "erase finds subjects by body fields: declare body: with a schema that marks them \"weir.pii\": \"subject\"".into())
+        })?;
+        let schema = BodySchema::from_file(&loaded.base_dir().join(&body.schema))
+            .map_err(|e| config_error("body.schema", e.to_string()))?;
+        let declared = subject::subject_fields(&schema);
+        if declared.is_empty() {
+            return Err(config_error("body.schema", "no field is marked \"weir.pii\": \"subject\": mark the data-subject key (e.g. userId) so ingest keeps it at hand for erasure".into()));
+        }
+        for s in &subjects {
+            if !declared.contains(&s.field) {
+                return Err(Error::Request {
+                    message: format!("{:?} is not a subject-key field of {} (declared: {})", s.field, body.schema.display(), declared.join(", ")),
+                });
+            }
+        }
+        let process = p.process.as_ref().ok_or_else(|| {
+            config_error("process.pii.key_env", "erase records each subject as a keyed hash: declare process.pii.key_env (the PII key)".into())
+        })?;
+        let key = std::env::var_os(&process.pii.key_env).map(|v| v.into_encoded_bytes());
+        if key.as_ref().is_none_or(|k| k.is_empty()) {
+            return Err(Error::Secret {
+                message: format!("the erasure log stores each subject as a keyed hash: set {} (the pipeline's PII key)", process.pii.key_env),
+            });
+        }
+        let pii = process
+            .pii
+            .build_with_key(&schema.arrow_schema(), key.as_deref())
+            .map_err(|e| Error::Secret { message: e.to_string() })?;
+        let mut fields: Vec<String> = Vec::new();
+        let mut by_value: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        let mut by_stored: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        let mut hashes = Vec::new();
+        for (i, s) in subjects.iter().enumerate() {
+            if !fields.contains(&s.field) {
+                fields.push(s.field.clone());
+            }
+            by_value.entry(s.field.clone()).or_default().insert(s.value.clone(), i);
+            let hash = pii.hash_value(&s.value).ok_or_else(|| Error::Internal("PII key missing after check".into()))?;
+            match process.pii.rules.iter().find(|r| r.column == s.field).map(|r| &r.action) {
+                None => {
+                    by_stored.entry(s.field.clone()).or_default().insert(s.value.clone(), i);
+                }
+                Some(PiiAction::Hash) => {
+                    by_stored.entry(s.field.clone()).or_default().insert(hash.clone(), i);
+                }
+                // Masked, generalized or dropped: found by lineage only.
+                Some(_) => {}
+            }
+            hashes.push(hash);
+        }
+        let matchers = fields
+            .iter()
+            .map(|f| {
+                let idx: Vec<usize> = subjects.iter().enumerate().filter(|(_, s)| &s.field == f).map(|(i, _)| i).collect();
+                let values: Vec<String> = idx.iter().map(|&i| subjects[i].value.clone()).collect();
+                (f.clone(), SubjectMatcher::new(f, &values), idx)
+            })
+            .collect();
+        Ok(Finder { subjects, fields, by_value, by_stored, matchers, hashes })
+    }
+
+    fn body_match(&self, body: &[u8]) -> Option<usize> {
+        self.matchers.iter().find_map(|(_, m, idx)| m.find(body).map(|j| idx[j]))
+    }
+}
+
+/// Rows of one table that belong to the subjects.
+struct Found {
+    /// Lineage key columns of the rows, named as in the table.
+    keys: Option<RecordBatch>,
+    /// Per row, the subject it belongs to.
+    subject: Vec<usize>,
+}
+
+impl Found {
+    fn rows(&self) -> u64 {
+        self.subject.len() as u64
+    }
+}
+
+/// Raw lineage of rows found: (partition, sequence number) → subject.
+type Lineage = HashMap<(String, i64), usize>;
+
+/// Runs `sql` over `table` and keeps the rows `pick` assigns a subject; the
+/// first `keys` columns of the result are kept as the lineage keys.
+async fn scan(
+    table: &DeltaTable,
+    sql: &str,
+    keys: usize,
+    mut pick: impl FnMut(&RecordBatch, usize) -> Option<usize>,
+) -> Result<Found> {
+    let err = |e: deltalake::datafusion::error::DataFusionError| {
+        Error::Internal(format!("erase: reading {}: {e}", crate::storage::redact(table.table_url().as_str())))
+    };
+    let ctx = crate::expectations::session();
+    let provider = table.table_provider().await.map_err(err)?;
+    ctx.register_table("t", provider).map_err(err)?;
+    let mut stream = ctx.sql(sql).await.map_err(err)?.execute_stream().await.map_err(err)?;
+    let mut kept = Vec::new();
+    let mut subject = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(err)?;
+        let mut mask = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let s = pick(&batch, row);
+            mask.push(s.is_some());
+            subject.extend(s);
+        }
+        if mask.iter().any(|m| *m) {
+            let projected = batch.project(&(0..keys).collect::<Vec<_>>()).map_err(|e| Error::Internal(e.to_string()))?;
+            kept.push(filter_record_batch(&projected, &BooleanArray::from(mask)).map_err(|e| Error::Internal(e.to_string()))?);
+        }
+    }
+    let keys = match kept.first() {
+        None => None,
+        Some(first) => Some(concat_batches(&first.schema(), &kept).map_err(|e| Error::Internal(e.to_string()))?),
+    };
+    Ok(Found { keys, subject })
+}
+
+fn text(batch: &RecordBatch, col: usize, row: usize) -> Option<String> {
+    let c = batch.column(col);
+    if c.is_null(row) {
+        return None;
+    }
+    let c = cast(&c.slice(row, 1), &DataType::Utf8).ok()?;
+    Some(c.as_string::<i32>().value(0).to_string())
+}
+
+fn int(batch: &RecordBatch, col: usize, row: usize) -> i64 {
+    batch.column(col).as_primitive::<Int64Type>().value(row)
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn has_column(table: &DeltaTable, name: &str) -> Result<bool> {
+    Ok(delta::arrow_schema(table)?.field_with_name(name).is_ok())
+}
+
+/// Raw rows of the subjects: by subject column, and by body where it is null.
+async fn find_raw(table: &DeltaTable, f: &Finder) -> Result<(Found, Lineage)> {
+    let keys = format!("partition_id, sequence_number, {RAW_PARTITION_COLUMN}");
+    let mut present = Vec::new();
+    for field in &f.fields {
+        if has_column(table, &subject::column_name(field))? {
+            present.push(field.clone());
+        }
+    }
+    let mut parts = Vec::new();
+    if !present.is_empty() {
+        let cols: Vec<String> = present.iter().map(|p| quote(&subject::column_name(p))).collect();
+        let sql = format!("SELECT {keys}, {} FROM t WHERE {}", cols.join(", "), cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR "));
+        parts.push(
+            scan(table, &sql, 3, |b, row| {
+                present.iter().enumerate().find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_value[field].get(&v).copied()))
+            })
+            .await?,
+        );
+    }
+    // Rows with no subject value for some requested field: read their bodies.
+    let null_filter = if present.len() == f.fields.len() {
+        format!("WHERE {}", present.iter().map(|p| format!("{} IS NULL", quote(&subject::column_name(p)))).collect::<Vec<_>>().join(" OR "))
+    } else {
+        String::new()
+    };
+    let sql = format!("SELECT {keys}, body FROM t {null_filter}");
+    parts.push(
+        scan(table, &sql, 3, |b, row| {
+            let body = b.column(3);
+            subject::body_bytes(body.as_ref(), row).and_then(|bytes| f.body_match(bytes))
+        })
+        .await?,
+    );
+    merge_found(parts, 0, 1)
+}
+
+/// Concatenates findings, keeping the first of rows found twice, and
+/// returns their lineage (columns `pid`, `seq` of the keys).
+fn merge_found(parts: Vec<Found>, pid: usize, seq: usize) -> Result<(Found, Lineage)> {
+    let mut lineage = Lineage::new();
+    let mut batches = Vec::new();
+    let mut subject = Vec::new();
+    for part in parts {
+        let Some(keys) = part.keys else { continue };
+        let pids = cast(keys.column(pid), &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))?;
+        let pids = pids.as_string::<i32>();
+        let mut mask = Vec::with_capacity(keys.num_rows());
+        for (row, s) in part.subject.iter().enumerate() {
+            let k = (pids.value(row).to_string(), int(&keys, seq, row));
+            let new = !lineage.contains_key(&k);
+            if new {
+                lineage.insert(k, *s);
+                subject.push(*s);
+            }
+            mask.push(new);
+        }
+        batches.push(filter_record_batch(&keys, &BooleanArray::from(mask)).map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    let keys = match batches.first() {
+        None => None,
+        Some(first) => Some(concat_batches(&first.schema(), &batches).map_err(|e| Error::Internal(e.to_string()))?),
+    };
+    Ok((Found { keys, subject }, lineage))
+}
+
+/// Processed rows: by the subject column as stored, or by raw lineage.
+async fn find_processed(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result<Found> {
+    let mut cols = Vec::new();
+    for field in &f.fields {
+        if f.by_stored.contains_key(field) && has_column(table, field)? {
+            cols.push(field.clone());
+        }
+    }
+    let extra: String = cols.iter().map(|c| format!(", {}", quote(c))).collect();
+    let sql = format!("SELECT _partition_id, _sequence_number, {PARTITION_COLUMN}{extra} FROM t");
+    scan(table, &sql, 3, |b, row| {
+        let by_column = cols.iter().enumerate().find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_stored[field].get(&v).copied()));
+        by_column.or_else(|| {
+            let pid = text(b, 0, row)?;
+            raw.get(&(pid, int(b, 1, row))).copied()
+        })
+    })
+    .await
+}
+
+/// Quarantined rows: by raw lineage, or by the subject in the body.
+async fn find_quarantine(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result<Found> {
+    let sql = format!("SELECT _partition_id, _sequence_number, {QUARANTINE_PARTITION_COLUMN}, body FROM t");
+    scan(table, &sql, 3, |b, row| {
+        let pid = text(b, 0, row)?;
+        raw.get(&(pid, int(b, 1, row))).copied().or_else(|| {
+            subject::body_bytes(b.column(3).as_ref(), row).and_then(|bytes| f.body_match(bytes))
+        })
+    })
+    .await
+}
+
+/// Curated rows still holding a subject (by a column named like its field).
+async fn find_curated(table: &DeltaTable, key: &[String], f: &Finder) -> Result<Found> {
+    let mut cols = Vec::new();
+    for field in &f.fields {
+        if f.by_stored.contains_key(field) && has_column(table, field)? {
+            cols.push(field.clone());
+        }
+    }
+    if cols.is_empty() {
+        return Ok(Found { keys: None, subject: vec![] });
+    }
+    let keys: Vec<String> = key.iter().map(|k| quote(k)).collect();
+    let extra: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    let sql = format!("SELECT {}, {} FROM t", keys.join(", "), extra.join(", "));
+    let n = key.len();
+    scan(table, &sql, n, |b, row| {
+        cols.iter().enumerate().find_map(|(i, field)| text(b, n + i, row).and_then(|v| f.by_stored[field].get(&v).copied()))
+    })
+    .await
+}
+
+struct Plan<'a> {
+    loaded: &'a LoadedPipeline,
+    options: &'a EraseOptions,
+    finder: Finder,
+    report: ErasureReport,
+    /// Rows deleted per (subject, table).
+    per_subject: HashMap<(usize, String), u64>,
+    started: DateTime<Utc>,
+}
+
+impl Plan<'_> {
+    fn metadata(&self) -> HashMap<String, serde_json::Value> {
+        HashMap::from([
+            ("weir.pipeline".to_string(), self.loaded.pipeline.name.clone().into()),
+            ("weir.job".to_string(), "erase".into()),
+            ("weir.run_id".to_string(), self.options.run_id.clone().into()),
+        ])
+    }
+
+    fn record(&mut self, table: &str, location: &Location, found: &Found, deleted: u64, version: Option<u64>, how: &str) {
+        for s in &found.subject {
+            *self.per_subject.entry((*s, table.to_string())).or_default() += 1;
+        }
+        let unreadable_after = match (deleted, self.options.purge) {
+            (0, _) => None,
+            (_, true) => Some(Utc::now()),
+            (_, false) => crate::maintain::vacuum_retention_hours(self.loaded, table)
+                .map(|h| Utc::now() + chrono::Duration::hours(h as i64)),
+        };
+        self.report.tables.push(ErasedTable {
+            table: table.to_string(),
+            location: location.to_string(),
+            how: if self.options.dry_run && found.rows() > 0 { "planned".into() } else { how.into() },
+            rows_found: found.rows(),
+            rows_deleted: deleted,
+            version,
+            unreadable_after,
+            ..Default::default()
+        });
+    }
+
+    /// Deletes the found rows (unless a dry run) and records them.
+    async fn delete(&mut self, name: &str, location: &Location, table: DeltaTable, found: Found) -> Result<DeltaTable> {
+        let (table, deleted, version) = match (&found.keys, self.options.dry_run) {
+            (Some(keys), false) => {
+                let (t, n) = delta::delete_keys(table, keys.clone(), self.metadata()).await?;
+                if n != found.rows() {
+                    return Err(Error::Internal(format!(
+                        "erase: {name}: {} rows were found but the delete removed {n}; the table changed during the erase (is another job writing it?)",
+                        found.rows()
+                    )));
+                }
+                let v = t.version().map(|v| v as u64);
+                (t, n, v)
+            }
+            _ => (table, 0, None),
+        };
+        let how = if deleted > 0 { "delete" } else { "none" };
+        self.record(name, location, &found, deleted, version, how);
+        Ok(table)
+    }
+}
+
+fn loc(path: &str) -> Result<Location> {
+    Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
+}
+
+/// Runs the erase job. Returns the stages it ran: process (catching up,
+/// twice when not a dry run), curate (when declared), and the erase itself.
+pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Vec<StageReport>> {
+    let started_at = Instant::now();
+    let p = &loaded.pipeline;
+    let mut subjects = options.subjects.clone();
+    let mut seen = HashSet::new();
+    subjects.retain(|s| seen.insert(s.clone()));
+    if subjects.is_empty() {
+        return Err(Error::Request { message: "no subject to erase: give --subject FIELD=VALUE or --subjects-file".into() });
+    }
+    let finder = Finder::build(loaded, subjects)?;
+    let log_table = p.tables.erasure_log.as_ref().ok_or_else(|| Error::InvalidPipeline {
+        problems: vec![Problem {
+            file: loaded.file.clone(),
+            line: None,
+            path: "tables.erasure_log".into(),
+            message: "erase records every request in an audit table: declare tables.erasure_log.path".into(),
+        }],
+    })?;
+    let log_location = loc(&log_table.path)?;
+    let mut stages = Vec::new();
+    let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone() };
+
+    // 1. Catch up: raw rows are erased at the version process consumed.
+    if p.process.is_some() && !options.dry_run {
+        stages.push(crate::process::process(loaded, &process_options).await?);
+    }
+    let raw_location = loc(&p.tables.raw.path)?;
+    let processed_location = p.tables.processed.as_ref().map(|t| loc(&t.path)).transpose()?;
+    let quarantine_location = p.tables.quarantine.as_ref().map(|t| loc(&t.path)).transpose()?;
+    // A dry run counts everything ingested: the real run processes it first.
+    let raw_version = match (delta::open(&raw_location).await?, &processed_location) {
+        (None, _) => None,
+        (Some(_), Some(pl)) if p.process.is_some() && !options.dry_run => match delta::open(pl).await? {
+            Some(processed) => delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64),
+            None => None,
+        },
+        (Some(raw), _) => raw.version().map(|v| v as u64),
+    };
+
+    let mut plan = Plan {
+        loaded,
+        options,
+        report: ErasureReport {
+            subjects: finder.subjects.len() as u64,
+            fields: finder.fields.clone(),
+            purged: options.purge && !options.dry_run,
+            raw_version,
+            ..Default::default()
+        },
+        finder,
+        per_subject: HashMap::new(),
+        started: Utc::now(),
+    };
+    let mut written: Vec<(String, Location)> = Vec::new();
+
+    // 2-3. Find and delete: raw (at the consumed version), processed, quarantine.
+    let mut raw_lineage = Lineage::new();
+    if let Some(v) = raw_version {
+        // An ingest appending to the same partitions may win the commit; the
+        // delete is then planned again on the same version.
+        for attempt in 0.. {
+            let mut raw = delta::open(&raw_location).await?.ok_or_else(|| Error::Internal("raw table vanished".into()))?;
+            raw.load_version(v).await.map_err(|e| Error::delta(&raw_location, e))?;
+            let (found, lineage) = find_raw(&raw, &plan.finder).await?;
+            match plan.delete("raw", &raw_location, raw, found).await {
+                Ok(_) => {
+                    raw_lineage = lineage;
+                    break;
+                }
+                Err(Error::ConcurrentProgress { .. }) if attempt < 5 => {
+                    tracing::warn!(attempt, "an ingest committed beside the raw delete; planning it again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        written.push(("raw".into(), raw_location.clone()));
+    }
+    if let Some(pl) = &processed_location {
+        if let Some(table) = delta::open(pl).await? {
+            let found = find_processed(&table, &plan.finder, &raw_lineage).await?;
+            plan.delete("processed", pl, table, found).await?;
+            written.push(("processed".into(), pl.clone()));
+        }
+    }
+    if let Some(ql) = &quarantine_location {
+        if let Some(table) = delta::open(ql).await? {
+            let found = find_quarantine(&table, &plan.finder, &raw_lineage).await?;
+            plan.delete("quarantine", ql, table, found).await?;
+            written.push(("quarantine".into(), ql.clone()));
+        }
+    }
+
+    // 4. Recompute: process consumes the raw delete, curate the processed one.
+    let curated: Vec<_> = p.curate.iter().flat_map(|c| c.tables.clone()).collect();
+    if !options.dry_run {
+        if p.process.is_some() {
+            stages.push(crate::process::process(loaded, &process_options).await?);
+        }
+        if !curated.is_empty() {
+            let curate_options = CurateOptions { dry_run: false, run_id: options.run_id.clone(), full_refresh: false, only: vec![] };
+            let report = crate::curate::curate(loaded, &curate_options).await?;
+            for m in &report.models {
+                tracing::info!(table = %m.table, mode = %m.mode, deleted = m.rows_deleted, updated = m.rows_updated, "curated table recomputed");
+            }
+            stages.push(report);
+        }
+    }
+    for c in &curated {
+        let location = loc(&c.path)?;
+        let Some(table) = delta::open(&location).await? else { continue };
+        let found = find_curated(&table, &c.key, &plan.finder).await?;
+        if found.rows() > 0 && !options.dry_run {
+            plan.report.warnings.push(format!(
+                "curated table {}: {} rows of the subjects remained after the recompute (its model reads data beyond processed, e.g. a reference table); they were deleted by key, and a later recompute may bring them back",
+                c.name,
+                found.rows()
+            ));
+            plan.delete(&c.name, &location, table, found).await?;
+        } else if options.dry_run {
+            plan.record(&c.name, &location, &found, 0, None, "none");
+        } else {
+            let version = table.version().map(|v| v as u64);
+            let recomputed = stages
+                .iter()
+                .flat_map(|s| &s.models)
+                .any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
+            plan.record(&c.name, &location, &found, 0, version, if recomputed { "recomputed" } else { "none" });
+            if recomputed {
+                // The curate stage deleted or rewrote this table's rows of the
+                // subjects: their old versions wait for vacuum too.
+                if let Some(t) = plan.report.tables.last_mut() {
+                    t.unreadable_after = if options.purge {
+                        Some(Utc::now())
+                    } else {
+                        crate::maintain::vacuum_retention_hours(loaded, &c.name).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
+                    };
+                }
+            }
+        }
+        written.push((c.name.clone(), location));
+    }
+
+    if options.dry_run {
+        let mut report = StageReport { stage: "erase".into(), ..Default::default() };
+        report.erasure = Some(plan.report);
+        report.duration_ms = started_at.elapsed().as_millis() as u64;
+        stages.push(report);
+        return Ok(stages);
+    }
+
+    // 6. Purge, after every consumer has read the deletes.
+    if options.purge {
+        let keep = purge::consumer_versions(loaded).await?;
+        for (name, location) in &written {
+            let Some(table) = delta::open(location).await? else { continue };
+            let purged = purge::purge(&table, keep.get(name).copied()).await?;
+            if let Some(t) = plan.report.tables.iter_mut().find(|t| &t.table == name) {
+                t.files_purged = purged.files;
+                t.bytes_purged = purged.bytes;
+                t.log_files_removed = purged.log_files;
+                if t.rows_deleted > 0 || t.how == "recomputed" {
+                    t.unreadable_after = Some(Utc::now());
+                }
+            }
+            plan.report.warnings.extend(purged.warnings.into_iter().map(|w| format!("{name}: {w}")));
+        }
+        plan.report.warnings.push(
+            "purged: time travel and change feeds before this erase are gone for every table above (their old files and log history were deleted)".into(),
+        );
+    }
+
+    // 5. The erasure log.
+    let log_version = write_log(loaded, &plan, &log_location).await?;
+    plan.report.log_version = log_version;
+    let mut report = StageReport { stage: "erase".into(), ..Default::default() };
+    for t in &plan.report.tables {
+        report.tables.push(TableWrite {
+            table: t.table.clone(),
+            location: t.location.clone(),
+            version_before: None,
+            versions_written: t.version.filter(|_| t.rows_deleted > 0).into_iter().collect(),
+        });
+    }
+    report.events_written = plan.report.tables.iter().map(|t| t.rows_deleted).sum();
+    report.erasure = Some(plan.report);
+    report.duration_ms = started_at.elapsed().as_millis() as u64;
+    stages.push(report);
+    Ok(stages)
+}
+
+/// Appends one row per subject and table to the erasure log.
+async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location) -> Result<Option<u64>> {
+    let p = &loaded.pipeline;
+    let spec = TableSpec {
+        name: format!("{}_erasure_log", p.name),
+        description: p.tables.erasure_log.as_ref().and_then(|t| t.description.clone()),
+        schema: log_schema(),
+        partition_columns: vec![],
+    };
+    let table = delta::open_or_create(location, &spec).await?;
+    delta::check_owner(&table, location, &spec)?;
+    let mut id = Vec::new();
+    let mut field = Vec::new();
+    let mut hash = Vec::new();
+    let mut name = Vec::new();
+    let mut version = Vec::new();
+    let mut deleted = Vec::new();
+    let mut purged = Vec::new();
+    let mut unreadable = Vec::new();
+    for (i, s) in plan.finder.subjects.iter().enumerate() {
+        for t in &plan.report.tables {
+            id.push(plan.options.run_id.clone());
+            field.push(s.field.clone());
+            hash.push(plan.finder.hashes[i].clone());
+            name.push(t.table.clone());
+            let rows = plan.per_subject.get(&(i, t.table.clone())).copied().unwrap_or(0);
+            let rows = if t.how == "delete" { rows } else { 0 };
+            version.push(t.version.map(|v| v as i64));
+            deleted.push(rows as i64);
+            purged.push(plan.options.purge);
+            unreadable.push(t.unreadable_after.map(|d| d.timestamp_micros()));
+        }
+    }
+    let n = id.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(id)),
+        Arc::new(StringArray::from(vec![p.name.clone(); n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![plan.started.timestamp_micros(); n]).with_timezone("UTC")),
+        Arc::new(StringArray::from(field)),
+        Arc::new(StringArray::from(hash)),
+        Arc::new(StringArray::from(name)),
+        Arc::new(Int64Array::from(version)),
+        Arc::new(Int64Array::from(deleted)),
+        Arc::new(BooleanArray::from(purged)),
+        Arc::new(TimestampMicrosecondArray::from(unreadable).with_timezone("UTC")),
+    ];
+    let batch = RecordBatch::try_new(log_schema(), columns).map_err(|e| Error::Internal(format!("erasure log: {e}")))?;
+    let table = delta::write_with_progress(
+        table,
+        vec![batch],
+        WriteOptions { metadata: plan.metadata(), ..Default::default() },
+    )
+    .await?;
+    Ok(table.version().map(|v| v as u64))
+}
