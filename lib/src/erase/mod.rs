@@ -481,7 +481,8 @@ async fn find_curated(table: &DeltaTable, key: &[String], f: &Finder) -> Result<
         return Ok(Found { keys: None, subject: vec![] });
     }
     let keys: Vec<String> = key.iter().map(|k| quote(k)).collect();
-    let extra: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    // A key column may be the subject column itself: select it again by alias.
+    let extra: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{} AS __weir_subject_{i}", quote(c))).collect();
     let sql = format!("SELECT {}, {} FROM t", keys.join(", "), extra.join(", "));
     let n = key.len();
     scan(table, &sql, n, |b, row| {
@@ -714,7 +715,9 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         let keep = purge::consumer_versions(loaded).await?;
         for (name, location) in &written {
             let Some(table) = delta::open(location).await? else { continue };
-            let purged = purge::purge(&table, keep.get(name).copied()).await?;
+            let mut metadata = plan.metadata();
+            metadata.insert("weir.action".into(), "purge".into());
+            let purged = purge::purge(&table, keep.get(name).copied(), metadata).await?;
             if let Some(t) = plan.report.tables.iter_mut().find(|t| &t.table == name) {
                 t.files_purged = purged.files;
                 t.bytes_purged = purged.bytes;

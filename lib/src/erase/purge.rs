@@ -11,7 +11,9 @@
 //!   are left for `weir maintain`;
 //! - the log history: a checkpoint of the current version replaces every
 //!   older log entry, except entries a downstream stage has not read yet
-//!   (process reads raw's change feed, curate processed's).
+//!   (process reads raw's change feed, curate processed's). The checkpoint
+//!   is taken on an empty commit marking the purge, so that no entry that
+//!   recorded the erase itself survives.
 //!
 //! Time travel to versions before the purge is gone afterwards.
 
@@ -74,8 +76,12 @@ fn location(path: &str) -> Result<Location> {
 }
 
 /// Purges one table; `consumed` is the last version a downstream stage has
-/// read, if any.
-pub(super) async fn purge(table: &DeltaTable, consumed: Option<u64>) -> Result<Purged> {
+/// read, if any; `metadata` goes on the commit that marks the purge.
+pub(super) async fn purge(
+    table: &DeltaTable,
+    consumed: Option<u64>,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Purged> {
     let url = table.table_url().clone();
     let plan = |hours: i64| {
         table
@@ -144,20 +150,19 @@ pub(super) async fn purge(table: &DeltaTable, consumed: Option<u64>) -> Result<P
         ));
     }
 
-    // The log: a checkpoint of the current version replaces the history.
-    let mut table = table.clone();
-    table.update_state().await.map_err(|e| Error::delta(&url, e))?;
+    // The log: a checkpoint replaces the history. Commit entries hold
+    // merge predicates with the key range a merge touched (a curate run
+    // deleting a subject's rows names that subject's id), so the checkpoint
+    // goes on a new, empty commit: every entry before it can be deleted.
+    let table = delta::write_with_progress(table.clone(), vec![], delta::WriteOptions { metadata, ..Default::default() }).await?;
     let version = table.version().unwrap_or(0) as u64;
     deltalake::checkpoints::create_checkpoint(&table, None).await.map_err(|e| Error::delta(&url, e))?;
-    let keep = match consumed {
-        Some(c) if c < version => {
-            out.warnings.push(format!(
-                "log entries after version {c} were kept: a downstream stage has not read them yet (its next run does; purge again after it)"
-            ));
-            c + 1
-        }
-        _ => version,
-    };
+    let keep = consumed.map_or(version, |c| version.min(c + 1));
+    if keep < version {
+        out.warnings.push(format!(
+            "log entries from version {keep} on were kept: a downstream stage has not read them yet (purge again after its next run)"
+        ));
+    }
     let removed = deltalake::checkpoints::cleanup_expired_logs_for(
         keep as _,
         table.log_store().as_ref(),
