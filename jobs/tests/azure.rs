@@ -58,7 +58,7 @@ impl AzureFixture {
         let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
         let process = &example[example.find("\nprocess:").unwrap()..example.find("\ncurate:").unwrap()];
         let text = format!(
-            "name: azure\nsource:\n  capture:\n    url: az://{capture}/hub\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: az://{lake}/raw}}\n  processed: {{path: az://{lake}/processed}}\n  quarantine: {{path: az://{lake}/quarantine}}\ningest:\n  commit_bytes: 6000\n{process}",
+            "name: azure\nsource:\n  capture:\n    url: az://{capture}/hub\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: az://{lake}/raw}}\n  processed: {{path: az://{lake}/processed}}\n  quarantine: {{path: az://{lake}/quarantine}}\n  erasure_log: {{path: az://{lake}/audit/erasure_log}}\ningest:\n  commit_bytes: 6000\n{process}",
             schema = repo().join("schemas/user_event.avsc").display(),
         );
         std::fs::write(dir.path().join("p.yaml"), text).unwrap();
@@ -207,6 +207,84 @@ async fn credentials_never_appear_in_output_reports_or_tables() {
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains(&format!("az://{}/raw", f.lake)) && all.contains("privileges"), "names the table and the cause: {all}");
     assert!(!all.contains(wrong) && !all.contains(&wrong[..16]), "the wrong key in the output");
+}
+
+/// Whether a stored file mentions `value`: Parquet files are decoded and
+/// every value searched (bodies as text); log JSON is searched as text.
+fn mentions(name: &str, bytes: &[u8], value: &str) -> bool {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::DataType;
+    let (quoted, single) = (format!("\"{value}\""), format!("'{value}'"));
+    if name.ends_with(".json") {
+        let text = String::from_utf8_lossy(bytes);
+        return text.contains(&quoted) || text.contains(&single);
+    }
+    if !name.ends_with(".parquet") {
+        return false;
+    }
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
+        .unwrap()
+        .build()
+        .unwrap();
+    for b in reader {
+        for col in b.unwrap().columns() {
+            for r in (0..col.len()).filter(|r| !col.is_null(*r)) {
+                let v = match col.data_type() {
+                    DataType::Binary | DataType::BinaryView | DataType::LargeBinary => {
+                        let c = deltalake::arrow::compute::cast(&col.slice(r, 1), &DataType::Binary).unwrap();
+                        String::from_utf8_lossy(c.as_binary::<i32>().value(0)).into_owned()
+                    }
+                    _ => deltalake::arrow::util::display::array_value_to_string(col, r).unwrap(),
+                };
+                if v == value || v.contains(&quoted) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// `weir erase --purge` on Azurite: the subject's rows leave every table,
+/// the erasure log records the request, and no blob of the lake holds the
+/// subject afterwards (data, change data, checkpoints, log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_with_purge_leaves_no_blob_holding_the_subject() {
+    use deltalake::arrow::array::{Array, AsArray};
+    let f = AzureFixture::new(spec()).await;
+    let out = f.cmd("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The user with the most raw rows.
+    let raw = weir::delta::open(&Location::parse(&format!("az://{}/raw", f.lake)).unwrap()).await.unwrap().unwrap();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for b in weir::delta::read_all(&raw).await.unwrap() {
+        let c = deltalake::arrow::compute::cast(b.column_by_name("subject_userId").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+        for v in c.as_string::<i32>().iter().flatten() {
+            *counts.entry(v.to_string()).or_default() += 1;
+        }
+    }
+    let (user, n) = counts.iter().max_by_key(|(_, n)| **n).map(|(u, n)| (u.clone(), *n)).unwrap();
+    assert!(n >= 2, "{user} has {n} rows");
+    let before = all_blobs(&f.lake).await;
+    assert!(before.iter().any(|(name, b)| name.starts_with("raw/") && mentions(name, b, &user)));
+
+    let out = f.cmd("erase").args(["--subject", &format!("userId={user}"), "--purge"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(&user), "the subject in the output");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let erasure = &report["stages"].as_array().unwrap().last().unwrap()["erasure"];
+    let raw_entry = erasure["tables"].as_array().unwrap().iter().find(|t| t["table"] == "raw").unwrap();
+    assert_eq!(raw_entry["rows_deleted"].as_u64(), Some(n as u64), "{erasure}");
+    assert!(raw_entry["files_purged"].as_u64().unwrap() > 0, "{erasure}");
+
+    let after = all_blobs(&f.lake).await;
+    let holding: Vec<&String> = after.iter().filter(|(name, b)| mentions(name, b, &user)).map(|(name, _)| name).collect();
+    assert!(holding.is_empty(), "blobs still holding the subject: {holding:?}");
+    assert!(after.iter().any(|(name, _)| name.starts_with("audit/erasure_log/")));
+    // The tables still read, without the subject and with everyone else.
+    let raw = weir::delta::open(&Location::parse(&format!("az://{}/raw", f.lake)).unwrap()).await.unwrap().unwrap();
+    let rows: usize = weir::delta::read_all(&raw).await.unwrap().iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, f.expected().len() - n);
 }
 
 /// Storage that stays down past the retries: the retryable exit code, and a

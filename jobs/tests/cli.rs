@@ -686,3 +686,84 @@ fn maintain_racing_ingest_loses_nothing_and_duplicates_nothing() {
     assert_eq!(m.status.code(), Some(0));
     assert_eq!(f.keys(), f.expected());
 }
+
+/// `weir erase` from a subjects file: a dry run changes nothing, the real
+/// run empties every table of the users, and Python reads the erasure log
+/// (the keyed hash recomputed with `hmac`) and the deletes in the change
+/// feed. Requests that cannot be carried out exit 2 and change nothing.
+#[test]
+fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
+    let f = Fixture::new(spec(), "");
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let rest = &example[example.find("\nprocess:").unwrap()..];
+    let text = format!(
+        "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n  erasure_log: {{path: ${{WEIR_LAKE}}/audit/erasure_log}}\n{rest}",
+        schema = repo().join("schemas/user_event.avsc").display(),
+    );
+    std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    let out = f.with_key("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The two users with the most processed rows.
+    let mut counts = BTreeMap::<String, usize>::new();
+    for u in f.rows("processed", |b, i| deltalake::arrow::util::display::array_value_to_string(b.column_by_name("userId").unwrap(), i).unwrap()) {
+        *counts.entry(u).or_default() += 1;
+    }
+    let mut ranked: Vec<(usize, String)> = counts.into_iter().map(|(u, n)| (n, u)).collect();
+    ranked.sort();
+    let users: Vec<String> = ranked.iter().rev().take(2).map(|(_, u)| u.clone()).collect();
+    let file = f.dir.path().join("requests.txt");
+    std::fs::write(&file, format!("# tickets 1 and 2\n{}\nuserId={}\n", users[0], users[1])).unwrap();
+    let raw_rows = || f.rows("raw", |_, _| String::new()).len();
+
+    let dry = f.with_key("erase").args(["--subjects-file", file.to_str().unwrap(), "--dry-run"]).output().unwrap();
+    assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
+    let before = raw_rows();
+    assert!(!f.dir.path().join("lake/audit").exists());
+
+    let out = f.with_key("erase").args(["--subjects-file", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for u in &users {
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(u.as_str()), "the subject in the log output");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["job"], "erase");
+    let erasure = &report["stages"].as_array().unwrap().last().unwrap()["erasure"];
+    let tables: Vec<String> = erasure["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap().to_string()).collect();
+    let processed = erasure["tables"].as_array().unwrap().iter().find(|t| t["table"] == "processed").unwrap();
+    let deleted = processed["rows_deleted"].as_u64().unwrap();
+    assert_eq!(deleted as usize, ranked.iter().rev().take(2).map(|(n, _)| n).sum::<usize>());
+    let raw_deleted = erasure["tables"][0]["rows_deleted"].as_u64().unwrap() as usize;
+    assert!(raw_deleted >= deleted as usize);
+    assert_eq!(raw_rows(), before - raw_deleted);
+
+    let expected = serde_json::json!({
+        "users": users, "key": "a-test-key-of-32-bytes-length!!!", "tables": tables,
+        "processed_version": processed["version"],
+    });
+    let py = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_erasure.py"))
+        .arg(f.dir.path().join("lake"))
+        .arg(expected.to_string())
+        .output()
+        .unwrap();
+    assert!(py.status.success() && stdout(&py).trim() == "ok", "python reader failed:\n{}\n{}", stdout(&py), String::from_utf8_lossy(&py.stderr));
+
+    // Bad requests: configuration errors, nothing changes.
+    let log_rows = f.rows("audit/erasure_log", |_, _| String::new()).len();
+    for (args, key, message) in [
+        (vec!["--subject", "email=a@example.com"], true, "not a subject-key field"),
+        (vec!["--subject", "u-1"], true, "FIELD=VALUE"),
+        (vec![], true, "no subject"),
+        (vec!["--subject", "userId=u-1"], false, "WEIR_PII_KEY"),
+    ] {
+        let mut c = if key { f.with_key("erase") } else { f.cmd("erase") };
+        let o = c.args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert_eq!(f.rows("audit/erasure_log", |_, _| String::new()).len(), log_rows);
+}
