@@ -250,7 +250,7 @@ fn mentions(name: &str, bytes: &[u8], value: &str) -> bool {
 /// subject afterwards (data, change data, checkpoints, log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_with_purge_leaves_no_blob_holding_the_subject() {
-    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::array::AsArray;
     let f = AzureFixture::new(spec()).await;
     let out = f.cmd("run").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

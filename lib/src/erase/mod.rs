@@ -543,7 +543,7 @@ impl Plan<'_> {
                         found.rows()
                     )));
                 }
-                let v = t.version().map(|v| v as u64);
+                let v = t.version();
                 (t, n, v)
             }
             _ => (table, 0, None),
@@ -596,7 +596,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
             Some(processed) => delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64),
             None => None,
         },
-        (Some(raw), _) => raw.version().map(|v| v as u64),
+        (Some(raw), _) => raw.version(),
     };
 
     let mut plan = Plan {
@@ -681,7 +681,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         } else if options.dry_run {
             plan.record(&c.name, &location, &found, 0, None, "none");
         } else {
-            let version = table.version().map(|v| v as u64);
+            let version = table.version();
             let recomputed = stages
                 .iter()
                 .flat_map(|s| &s.models)
@@ -805,5 +805,5 @@ async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location
         WriteOptions { metadata: plan.metadata(), ..Default::default() },
     )
     .await?;
-    Ok(table.version().map(|v| v as u64))
+    Ok(table.version())
 }
