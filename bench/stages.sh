@@ -4,7 +4,9 @@
 # example pipeline's rules, PII and dedup) and `weir curate` over what was
 # processed (the example's two curated tables, computed from scratch), and
 # prints one stable block of figures per stage. For curate, `events` is the
-# processed rows the models read.
+# processed rows the models read. Then `weir erase` of 10 data subjects, and
+# of 10 others with --purge, each with its own block (rows deleted per table,
+# purged files).
 #
 #   bench/stages.sh                 # 1M events (2,304 deflate files, 32 partitions)
 #   EVENTS=10000000 bench/stages.sh # 10M
@@ -74,6 +76,7 @@ tables:
   processed: {path: $lake_url/processed}
   quarantine: {path: $lake_url/quarantine}
   quality_metrics: {path: $lake_url/quality}
+  erasure_log: {path: $lake_url/audit/erasure_log}
 YAML
 # The example pipeline's process and curate sections: its rules, PII, dedup
 # and curated models.
@@ -121,6 +124,42 @@ print(f"events_per_s: {events / secs:,.0f}")
 print(f"input_mb_per_s: {mb / secs:.1f}")
 print(f"cpu_s: {cpu:.2f}")
 print(f"events_per_cpu_s: {events / cpu:,.0f}")
+print(f"peak_rss_mb: {rss_mb:.0f}")
+print("== end")
+PY
+done
+
+# Erasure: 10 users, then 10 others with a purge (the generator's users are
+# u-1, u-2, ...; each has a few hundred events at 1M).
+for mode in plain purge; do
+  if [[ $mode == plain ]]; then first=1; flags=(); else first=11; flags=(--purge); fi
+  subjects=()
+  for i in $(seq "$first" $((first + 9))); do subjects+=(--subject "userId=u-$i"); done
+  /usr/bin/time -v "$BIN/weir" --log warn erase "$OUT/bench.yaml" "${subjects[@]}" "${flags[@]}" \
+    --report "$OUT/report-erase-$mode.json" 2> "$OUT/time-erase-$mode.txt" || { cat "$OUT/time-erase-$mode.txt" >&2; exit 1; }
+  python3 - "$OUT/time-erase-$mode.txt" "$OUT/report-erase-$mode.json" "$mode" <<'PY'
+import json, re, sys
+time_txt, report_path, mode = sys.argv[1:]
+t = open(time_txt).read()
+def field(name):
+    return re.search(re.escape(name) + r":\s*(.+)", t).group(1).strip()
+parts = [float(p) for p in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
+secs = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) == 3 else 0)
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
+report = json.load(open(report_path))
+erasure = report["stages"][-1]["erasure"]
+print(f"== weir erase bench{' --purge' if mode == 'purge' else ''}")
+print(f"storage: {__import__('os').environ.get('STORAGE', 'local')}")
+print(f"subjects: {erasure['subjects']}")
+for t in erasure["tables"]:
+    extra = f", purged {t['files_purged']} files / {t['bytes_purged'] / 1e6:.1f} MB, {t['log_files_removed']} log files" if mode == "purge" else ""
+    print(f"table_{t['table']}: {t['how']}, {t['rows_deleted']} rows deleted{extra}")
+for s in report["stages"][:-1]:
+    print(f"stage_{s['stage']}: {s['duration_ms'] / 1000:.2f} s")
+print(f"erase_s: {report['stages'][-1]['duration_ms'] / 1000:.2f}")
+print(f"wall_s: {secs:.2f}")
+print(f"cpu_s: {cpu:.2f}")
 print(f"peak_rss_mb: {rss_mb:.0f}")
 print("== end")
 PY
