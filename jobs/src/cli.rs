@@ -77,6 +77,10 @@ enum Command {
     /// Right to be forgotten: delete data subjects' rows from every table,
     /// recompute curated tables, and log the request.
     Erase(EraseArgs),
+    /// What the next `weir run` would read and write; changes nothing.
+    Plan(InspectArgs),
+    /// Tables, ingest lag per partition, stages behind, last runs.
+    Status(InspectArgs),
     /// Print or save a Delta table's change feed.
     Changes(ChangesArgs),
     /// Point-in-time feature values for (entity, timestamp) rows of a file.
@@ -102,6 +106,18 @@ struct ChangesArgs {
 }
 
 #[derive(Args, Debug)]
+struct InspectArgs {
+    /// Pipeline file.
+    pipeline: PathBuf,
+    /// Plan: only these Event Hub partitions, e.g. `0,3,8-15`.
+    #[arg(long, value_parser = parse_partitions)]
+    partitions: Option<PartitionSet>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct EraseArgs {
     /// Pipeline file.
     pipeline: PathBuf,
@@ -123,6 +139,9 @@ struct EraseArgs {
     /// Write the JSON run report here instead of stdout.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Also write the run as Prometheus text-format metrics to this file.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -174,6 +193,10 @@ struct JobArgs {
     /// Maintain: vacuum even below the table's safety window.
     #[arg(long)]
     force: bool,
+    /// Also write the run as Prometheus text-format metrics to this file
+    /// (for the node_exporter textfile collector).
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -204,6 +227,8 @@ pub fn main() -> ExitCode {
         Command::Maintain(args) => runtime.block_on(run_job("maintain", args)),
         Command::Run(args) => runtime.block_on(run_job("run", args)),
         Command::Erase(args) => runtime.block_on(erase(args)),
+        Command::Plan(args) => runtime.block_on(inspect(args, false)),
+        Command::Status(args) => runtime.block_on(inspect(args, true)),
         Command::Changes(args) => runtime.block_on(changes(args)),
         Command::Features(args) => runtime.block_on(features(args)),
     };
@@ -336,62 +361,157 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
 }
 
 async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
-    let started_at = Utc::now();
-    let run_id = new_run_id();
-    let mut report = RunReport {
-        run_id: run_id.clone(),
-        pipeline: String::new(),
-        pipeline_file: args.pipeline.display().to_string(),
-        job: "erase".to_string(),
-        dry_run: args.dry_run,
-        started_at,
-        finished_at: started_at,
-        outcome: Outcome::Success,
-        stages: Vec::new(),
-        error: None,
-    };
+    let args = &args;
+    let outputs = Outputs { report: args.report.as_deref(), metrics_file: args.metrics_file.as_deref(), partitions: None };
+    run_wrapped("erase", &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
+        let result = async {
+            let fields = weir::ingest::subject_fields(&loaded)?;
+            let default_field = (fields.len() == 1).then(|| fields[0].as_str());
+            let mut subjects = Vec::new();
+            for s in &args.subjects {
+                subjects.push(
+                    weir::erase::Subject::parse(s, None)
+                        .map_err(|message| Error::Request { message: format!("--subject {message}") })?,
+                );
+            }
+            if let Some(file) = &args.subjects_file {
+                subjects.extend(weir::erase::read_subjects_file(file, default_field)?);
+            }
+            // The values are personal data: the log names the count only.
+            tracing::info!(subjects = subjects.len(), purge = args.purge, "erase started");
+            let options = weir::erase::EraseOptions { subjects, purge: args.purge, dry_run: args.dry_run, run_id };
+            let stages = weir::erase::erase(&loaded, &options).await?;
+            for w in stages.iter().filter_map(|s| s.erasure.as_ref()).flat_map(|e| &e.warnings) {
+                tracing::warn!("{w}");
+            }
+            Ok::<_, Error>(stages)
+        }
+        .await;
+        match result {
+            Ok(stages) => (stages, Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    })
+    .await
+}
+
+/// `weir status` and `weir plan`.
+async fn inspect(args: InspectArgs, status: bool) -> anyhow::Result<u8> {
     let result = async {
         let loaded = load_pipeline(&args.pipeline)?;
-        report.pipeline = loaded.pipeline.name.clone();
-        let fields = weir::ingest::subject_fields(&loaded)?;
-        let default_field = (fields.len() == 1).then(|| fields[0].as_str());
-        let mut subjects = Vec::new();
-        for s in &args.subjects {
-            subjects.push(
-                weir::erase::Subject::parse(s, None).map_err(|message| Error::Request { message: format!("--subject {message}") })?,
-            );
+        if status {
+            let s = weir::status::status(&loaded).await?;
+            Ok::<_, Error>(if args.json { serde_json::to_string_pretty(&s).unwrap_or_default() } else { status_text(&s) })
+        } else {
+            let partitions = args.partitions.clone().unwrap_or_else(PartitionSet::all);
+            let p = weir::status::plan(&loaded, &partitions).await?;
+            Ok(if args.json { serde_json::to_string_pretty(&p).unwrap_or_default() } else { plan_text(&p) })
         }
-        if let Some(file) = &args.subjects_file {
-            subjects.extend(weir::erase::read_subjects_file(file, default_field)?);
-        }
-        // The values are personal data: the log names the count only.
-        tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, subjects = subjects.len(), purge = args.purge, "erase started");
-        let options = weir::erase::EraseOptions { subjects, purge: args.purge, dry_run: args.dry_run, run_id: run_id.clone() };
-        report.stages = weir::erase::erase(&loaded, &options).await?;
-        Ok::<(), Error>(())
     }
     .await;
-    report.finished_at = Utc::now();
-    let code = match result {
-        Ok(()) => {
-            report.outcome = RunReport::outcome_from_stages(&report.stages);
-            if let Some(e) = report.stages.iter().find_map(|s| s.erasure.as_ref()) {
-                for w in &e.warnings {
-                    tracing::warn!("{w}");
-                }
-            }
-            if report.outcome == Outcome::DataProblem { EXIT_DATA } else { EXIT_OK }
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            Ok(EXIT_OK)
         }
-        Err(e) => {
-            report.outcome = Outcome::Failed;
-            let code = fail(&e);
-            report.error = Some(ErrorReport { class: e.class(), message: e.to_string() });
-            code
+        Err(e) => Ok(fail(&e)),
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn status_text(s: &weir::status::Status) -> String {
+    let mut out = format!("pipeline {} at {}\n\ntables\n", s.pipeline, s.checked_at.format("%Y-%m-%d %H:%M:%SZ"));
+    for t in &s.tables {
+        if !t.exists {
+            out += &format!("  {:<22} not created yet  {}\n", t.table, t.location);
+            continue;
         }
-    };
-    write_report(&report, args.report.as_deref())?;
-    tracing::info!(outcome = ?report.outcome, exit_code = code, "erase finished");
-    Ok(code)
+        out += &format!(
+            "  {:<22} v{:<6} {:>10} rows {:>6} files {:>10}  last {} {} ({})\n",
+            t.table,
+            opt(&t.version),
+            opt(&t.rows),
+            t.files,
+            mb(t.bytes),
+            opt(&t.last_operation),
+            t.last_commit_at.map_or("-".into(), |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string()),
+            opt(&t.last_job),
+        );
+    }
+    out += "\npartitions (ingest lag)\n";
+    for (id, p) in &s.partitions {
+        out += &format!(
+            "  {:<4} watermark {:<10} newest file {} ({} files, {} behind, {:.0} min)\n",
+            id,
+            opt(&p.watermark),
+            opt(&p.newest_file),
+            p.files_behind,
+            mb(p.bytes_behind),
+            p.minutes_behind,
+        );
+    }
+    out += "\nstages\n";
+    for l in &s.stages {
+        out += &format!(
+            "  {:<30} reads {:<12} consumed v{} of v{} ({} behind)\n",
+            l.stage,
+            l.source,
+            opt(&l.consumed_version),
+            opt(&l.source_version),
+            l.versions_behind
+        );
+    }
+    out += "\nlast runs\n";
+    if s.last_runs.is_empty() {
+        out += "  none recorded (declare tables.runs to keep them)\n";
+    }
+    for r in &s.last_runs {
+        out += &format!("  {:<10} {} {} exit {} ({})\n", r.job, r.finished_at, r.outcome, r.exit_code, r.run_id);
+    }
+    out
+}
+
+fn plan_text(p: &weir::status::Plan) -> String {
+    let i = &p.ingest;
+    let mut out = format!(
+        "pipeline {}: a run now would\n\ningest {} capture files ({}), of which {} new ({})\n",
+        p.pipeline,
+        i.files,
+        mb(i.bytes),
+        i.new_files,
+        mb(i.new_bytes)
+    );
+    for (id, part) in &i.partitions {
+        out += &format!(
+            "  {:<4} watermark {:<10} {} files ({}), {} new  {} .. {}\n",
+            id,
+            opt(&part.watermark),
+            part.files,
+            mb(part.bytes),
+            part.new_files,
+            opt(&part.first_file),
+            opt(&part.last_file)
+        );
+    }
+    for s in &p.stages {
+        out += &format!("{} from {}: {}", s.stage, s.source, s.mode);
+        if let (Some(f), Some(t)) = (s.from_version, s.to_version) {
+            out += &format!(", versions {f}..={t} ({} files, {})", s.files, mb(s.bytes));
+        }
+        out += "\n";
+    }
+    out += "\ntables\n";
+    for t in &p.tables {
+        out += &format!("  {:<22} {}  {}\n", t.table, t.version.map_or("(created by the run)".to_string(), |v| format!("v{v}")), t.location);
+    }
+    out
 }
 
 fn exit_code(class: ErrorClass) -> u8 {
@@ -408,58 +528,45 @@ fn new_run_id() -> String {
     format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
 }
 
-async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
+/// Where a run's outcome goes besides the exit code.
+struct Outputs<'a> {
+    report: Option<&'a Path>,
+    metrics_file: Option<&'a Path>,
+    /// The `--partitions` selection, recorded in the runs table.
+    partitions: Option<String>,
+}
+
+/// Runs `body` as one job run: a run id, the run report, the runs table
+/// row (unless a dry run) and the metrics file, then the exit code.
+async fn run_wrapped<F, Fut>(job: &str, pipeline: &Path, dry_run: bool, outputs: Outputs<'_>, body: F) -> anyhow::Result<u8>
+where
+    F: FnOnce(LoadedPipeline, String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<StageReport>, weir::Result<()>)>,
+{
     let started_at = Utc::now();
     let run_id = new_run_id();
     let mut report = RunReport {
         run_id: run_id.clone(),
         pipeline: String::new(),
-        pipeline_file: args.pipeline.display().to_string(),
+        pipeline_file: pipeline.display().to_string(),
         job: job.to_string(),
-        dry_run: args.dry_run,
+        dry_run,
         started_at,
         finished_at: started_at,
         outcome: Outcome::Success,
         stages: Vec::new(),
         error: None,
     };
-    let result = async {
-        let loaded = load_pipeline(&args.pipeline)?;
-        report.pipeline = loaded.pipeline.name.clone();
-        tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, job, "run started");
-        if job == "ingest" || job == "run" {
-            // A halted partition or a gap still lets process publish what
-            // did land; the data problem is reported (and exits 3) either way.
-            report.stages.push(run_ingest(&loaded, &args, &run_id).await?);
+    let (loaded, result) = match load_pipeline(pipeline) {
+        Ok(loaded) => {
+            report.pipeline = loaded.pipeline.name.clone();
+            tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, job, "run started");
+            let (stages, result) = body(loaded.clone(), run_id.clone()).await;
+            report.stages = stages;
+            (Some(loaded), result)
         }
-        let process = job == "process" || (job == "run" && loaded.pipeline.process.is_some());
-        if process {
-            let options = ProcessOptions { dry_run: args.dry_run, run_id: run_id.clone() };
-            report.stages.push(weir::process::process(&loaded, &options).await?);
-        }
-        let curate = job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
-        if curate {
-            let options = CurateOptions {
-                dry_run: args.dry_run,
-                run_id: run_id.clone(),
-                full_refresh: args.full_refresh,
-                only: args.tables.clone(),
-            };
-            report.stages.push(weir::curate::curate(&loaded, &options).await?);
-        }
-        if job == "maintain" {
-            let options = weir::maintain::MaintainOptions {
-                dry_run: args.dry_run,
-                force: args.force,
-                run_id: run_id.clone(),
-                only: args.tables.clone(),
-            };
-            report.stages.push(weir::maintain::maintain(&loaded, &options).await?);
-        }
-        Ok(())
-    }
-    .await;
-
+        Err(e) => (None, Err(e)),
+    };
     report.finished_at = Utc::now();
     let code = match result {
         Ok(()) => {
@@ -479,9 +586,69 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
             exit_code(e.class())
         }
     };
-    write_report(&report, args.report.as_deref())?;
+    // The audit trail and metrics never change the run's exit code: the
+    // report on stdout still tells what happened.
+    if let (Some(loaded), false) = (&loaded, dry_run) {
+        if let Err(e) = weir::report::runs::append(loaded, &report, code, outputs.partitions.as_deref()).await {
+            tracing::error!(error = %e, "cannot append the run to the runs table");
+        }
+    }
+    if let Some(path) = outputs.metrics_file {
+        if let Err(e) = weir::report::metrics::write(path, &report, code) {
+            tracing::error!(error = %e, "cannot write the metrics file");
+        }
+    }
+    write_report(&report, outputs.report)?;
     tracing::info!(outcome = ?report.outcome, exit_code = code, "run finished");
     Ok(code)
+}
+
+async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
+    let args = &args;
+    let outputs = Outputs {
+        report: args.report.as_deref(),
+        metrics_file: args.metrics_file.as_deref(),
+        partitions: args.partitions.as_ref().map(|p| p.to_string()),
+    };
+    run_wrapped(job, &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
+        let mut stages = Vec::new();
+        let result = run_stages(job, args, &loaded, &run_id, &mut stages).await;
+        (stages, result)
+    })
+    .await
+}
+
+async fn run_stages(job: &str, args: &JobArgs, loaded: &LoadedPipeline, run_id: &str, stages: &mut Vec<StageReport>) -> weir::Result<()> {
+    if job == "ingest" || job == "run" {
+        // A halted partition or a gap still lets process publish what
+        // did land; the data problem is reported (and exits 3) either way.
+        stages.push(run_ingest(loaded, args, run_id).await?);
+    }
+    let process = job == "process" || (job == "run" && loaded.pipeline.process.is_some());
+    if process {
+        let options = ProcessOptions { dry_run: args.dry_run, run_id: run_id.to_string() };
+        stages.push(weir::process::process(loaded, &options).await?);
+    }
+    let curate = job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
+    if curate {
+        let options = CurateOptions {
+            dry_run: args.dry_run,
+            run_id: run_id.to_string(),
+            full_refresh: args.full_refresh,
+            only: args.tables.clone(),
+        };
+        stages.push(weir::curate::curate(loaded, &options).await?);
+    }
+    if job == "maintain" {
+        let options = weir::maintain::MaintainOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+            run_id: run_id.to_string(),
+            only: args.tables.clone(),
+        };
+        stages.push(weir::maintain::maintain(loaded, &options).await?);
+    }
+    Ok(())
 }
 
 async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> weir::Result<StageReport> {

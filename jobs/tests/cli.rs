@@ -767,3 +767,117 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
     }
     assert_eq!(f.rows("audit/erasure_log", |_, _| String::new()).len(), log_rows);
 }
+
+/// Moves capture files of windows at or after `minute` out of the source
+/// (into `later/`), or back when `back`.
+fn hold_back(f: &Fixture, minute: u32, back: bool) -> Vec<(String, u64)> {
+    let (from, to) = if back { (f.dir.path().join("later"), f.dir.path().join("capture")) } else { (f.dir.path().join("capture"), f.dir.path().join("later")) };
+    let mut moved = Vec::new();
+    let mut files = vec![from.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let rel = p.strip_prefix(&from).unwrap().to_path_buf();
+            let m: u32 = rel.iter().nth(5).unwrap().to_str().unwrap().parse().unwrap();
+            if back || m >= minute {
+                std::fs::create_dir_all(to.join(&rel).parent().unwrap()).unwrap();
+                moved.push((rel.iter().next().unwrap().to_str().unwrap().to_string(), p.metadata().unwrap().len()));
+                std::fs::rename(&p, to.join(&rel)).unwrap();
+            }
+        }
+    }
+    moved
+}
+
+/// `weir plan` and `weir status` against a lake built by real runs, the
+/// runs table as the audit trail (successes and a failure), and the
+/// Prometheus metrics file.
+#[test]
+fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
+    let f = Fixture::new(spec(), "");
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let rest = &example[example.find("\nprocess:").unwrap()..];
+    let text = format!(
+        "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: ${{WEIR_LAKE}}/raw}}\n  processed: {{path: ${{WEIR_LAKE}}/processed}}\n  quarantine: {{path: ${{WEIR_LAKE}}/quarantine}}\n  runs: {{path: ${{WEIR_LAKE}}/runs}}\n{rest}",
+        schema = repo().join("schemas/user_event.avsc").display(),
+    );
+    std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    let held = hold_back(&f, 20, false);
+    assert_eq!(held.len(), 16, "4 partitions x 4 later windows");
+    let json = |o: &Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), String::from_utf8_lossy(&o.stderr)))
+    };
+
+    // Before anything: everything is to read, no table exists, nothing changes.
+    let plan = json(&f.with_key("plan").arg("--json").output().unwrap());
+    assert_eq!((plan["ingest"]["files"].as_u64(), plan["ingest"]["new_files"].as_u64()), (Some(16), Some(16)));
+    assert!(plan["tables"].as_array().unwrap().iter().all(|t| t["version"].is_null()));
+    assert!(!f.dir.path().join("lake").exists(), "plan changes nothing");
+
+    let metrics = f.dir.path().join("weir.prom");
+    let out = f.with_key("run").args(["--metrics-file", metrics.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = json(&out);
+    let ingested = first["stages"][0]["events_written"].as_u64().unwrap();
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let labels = r#"pipeline="crash",job="run""#;
+    for line in [
+        format!("weir_last_run_exit_code{{{labels}}} 0"),
+        format!("weir_last_run_outcome{{{labels},outcome=\"success\"}} 1"),
+        format!("weir_last_run_events_written{{{labels},stage=\"ingest\"}} {ingested}"),
+        format!("weir_ingest_watermark{{{labels},partition=\"0\"}} {}", first["stages"][0]["partitions"]["0"]["watermark_after"]),
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
+    }
+
+    // Later windows arrive: the status shows the lag per partition.
+    hold_back(&f, 0, true);
+    let status = json(&f.with_key("status").arg("--json").output().unwrap());
+    let table = |s: &serde_json::Value, name: &str| s["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).unwrap().clone();
+    assert_eq!(table(&status, "raw")["rows"].as_u64(), Some(ingested));
+    assert_eq!(table(&status, "processed")["rows"], first["stages"][1]["events_written"]);
+    assert_eq!(table(&status, "raw")["last_job"], "ingest");
+    for p in ["0", "1", "2", "3"] {
+        let s = &status["partitions"][p];
+        let bytes: u64 = held.iter().filter(|(q, _)| q == p).map(|(_, b)| b).sum();
+        assert_eq!((s["files_behind"].as_u64(), s["bytes_behind"].as_u64(), s["minutes_behind"].as_f64()), (Some(4), Some(bytes), Some(20.0)), "{p}: {s}");
+        assert_eq!(s["watermark"], first["stages"][0]["partitions"][p]["watermark_after"]);
+    }
+    for stage in status["stages"].as_array().unwrap() {
+        assert_eq!(stage["versions_behind"], 0, "{stage}");
+    }
+    let runs = status["last_runs"].as_array().unwrap();
+    assert_eq!((runs.len(), &runs[0]["job"], &runs[0]["run_id"], &runs[0]["exit_code"]), (1, &serde_json::json!("run"), &first["run_id"], &serde_json::json!(0)));
+    let text = stdout(&f.with_key("status").output().unwrap());
+    assert!(text.contains("partitions (ingest lag)") && text.contains("4 files"), "{text}");
+
+    // A plan for two partitions: the lookback keeps all 8 files, 4 are new.
+    let plan = json(&f.with_key("plan").args(["--json", "--partitions", "0,1"]).output().unwrap());
+    let parts = plan["ingest"]["partitions"].as_object().unwrap();
+    assert_eq!(parts.keys().cloned().collect::<Vec<_>>(), vec!["0".to_string(), "1".to_string()]);
+    for p in parts.values() {
+        assert_eq!((p["files"].as_u64(), p["new_files"].as_u64()), (Some(8), Some(4)), "{p}");
+    }
+    let process = plan["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "process").unwrap();
+    assert_eq!(process["mode"], "up_to_date", "{process}");
+
+    // A failing run is recorded too (with its exit code), and the metrics say so.
+    let failed = f.cmd("process").args(["--metrics-file", metrics.to_str().unwrap()]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(2));
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains(r#"weir_last_run_exit_code{pipeline="crash",job="process"} 2"#), "{prom}");
+    let out = f.with_key("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let second = json(&out);
+    let status = json(&f.with_key("status").arg("--json").output().unwrap());
+    assert!(status["partitions"].as_object().unwrap().values().all(|p| p["files_behind"] == 0));
+    let runs = status["last_runs"].as_array().unwrap();
+    let by_job = |j: &str| runs.iter().find(|r| r["job"] == j).unwrap().clone();
+    assert_eq!(by_job("run")["run_id"], second["run_id"]);
+    assert_eq!((by_job("process")["exit_code"].as_i64(), by_job("process")["outcome"].as_str()), (Some(2), Some("failed")));
+    assert!(by_job("process")["error"].as_str().unwrap().contains("WEIR_PII_KEY"));
+    assert_eq!(f.rows("runs", |_, _| String::new()).len(), 3);
+}

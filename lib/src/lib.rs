@@ -42,6 +42,7 @@ pub mod pii;
 pub mod pipeline;
 pub mod process;
 pub mod report;
+pub mod status;
 pub mod storage;
 
 pub use error::{Error, ErrorClass, Result};

@@ -64,6 +64,21 @@ impl PartitionSet {
     pub fn contains(&self, partition: &str) -> bool {
         self.ids.as_ref().is_none_or(|ids| ids.contains(partition))
     }
+
+    /// The selected ids; `None` for all partitions.
+    pub fn ids(&self) -> Option<&BTreeSet<String>> {
+        self.ids.as_ref()
+    }
+}
+
+impl std::fmt::Display for PartitionSet {
+    /// `all`, or the ids joined by commas.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ids {
+            None => f.write_str("all"),
+            Some(ids) => f.write_str(&ids.iter().cloned().collect::<Vec<_>>().join(",")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ struct Target {
 fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
     let t = &loaded.pipeline.tables;
     let mut out = vec![("raw".to_string(), t.raw.path.clone(), None)];
-    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics), ("erasure_log", &t.erasure_log)] {
+    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics), ("erasure_log", &t.erasure_log), ("runs", &t.runs)] {
         if let Some(table) = table {
             out.push((name.to_string(), table.path.clone(), None));
         }

@@ -189,6 +189,10 @@ pub struct Tables {
     /// One row per erased data subject and table (written by `weir erase`).
     #[serde(default)]
     pub erasure_log: Option<TableConfig>,
+    /// One row per job run that changed something (the audit trail `weir
+    /// status` reads the last outcomes from).
+    #[serde(default)]
+    pub runs: Option<TableConfig>,
 }
 
 /// One Delta table.

@@ -33,6 +33,9 @@ impl LoadedPipeline {
         if let Err(e) = Location::parse(&p.tables.raw.path) {
             bad("tables.raw.path", e);
         }
+        if let Some(Err(e)) = p.tables.runs.as_ref().map(|t| Location::parse(&t.path)) {
+            bad("tables.runs.path", e);
+        }
 
         if let Some(body) = &p.body {
             let file = self.base_dir().join(&body.schema);

@@ -243,3 +243,6 @@ impl RunReport {
         }
     }
 }
+
+pub mod metrics;
+pub mod runs;

@@ -1,0 +1,259 @@
+//! Where a pipeline stands, read without changing anything: `weir status`
+//! (tables, ingest lag per partition, stages behind their sources, last run
+//! outcomes) and `weir plan` ([`plan`]: what the next run would read and
+//! write).
+//!
+//! Everything here comes from Delta logs (versions, file statistics,
+//! progress markers) and one listing of the capture source; no data file is
+//! read. Row counts come from file statistics: a table written without them
+//! reports `rows: null`.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use plan::{plan, Plan};
+
+use crate::capture::{discover, CaptureFile, PartitionSet, PathFormat};
+use crate::delta;
+use crate::ingest::{progress_app_id, window_app_id};
+use crate::pipeline::LoadedPipeline;
+use crate::report::runs::{last_runs, LastRun};
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// One table's state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableStatus {
+    /// Name in the pipeline (`raw`, a curated table's name, ...).
+    pub table: String,
+    /// Location (credentials removed).
+    pub location: String,
+    /// Whether the table exists yet.
+    pub exists: bool,
+    /// Current version.
+    pub version: Option<u64>,
+    /// Rows in the current version (from file statistics).
+    pub rows: Option<u64>,
+    /// Data files in the current version.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When the last commit was made.
+    pub last_commit_at: Option<DateTime<Utc>>,
+    /// Its operation (`WRITE`, `MERGE`, `OPTIMIZE`, ...).
+    pub last_operation: Option<String>,
+    /// The Weir job that made it, when Weir did.
+    pub last_job: Option<String>,
+}
+
+/// One Event Hub partition's ingest state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionStatus {
+    /// Last sequence number ingested.
+    pub watermark: Option<i64>,
+    /// Newest capture window ingested.
+    pub ingested_window: Option<DateTime<Utc>>,
+    /// Newest capture file in the source.
+    pub newest_file: Option<String>,
+    /// Its window.
+    pub newest_file_window: Option<DateTime<Utc>>,
+    /// Capture files with a window after the newest ingested one.
+    pub files_behind: u64,
+    /// Their bytes.
+    pub bytes_behind: u64,
+    /// Newest file's window minus the newest ingested window, in minutes
+    /// (0 when caught up; the whole span when nothing was ingested).
+    pub minutes_behind: f64,
+}
+
+/// A stage reading another table's versions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageLag {
+    /// `process`, or `curate <table>`.
+    pub stage: String,
+    /// The table it reads.
+    pub source: String,
+    /// The source version it has consumed.
+    pub consumed_version: Option<u64>,
+    /// The source's current version.
+    pub source_version: Option<u64>,
+    /// Source versions not consumed yet.
+    pub versions_behind: u64,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// When this was read.
+    pub checked_at: DateTime<Utc>,
+    /// Every table of the pipeline.
+    pub tables: Vec<TableStatus>,
+    /// Per Event Hub partition found in the source.
+    pub partitions: BTreeMap<String, PartitionStatus>,
+    /// Stages behind their sources.
+    pub stages: Vec<StageLag>,
+    /// The last run of each job (from the runs table, when declared).
+    pub last_runs: Vec<LastRun>,
+}
+
+/// Every table of the pipeline: (name, path).
+pub(crate) fn tables(loaded: &LoadedPipeline) -> Vec<(String, String)> {
+    let t = &loaded.pipeline.tables;
+    let mut out = vec![("raw".to_string(), t.raw.path.clone())];
+    for (name, table) in [
+        ("processed", &t.processed),
+        ("quarantine", &t.quarantine),
+        ("quality_metrics", &t.quality_metrics),
+        ("erasure_log", &t.erasure_log),
+        ("runs", &t.runs),
+    ] {
+        if let Some(table) = table {
+            out.push((name.to_string(), table.path.clone()));
+        }
+    }
+    for c in loaded.pipeline.curate.iter().flat_map(|c| &c.tables) {
+        out.push((c.name.clone(), c.path.clone()));
+    }
+    out
+}
+
+pub(crate) fn location(path: &str) -> Result<Location> {
+    Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
+}
+
+async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
+    let location = location(path)?;
+    let mut s = TableStatus { table: name.to_string(), location: location.to_string(), ..Default::default() };
+    let Some(table) = delta::open(&location).await? else { return Ok(s) };
+    s.exists = true;
+    s.version = table.version();
+    let snapshot = table.snapshot().map_err(|e| Error::delta(&location, e))?;
+    let mut rows = Some(0u64);
+    for f in snapshot.log_data().iter() {
+        s.files += 1;
+        s.bytes += f.size() as u64;
+        rows = rows.zip(f.num_records()).map(|(a, b)| a + b as u64);
+    }
+    s.rows = rows;
+    let mut history = table.history(Some(1));
+    if let Some(c) = futures::StreamExt::next(&mut history).await.transpose().map_err(|e| Error::delta(&location, e))? {
+        s.last_commit_at = c.timestamp.and_then(DateTime::from_timestamp_millis);
+        s.last_operation = c.operation.clone();
+        s.last_job = c.info.get("weir.job").or_else(|| c.info.get("weir.stage")).and_then(|v| v.as_str()).map(str::to_string);
+    }
+    Ok(s)
+}
+
+/// Per partition: capture files listed (after lookback pruning when `prune`),
+/// the watermark and the newest ingested window.
+pub(crate) struct SourceState {
+    pub files: BTreeMap<String, Vec<CaptureFile>>,
+    pub watermarks: BTreeMap<String, i64>,
+    pub windows: BTreeMap<String, DateTime<Utc>>,
+}
+
+pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &PartitionSet, prune: bool) -> Result<SourceState> {
+    let p = &loaded.pipeline;
+    let source = location(&p.source.capture.url)?;
+    let format = PathFormat::parse(&p.source.capture.path_format)
+        .map_err(|reason| Error::InvalidLocation { location: p.source.capture.path_format.clone(), reason })?;
+    let raw = delta::open(&location(&p.tables.raw.path)?).await?;
+    let mut watermarks = BTreeMap::new();
+    let mut windows = BTreeMap::new();
+    let mut since = BTreeMap::new();
+    if let Some(raw) = &raw {
+        if let Some(list) = crate::capture::list_partitions(&source, &format).await? {
+            for id in list.iter().filter(|id| partitions.contains(id)) {
+                if let Some(w) = delta::progress(raw, &progress_app_id(&p.name, id)).await? {
+                    watermarks.insert(id.clone(), w);
+                }
+                if let Some(m) = delta::progress(raw, &window_app_id(&p.name, id)).await? {
+                    if let Some(at) = DateTime::from_timestamp(m, 0) {
+                        windows.insert(id.clone(), at);
+                        let lookback = p.ingest.lookback_hours as i64 * 3600;
+                        if prune && lookback > 0 {
+                            if let Some(cutoff) = DateTime::from_timestamp(m - lookback, 0) {
+                                since.insert(id.clone(), cutoff);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let found = discover(&source, &format, partitions, &since).await?;
+    Ok(SourceState { files: found.partitions, watermarks, windows })
+}
+
+/// Reads the pipeline's status.
+pub async fn status(loaded: &LoadedPipeline) -> Result<Status> {
+    let p = &loaded.pipeline;
+    let mut out = Status { pipeline: p.name.clone(), checked_at: Utc::now(), ..Default::default() };
+    for (name, path) in tables(loaded) {
+        out.tables.push(table_status(&name, &path).await?);
+    }
+    let source = source_state(loaded, &PartitionSet::all(), false).await?;
+    for (id, files) in &source.files {
+        let ingested = source.windows.get(id).copied();
+        let behind: Vec<&CaptureFile> = files.iter().filter(|f| ingested.is_none_or(|w| f.window > w)).collect();
+        let newest = files.last();
+        let minutes = match (newest, ingested, behind.first()) {
+            (Some(n), Some(w), _) => ((n.window - w).num_seconds().max(0)) as f64 / 60.0,
+            (Some(n), None, Some(first)) => (n.window - first.window).num_seconds() as f64 / 60.0,
+            _ => 0.0,
+        };
+        out.partitions.insert(
+            id.clone(),
+            PartitionStatus {
+                watermark: source.watermarks.get(id).copied(),
+                ingested_window: ingested,
+                newest_file: newest.map(|f| f.name.clone()),
+                newest_file_window: newest.map(|f| f.window),
+                files_behind: behind.len() as u64,
+                bytes_behind: behind.iter().map(|f| f.size).sum(),
+                minutes_behind: minutes,
+            },
+        );
+    }
+    out.stages = lags(loaded, &out.tables).await?;
+    out.last_runs = last_runs(loaded).await?;
+    Ok(out)
+}
+
+/// Each stage's consumed source version against the source's current one.
+pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Result<Vec<StageLag>> {
+    let p = &loaded.pipeline;
+    let version = |name: &str| tables.iter().find(|t| t.table == name).and_then(|t| t.version);
+    let mut out = Vec::new();
+    let lag = |stage: String, source: &str, consumed: Option<u64>| {
+        let source_version = version(source);
+        let versions_behind = match (consumed, source_version) {
+            (Some(c), Some(s)) => s.saturating_sub(c),
+            (None, Some(s)) => s + 1,
+            _ => 0,
+        };
+        StageLag { stage, source: source.to_string(), consumed_version: consumed, source_version, versions_behind }
+    };
+    if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
+        let consumed = match delta::open(&location(&t.path)?).await? {
+            Some(processed) => delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64),
+            None => None,
+        };
+        out.push(lag("process".into(), "raw", consumed));
+    }
+    for c in p.curate.iter().flat_map(|c| &c.tables) {
+        let source = c.incremental.as_ref().map_or("processed", |i| i.source.as_str());
+        let consumed = match delta::open(&location(&c.path)?).await? {
+            Some(t) => delta::progress(&t, &crate::curate::progress_app_id(&p.name, &c.name)).await?.map(|v| v as u64),
+            None => None,
+        };
+        out.push(lag(format!("curate {}", c.name), source, consumed));
+    }
+    Ok(out)
+}

@@ -1,0 +1,196 @@
+//! `weir plan`: what the next `weir run` would read and write, from one
+//! listing of the capture source and the Delta logs. Changes nothing.
+//!
+//! Ingest reads every file the lookback keeps (events at or below a
+//! partition's watermark are skipped inside them); "new" files are those with
+//! a window after the newest one ingested. Process reads the raw versions
+//! after its marker; each curated table the source versions after its own.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{lags, location, source_state, table_status, tables};
+use crate::capture::PartitionSet;
+use crate::pipeline::LoadedPipeline;
+use crate::{delta, Error, Result};
+
+/// One partition's share of the next ingest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionPlan {
+    /// Last sequence number ingested.
+    pub watermark: Option<i64>,
+    /// Capture files the ingest would read (the lookback keeps them).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Of those, files with a window after the newest one ingested.
+    pub new_files: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// First file it would read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_file: Option<String>,
+    /// Last file it would read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_file: Option<String>,
+}
+
+/// The next ingest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestPlan {
+    /// Files to read, all partitions.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// New files (window after the newest ingested), all partitions.
+    pub new_files: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Per partition.
+    pub partitions: BTreeMap<String, PartitionPlan>,
+}
+
+/// A stage that reads another table's versions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourcePlan {
+    /// `process` or `curate <table>`.
+    pub stage: String,
+    /// The table it reads.
+    pub source: String,
+    /// `incremental` (versions to read), `full` (a first run or a model
+    /// without `incremental:`), or `up_to_date`.
+    pub mode: String,
+    /// First source version it would read.
+    pub from_version: Option<u64>,
+    /// Last one (the source's current version).
+    pub to_version: Option<u64>,
+    /// Data files added in those versions (from their commit entries).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A table the run would write.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TablePlan {
+    /// Name in the pipeline.
+    pub table: String,
+    /// Location.
+    pub location: String,
+    /// Current version; `None` when the run would create it.
+    pub version: Option<u64>,
+}
+
+/// What the next `weir run` would do.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// When the plan was made.
+    pub planned_at: DateTime<Utc>,
+    /// The ingest stage.
+    pub ingest: IngestPlan,
+    /// Process and curate, in order.
+    pub stages: Vec<SourcePlan>,
+    /// The tables and their current versions.
+    pub tables: Vec<TablePlan>,
+}
+
+/// Files and bytes added by commits `from..=to` (entries already removed by
+/// log cleanup count nothing).
+async fn added(table: &deltalake::DeltaTable, from: u64, to: u64) -> Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for v in from..=to {
+        let entry = table
+            .log_store()
+            .read_commit_entry(v as _)
+            .await
+            .map_err(|e| Error::delta(table.table_url(), e))?;
+        let Some(entry) = entry else { continue };
+        for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) {
+                if let Some(add) = action.get("add") {
+                    files += 1;
+                    bytes += add.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Plans the next run of `partitions`.
+pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<Plan> {
+    let p = &loaded.pipeline;
+    let mut out = Plan { pipeline: p.name.clone(), planned_at: Utc::now(), ..Default::default() };
+    let source = source_state(loaded, partitions, true).await?;
+    for (id, files) in &source.files {
+        let ingested = source.windows.get(id).copied();
+        let mut part = PartitionPlan {
+            watermark: source.watermarks.get(id).copied(),
+            first_file: files.first().map(|f| f.name.clone()),
+            last_file: files.last().map(|f| f.name.clone()),
+            ..Default::default()
+        };
+        for f in files {
+            part.files += 1;
+            part.bytes += f.size;
+            if ingested.is_none_or(|w| f.window > w) {
+                part.new_files += 1;
+                part.new_bytes += f.size;
+            }
+        }
+        out.ingest.files += part.files;
+        out.ingest.bytes += part.bytes;
+        out.ingest.new_files += part.new_files;
+        out.ingest.new_bytes += part.new_bytes;
+        out.ingest.partitions.insert(id.clone(), part);
+    }
+
+    let mut statuses = Vec::new();
+    for (name, path) in tables(loaded) {
+        let s = table_status(&name, &path).await?;
+        out.tables.push(TablePlan { table: name, location: s.location.clone(), version: s.version });
+        statuses.push(s);
+    }
+    let incremental = |stage: &str| -> bool {
+        match stage.strip_prefix("curate ") {
+            None => true,
+            Some(name) => p.curate.iter().flat_map(|c| &c.tables).any(|c| c.name == name && c.incremental.is_some()),
+        }
+    };
+    for lag in lags(loaded, &statuses).await? {
+        let exists = |name: &str| statuses.iter().any(|t| t.table == name && t.exists);
+        let target = lag.stage.strip_prefix("curate ").unwrap_or("processed");
+        let mut sp = SourcePlan { stage: lag.stage.clone(), source: lag.source.clone(), ..Default::default() };
+        let Some(to) = lag.source_version else {
+            sp.mode = "up_to_date".into();
+            out.stages.push(sp);
+            continue;
+        };
+        let from = lag.consumed_version.map_or(0, |c| c + 1);
+        sp.mode = if !exists(target) || (!incremental(&lag.stage) && from <= to) || lag.consumed_version.is_none() {
+            "full"
+        } else if from > to {
+            "up_to_date"
+        } else {
+            "incremental"
+        }
+        .into();
+        if from <= to {
+            let path = tables(loaded).into_iter().find(|(n, _)| *n == lag.source).map(|(_, p)| p);
+            if let Some(path) = path {
+                if let Some(table) = delta::open(&location(&path)?).await? {
+                    (sp.files, sp.bytes) = added(&table, from, to).await?;
+                }
+            }
+            sp.from_version = Some(from);
+            sp.to_version = Some(to);
+        }
+        out.stages.push(sp);
+    }
+    Ok(out)
+}
