@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use deltalake::arrow::array::AsArray;
@@ -880,4 +880,107 @@ fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
     assert_eq!((by_job("process")["exit_code"].as_i64(), by_job("process")["outcome"].as_str()), (Some(2), Some("failed")));
     assert!(by_job("process")["error"].as_str().unwrap().contains("WEIR_PII_KEY"));
     assert_eq!(f.rows("runs", |_, _| String::new()).len(), 3);
+}
+
+/// Two copies of each rewriting job at once on the same tables (real
+/// processes): every exit is 0 or 75 with a message saying to rerun, and
+/// after the reruns every table holds exactly what one job at a time gives
+/// on a copy of the lake — no row lost, none written twice. Two compactions
+/// planned on the same version would otherwise both commit.
+#[test]
+fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
+    let f = Fixture::new(DatasetSpec { duplicate_rate_ppm: 40_000, defect_rate_ppm: 20_000, ..spec() }, "");
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let rest = example[example.find("\nprocess:").unwrap()..].replace("keep: first ", "keep: latest");
+    for (file, lake) in [("p.yaml", "${WEIR_LAKE}"), ("solo.yaml", "${WEIR_LAKE}/../solo")] {
+        let text = format!(
+            "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: {lake}/raw}}\n  processed: {{path: {lake}/processed}}\n  quarantine: {{path: {lake}/quarantine}}\ningest:\n  commit_bytes: 6000\n{rest}",
+            schema = repo().join("schemas/user_event.avsc").display(),
+        )
+        .replace("${WEIR_LAKE:-lake}", lake);
+        std::fs::write(f.dir.path().join(file), text).unwrap();
+    }
+    std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    let solo = |job: &str| {
+        let o = weir()
+            .arg(job)
+            .arg(f.dir.path().join("solo.yaml"))
+            .env("WEIR_CAPTURE", f.dir.path().join("capture"))
+            .env("WEIR_LAKE", f.dir.path().join("lake"))
+            .env("WEIR_PII_KEY", "a-test-key-of-32-bytes-length!!!")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "solo {job}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let pair = |job: &str| -> Vec<i32> {
+        let a = f.with_key(job).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let b = f.with_key(job).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut codes = Vec::new();
+        for child in [a, b] {
+            let o = child.wait_with_output().unwrap();
+            let code = o.status.code().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(code == 0 || (code == 75 && err.contains("rerun")), "{job} exited {code}: {err}");
+            codes.push(code);
+        }
+        // The losers' rerun, as a scheduler retrying on 75 does.
+        if codes.contains(&75) {
+            let o = f.with_key(job).output().unwrap();
+            assert_eq!(o.status.code(), Some(0), "{job} rerun: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        codes
+    };
+    let show = |b: &deltalake::arrow::array::RecordBatch, i: usize, cols: &[&str]| {
+        cols.iter().map(|c| deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), i).unwrap()).collect::<Vec<_>>().join(" ")
+    };
+    let tables = |lake: &str| -> Vec<Vec<String>> {
+        [
+            ("raw", vec!["partition_id", "sequence_number"]),
+            ("processed", vec!["eventId", "_partition_id", "_sequence_number"]),
+            ("quarantine", vec!["_partition_id", "_sequence_number"]),
+            ("curated/user_daily_activity", vec!["userId", "date", "events", "amount_eur"]),
+            ("curated/user_features", vec!["userId", "as_of", "events_30d"]),
+        ]
+        .iter()
+        .map(|(t, cols)| f.rows(&format!("{lake}{t}"), |b, i| show(b, i, cols)))
+        .collect()
+    };
+
+    let o = f.with_key("ingest").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    copy_dir(&f.dir.path().join("lake"), &f.dir.path().join("solo"));
+    let mut codes = Vec::new();
+    for job in ["process", "curate"] {
+        codes.extend(pair(job));
+        solo(job);
+    }
+    let expected = tables("../solo/");
+    assert!(expected.iter().all(|t| !t.is_empty()));
+    let same = |what: &str| {
+        let got = tables("");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g == e, "{what}: {} rows where one job at a time gives {}", g.len(), e.len());
+        }
+    };
+    same("racing process and curate runs");
+    for _ in 0..2 {
+        codes.extend(pair("maintain"));
+        same("racing maintain runs");
+    }
+    assert!(codes.contains(&75), "some runs lost a race: {codes:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::create_dir_all(to).unwrap();
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -82,7 +82,7 @@ pub enum Error {
     },
 
     /// Another writer committed the same progress marker first.
-    #[error("delta table {table}: concurrent writer committed progress for {app_id}; rerun to continue")]
+    #[error("delta table {table}: another job committed to it while this one worked ({app_id}); this commit was not made and nothing was written twice; rerun to continue")]
     ConcurrentProgress {
         /// The table URL.
         table: String,
@@ -152,6 +152,16 @@ pub enum Error {
         message: String,
     },
 
+    /// Another job holds the table's rewrite lease (see
+    /// [`crate::delta::REWRITE_APP_ID`]).
+    #[error("delta table {table}: another job (weir maintain) is rewriting its files, holding it until {until} at the latest; nothing was written; rerun after it")]
+    TableBusy {
+        /// The table URL.
+        table: String,
+        /// When the lease runs out (RFC 3339).
+        until: String,
+    },
+
     /// A request that cannot be carried out as given (e.g. an erase naming
     /// a field that is not a subject key).
     #[error("{message}")]
@@ -181,7 +191,7 @@ impl Error {
             | Error::RepairConflict { .. } => ErrorClass::Config,
             // Disk full, read-only mount, permissions: an operator fixes it, then a rerun works.
             Error::Io { .. } => ErrorClass::Retryable,
-            Error::Storage { .. } | Error::ConcurrentProgress { .. } => ErrorClass::Retryable,
+            Error::Storage { .. } | Error::ConcurrentProgress { .. } | Error::TableBusy { .. } => ErrorClass::Retryable,
             Error::Delta { source, .. } => delta_error_class(source),
             Error::RuleError { .. } => ErrorClass::Data,
             Error::Internal(_) => ErrorClass::Internal,

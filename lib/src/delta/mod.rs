@@ -26,6 +26,80 @@ use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use crate::storage::{storage_options_from_env, Location};
 use crate::{Error, Result};
 
+/// The application transaction that keeps jobs rewriting a table's files
+/// from running at the same time. Its version is a time (Unix ms) until
+/// which the table is held:
+/// - merges and deletes (process, curate, erase) set it to the commit time,
+///   so two of them prepared at the same time conflict on it and the later
+///   one fails instead of committing;
+/// - `weir maintain` claims it for a while with an empty commit before it
+///   compacts or deletes ([`claim_rewrite_lease`]), and gives it back after;
+/// - every rewriting job refuses to start while a claim is live
+///   ([`check_rewrite_lease`]).
+///
+/// Why: delta-rs 1.1 does not count a removal with `dataChange = false` as
+/// a conflict, and its optimize cannot carry an application transaction. A
+/// compaction and a merge (or two compactions) planned on the same version
+/// would both commit, and the rows of the files both rewrote would be in the
+/// table twice. Appends carry no marker and commit beside anything.
+pub const REWRITE_APP_ID: &str = "weir/rewrite";
+
+/// The rewrite marker of a merge or delete commit (see [`REWRITE_APP_ID`]).
+pub fn rewrite_marker() -> Transaction {
+    let now = chrono::Utc::now().timestamp_millis();
+    Transaction::new_with_last_update(REWRITE_APP_ID, now, Some(now))
+}
+
+/// Fails with [`Error::TableBusy`] while another job holds the table's
+/// rewrite lease.
+pub async fn check_rewrite_lease(table: &DeltaTable) -> Result<()> {
+    let until = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
+    if until > chrono::Utc::now().timestamp_millis() {
+        return Err(Error::TableBusy {
+            table: crate::storage::redact(table.table_url().as_str()),
+            until: chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// Commits the table's rewrite lease until now + `hold` (an empty commit
+/// with the marker): jobs that would rewrite files refuse to start until it
+/// is given back, and one that started before conflicts on commit. Fails
+/// with [`Error::TableBusy`] when another job holds it, or with the
+/// retryable conflict when another job claims it at the same moment.
+pub async fn claim_rewrite_lease(
+    table: DeltaTable,
+    hold: std::time::Duration,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<DeltaTable> {
+    check_rewrite_lease(&table).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let until = now + hold.as_millis() as i64;
+    lease_commit(table, until, metadata).await
+}
+
+/// Gives the rewrite lease back.
+pub async fn release_rewrite_lease(table: DeltaTable, metadata: HashMap<String, serde_json::Value>) -> Result<DeltaTable> {
+    let now = chrono::Utc::now().timestamp_millis();
+    lease_commit(table, now, metadata).await
+}
+
+async fn lease_commit(table: DeltaTable, until: i64, metadata: HashMap<String, serde_json::Value>) -> Result<DeltaTable> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let options = WriteOptions {
+        progress: vec![Transaction::new_with_last_update(REWRITE_APP_ID, until, Some(now))],
+        metadata,
+        ..Default::default()
+    };
+    write_with_progress(table, vec![], options).await
+}
+
+/// Whether a delta-rs error is a lost commit race.
+pub fn is_commit_conflict(e: &DeltaTableError) -> bool {
+    matches!(e, DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) })
+}
+
 /// What a table should look like when Weir creates it.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -238,6 +312,7 @@ pub async fn upsert_with_progress(
 ) -> Result<DeltaTable> {
     use deltalake::datafusion::common::{Column, ScalarValue};
     use deltalake::datafusion::prelude::{col, lit, SessionContext};
+    check_rewrite_lease(&table).await?;
     let url = crate::storage::redact(table.table_url().as_str());
     let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
     let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
@@ -254,7 +329,7 @@ pub async fn upsert_with_progress(
         .read_batch(batch)
         .map_err(|e| Error::Internal(format!("upsert into {url}: {e}")))?;
     let commit = CommitProperties::default()
-        .with_application_transactions(options.progress)
+        .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
         .with_metadata(options.metadata);
     let merge = table
         .merge(source, predicate)
@@ -269,9 +344,7 @@ pub async fn upsert_with_progress(
         Err(e) => Err(e),
     };
     result.map_err(|e| match e {
-        DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
+        e if is_commit_conflict(&e) => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
         e => Error::delta(&url, e),
     })
 }
@@ -289,6 +362,7 @@ pub async fn apply_changes(
 ) -> Result<DeltaTable> {
     use deltalake::datafusion::common::Column;
     use deltalake::datafusion::prelude::{col, lit, SessionContext};
+    check_rewrite_lease(&table).await?;
     let url = crate::storage::redact(table.table_url().as_str());
     let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
     let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
@@ -303,7 +377,7 @@ pub async fn apply_changes(
         .read_batch(batch)
         .map_err(|e| Error::Internal(format!("merge into {url}: {e}")))?;
     let commit = CommitProperties::default()
-        .with_application_transactions(options.progress)
+        .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
         .with_metadata(options.metadata);
     let op = |value: &str| side("source", op_column).eq(lit(value.to_string()));
     let merge = table
@@ -328,9 +402,7 @@ pub async fn apply_changes(
         Err(e) => Err(e),
     };
     result.map_err(|e| match e {
-        DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
+        e if is_commit_conflict(&e) => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
         e => Error::delta(&url, e),
     })
 }
@@ -346,6 +418,7 @@ pub async fn delete_keys(
 ) -> Result<(DeltaTable, u64)> {
     use deltalake::datafusion::common::Column;
     use deltalake::datafusion::prelude::{col, SessionContext};
+    check_rewrite_lease(&table).await?;
     let url = crate::storage::redact(table.table_url().as_str());
     let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
     let predicate = keys
@@ -362,15 +435,17 @@ pub async fn delete_keys(
         .merge(source, predicate)
         .with_source_alias("source")
         .with_target_alias("target")
-        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .with_commit_properties(
+            CommitProperties::default().with_metadata(metadata).with_application_transactions(vec![rewrite_marker()]),
+        )
         .when_matched_delete(|d| d);
     let result = match merge {
         Ok(merge) => merge.await.map(|(table, metrics)| (table, metrics.num_target_rows_deleted as u64)),
         Err(e) => Err(e),
     };
     result.map_err(|e| match e {
-        DeltaTableError::Transaction { source: TransactionError::CommitConflict(c) } => {
-            Error::ConcurrentProgress { table: url.clone(), app_id: format!("delete ({c})") }
+        DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) } => {
+            Error::ConcurrentProgress { table: url.clone(), app_id: REWRITE_APP_ID.to_string() }
         }
         e => Error::delta(&url, e),
     })

@@ -250,24 +250,76 @@ pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Res
 }
 
 fn commit(options: &MaintainOptions, action: &str) -> CommitProperties {
-    CommitProperties::default().with_metadata(HashMap::from([
+    let properties = CommitProperties::default().with_metadata(HashMap::from([
         ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
         ("weir.stage".to_string(), serde_json::json!("maintain")),
         ("weir.action".to_string(), serde_json::json!(action)),
-    ]))
+    ]));
+    // Retention deletes exclude merges and each other; optimize drops
+    // application transactions, so the lease covers it.
+    if action == "retention" {
+        properties.with_application_transactions(vec![delta::rewrite_marker()])
+    } else {
+        properties
+    }
+}
+
+/// How long a maintain run holds a table's rewrite lease before it must
+/// have given it back; a crashed run frees the table after this.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn lease_metadata(options: &MaintainOptions, what: &str) -> HashMap<String, serde_json::Value> {
+    HashMap::from([
+        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
+        ("weir.stage".to_string(), serde_json::json!("maintain")),
+        ("weir.action".to_string(), serde_json::json!(what)),
+    ])
+}
+
+/// A lost commit race as the retryable error, anything else as it is.
+fn commit_error(location: &Location, e: deltalake::DeltaTableError) -> Error {
+    if delta::is_commit_conflict(&e) {
+        Error::ConcurrentProgress { table: location.to_string(), app_id: delta::REWRITE_APP_ID.to_string() }
+    } else {
+        Error::delta(location, e)
+    }
 }
 
 async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOptions) -> Result<Vec<MaintenanceAction>> {
     let mut out = Vec::new();
-    if let Some(r) = &t.policy.retention {
-        let (next, action) = retention(t, table, r, options).await?;
-        table = next;
-        out.push(action);
+    let rewrites = t.policy.retention.is_some() || t.policy.optimize;
+    if rewrites && !options.dry_run {
+        table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(options, "lease")).await?;
     }
-    if t.policy.optimize {
-        let (next, action) = optimize(t, table, options).await?;
-        table = next;
-        out.push(action);
+    let result = async {
+        if let Some(r) = &t.policy.retention {
+            let (next, action) = retention(t, table, r, options).await?;
+            table = next;
+            out.push(action);
+        }
+        if t.policy.optimize {
+            let (next, action) = optimize(t, table, options).await?;
+            table = next;
+            out.push(action);
+        }
+        Ok::<_, Error>(table)
+    }
+    .await;
+    let mut table = match result {
+        Ok(table) => table,
+        Err(e) => {
+            // Give the lease back on the way out, so the failure (not the
+            // lease) is what the next runs see.
+            if rewrites && !options.dry_run {
+                if let Ok(Some(t2)) = delta::open(&t.location).await {
+                    let _ = delta::release_rewrite_lease(t2, lease_metadata(options, "release")).await;
+                }
+            }
+            return Err(e);
+        }
+    };
+    if rewrites && !options.dry_run {
+        table = delta::release_rewrite_lease(table, lease_metadata(options, "release")).await?;
     }
     if t.policy.vacuum {
         let (next, action) = vacuum(t, table, options).await?;
@@ -363,7 +415,7 @@ async fn retention(t: &Target, table: DeltaTable, r: &RowRetention, options: &Ma
         .with_predicate(predicate)
         .with_commit_properties(commit(options, "retention"))
         .await
-        .map_err(|e| Error::delta(&t.location, e))?;
+        .map_err(|e| commit_error(&t.location, e))?;
     a.detail = format!("{} ({} files rewritten, {} removed)", a.detail, metrics.num_added_files, metrics.num_removed_files);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
@@ -458,7 +510,7 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     if let Some(z) = zorder {
         builder = builder.with_type(OptimizeType::ZOrder(z));
     }
-    let (table, metrics) = builder.await.map_err(|e| Error::delta(&t.location, e))?;
+    let (table, metrics) = builder.await.map_err(|e| commit_error(&t.location, e))?;
     a.detail = format!("{}; {} files removed, {} added", a.detail, metrics.num_files_removed, metrics.num_files_added);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
