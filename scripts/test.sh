@@ -16,6 +16,19 @@ if ! "$VENV/bin/python" -c "import deltalake, pyarrow, polars" >/dev/null 2>&1; 
 fi
 export WEIR_PYTHON="$VENV/bin/python"
 
+# Apache Airflow for the DAG test, in its own venv (its dependencies are
+# pinned in orchestration/airflow/requirements.txt); rebuilt when they change.
+AIRFLOW_VENV="${WEIR_AIRFLOW_VENV:-$HOME/.cache/weir-airflow}"
+if ! cmp -s orchestration/airflow/requirements.txt "$AIRFLOW_VENV/.weir-requirements" \
+   || ! "$AIRFLOW_VENV/bin/airflow" version >/dev/null 2>&1; then
+  echo "creating the Airflow venv in $AIRFLOW_VENV (once, ~2 minutes)..." >&2
+  rm -rf "$AIRFLOW_VENV"
+  python3 -m venv "$AIRFLOW_VENV"
+  "$AIRFLOW_VENV/bin/pip" install --quiet --disable-pip-version-check -r orchestration/airflow/requirements.txt
+  cp orchestration/airflow/requirements.txt "$AIRFLOW_VENV/.weir-requirements"
+fi
+export WEIR_AIRFLOW="$AIRFLOW_VENV/bin/airflow"
+
 # Azurite, the Azure Storage emulator, for the storage tests (they fail,
 # never skip, without it): installed once, started on a free port, stopped
 # by its pid when the tests end.

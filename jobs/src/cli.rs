@@ -175,8 +175,12 @@ struct JobArgs {
     /// Pipeline file.
     pipeline: PathBuf,
     /// Only these Event Hub partitions, e.g. `0,3,8-15` (ingest only).
-    #[arg(long, value_parser = parse_partitions)]
+    #[arg(long, value_parser = parse_partitions, conflicts_with = "shard")]
     partitions: Option<PartitionSet>,
+    /// Only shard INDEX of COUNT, e.g. `2/8`: the partitions whose number
+    /// modulo COUNT is INDEX (ingest only; for Indexed Jobs and mapped tasks).
+    #[arg(long, value_parser = PartitionSet::parse_shard)]
+    shard: Option<PartitionSet>,
     /// Write the JSON run report here instead of stdout.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -608,7 +612,7 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
     let outputs = Outputs {
         report: args.report.as_deref(),
         metrics_file: args.metrics_file.as_deref(),
-        partitions: args.partitions.as_ref().map(|p| p.to_string()),
+        partitions: args.partitions.as_ref().or(args.shard.as_ref()).map(|p| p.to_string()),
     };
     run_wrapped(job, &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
         let mut stages = Vec::new();
@@ -667,7 +671,7 @@ async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> we
         }) as Arc<dyn Fn(u64, u64) + Send + Sync>
     });
     let options = IngestOptions {
-        partitions: args.partitions.clone().unwrap_or_else(PartitionSet::all),
+        partitions: args.partitions.clone().or_else(|| args.shard.clone()).unwrap_or_else(PartitionSet::all),
         dry_run: args.dry_run,
         run_id: run_id.to_string(),
         on_progress,

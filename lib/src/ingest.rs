@@ -691,6 +691,23 @@ async fn drop_committed_elsewhere(
 /// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9
 /// would, no cleanup) the n-th time `point` is reached. Used by the crash
 /// tests; inert otherwise.
+/// Test hook: `WEIR_PAUSE=<point>:<millis>` sleeps at every hit of the
+/// point, so tests can hold a job between planning and committing while
+/// another one runs.
+pub(crate) fn pause_point(point: &str) {
+    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    let plan = PLAN.get_or_init(|| {
+        let v = std::env::var("WEIR_PAUSE").ok()?;
+        let (p, ms) = v.split_once(':')?;
+        Some((p.to_string(), ms.parse().ok()?))
+    });
+    if let Some((p, ms)) = plan {
+        if p == point {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
+}
+
 pub(crate) fn fault_point(point: &str) {
     static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -25,16 +25,32 @@ pub use layout::PathFormat;
 
 use std::collections::BTreeSet;
 
-/// A set of Event Hub partition ids to work on (`--partitions 0,3,8-15`).
+/// A set of Event Hub partition ids to work on (`--partitions 0,3,8-15`),
+/// or one shard of all of them (`--shard 2/8`: the numeric ids whose value
+/// modulo 8 is 2), which a Kubernetes Indexed Job or an Airflow mapped task
+/// gives each worker without knowing the partition count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionSet {
     ids: Option<BTreeSet<String>>,
+    shard: Option<(u32, u32)>,
 }
 
 impl PartitionSet {
     /// All partitions.
     pub fn all() -> Self {
-        PartitionSet { ids: None }
+        PartitionSet { ids: None, shard: None }
+    }
+
+    /// Parses `INDEX/COUNT` (e.g. `2/8`): partitions whose numeric id modulo
+    /// COUNT is INDEX. Ids that are not numbers belong to shard 0.
+    pub fn parse_shard(spec: &str) -> Result<Self, String> {
+        let bad = || format!("{spec:?} is not a shard like 2/8 (INDEX/COUNT, INDEX below COUNT)");
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let (i, n): (u32, u32) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if n == 0 || i >= n {
+            return Err(bad());
+        }
+        Ok(PartitionSet { ids: None, shard: Some((i, n)) })
     }
 
     /// Parses `0,3,8-15` (ranges of numeric ids, or single ids of any text).
@@ -57,12 +73,16 @@ impl PartitionSet {
                 }
             }
         }
-        Ok(PartitionSet { ids: Some(ids) })
+        Ok(PartitionSet { ids: Some(ids), shard: None })
     }
 
     /// Whether the partition is selected.
     pub fn contains(&self, partition: &str) -> bool {
-        self.ids.as_ref().is_none_or(|ids| ids.contains(partition))
+        let in_shard = match self.shard {
+            None => true,
+            Some((i, n)) => partition.parse::<u64>().map_or(i == 0, |p| p % n as u64 == i as u64),
+        };
+        in_shard && self.ids.as_ref().is_none_or(|ids| ids.contains(partition))
     }
 
     /// The selected ids; `None` for all partitions.
@@ -74,9 +94,10 @@ impl PartitionSet {
 impl std::fmt::Display for PartitionSet {
     /// `all`, or the ids joined by commas.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.ids {
-            None => f.write_str("all"),
-            Some(ids) => f.write_str(&ids.iter().cloned().collect::<Vec<_>>().join(",")),
+        match (&self.ids, self.shard) {
+            (_, Some((i, n))) => write!(f, "shard {i}/{n}"),
+            (None, None) => f.write_str("all"),
+            (Some(ids), None) => f.write_str(&ids.iter().cloned().collect::<Vec<_>>().join(",")),
         }
     }
 }
@@ -84,6 +105,23 @@ impl std::fmt::Display for PartitionSet {
 #[cfg(test)]
 mod tests {
     use super::PartitionSet;
+
+    #[test]
+    fn shards_split_numeric_ids_by_remainder() {
+        let s = PartitionSet::parse_shard("2/4").unwrap();
+        let got: Vec<u32> = (0..12).filter(|p| s.contains(&p.to_string())).collect();
+        assert_eq!(got, vec![2, 6, 10]);
+        assert_eq!(s.to_string(), "shard 2/4");
+        // Every partition is in exactly one shard.
+        for p in 0..32 {
+            let n = (0..4).filter(|i| PartitionSet::parse_shard(&format!("{i}/4")).unwrap().contains(&p.to_string())).count();
+            assert_eq!(n, 1, "{p}");
+        }
+        assert!(PartitionSet::parse_shard("0/1").unwrap().contains("x"));
+        for bad in ["4/4", "1/0", "a/2", "3", "-1/2"] {
+            assert!(PartitionSet::parse_shard(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn partition_sets() {

@@ -576,6 +576,7 @@ async fn run_model(
         return Ok((report, None));
     }
 
+    crate::ingest::pause_point("curate_before_write");
     // Create the table on first write, refuse breaking schema changes.
     let table = match catalog.tables.get(name).cloned() {
         Some(table) => table,
@@ -592,6 +593,12 @@ async fn run_model(
             };
             let table = delta::open_or_create(&model.location, &spec).await?;
             delta::check_owner(&table, &model.location, &spec)?;
+            // Another run may have created the table and committed to it
+            // since this one planned against no table: writing on top of its
+            // commit would not conflict, and would add its rows twice.
+            if delta::progress(&table, &app_id).await?.is_some() {
+                return Err(Error::ConcurrentProgress { table: model.location.to_string(), app_id });
+            }
             table
         }
     };

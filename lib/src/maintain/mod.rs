@@ -287,8 +287,19 @@ fn commit_error(location: &Location, e: deltalake::DeltaTableError) -> Error {
 
 async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOptions) -> Result<Vec<MaintenanceAction>> {
     let mut out = Vec::new();
-    let rewrites = t.policy.retention.is_some() || t.policy.optimize;
-    if rewrites && !options.dry_run {
+    // The lease costs two commits: take it only when a dry pass finds rows
+    // to delete or files to rewrite.
+    let mut rewrites = false;
+    if !options.dry_run {
+        let probe = MaintainOptions { dry_run: true, ..options.clone() };
+        if let Some(r) = &t.policy.retention {
+            rewrites |= retention(t, table.clone(), r, &probe).await?.1.outcome == "planned";
+        }
+        if t.policy.optimize && !rewrites {
+            rewrites |= optimize(t, table.clone(), &probe).await?.1.outcome == "planned";
+        }
+    }
+    if rewrites {
         table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(options, "lease")).await?;
     }
     let result = async {
@@ -310,7 +321,7 @@ async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOpt
         Err(e) => {
             // Give the lease back on the way out, so the failure (not the
             // lease) is what the next runs see.
-            if rewrites && !options.dry_run {
+            if rewrites {
                 if let Ok(Some(t2)) = delta::open(&t.location).await {
                     let _ = delta::release_rewrite_lease(t2, lease_metadata(options, "release")).await;
                 }
@@ -318,7 +329,7 @@ async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOpt
             return Err(e);
         }
     };
-    if rewrites && !options.dry_run {
+    if rewrites {
         table = delta::release_rewrite_lease(table, lease_metadata(options, "release")).await?;
     }
     if t.policy.vacuum {
