@@ -142,6 +142,9 @@ struct EraseArgs {
     /// Also write the run as Prometheus text-format metrics to this file.
     #[arg(long)]
     metrics_file: Option<PathBuf>,
+    /// Emit OpenLineage run events to a file or an http(s):// endpoint.
+    #[arg(long)]
+    lineage: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -201,6 +204,10 @@ struct JobArgs {
     /// (for the node_exporter textfile collector).
     #[arg(long)]
     metrics_file: Option<PathBuf>,
+    /// Emit OpenLineage run events: a file (JSON lines appended) or an
+    /// http(s):// endpoint (e.g. Marquez's /api/v1/lineage).
+    #[arg(long)]
+    lineage: Option<String>,
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -366,7 +373,12 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
 
 async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
     let args = &args;
-    let outputs = Outputs { report: args.report.as_deref(), metrics_file: args.metrics_file.as_deref(), partitions: None };
+    let outputs = Outputs {
+        report: args.report.as_deref(),
+        metrics_file: args.metrics_file.as_deref(),
+        lineage: args.lineage.as_deref(),
+        partitions: None,
+    };
     run_wrapped("erase", &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
         let result = async {
             let fields = weir::ingest::subject_fields(&loaded)?;
@@ -536,6 +548,7 @@ fn new_run_id() -> String {
 struct Outputs<'a> {
     report: Option<&'a Path>,
     metrics_file: Option<&'a Path>,
+    lineage: Option<&'a str>,
     /// The `--partitions` selection, recorded in the runs table.
     partitions: Option<String>,
 }
@@ -561,10 +574,15 @@ where
         stages: Vec::new(),
         error: None,
     };
+    let lineage_run = uuid::Uuid::new_v4().to_string();
     let (loaded, result) = match load_pipeline(pipeline) {
         Ok(loaded) => {
             report.pipeline = loaded.pipeline.name.clone();
             tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, job, "run started");
+            if let Some(target) = outputs.lineage {
+                let event = weir::report::lineage::event(&loaded, &report, &lineage_run, "START", started_at);
+                weir::report::lineage::emit(target, &event).await;
+            }
             let (stages, result) = body(loaded.clone(), run_id.clone()).await;
             report.stages = stages;
             (Some(loaded), result)
@@ -602,6 +620,11 @@ where
             tracing::error!(error = %e, "cannot write the metrics file");
         }
     }
+    if let (Some(target), Some(loaded)) = (outputs.lineage, &loaded) {
+        let kind = if report.outcome == Outcome::Failed { "FAIL" } else { "COMPLETE" };
+        let event = weir::report::lineage::event(loaded, &report, &lineage_run, kind, report.finished_at);
+        weir::report::lineage::emit(target, &event).await;
+    }
     write_report(&report, outputs.report)?;
     tracing::info!(outcome = ?report.outcome, exit_code = code, "run finished");
     Ok(code)
@@ -612,6 +635,7 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
     let outputs = Outputs {
         report: args.report.as_deref(),
         metrics_file: args.metrics_file.as_deref(),
+        lineage: args.lineage.as_deref(),
         partitions: args.partitions.as_ref().or(args.shard.as_ref()).map(|p| p.to_string()),
     };
     run_wrapped(job, &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {

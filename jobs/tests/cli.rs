@@ -992,3 +992,96 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A minimal HTTP endpoint collecting the (path, body) of every POST.
+fn lineage_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/v1/lineage", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let path = request.split(' ').nth(1).unwrap_or_default().to_string();
+                    sink.lock().unwrap().push((path, String::from_utf8(body).unwrap()));
+                    out.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// OpenLineage run events: START then COMPLETE (or FAIL with the error),
+/// one run id, the job's input and output datasets named by the OpenLineage
+/// conventions, the versions and rows written; to a file and over HTTP.
+#[test]
+fn lineage_events_name_what_each_job_read_and_wrote() {
+    let f = process_fixture();
+    let events_file = f.dir.path().join("lineage.jsonl");
+    let out = f.with_key("run").args(["--lineage", events_file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<serde_json::Value> =
+        std::fs::read_to_string(&events_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.iter().map(|e| e["eventType"].as_str().unwrap()).collect::<Vec<_>>(), ["START", "COMPLETE"]);
+    let run_id = events[0]["run"]["runId"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(run_id).is_ok(), "{run_id}");
+    for e in &events {
+        assert_eq!(e["run"]["runId"], run_id);
+        assert_eq!(e["run"]["facets"]["weir"]["runId"], report["run_id"]);
+        assert_eq!((e["job"]["namespace"].as_str(), e["job"]["name"].as_str()), (Some("weir"), Some("crash.run")));
+        assert!(e["schemaURL"].as_str().unwrap().starts_with("https://openlineage.io/spec/2-0-2/OpenLineage.json"));
+        assert!(chrono::DateTime::parse_from_rfc3339(e["eventTime"].as_str().unwrap()).is_ok());
+        assert!(e["producer"].as_str().unwrap().starts_with("https://"));
+    }
+    let lake = f.dir.path().join("lake").canonicalize().unwrap();
+    let names = |e: &serde_json::Value, side: &str| -> Vec<(String, String)> {
+        e[side].as_array().unwrap().iter().map(|d| (d["namespace"].as_str().unwrap().to_string(), d["name"].as_str().unwrap().to_string())).collect()
+    };
+    let capture = f.dir.path().join("capture").canonicalize().unwrap().display().to_string();
+    assert_eq!(names(&events[1], "inputs"), [("file".to_string(), capture)]);
+    let outputs = names(&events[1], "outputs");
+    for t in ["raw", "processed", "quarantine", "quality"] {
+        assert!(outputs.contains(&("file".to_string(), lake.join(t).display().to_string())), "{t} in {outputs:?}");
+    }
+    let raw = events[1]["outputs"].as_array().unwrap().iter().find(|d| d["name"].as_str().unwrap().ends_with("/raw")).unwrap();
+    let raw_write = &report["stages"][0]["tables"][0];
+    assert_eq!(raw["facets"]["version"]["datasetVersion"], raw_write["versions_written"].as_array().unwrap().last().unwrap().to_string());
+    assert_eq!(raw["outputFacets"]["outputStatistics"]["rowCount"], report["stages"][0]["events_written"]);
+
+    // Over HTTP, and a failed run as FAIL with its error.
+    let (url, got) = lineage_endpoint();
+    let out = f.cmd("process").args(["--lineage", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|(path, _)| path == "/api/v1/lineage"));
+    let fail: serde_json::Value = serde_json::from_str(&got[1].1).unwrap();
+    assert_eq!((fail["eventType"].as_str(), fail["job"]["name"].as_str()), (Some("FAIL"), Some("crash.process")));
+    assert!(fail["run"]["facets"]["errorMessage"]["message"].as_str().unwrap().contains("WEIR_PII_KEY"), "{fail}");
+    assert_eq!(names(&fail, "inputs"), [("file".to_string(), lake.join("raw").display().to_string())]);
+}

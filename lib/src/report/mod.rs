@@ -244,5 +244,6 @@ impl RunReport {
     }
 }
 
+pub mod lineage;
 pub mod metrics;
 pub mod runs;
