@@ -993,8 +993,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The (path, body) of every request an endpoint received.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A minimal HTTP endpoint collecting the (path, body) of every POST.
-fn lineage_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+fn lineage_endpoint() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/api/v1/lineage", listener.local_addr().unwrap());

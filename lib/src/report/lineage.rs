@@ -47,8 +47,11 @@ pub fn dataset(location: &Location) -> (String, String) {
     }
 }
 
-/// (name in the pipeline, path) of what `job` reads and writes.
-fn datasets(loaded: &LoadedPipeline, job: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// (name in the pipeline, path) of a dataset.
+type Named = Vec<(String, String)>;
+
+/// What `job` reads and writes.
+fn datasets(loaded: &LoadedPipeline, job: &str) -> (Named, Named) {
     let p = &loaded.pipeline;
     let t = &p.tables;
     let source = ("capture".to_string(), p.source.capture.url.clone());

@@ -174,6 +174,6 @@ pub async fn last_runs(loaded: &LoadedPipeline) -> Result<Vec<LastRun>> {
         }
     }
     let mut out: Vec<(i64, LastRun)> = last.into_values().collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|r| std::cmp::Reverse(r.0));
     Ok(out.into_iter().map(|(_, r)| r).collect())
 }
