@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark, one command: Weir against the Python job a data
+# engineer writes instead (bench/peer/peer.py: fastavro -> polars ->
+# deltalake), on the same capture files.
+#
+#   bench/compare.sh                      # 1M events
+#   EVENTS=10000000 bench/compare.sh      # 10M (the peer is skipped above
+#                                         # 2M: it holds every event in
+#                                         # Python objects; PEER=1 forces it)
+#
+# Prints, in the stable `key: value` block format of bench/stages.sh:
+# per stage (ingest, process, curate, erase), then `weir run` + `weir
+# maintain` from an empty lake (the peer's whole job), then the peer, then a
+# comparison block with the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export EVENTS=${EVENTS:-1000000}
+OUT=${OUT:-bench/out}
+export OUT
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+
+bench/stages.sh
+BIN=$CARGO_TARGET_DIR/release
+data="$OUT/capture-$EVENTS-${CODEC:-deflate}"
+bytes=$(du -sb --exclude=.summary.json "$data" | cut -f1)
+
+# /usr/bin/time -v output -> "wall cpu rss_mb"
+measure() {
+  python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def field(name):
+    return re.search(re.escape(name) + r":\s*(.+)", t).group(1).strip()
+parts = [float(p) for p in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
+secs = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) == 3 else 0)
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+print(f"{secs:.2f} {cpu:.2f} {int(field('Maximum resident set size (kbytes)')) / 1024:.0f}")
+PY
+}
+
+# The whole job: run (ingest, process, curate) then maintain, from empty.
+lake=$(realpath "$OUT")/lake-whole
+rm -rf "$lake"
+sed "s|$(realpath "$OUT")/lake/|$lake/|g" "$OUT/bench.yaml" > "$OUT/whole.yaml"
+/usr/bin/time -v "$BIN/weir" --log warn run "$OUT/whole.yaml" --report "$OUT/report-whole.json" 2> "$OUT/time-whole.txt" >/dev/null
+/usr/bin/time -v "$BIN/weir" --log warn maintain "$OUT/whole.yaml" --report "$OUT/report-whole-maintain.json" 2> "$OUT/time-whole-maintain.txt" >/dev/null
+read -r run_wall run_cpu run_rss < <(measure "$OUT/time-whole.txt")
+read -r m_wall m_cpu m_rss < <(measure "$OUT/time-whole-maintain.txt")
+events=$(python3 -c "import json; print(json.load(open('$OUT/report-whole.json'))['stages'][0]['events_read'])")
+processed=$(python3 -c "import json; print(json.load(open('$OUT/report-whole.json'))['stages'][1]['events_written'])")
+weir_wall=$(python3 -c "print(f'{$run_wall + $m_wall:.2f}')")
+weir_cpu=$(python3 -c "print(f'{$run_cpu + $m_cpu:.2f}')")
+weir_rss=$(( run_rss > m_rss ? run_rss : m_rss ))
+python3 - <<PY
+w, e, mb = $weir_wall, $events, $bytes / 1e6
+print("== weir whole-job bench")
+print(f"events: {e}")
+print(f"events_processed: $processed")
+print(f"run_wall_s: $run_wall")
+print(f"maintain_wall_s: $m_wall")
+print(f"wall_s: {w:.2f}")
+print(f"events_per_s: {e / w:,.0f}")
+print(f"input_mb_per_s: {mb / w:.1f}")
+print(f"cpu_s: $weir_cpu")
+print(f"peak_rss_mb: $weir_rss")
+print("== end")
+PY
+
+if [[ ${PEER:-} == 1 || ( -z ${PEER:-} && $EVENTS -le 2000000 ) ]]; then
+  VENV="${WEIR_PEER_VENV:-$HOME/.cache/weir-peer}"
+  if ! cmp -s bench/peer/requirements.txt "$VENV/.weir-requirements"; then
+    echo "creating the peer's venv in $VENV (once)..." >&2
+    rm -rf "$VENV" && python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/peer/requirements.txt
+    cp bench/peer/requirements.txt "$VENV/.weir-requirements"
+  fi
+  peer_lake=$(realpath "$OUT")/lake-peer
+  rm -rf "$peer_lake"
+  /usr/bin/time -v "$VENV/bin/python" bench/peer/peer.py "$(realpath "$data")" "$peer_lake" > "$OUT/peer.json" 2> "$OUT/time-peer.txt" \
+    || { cat "$OUT/time-peer.txt" >&2; exit 1; }
+  read -r p_wall p_cpu p_rss < <(measure "$OUT/time-peer.txt")
+  python3 - <<PY
+import json
+c = json.load(open("$OUT/peer.json"))
+e, w, mb = $events, $p_wall, $bytes / 1e6
+print("== python peer bench")
+print(f"events: {e}")
+print(f"events_processed: {c['processed']}")
+print(f"wall_s: {w:.2f}")
+print(f"events_per_s: {e / w:,.0f}")
+print(f"input_mb_per_s: {mb / w:.1f}")
+print(f"cpu_s: $p_cpu")
+print(f"peak_rss_mb: $p_rss")
+print("== end")
+print("== comparison")
+print(f"wall_ratio: {w / $weir_wall:.1f}x")
+print(f"cpu_ratio: {$p_cpu / $weir_cpu:.1f}x")
+print(f"rss_ratio: {$p_rss / $weir_rss:.1f}x")
+print(f"same_processed_rows: {c['processed'] == $processed}")
+print("== end")
+PY
+else
+  echo "== python peer bench"
+  echo "skipped: $EVENTS events (PEER=1 to run it)"
+  echo "== end"
+fi
