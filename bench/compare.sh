@@ -7,6 +7,7 @@
 #   EVENTS=10000000 bench/compare.sh      # 10M (the peer is skipped above
 #                                         # 2M: it holds every event in
 #                                         # Python objects; PEER=1 forces it)
+#   STAGES=0 bench/compare.sh             # only the whole job and the peer
 #
 # Prints, in the stable `key: value` block format of bench/stages.sh:
 # per stage (ingest, process, curate, erase), then `weir run` + `weir
@@ -18,8 +19,12 @@ export EVENTS=${EVENTS:-1000000}
 OUT=${OUT:-bench/out}
 export OUT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
+export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 
-bench/stages.sh
+# STAGES=0 skips the per-stage blocks (reusing bench/out from an earlier run).
+if [[ ${STAGES:-1} != 0 ]]; then
+  bench/stages.sh
+fi
 BIN=$CARGO_TARGET_DIR/release
 data="$OUT/capture-$EVENTS-${CODEC:-deflate}"
 bytes=$(du -sb --exclude=.summary.json "$data" | cut -f1)
