@@ -541,7 +541,8 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
     let n = raw.num_rows();
     let col = |name: &str| raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")));
     let body_col = col("body")?;
-    let parsed = plan.body.decode(body_col.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parsed = plan.body.decode_parallel(body_col.as_ref(), threads).map_err(|e| Error::Internal(e.to_string()))?;
     let mut schema_reason: Vec<Option<String>> = vec![None; n];
     for (row, reason) in parsed.failures {
         schema_reason[row] = Some(reason);

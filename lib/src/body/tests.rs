@@ -1062,3 +1062,27 @@ fn throughput_200k_testgen_bodies() {
         bytes as f64 / secs / 1e6
     );
 }
+
+#[test]
+fn parallel_decode_equals_decode_row_for_row() {
+    use crate::capture::testgen::{user_event_body, Rng};
+    let s = example();
+    let at = chrono::DateTime::from_timestamp(1_793_000_000, 0).unwrap();
+    let mut rng = Rng::new(5);
+    let owned: Vec<Option<Vec<u8>>> = (0..40_000)
+        .map(|i| match i % 97 {
+            0 => None,
+            1 => Some(b"{\"eventId\": \"cut".to_vec()),
+            2 => Some(br#"{"eventId": "x", "unknownField": 1, "userId": "u-1"}"#.to_vec()),
+            _ => Some(user_event_body(&mut rng, i, at)),
+        })
+        .collect();
+    let array = BinaryArray::from(owned.iter().map(|b| b.as_deref()).collect::<Vec<_>>());
+    let one = s.decode(&array).unwrap();
+    for threads in [2, 3, 8] {
+        let many = s.decode_parallel(&array, threads).unwrap();
+        assert_eq!(many.failures, one.failures, "{threads} threads");
+        assert_eq!(many.batch, one.batch, "{threads} threads");
+    }
+    assert!(!one.failures.is_empty() && one.failures.iter().any(|(r, _)| *r > 20_000));
+}
