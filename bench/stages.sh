@@ -130,8 +130,11 @@ PY
 done
 
 # Erasure: 10 users, then 10 others with a purge (the generator's users are
-# u-1, u-2, ...; each has a few hundred events at 1M).
-for mode in plain purge; do
+# u-1, u-2, ...; each has a few hundred events at 1M). Each rewrites nearly
+# all of raw: skipped above 2M events unless ERASE=1.
+modes=(plain purge)
+if [[ ${ERASE:-} == 0 || ( -z ${ERASE:-} && $EVENTS -gt 2000000 ) ]]; then modes=(); fi
+for mode in "${modes[@]}"; do
   if [[ $mode == plain ]]; then first=1; flags=(); else first=11; flags=(--purge); fi
   subjects=()
   for i in $(seq "$first" $((first + 9))); do subjects+=(--subject "userId=u-$i"); done
