@@ -1052,7 +1052,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         .collect();
     let oldest_progress = markers.iter().copied().min().unwrap_or(-1);
     let mut from = (oldest_progress + 1) as u64;
-    let mut key_cache: Option<(i32, Vec<RecordBatch>)> = None;
+    let mut key_cache: Option<(i32, dedup::StoredIndex)> = None;
     let step = plan.config.raw_versions_per_commit;
     while from <= latest {
         // A range never crosses a table's marker: the range an interrupted
@@ -1101,19 +1101,24 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>().and_then(|a| a.iter().flatten().min()));
             // Stored keys are read once per run (again only when a range
             // reaches further back); what this run writes is added to them.
-            let mut stored: &[RecordBatch] = &[];
             if let (Some(t), Some(oldest)) = (&processed.table, oldest) {
                 let from = oldest - d.lookback_days as i32;
                 if key_cache.as_ref().is_none_or(|(f, _)| from < *f) {
-                    key_cache = Some((from, stored_keys(t, d, oldest).await?));
+                    let mut index = dedup::StoredIndex::new(d);
+                    for b in stored_keys(t, d, oldest).await? {
+                        index.add(&b).map_err(Error::Internal)?;
+                    }
+                    key_cache = Some((from, index));
                 }
-                if let Some((cached_from, keys)) = &key_cache {
-                    stored = keys;
+                if let Some((cached_from, _)) = &key_cache {
                     // The merge must see every stored row the keys came from.
                     merge_from = Some(*cached_from);
                 }
             }
-            let (fresh, counts) = dedup::against_existing(&unique, stored, d).map_err(Error::Internal)?;
+            let (fresh, counts) = match key_cache.as_mut() {
+                Some((_, index)) => index.filter(&unique).map_err(Error::Internal)?,
+                None => (unique.clone(), dedup::DedupCounts::default()),
+            };
             quality.duplicates_dropped += within + counts.against_table;
             quality.already_written += counts.already_written;
             replacing = counts.replacing > 0;
@@ -1157,7 +1162,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     .map(|n| rows.schema().index_of(n))
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(arrow_err("dedup keys"))?;
-                keys.push(rows.project(&indices).map_err(arrow_err("dedup keys"))?);
+                keys.add(&rows.project(&indices).map_err(arrow_err("dedup keys"))?).map_err(Error::Internal)?;
             }
             if !options.dry_run {
                 let write = WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) };

@@ -186,52 +186,172 @@ pub fn against_existing(
     existing: &[RecordBatch],
     config: &DedupConfig,
 ) -> Result<(RecordBatch, DedupCounts), String> {
-    let mut counts = DedupCounts::default();
-    if batch.num_rows() == 0 || existing.iter().all(|b| b.num_rows() == 0) {
-        return Ok((batch.clone(), counts));
-    }
-    let latest = config.keep == Keep::Latest;
-    let converter = key_converter(&batch.schema(), &config.key)?;
-    let order = key_converter(&batch.schema(), &config.order_by)?;
-    // key → (partition, sequence, order value) of each stored copy.
-    type Copy = (String, i64, Vec<u8>);
-    let mut stored: HashMap<Vec<u8>, Vec<Copy>> = HashMap::new();
+    let mut index = StoredIndex::new(config);
     for b in existing {
-        let rows = converter.convert_columns(&columns(b, &config.key)?).map_err(|e| e.to_string())?;
-        let orders = if latest { Some(order.convert_columns(&columns(b, &config.order_by)?).map_err(|e| e.to_string())?) } else { None };
-        let (parts, seqs) = lineage(b)?;
-        for i in 0..b.num_rows() {
-            let o = orders.as_ref().map(|o| o.row(i).as_ref().to_vec()).unwrap_or_default();
-            stored.entry(rows.row(i).as_ref().to_vec()).or_default().push((parts.value(i).to_string(), seqs.value(i), o));
+        index.add(b)?;
+    }
+    index.filter(batch)
+}
+
+/// One stored copy of a key: its lineage and, with `keep: latest`, its
+/// `order_by` values as comparable bytes.
+struct Copy {
+    partition: u32,
+    sequence: i64,
+    order: Box<[u8]>,
+}
+
+/// The stored copies of one key; almost always one.
+enum Copies {
+    One(Copy),
+    Many(Vec<Copy>),
+}
+
+impl Copies {
+    fn iter(&self) -> std::slice::Iter<'_, Copy> {
+        match self {
+            Copies::One(c) => std::slice::from_ref(c).iter(),
+            Copies::Many(v) => v.iter(),
         }
     }
-    let key_columns = columns(batch, &config.key)?;
-    let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
-    let null_key = null_keys(&key_columns, batch.num_rows());
-    let orders = if latest { Some(order.convert_columns(&columns(batch, &config.order_by)?).map_err(|e| e.to_string())?) } else { None };
-    let (parts, seqs) = lineage(batch)?;
-    let mut keep = Vec::with_capacity(batch.num_rows());
-    for (i, &null) in null_key.iter().enumerate() {
-        if null {
-            keep.push(i as u32);
-            continue;
+}
+
+/// The keys the processed table holds within the lookback, indexed once per
+/// run and extended with what the run writes, so each step of a run probes
+/// it instead of rebuilding it (rebuilding made a run's work grow with the
+/// square of its input).
+pub struct StoredIndex {
+    config: DedupConfig,
+    key: Option<RowConverter>,
+    order: Option<RowConverter>,
+    partitions: Vec<String>,
+    partition_ids: HashMap<String, u32>,
+    copies: HashMap<Box<[u8]>, Copies>,
+}
+
+impl StoredIndex {
+    /// An empty index for `config`.
+    pub fn new(config: &DedupConfig) -> StoredIndex {
+        StoredIndex {
+            config: config.clone(),
+            key: None,
+            order: None,
+            partitions: Vec::new(),
+            partition_ids: HashMap::new(),
+            copies: HashMap::new(),
         }
-        match stored.get(rows.row(i).as_ref()) {
-            None => keep.push(i as u32),
-            Some(copies) => {
-                if copies.iter().any(|(p, s, _)| p == parts.value(i) && *s == seqs.value(i)) {
-                    counts.already_written += 1;
-                } else if orders.as_ref().is_some_and(|o| copies.iter().all(|(_, _, so)| o.row(i).as_ref() > so.as_slice())) {
-                    counts.replacing += 1;
-                    keep.push(i as u32);
-                } else {
-                    counts.against_table += 1;
+    }
+
+    /// Keys indexed.
+    pub fn len(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// Whether no key is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty()
+    }
+
+    fn converters(&mut self, schema: &Schema) -> Result<(), String> {
+        if self.key.is_none() {
+            self.key = Some(key_converter(schema, &self.config.key)?);
+            if self.config.keep == Keep::Latest {
+                self.order = Some(key_converter(schema, &self.config.order_by)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds stored rows (with [`DedupConfig::stored_columns`]).
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.converters(&batch.schema())?;
+        let key = self.key.as_ref().ok_or("no key converter")?;
+        let rows = key.convert_columns(&columns(batch, &self.config.key)?).map_err(|e| e.to_string())?;
+        let orders = match &self.order {
+            Some(o) => Some(o.convert_columns(&columns(batch, &self.config.order_by)?).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let (parts, seqs) = lineage(batch)?;
+        for i in 0..batch.num_rows() {
+            let p = parts.value(i);
+            let partition = match self.partition_ids.get(p) {
+                Some(id) => *id,
+                None => {
+                    let id = self.partitions.len() as u32;
+                    self.partitions.push(p.to_string());
+                    self.partition_ids.insert(p.to_string(), id);
+                    id
+                }
+            };
+            let copy = Copy {
+                partition,
+                sequence: seqs.value(i),
+                order: orders.as_ref().map(|o| Box::from(o.row(i).as_ref())).unwrap_or_default(),
+            };
+            match self.copies.get_mut(rows.row(i).as_ref()) {
+                None => {
+                    self.copies.insert(Box::from(rows.row(i).as_ref()), Copies::One(copy));
+                }
+                Some(existing) => {
+                    let mut all: Vec<Copy> = match std::mem::replace(existing, Copies::Many(Vec::new())) {
+                        Copies::One(c) => vec![c],
+                        Copies::Many(v) => v,
+                    };
+                    all.push(copy);
+                    *existing = Copies::Many(all);
                 }
             }
         }
+        Ok(())
     }
-    let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
-    Ok((kept, counts))
+
+    /// Drops rows whose key is stored (with `keep: latest`, only when the
+    /// stored copy is not older); a stored row with the same lineage counts
+    /// as already written.
+    pub fn filter(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, DedupCounts), String> {
+        let mut counts = DedupCounts::default();
+        if batch.num_rows() == 0 || self.copies.is_empty() {
+            return Ok((batch.clone(), counts));
+        }
+        self.converters(&batch.schema())?;
+        let key = self.key.as_ref().ok_or("no key converter")?;
+        let key_columns = columns(batch, &self.config.key)?;
+        let rows = key.convert_columns(&key_columns).map_err(|e| e.to_string())?;
+        let null_key = null_keys(&key_columns, batch.num_rows());
+        let orders = match &self.order {
+            Some(o) => Some(o.convert_columns(&columns(batch, &self.config.order_by)?).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let (parts, seqs) = lineage(batch)?;
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (i, &null) in null_key.iter().enumerate() {
+            if null {
+                keep.push(i as u32);
+                continue;
+            }
+            match self.copies.get(rows.row(i).as_ref()) {
+                None => keep.push(i as u32),
+                Some(copies) => {
+                    let same_lineage = copies
+                        .iter()
+                        .any(|c| c.sequence == seqs.value(i) && self.partitions[c.partition as usize] == parts.value(i));
+                    if same_lineage {
+                        counts.already_written += 1;
+                    } else if orders.as_ref().is_some_and(|o| copies.iter().all(|c| o.row(i).as_ref() > &*c.order)) {
+                        counts.replacing += 1;
+                        keep.push(i as u32);
+                    } else {
+                        counts.against_table += 1;
+                    }
+                }
+            }
+        }
+        let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
+        Ok((kept, counts))
+    }
 }
 
 /// Rows with a null in any key column: they have no identity to compare, so
