@@ -170,7 +170,7 @@ fn corrupt_files_are_refused_with_a_reason() {
         (Corruption::Truncate { keep: good.len() - 40 }, "truncated"),
         (Corruption::BadMagic, "bad magic"),
         (Corruption::BadSync, "sync marker"),
-        (Corruption::GarbageBlock, "Avro decode failed"),
+        (Corruption::GarbageBlock, "block 0: corrupt deflate data"),
     ];
     for (how, reason) in cases {
         let bad = corrupt(&good, how);
@@ -333,7 +333,7 @@ fn committed_bad_and_edge_files_decode_as_documented() {
         ("truncated.avro", "truncated"),
         ("bad-magic.avro", "bad magic"),
         ("bad-sync.avro", "sync marker"),
-        ("garbage-block.avro", "Avro decode failed"),
+        ("garbage-block.avro", "block 0: corrupt deflate data"),
     ] {
         let e = decode(name).expect_err(name);
         assert!(e.reason.contains(reason), "{name}: {e}");

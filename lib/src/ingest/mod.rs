@@ -10,7 +10,8 @@
 //! older path time but newer sequence numbers is still ingested.
 //!
 //! Files are read in (window, partition) order, decoded in parallel on all
-//! cores, and cut into commits by size ([`crate::pipeline::IngestConfig`]).
+//! cores, encoded into Parquet as they are accepted ([`sink`]), and cut into
+//! commits by size ([`crate::pipeline::IngestConfig`]).
 //! A file that cannot be decoded stops its partition (or is skipped, by
 //! policy); other partitions carry on.
 //!
@@ -41,6 +42,9 @@ use crate::pipeline::{LoadedPipeline, OnCorruptFile};
 use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
 use crate::storage::Location;
 use crate::{Error, Result};
+
+mod sink;
+use sink::RawSink;
 
 /// The column the raw table is partitioned by.
 pub const RAW_PARTITION_COLUMN: &str = "enqueued_date";
@@ -142,7 +146,11 @@ struct PartitionState {
 /// Rows waiting for the next commit.
 #[derive(Default)]
 struct Pending {
+    /// Kept until the commit lands: if another ingest committed some of
+    /// these events meanwhile, the rest are written again without them.
     batches: Vec<(String, RecordBatch)>,
+    /// How many of `batches` were queued to the writer.
+    sent: usize,
     /// Newest window (epoch seconds) of the files in the batch, per partition.
     windows: BTreeMap<String, i64>,
     bytes: u64,
@@ -279,6 +287,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         subjects: &subjects,
     };
     let mut pending = Pending::default();
+    let mut sink: Option<RawSink> = None;
     let mut done = 0u64;
     while let Some(next) = decoded.next().await {
         let (file, result) = next?;
@@ -335,8 +344,11 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
             let (f, b) = state.parked.swap_remove(i);
             accept(&f, &b, state, &mut report, &mut pending, &run)?;
         }
+        if !options.dry_run {
+            table = send_pending(table, &spec, &mut sink, &mut pending).await?;
+        }
         if pending.bytes >= pipeline.ingest.commit_bytes || pending.events >= pipeline.ingest.commit_events {
-            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, options.dry_run, &mut write).await?;
+            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_ref(), &mut write).await?;
         }
     }
     // What is still parked follows a real gap: ingest it in sequence order,
@@ -348,8 +360,11 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
             accept(&f, &b, state, &mut report, &mut pending, &run)?;
         }
     }
+    if !options.dry_run {
+        table = send_pending(table, &spec, &mut sink, &mut pending).await?;
+    }
     if pending.events > 0 {
-        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, options.dry_run, &mut write).await?;
+        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_ref(), &mut write).await?;
     }
     drop(table);
 
@@ -541,12 +556,39 @@ fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Re
     RecordBatch::try_new(raw_schema_with(run.subjects), columns).map_err(|e| Error::Internal(format!("raw rows: {e}")))
 }
 
+/// Queues the rows accepted since the last call to the writer, starting it
+/// on first use (after giving a raw table made before its subject columns
+/// were declared those columns).
+async fn send_pending(
+    table: Option<deltalake::DeltaTable>,
+    spec: &TableSpec,
+    sink: &mut Option<RawSink>,
+    pending: &mut Pending,
+) -> Result<Option<deltalake::DeltaTable>> {
+    if pending.sent == pending.batches.len() {
+        return Ok(table);
+    }
+    let mut table = table.expect("a table outside dry runs");
+    if sink.is_none() {
+        table = delta::add_missing_columns(table, &spec.schema).await?;
+        *sink = Some(RawSink::start(&table)?);
+    }
+    let sink = sink.as_ref().expect("started above");
+    for (_, batch) in &pending.batches[pending.sent..] {
+        sink.write(batch.clone()).await?;
+    }
+    pending.sent = pending.batches.len();
+    Ok(Some(table))
+}
+
 /// Commits pending rows with the watermarks of their partitions.
 ///
 /// Another ingest may work on the same partitions. Whatever it committed
 /// before the snapshot we write against is dropped here; whatever it commits
 /// after that snapshot makes our commit fail with a txn conflict, and we
-/// reload and go round again. Either way no event is written twice.
+/// reload and go round again. Either way no event is written twice: when
+/// rows must be dropped, the files already written are deleted and the rest
+/// written again.
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     table: Option<deltalake::DeltaTable>,
@@ -555,26 +597,32 @@ async fn commit(
     pending: &mut Pending,
     states: &mut BTreeMap<String, PartitionState>,
     run: &RunContext<'_>,
-    dry_run: bool,
+    sink: Option<&RawSink>,
     write: &mut TableWrite,
 ) -> Result<Option<deltalake::DeltaTable>> {
     let mut batches = std::mem::take(&mut pending.batches);
     let windows = std::mem::take(&mut pending.windows);
     pending.bytes = 0;
     pending.events = 0;
+    pending.sent = 0;
     fault_point("before_commit");
-    let Some(mut table) = table else {
-        // Dry run against a table that does not exist yet.
-        debug_assert!(dry_run);
+    let Some(sink) = sink else {
+        // A dry run: nothing was written.
         advance_watermarks(&batches, states);
-        return Ok(None);
+        return Ok(table);
     };
-    if dry_run {
-        advance_watermarks(&batches, states);
-        return Ok(Some(table));
-    }
+    let mut table = table.expect("a table outside dry runs");
+    let mut adds = sink.flush().await?;
     for attempt in 0.. {
-        batches = drop_committed_elsewhere(&table, batches, states, run).await?;
+        let dropped;
+        (batches, dropped) = drop_committed_elsewhere(&table, batches, states, run).await?;
+        if dropped {
+            sink.discard(&adds).await;
+            for (_, batch) in &batches {
+                sink.write(batch.clone()).await?;
+            }
+            adds = sink.flush().await?;
+        }
         if batches.is_empty() {
             return Ok(Some(table));
         }
@@ -593,10 +641,7 @@ async fn commit(
             ("weir.job".to_string(), "ingest".into()),
             ("weir.run_id".to_string(), run.run_id.into()),
         ]);
-        let rows: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
-        // A raw table made before its subject columns were declared gains them.
-        let evolve = !delta::missing_columns(&table, &spec.schema)?.is_empty();
-        match delta::append_with_progress(table.clone(), rows, &spec.partition_columns, txns, metadata, evolve).await {
+        match delta::commit_adds(table.clone(), adds.clone(), &spec.partition_columns, txns, metadata).await {
             Ok(t) => {
                 if let Some(v) = t.version() {
                     write.versions_written.push(v);
@@ -614,7 +659,10 @@ async fn commit(
                 tracing::warn!(attempt, "another ingest committed the same partitions; re-reading watermarks");
                 table = delta::open_or_create(location, spec).await?;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                sink.discard(&adds).await;
+                return Err(e);
+            }
         }
     }
     unreachable!("the retry loop returns")
@@ -642,12 +690,14 @@ fn advance_watermarks(batches: &[(String, RecordBatch)], states: &mut BTreeMap<S
 
 /// Drops rows at or below the watermark the table already holds (written by
 /// another worker since this run read it), and moves our marks past it.
+/// Says whether any row was dropped.
 async fn drop_committed_elsewhere(
     table: &deltalake::DeltaTable,
     batches: Vec<(String, RecordBatch)>,
     states: &mut BTreeMap<String, PartitionState>,
     run: &RunContext<'_>,
-) -> Result<Vec<(String, RecordBatch)>> {
+) -> Result<(Vec<(String, RecordBatch)>, bool)> {
+    let mut dropped_any = false;
     let mut theirs: BTreeMap<String, Option<i64>> = BTreeMap::new();
     for (partition, _) in &batches {
         if !theirs.contains_key(partition) {
@@ -680,12 +730,13 @@ async fn drop_committed_elsewhere(
         let fresh = filter_record_batch(&batch, &mask.into()).map_err(|e| Error::Internal(e.to_string()))?;
         let dropped = (batch.num_rows() - fresh.num_rows()) as u64;
         tracing::info!(partition = %partition, dropped, "events already committed by another ingest");
+        dropped_any = true;
         state.report.events_written -= dropped;
         if fresh.num_rows() > 0 {
             kept.push((partition, fresh));
         }
     }
-    Ok(kept)
+    Ok((kept, dropped_any))
 }
 
 /// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9
