@@ -243,6 +243,9 @@ pub fn main() -> ExitCode {
         Command::Changes(args) => runtime.block_on(changes(args)),
         Command::Features(args) => runtime.block_on(features(args)),
     };
+    // The job is over: a decoder stuck on a corrupt file (abandoned at its
+    // deadline) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -151,6 +151,8 @@ struct Pending {
     batches: Vec<(String, RecordBatch)>,
     /// How many of `batches` were queued to the writer.
     sent: usize,
+    /// Capture bytes each of `batches` was read from.
+    sizes: Vec<u64>,
     /// Newest window (epoch seconds) of the files in the batch, per partition.
     windows: BTreeMap<String, i64>,
     bytes: u64,
@@ -273,9 +275,9 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         }
     }))
     .buffered(fetches)
-    .map(|fetched| async move {
+    .map(|fetched| async {
         let (file, bytes) = fetched?;
-        let decoded = decode_with_deadline(bytes).await?;
+        let decoded = decode_with_deadline(bytes, subjects.clone()).await?;
         Ok::<_, Error>((file, decoded))
     })
     .buffered(parallelism);
@@ -345,10 +347,10 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
             accept(&f, &b, state, &mut report, &mut pending, &run)?;
         }
         if !options.dry_run {
-            table = send_pending(table, &spec, &mut sink, &mut pending).await?;
+            table = send_pending(table, &spec, &mut sink, parallelism, &mut pending).await?;
         }
         if pending.bytes >= pipeline.ingest.commit_bytes || pending.events >= pipeline.ingest.commit_events {
-            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_ref(), &mut write).await?;
+            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_mut(), &mut write).await?;
         }
     }
     // What is still parked follows a real gap: ingest it in sequence order,
@@ -361,10 +363,10 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         }
     }
     if !options.dry_run {
-        table = send_pending(table, &spec, &mut sink, &mut pending).await?;
+        table = send_pending(table, &spec, &mut sink, parallelism, &mut pending).await?;
     }
     if pending.events > 0 {
-        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_ref(), &mut write).await?;
+        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_mut(), &mut write).await?;
     }
     drop(table);
 
@@ -412,6 +414,7 @@ fn accept(
     pending.events += n;
     pending.bytes += file.size;
     pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, file, run)?));
+    pending.sizes.push(file.size);
     let w = pending.windows.entry(file.partition_id.clone()).or_insert(i64::MIN);
     *w = (*w).max(file.window.timestamp());
     Ok(())
@@ -420,16 +423,26 @@ fn accept(
 /// Decodes on a thread of its own with a deadline: a block whose declared
 /// record count is smaller than its content makes arrow-avro spin forever,
 /// and a job must end with a reason, not hang its scheduler slot.
-async fn decode_with_deadline(bytes: bytes::Bytes) -> Result<Result<crate::capture::CaptureBatch, crate::capture::DecodeError>> {
+///
+/// The subject-key columns are extracted there too (one parse of every
+/// body, ~10% of ingest's CPU): they are appended after the capture columns.
+async fn decode_with_deadline(
+    bytes: bytes::Bytes,
+    subjects: Vec<String>,
+) -> Result<Result<crate::capture::CaptureBatch, crate::capture::DecodeError>> {
     let deadline = std::time::Duration::from_secs(60 + bytes.len() as u64 / 1_000_000);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("weir-decode".into())
-        .spawn(move || {
-            let _ = tx.send(decode_capture_file(&bytes));
+    // tokio's blocking pool reuses its threads (a thread per file cost
+    // ~0.3 s of system time per million events); a decode stuck past the
+    // deadline keeps its thread and the pool starts another.
+    let work = tokio::task::spawn_blocking(move || {
+        decode_capture_file(&bytes).and_then(|mut c| {
+            if !subjects.is_empty() {
+                c.batch = with_subject_columns(&c.batch, &subjects)?;
+            }
+            Ok(c)
         })
-        .map_err(|e| Error::Internal(format!("cannot start a decoder thread: {e}")))?;
-    match tokio::time::timeout(deadline, rx).await {
+    });
+    match tokio::time::timeout(deadline, work).await {
         Ok(Ok(decoded)) => Ok(decoded),
         Ok(Err(_)) => Err(Error::Internal("decoder thread panicked".into())),
         Err(_) => Ok(Err(crate::capture::DecodeError {
@@ -437,6 +450,16 @@ async fn decode_with_deadline(bytes: bytes::Bytes) -> Result<Result<crate::captu
             reason: format!("decoding did not finish within {} s (corrupt block record count?)", deadline.as_secs()),
         })),
     }
+}
+
+/// Capture rows with one `subject_<field>` column per subject field after them.
+fn with_subject_columns(batch: &RecordBatch, subjects: &[String]) -> std::result::Result<RecordBatch, crate::capture::DecodeError> {
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(subjects.iter().map(|s| Field::new(subject::column_name(s), DataType::Utf8, true)));
+    let mut columns = batch.columns().to_vec();
+    columns.extend(subject::extract(batch.column(5).as_ref(), subjects));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| crate::capture::DecodeError { record: None, reason: format!("internal: subject columns: {e}") })
 }
 
 struct RunContext<'a> {
@@ -552,7 +575,8 @@ fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Re
         ingested,
         constant(run.run_id),
     ];
-    columns.extend(subject::extract(batch.column(5).as_ref(), run.subjects));
+    // Extracted by the decoder (see `decode_with_deadline`).
+    columns.extend(batch.columns()[capture_schema().fields().len()..].iter().cloned());
     RecordBatch::try_new(raw_schema_with(run.subjects), columns).map_err(|e| Error::Internal(format!("raw rows: {e}")))
 }
 
@@ -563,6 +587,7 @@ async fn send_pending(
     table: Option<deltalake::DeltaTable>,
     spec: &TableSpec,
     sink: &mut Option<RawSink>,
+    writers: usize,
     pending: &mut Pending,
 ) -> Result<Option<deltalake::DeltaTable>> {
     if pending.sent == pending.batches.len() {
@@ -571,11 +596,11 @@ async fn send_pending(
     let mut table = table.expect("a table outside dry runs");
     if sink.is_none() {
         table = delta::add_missing_columns(table, &spec.schema).await?;
-        *sink = Some(RawSink::start(&table)?);
+        *sink = Some(RawSink::start(&table, writers)?);
     }
-    let sink = sink.as_ref().expect("started above");
-    for (_, batch) in &pending.batches[pending.sent..] {
-        sink.write(batch.clone()).await?;
+    let sink = sink.as_mut().expect("started above");
+    for ((_, batch), size) in pending.batches[pending.sent..].iter().zip(&pending.sizes[pending.sent..]) {
+        sink.write(batch.clone(), *size).await?;
     }
     pending.sent = pending.batches.len();
     Ok(Some(table))
@@ -597,10 +622,11 @@ async fn commit(
     pending: &mut Pending,
     states: &mut BTreeMap<String, PartitionState>,
     run: &RunContext<'_>,
-    sink: Option<&RawSink>,
+    sink: Option<&mut RawSink>,
     write: &mut TableWrite,
 ) -> Result<Option<deltalake::DeltaTable>> {
     let mut batches = std::mem::take(&mut pending.batches);
+    let sizes = std::mem::take(&mut pending.sizes);
     let windows = std::mem::take(&mut pending.windows);
     pending.bytes = 0;
     pending.events = 0;
@@ -613,13 +639,15 @@ async fn commit(
     };
     let mut table = table.expect("a table outside dry runs");
     let mut adds = sink.flush().await?;
+    // For a rewrite, which writer takes which rows only needs to be even.
+    let share = sizes.iter().sum::<u64>() / batches.len().max(1) as u64;
     for attempt in 0.. {
         let dropped;
         (batches, dropped) = drop_committed_elsewhere(&table, batches, states, run).await?;
         if dropped {
             sink.discard(&adds).await;
             for (_, batch) in &batches {
-                sink.write(batch.clone()).await?;
+                sink.write(batch.clone(), share).await?;
             }
             adds = sink.flush().await?;
         }

@@ -39,40 +39,82 @@ enum Command {
     Flush(oneshot::Sender<Result<Vec<Add>>>),
 }
 
-/// Handle to the writer task. Dropping it aborts whatever was written and
+/// Input a writer task takes before the next one gets the following rows.
+/// A commit smaller than this (an incremental run) makes one file per
+/// date; a large one spreads its encoding over every writer.
+const SHARE_BYTES: u64 = 8 << 20;
+
+/// Handle to the writer tasks. Dropping it aborts whatever was written and
 /// not flushed.
 pub(crate) struct RawSink {
-    tx: mpsc::Sender<Command>,
+    workers: Vec<mpsc::Sender<Command>>,
+    /// The worker taking rows now, and the capture bytes it has taken.
+    current: usize,
+    taken: u64,
     table: String,
     store: deltalake::logstore::ObjectStoreRef,
 }
 
 impl RawSink {
-    /// Starts a writer for `table`'s current schema and partitioning.
-    pub(crate) fn start(table: &DeltaTable) -> Result<Self> {
+    /// Starts `writers` writer tasks for `table`'s current schema and
+    /// partitioning. Each writes its own files: Parquet encoding of one file
+    /// is single-threaded, and it is about half of ingest's work.
+    pub(crate) fn start(table: &DeltaTable, writers: usize) -> Result<Self> {
         let name = crate::storage::redact(table.table_url().as_str());
-        let writer = RecordBatchWriter::for_table(table)
-            .map_err(|e| Error::delta(&name, e))?
-            .with_writer_properties(crate::delta::raw_writer_properties());
-        // Two batches in flight: enough to keep the encoder busy, and the
-        // decoders wait (bounding memory) when it falls behind.
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(run(writer, rx, name.clone()));
-        Ok(Self { tx, table: name, store: table.object_store() })
+        let mut workers = Vec::new();
+        for _ in 0..writers.max(1) {
+            let writer = RecordBatchWriter::for_table(table)
+                .map_err(|e| Error::delta(&name, e))?
+                .with_writer_properties(crate::delta::raw_writer_properties());
+            // Two batches in flight: enough to keep the encoder busy, and the
+            // decoders wait (bounding memory) when it falls behind.
+            let (tx, rx) = mpsc::channel(2);
+            tokio::spawn(run(writer, rx, name.clone()));
+            workers.push(tx);
+        }
+        Ok(Self { workers, current: 0, taken: 0, table: name, store: table.object_store() })
     }
 
-    /// Queues raw rows (of any dates) for encoding.
-    pub(crate) async fn write(&self, batch: RecordBatch) -> Result<()> {
-        self.tx.send(Command::Write(batch)).await.map_err(|_| self.gone())
+    /// Queues raw rows (of any dates) read from `input_bytes` of capture
+    /// files for encoding.
+    pub(crate) async fn write(&mut self, batch: RecordBatch, input_bytes: u64) -> Result<()> {
+        if self.taken >= SHARE_BYTES {
+            self.current = (self.current + 1) % self.workers.len();
+            self.taken = 0;
+        }
+        self.taken += input_bytes;
+        self.workers[self.current].send(Command::Write(batch)).await.map_err(|_| self.gone())
     }
 
     /// Closes the open files and returns their `Add` actions (none when
     /// nothing was written). The first error of any write since the last
     /// flush is returned here, and the files of that window are aborted.
-    pub(crate) async fn flush(&self) -> Result<Vec<Add>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Flush(reply)).await.map_err(|_| self.gone())?;
-        rx.await.map_err(|_| self.gone())?
+    pub(crate) async fn flush(&mut self) -> Result<Vec<Add>> {
+        let mut replies = Vec::new();
+        for worker in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            worker.send(Command::Flush(reply)).await.map_err(|_| self.gone())?;
+            replies.push(rx);
+        }
+        let mut adds = Vec::new();
+        let mut first_error = None;
+        for rx in replies {
+            match rx.await.map_err(|_| self.gone())? {
+                Ok(a) => adds.extend(a),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        // The next commit starts on the first writer again: small commits
+        // stay one file per date.
+        self.current = 0;
+        self.taken = 0;
+        match first_error {
+            None => Ok(adds),
+            Some(e) => {
+                self.discard(&adds).await;
+                Err(e)
+            }
+        }
     }
 
     /// Deletes flushed files that will not be committed.
