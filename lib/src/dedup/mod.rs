@@ -22,9 +22,16 @@
 //!
 //! Hazard: duplicates older than the lookback are not found. The lookback is
 //! the knob between cost (the stored keys read per run) and reach.
+//!
+//! Keys are held as 128-bit hashes of their row bytes (two XXH64 under
+//! independent seeds chosen per process): 16 bytes a key whatever its width, no allocation per row. Two
+//! different keys of a 10-million-key index share a hash with probability
+//! about 10^-25; the per-process seed keeps a producer from crafting a
+//! collision that would make Weir drop another event as its duplicate.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use deltalake::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use deltalake::arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
@@ -162,21 +169,59 @@ pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(Record
         })
         .collect();
     let indices = lexsort_to_indices(&sort_columns, None).map_err(|e| e.to_string())?;
-    let sorted = take_record_batch(batch, &indices).map_err(|e| e.to_string())?;
 
+    // Hash the keys in place and take the kept rows once, in sorted order.
     let converter = key_converter(&batch.schema(), &config.key)?;
-    let key_columns = columns(&sorted, &config.key)?;
+    let key_columns = columns(batch, &config.key)?;
     let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
-    let null_key = null_keys(&key_columns, sorted.num_rows());
-    let mut seen = HashSet::with_capacity(rows.num_rows());
-    let keep: Vec<u32> = (0..rows.num_rows())
-        .filter(|&i| null_key[i] || seen.insert(rows.row(i).as_ref().to_vec()))
-        .map(|i| i as u32)
+    let null_key = null_keys(&key_columns, batch.num_rows());
+    let mut seen: KeySet = HashSet::with_capacity_and_hasher(rows.num_rows(), Default::default());
+    let keep: Vec<u32> = indices
+        .values()
+        .iter()
+        .copied()
+        .filter(|&i| null_key[i as usize] || seen.insert(key_hash(rows.row(i as usize).as_ref())))
         .collect();
-    let dropped = (sorted.num_rows() - keep.len()) as u64;
-    let kept = take_record_batch(&sorted, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
+    let dropped = (batch.num_rows() - keep.len()) as u64;
+    let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
     Ok((kept, dropped))
 }
+
+/// A 128-bit hash of a key's row bytes, under a seed chosen once per process.
+fn key_hash(row: &[u8]) -> u128 {
+    static SEEDS: OnceLock<(u64, u64)> = OnceLock::new();
+    let (a, b) = *SEEDS.get_or_init(|| {
+        let id = uuid::Uuid::new_v4().as_u128();
+        (id as u64, (id >> 64) as u64)
+    });
+    let hi = twox_hash::XxHash64::oneshot(a, row);
+    let lo = twox_hash::XxHash64::oneshot(b, row);
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// Keys are already uniform hashes: the table hashes them no further.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here (write_u128 is forwarded as bytes).
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64 ^ (v >> 64) as u64;
+    }
+}
+
+type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 
 /// Drops rows whose key the table already holds (with `keep: latest`, only
 /// when the stored copy is not older). `existing` are batches of stored rows
@@ -226,7 +271,7 @@ pub struct StoredIndex {
     order: Option<RowConverter>,
     partitions: Vec<String>,
     partition_ids: HashMap<String, u32>,
-    copies: HashMap<Box<[u8]>, Copies>,
+    copies: KeyMap<Copies>,
 }
 
 impl StoredIndex {
@@ -238,7 +283,7 @@ impl StoredIndex {
             order: None,
             partitions: Vec::new(),
             partition_ids: HashMap::new(),
-            copies: HashMap::new(),
+            copies: KeyMap::default(),
         }
     }
 
@@ -291,9 +336,10 @@ impl StoredIndex {
                 sequence: seqs.value(i),
                 order: orders.as_ref().map(|o| Box::from(o.row(i).as_ref())).unwrap_or_default(),
             };
-            match self.copies.get_mut(rows.row(i).as_ref()) {
+            let hash = key_hash(rows.row(i).as_ref());
+            match self.copies.get_mut(&hash) {
                 None => {
-                    self.copies.insert(Box::from(rows.row(i).as_ref()), Copies::One(copy));
+                    self.copies.insert(hash, Copies::One(copy));
                 }
                 Some(existing) => {
                     let mut all: Vec<Copy> = match std::mem::replace(existing, Copies::Many(Vec::new())) {
@@ -332,7 +378,7 @@ impl StoredIndex {
                 keep.push(i as u32);
                 continue;
             }
-            match self.copies.get(rows.row(i).as_ref()) {
+            match self.copies.get(&key_hash(rows.row(i).as_ref())) {
                 None => keep.push(i as u32),
                 Some(copies) => {
                     let same_lineage = copies
