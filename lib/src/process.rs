@@ -1020,7 +1020,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
     let app_id = progress_app_id(&plan.pipeline);
     let create = !options.dry_run;
     let (ps, qs, ms) = (plan.processed_spec(loaded), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
-    let mut processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), &app_id).await?;
+    let processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), &app_id).await?;
     if let Some(t) = &processed.table {
         let (added, breaking) = schema_changes(delta::arrow_schema(t)?.as_ref(), &plan.processed_schema);
         if !breaking.is_empty() {
@@ -1054,17 +1054,36 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
     let mut from = (oldest_progress + 1) as u64;
     let mut key_cache: Option<(i32, dedup::StoredIndex)> = None;
     let step = plan.config.raw_versions_per_commit;
+    // A range never crosses a table's marker: the range an interrupted run
+    // committed to one table is recomputed exactly for the others, even
+    // when the raw table has grown since.
+    let range_end = |from: u64| {
+        markers.iter().filter(|&&m| m >= from as i64).map(|&m| m as u64).fold((from + step - 1).min(latest), u64::min)
+    };
+    // Three steps overlap: the next range's raw rows are read while this
+    // one is checked, and the processed rows of the previous range are
+    // written meanwhile (the largest write; see `Background`).
+    let mut processed = Background::new(processed);
+    let mut prefetch: Option<Prefetch> = None;
     while from <= latest {
-        // A range never crosses a table's marker: the range an interrupted
-        // run committed to one table is recomputed exactly for the others,
-        // even when the raw table has grown since.
-        let to = markers
-            .iter()
-            .filter(|&&m| m >= from as i64)
-            .map(|&m| m as u64)
-            .fold((from + step - 1).min(latest), u64::min);
+        let to = range_end(from);
         let now = Utc::now();
-        let rows = read_raw(&raw, from, to).await?;
+        let rows = match prefetch.take() {
+            Some((range, handle)) if range == (from, to) => {
+                handle.await.map_err(|e| Error::Internal(format!("reading raw: {e}")))??
+            }
+            other => {
+                if let Some((_, handle)) = other {
+                    handle.abort();
+                }
+                read_raw(&raw, from, to).await?
+            }
+        };
+        if to < latest {
+            let next = (to + 1, range_end(to + 1));
+            let raw = raw.clone();
+            prefetch = Some((next, tokio::spawn(async move { read_raw(&raw, next.0, next.1).await })));
+        }
         report.events_read += rows.num_rows() as u64;
         let ev_rows = rows.num_rows();
         let ev = evaluate(&plan, &rows, &options.run_id, now)?;
@@ -1083,6 +1102,9 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 m.progress = progress;
             }
             tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
+            if let Some((_, handle)) = prefetch.take() {
+                handle.abort();
+            }
             break;
         }
 
@@ -1101,19 +1123,21 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>().and_then(|a| a.iter().flatten().min()));
             // Stored keys are read once per run (again only when a range
             // reaches further back); what this run writes is added to them.
-            if let (Some(t), Some(oldest)) = (&processed.table, oldest) {
-                let from = oldest - d.lookback_days as i32;
-                if key_cache.as_ref().is_none_or(|(f, _)| from < *f) {
+            let from = oldest.map(|o| o - d.lookback_days as i32);
+            let rebuild = from.is_some_and(|from| key_cache.as_ref().is_none_or(|(f, _)| from < *f));
+            if let (true, Some(oldest), Some(from)) = (rebuild, oldest, from) {
+                // Reading stored keys needs the previous write to have landed.
+                if let Some(t) = &processed.get().await?.table {
                     let mut index = dedup::StoredIndex::new(d);
                     for b in stored_keys(t, d, oldest).await? {
                         index.add(&b).map_err(Error::Internal)?;
                     }
                     key_cache = Some((from, index));
                 }
-                if let Some((cached_from, _)) = &key_cache {
-                    // The merge must see every stored row the keys came from.
-                    merge_from = Some(*cached_from);
-                }
+            }
+            if let (Some(_), Some((cached_from, _))) = (oldest, &key_cache) {
+                // The merge must see every stored row the keys came from.
+                merge_from = Some(*cached_from);
             }
             let (fresh, counts) = match key_cache.as_mut() {
                 Some((_, index)) => index.filter(&unique).map_err(Error::Internal)?,
@@ -1138,13 +1162,16 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         quality.events_quarantined += ev.quarantine.num_rows() as u64;
         quality.events_dropped += ev.dropped;
 
+        // The previous range's processed rows must be in before this range
+        // commits anything: a failed write then stops the run here.
+        processed.get().await?;
         let meta = commit_metadata(&plan, &options.run_id, from, to);
         let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
         let options_for = |partition: &str| WriteOptions {
             partition_columns: if partition.is_empty() { vec![] } else { vec![partition.to_string()] },
             progress: progress.clone(),
             metadata: meta.clone(),
-            merge_schema: false,
+            ..Default::default()
         };
         if quarantine.needs(to) {
             let rows = rows_after(&ev.quarantine, &ev.quarantine_versions, quarantine.progress)?;
@@ -1152,8 +1179,9 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 quarantine.write(rows, to, options_for(QUARANTINE_PARTITION_COLUMN)).await?;
             }
         }
-        if processed.needs(to) {
-            let rows = rows_after(&kept, &kept_versions, processed.progress)?;
+        let out = processed.get().await?;
+        if out.needs(to) {
+            let rows = rows_after(&kept, &kept_versions, out.progress)?;
             report.events_written += rows.num_rows() as u64;
             if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
                 let indices = d
@@ -1165,13 +1193,23 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 keys.add(&rows.project(&indices).map_err(arrow_err("dedup keys"))?).map_err(Error::Internal)?;
             }
             if !options.dry_run {
-                let write = WriteOptions { merge_schema: true, ..options_for(PARTITION_COLUMN) };
+                // Dedup keys are unique and sequence numbers nearly so.
+                let no_dictionary = plan
+                    .dedup
+                    .iter()
+                    .flat_map(|d| d.key.iter().cloned())
+                    .chain(["_sequence_number".to_string()])
+                    .collect();
+                let write = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
                 match (&plan.dedup, replacing && rows.num_rows() > 0) {
                     (Some(d), true) => {
-                        let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
-                        processed.upsert(rows, to, &d.key, scope, write).await?;
+                        let key = d.key.clone();
+                        processed.start(move |mut out| async move {
+                            let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                            out.upsert(rows, to, &key, scope, write).await.map(|()| out)
+                        });
                     }
-                    _ => processed.write(rows, to, write).await?,
+                    _ => processed.start(move |mut out| async move { out.write(rows, to, write).await.map(|()| out) }),
                 }
             }
         }
@@ -1186,10 +1224,47 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         from = to + 1;
     }
 
-    report.tables = [Some(&processed), Some(&quarantine), metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
+    let processed = processed.get().await?;
+    report.tables = [Some(&*processed), Some(&quarantine), metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
     report.quality = Some(quality);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// A raw range `(from, to)` being read ahead.
+type Prefetch = ((u64, u64), tokio::task::JoinHandle<Result<RecordBatch>>);
+
+/// An output whose writes run on a task of their own, one at a time: the
+/// next write (and anything that reads the table) waits for the previous.
+struct Background {
+    out: Option<Output>,
+    writing: Option<tokio::task::JoinHandle<Result<Output>>>,
+}
+
+impl Background {
+    fn new(out: Output) -> Self {
+        Background { out: Some(out), writing: None }
+    }
+
+    /// The output, once its write in flight (if any) has landed; that
+    /// write's error is returned here.
+    async fn get(&mut self) -> Result<&mut Output> {
+        if let Some(handle) = self.writing.take() {
+            let out = handle.await.map_err(|e| Error::Internal(format!("the processed table's writer: {e}")))??;
+            self.out = Some(out);
+        }
+        Ok(self.out.as_mut().expect("an output when no write is in flight"))
+    }
+
+    /// Starts `write` on the output; call after [`get`](Self::get).
+    fn start<F, Fut>(&mut self, write: F)
+    where
+        F: FnOnce(Output) -> Fut,
+        Fut: std::future::Future<Output = Result<Output>> + Send + 'static,
+    {
+        let out = self.out.take().expect("get() before start()");
+        self.writing = Some(tokio::spawn(write(out)));
+    }
 }
 
 fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {

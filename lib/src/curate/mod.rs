@@ -625,6 +625,7 @@ async fn run_model(
         progress: vec![Transaction::new_with_last_update(&app_id, source_version as i64, Some(now.timestamp_millis()))],
         metadata,
         merge_schema,
+        ..Default::default()
     };
     let table_schema = delta::arrow_schema(&table)?;
     let table = match changes {

@@ -228,7 +228,7 @@ pub async fn commit_adds(
             let mut table = table;
             table.update_incremental(Some(done.version())).await.map(|()| table)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     result.map_err(|e| match e {
         DeltaTableError::Transaction {
@@ -267,6 +267,10 @@ pub struct WriteOptions {
     pub metadata: HashMap<String, serde_json::Value>,
     /// Add columns the batches have and the table lacks (schema evolution).
     pub merge_schema: bool,
+    /// Columns written without a dictionary: values nearly all distinct
+    /// (event ids, sequence numbers), where interning each value before
+    /// falling back to plain encoding only costs time.
+    pub no_dictionary: Vec<String>,
 }
 
 /// Appends `batches` and records the progress markers in the same commit.
@@ -307,6 +311,15 @@ pub async fn write_with_progress(
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(options.partition_columns)
             .with_commit_properties(commit);
+        if !options.no_dictionary.is_empty() {
+            use deltalake::parquet::file::properties::WriterProperties;
+            use deltalake::parquet::schema::types::ColumnPath;
+            let mut props = WriterProperties::builder().set_compression(deltalake::parquet::basic::Compression::SNAPPY);
+            for c in &options.no_dictionary {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), false);
+            }
+            write = write.with_writer_properties(props.build());
+        }
         if options.merge_schema {
             write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
         }
