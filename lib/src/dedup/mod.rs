@@ -246,20 +246,18 @@ struct Copy {
     order: Box<[u8]>,
 }
 
-/// The stored copies of one key; almost always one.
-enum Copies {
-    One(Copy),
-    Many(Vec<Copy>),
+/// The stored copies of one key, 16 bytes inline: almost always one copy
+/// without `order_by` bytes (`keep: first`), held here; otherwise `spill`
+/// is the index of every copy in [`StoredIndex::spilled`]. Together with
+/// the 16-byte key an entry is 32 bytes, which at ten million keys is what
+/// the index costs (its hash table doubles as it grows).
+struct Entry {
+    partition: u32,
+    spill: u32,
+    sequence: i64,
 }
 
-impl Copies {
-    fn iter(&self) -> std::slice::Iter<'_, Copy> {
-        match self {
-            Copies::One(c) => std::slice::from_ref(c).iter(),
-            Copies::Many(v) => v.iter(),
-        }
-    }
-}
+const INLINE: u32 = u32::MAX;
 
 /// The keys the processed table holds within the lookback, indexed once per
 /// run and extended with what the run writes, so each step of a run probes
@@ -271,7 +269,8 @@ pub struct StoredIndex {
     order: Option<RowConverter>,
     partitions: Vec<String>,
     partition_ids: HashMap<String, u32>,
-    copies: KeyMap<Copies>,
+    copies: KeyMap<Entry>,
+    spilled: Vec<Vec<Copy>>,
 }
 
 impl StoredIndex {
@@ -284,6 +283,7 @@ impl StoredIndex {
             partitions: Vec::new(),
             partition_ids: HashMap::new(),
             copies: KeyMap::default(),
+            spilled: Vec::new(),
         }
     }
 
@@ -338,17 +338,19 @@ impl StoredIndex {
             };
             let hash = key_hash(rows.row(i).as_ref());
             match self.copies.get_mut(&hash) {
+                None if copy.order.is_empty() => {
+                    self.copies.insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
+                }
                 None => {
-                    self.copies.insert(hash, Copies::One(copy));
+                    self.copies.insert(hash, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
+                    self.spilled.push(vec![copy]);
                 }
-                Some(existing) => {
-                    let mut all: Vec<Copy> = match std::mem::replace(existing, Copies::Many(Vec::new())) {
-                        Copies::One(c) => vec![c],
-                        Copies::Many(v) => v,
-                    };
-                    all.push(copy);
-                    *existing = Copies::Many(all);
+                Some(entry) if entry.spill == INLINE => {
+                    let first = Copy { partition: entry.partition, sequence: entry.sequence, order: Box::default() };
+                    entry.spill = self.spilled.len() as u32;
+                    self.spilled.push(vec![first, copy]);
                 }
+                Some(entry) => self.spilled[entry.spill as usize].push(copy),
             }
         }
         Ok(())
@@ -380,7 +382,14 @@ impl StoredIndex {
             }
             match self.copies.get(&key_hash(rows.row(i).as_ref())) {
                 None => keep.push(i as u32),
-                Some(copies) => {
+                Some(entry) => {
+                    let inline;
+                    let copies: &[Copy] = if entry.spill == INLINE {
+                        inline = [Copy { partition: entry.partition, sequence: entry.sequence, order: Box::default() }];
+                        &inline
+                    } else {
+                        &self.spilled[entry.spill as usize]
+                    };
                     let same_lineage = copies
                         .iter()
                         .any(|c| c.sequence == seqs.value(i) && self.partitions[c.partition as usize] == parts.value(i));
@@ -475,6 +484,20 @@ mod tests {
         let (kept, counts) = against_existing(&b, &[stored], &config()).unwrap();
         assert_eq!(ids_and_seqs(&kept), [("c".into(), 3)]);
         assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 1, replacing: 0 });
+    }
+
+    #[test]
+    fn a_key_stored_several_times_keeps_every_lineage() {
+        // The same key stored twice (a re-send written before dedup saw it,
+        // or a lookback that grew), over two additions to the index.
+        let mut index = StoredIndex::new(&config());
+        index.add(&rows(&["a", "b"], &["0", "0"], &[1, 2], &[0, 0])).unwrap();
+        index.add(&rows(&["a"], &["3"], &[40], &[0])).unwrap();
+        assert_eq!(index.len(), 2);
+        let b = rows(&["a", "a", "b", "c"], &["3", "0", "0", "0"], &[40, 1, 7, 8], &[0, 0, 0, 0]);
+        let (kept, counts) = index.filter(&b).unwrap();
+        assert_eq!(ids_and_seqs(&kept), [("c".into(), 8)]);
+        assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 2, replacing: 0 });
     }
 
     #[test]
