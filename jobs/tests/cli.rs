@@ -213,6 +213,56 @@ fn overlapping_workers_still_give_exactly_once() {
     assert_eq!(f.keys(), f.expected());
 }
 
+/// A worker whose rows are already in Parquet files when it finds that
+/// another worker committed the same events deletes those files and
+/// commits nothing twice.
+#[test]
+fn an_ingest_that_lost_the_race_after_writing_deletes_its_files() {
+    let f = Fixture::new(DatasetSpec { windows: 6, ..spec() }, "");
+    let out = f.cmd("ingest").args(["--partitions", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // A writes its files, then waits before committing; B ingests
+    // everything meanwhile.
+    let a = f.cmd("ingest").env("WEIR_PAUSE", "ingest_before_commit:4000").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let b = f.cmd("ingest").output().unwrap();
+    assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
+    let written = |o: &Output| {
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["stages"][0]["events_written"].as_i64().unwrap()
+    };
+    let first: i64 = f.last["0"] + 1;
+    assert!(written(&b) > 0, "B ingested the rest");
+    assert_eq!(written(&a), 0, "A's events were B's: {}", stdout(&a));
+    assert_eq!(written(&a) + written(&b) + first, f.expected().len() as i64);
+    assert_eq!(f.keys(), f.expected());
+    // Every Parquet file under the table is one the table references.
+    let mut on_disk = Vec::new();
+    let mut dirs = vec![f.dir.path().join("lake/raw")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.ends_with("_delta_log") {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                on_disk.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let listed = Command::new(python())
+        .args(["-c", "import sys, deltalake; [print(u.rsplit('/', 1)[1]) for u in deltalake.DeltaTable(sys.argv[1]).file_uris()]"])
+        .arg(f.dir.path().join("lake/raw"))
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let mut referenced: Vec<String> = String::from_utf8(listed.stdout).unwrap().lines().map(str::to_string).collect();
+    on_disk.sort();
+    referenced.sort();
+    assert_eq!(on_disk, referenced, "uncommitted files left behind");
+}
+
 /// The Python interpreter with `deltalake` that scripts/test.sh prepares.
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("WEIR_PYTHON") {

@@ -639,6 +639,7 @@ async fn commit(
     };
     let mut table = table.expect("a table outside dry runs");
     let mut adds = sink.flush().await?;
+    pause_point("ingest_before_commit");
     // For a rewrite, which writer takes which rows only needs to be even.
     let share = sizes.iter().sum::<u64>() / batches.len().max(1) as u64;
     for attempt in 0.. {
