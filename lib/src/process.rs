@@ -462,7 +462,9 @@ pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, 
 /// Reads raw rows committed in versions `from..=to` from the change feed,
 /// with normalised types: partition and file as Utf8, body as Binary.
 async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<RecordBatch> {
-    let ctx = expectations::session();
+    // One partition: the read runs beside the previous range's checks (see
+    // `process`), and DataFusion's repartitioning only copied rows here.
+    let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(expectations::session().copied_config().with_target_partitions(1));
     let builder = raw.clone().scan_cdf().with_starting_version(from as _).with_ending_version(to as _);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(raw.table_url(), e))?;
     let df_err = |e: deltalake::datafusion::error::DataFusionError| {
