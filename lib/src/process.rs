@@ -539,25 +539,35 @@ fn arrow_err(context: &str) -> impl Fn(deltalake::arrow::error::ArrowError) -> E
 
 /// Parses, checks and transforms one chunk of raw rows. Pure: the same rows
 /// give the same result, which is what makes repair runs exact.
+///
+/// The rows are cut into one contiguous slice per core, each parsed,
+/// checked, routed and protected on its own thread; rule figures and
+/// outcomes are then taken over the whole chunk, so they do not depend on
+/// the number of cores.
 fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<Evaluated> {
     let n = raw.num_rows();
-    let col = |name: &str| raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")));
-    let body_col = col("body")?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parsed = plan.body.decode_parallel(body_col.as_ref(), threads).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut schema_reason: Vec<Option<String>> = vec![None; n];
-    for (row, reason) in parsed.failures {
-        schema_reason[row] = Some(reason);
-    }
+    // Slices under this many rows cost more in threads and joins than they save.
+    const MIN_SLICE_ROWS: usize = 8_192;
+    let slices = threads.clamp(1, (n / MIN_SLICE_ROWS).max(1));
+    let len = n.div_ceil(slices).max(1);
+    let parts: Vec<Result<SliceEval>> = if slices == 1 {
+        vec![evaluate_slice(plan, raw, run_id, now)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .step_by(len)
+                .map(|start| {
+                    let slice = raw.slice(start, len.min(n - start));
+                    scope.spawn(move || evaluate_slice(plan, &slice, run_id, now))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a row-check thread panicked".into())))).collect()
+        })
+    };
+    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
 
-    // The rows the rules see: parsed body, `_rescued`, lineage.
-    let mut columns: Vec<ArrayRef> = parsed.batch.columns().to_vec();
-    for name in ["partition_id", "sequence_number", "enqueued_time", "source_file"] {
-        columns.push(col(name)?);
-    }
-    let checked = RecordBatch::try_new(plan.checked_schema.clone(), columns).map_err(arrow_err("rows to check"))?;
-
-    let parsed_ok = n - schema_reason.iter().filter(|r| r.is_some()).count();
+    let parsed_ok: usize = parts.iter().map(|p| p.parsed_ok).sum();
     let mut rules = vec![RuleFigures {
         rule: SCHEMA_RULE.to_string(),
         expression: None,
@@ -567,23 +577,15 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
         max_failure_rate: None,
         outcome: if parsed_ok == n { "passed" } else { "quarantined" },
     }];
-    let mut failed_rules: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
-    let keys = sample_key_columns(plan, &checked);
     for (r, e) in plan.expectations.iter().enumerate() {
-        let pass = e.evaluate(&checked).map_err(|message| Error::RuleError { rule: e.name.clone(), message })?;
-        let mut failing = Vec::new();
-        for (i, ok) in pass.iter().enumerate() {
-            if schema_reason[i].is_none() && ok != Some(true) {
-                failed_rules[i].push(r);
-                failing.push(i);
-            }
-        }
-        let rate = if parsed_ok == 0 { 0.0 } else { failing.len() as f64 / parsed_ok as f64 };
+        let failed: usize = parts.iter().map(|p| p.rule_failed[r]).sum();
+        let samples: Vec<&str> = parts.iter().flat_map(|p| p.rule_samples[r].iter().map(String::as_str)).take(SAMPLES).collect();
+        let rate = if parsed_ok == 0 { 0.0 } else { failed as f64 / parsed_ok as f64 };
         let exceeded = e.max_failure_rate.is_some_and(|max| rate > max);
         let row_level = e.max_failure_rate.is_none();
-        let outcome = match (e.action, failing.is_empty()) {
+        let outcome = match (e.action, failed == 0) {
             (_, true) => "passed",
             (Action::Fail, false) if row_level || exceeded => "failed",
             (Action::Fail | Action::Warn, false) if exceeded => "warned",
@@ -597,11 +599,11 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
             "rule {:?} ({}): {} of {} rows failed ({:.2}%{}); sample: {}",
             e.name,
             e.action.as_str(),
-            failing.len(),
+            failed,
             parsed_ok,
             rate * 100.0,
             e.max_failure_rate.map(|m| format!(", allowed {:.2}%", m * 100.0)).unwrap_or_default(),
-            sample_keys(&keys, &checked, &failing)
+            if samples.is_empty() { "none".to_string() } else { samples.join(", ") }
         );
         if outcome == "failed" {
             failures.push(problem("expectation_failed", summary, true));
@@ -613,10 +615,81 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
             expression: Some(e.sql.clone()),
             action: e.action.as_str(),
             checked: parsed_ok as u64,
-            failed: failing.len() as u64,
+            failed: failed as u64,
             max_failure_rate: e.max_failure_rate,
             outcome,
         });
+    }
+
+    let join = |batches: Vec<&RecordBatch>, schema: SchemaRef, what: &str| -> Result<RecordBatch> {
+        match batches.as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => concat_batches(&schema, batches).map_err(arrow_err(what)),
+        }
+    };
+    let kept = join(parts.iter().map(|p| &p.kept).collect(), parts[0].kept.schema(), "kept rows")?;
+    let quarantine = join(parts.iter().map(|p| &p.quarantine).collect(), quarantine_schema(), "quarantine rows")?;
+    Ok(Evaluated {
+        kept,
+        kept_versions: parts.iter().flat_map(|p| p.kept_versions.iter().copied()).collect(),
+        quarantine,
+        quarantine_versions: parts.iter().flat_map(|p| p.quarantine_versions.iter().copied()).collect(),
+        dropped: parts.iter().map(|p| p.dropped).sum(),
+        rules,
+        failures,
+        warnings,
+    })
+}
+
+/// Failing rows named per rule in messages.
+const SAMPLES: usize = 5;
+
+/// What one slice of a chunk turns into; [`evaluate`] joins the slices.
+struct SliceEval {
+    parsed_ok: usize,
+    /// Per expectation: rows that failed it, and up to [`SAMPLES`] of them.
+    rule_failed: Vec<usize>,
+    rule_samples: Vec<Vec<String>>,
+    kept: RecordBatch,
+    kept_versions: Vec<i64>,
+    quarantine: RecordBatch,
+    quarantine_versions: Vec<i64>,
+    dropped: u64,
+}
+
+fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<SliceEval> {
+    let n = raw.num_rows();
+    let col = |name: &str| raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")));
+    let body_col = col("body")?;
+    let parsed = plan.body.decode(body_col.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut schema_reason: Vec<Option<String>> = vec![None; n];
+    for (row, reason) in parsed.failures {
+        schema_reason[row] = Some(reason);
+    }
+
+    // The rows the rules see: parsed body, `_rescued`, lineage.
+    let mut columns: Vec<ArrayRef> = parsed.batch.columns().to_vec();
+    for name in ["partition_id", "sequence_number", "enqueued_time", "source_file"] {
+        columns.push(col(name)?);
+    }
+    let checked = RecordBatch::try_new(plan.checked_schema.clone(), columns).map_err(arrow_err("rows to check"))?;
+
+    let parsed_ok = n - schema_reason.iter().filter(|r| r.is_some()).count();
+    let mut failed_rules: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let keys = sample_key_columns(plan, &checked);
+    let mut rule_failed = Vec::with_capacity(plan.expectations.len());
+    let mut rule_samples = Vec::with_capacity(plan.expectations.len());
+    for (r, e) in plan.expectations.iter().enumerate() {
+        let pass = e.evaluate(&checked).map_err(|message| Error::RuleError { rule: e.name.clone(), message })?;
+        let mut failing = Vec::new();
+        for (i, ok) in pass.iter().enumerate() {
+            if schema_reason[i].is_none() && ok != Some(true) {
+                failed_rules[i].push(r);
+                failing.push(i);
+            }
+        }
+        rule_failed.push(failing.len());
+        rule_samples.push(sample_keys(&keys, &failing));
     }
 
     // Route every row: quarantine wins over drop (keep the evidence).
@@ -642,19 +715,15 @@ fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<U
 
     let versions = col("_commit_version")?;
     let versions = versions.as_primitive::<Int64Type>();
-    let quarantine_versions: Vec<i64> = quarantine.iter().map(|&i| versions.value(i)).collect();
-    let kept_versions: Vec<i64> = keep.iter().map(|&i| versions.value(i)).collect();
-    let quarantine_batch = quarantine_rows(plan, raw, &quarantine, &schema_reason, &failed_rules, run_id, now)?;
-    let kept = kept_rows(plan, &checked, &keep, run_id, now)?;
-    Ok(Evaluated {
-        kept,
-        kept_versions,
-        quarantine: quarantine_batch,
-        quarantine_versions,
+    Ok(SliceEval {
+        parsed_ok,
+        rule_failed,
+        rule_samples,
+        quarantine_versions: quarantine.iter().map(|&i| versions.value(i)).collect(),
+        kept_versions: keep.iter().map(|&i| versions.value(i)).collect(),
+        quarantine: quarantine_rows(plan, raw, &quarantine, &schema_reason, &failed_rules, run_id, now)?,
+        kept: kept_rows(plan, &checked, &keep, run_id, now)?,
         dropped,
-        rules,
-        failures,
-        warnings,
     })
 }
 
@@ -677,10 +746,10 @@ fn sample_key_columns(plan: &ProcessPlan, checked: &RecordBatch) -> Vec<(String,
         .collect()
 }
 
-fn sample_keys(keys: &[(String, ArrayRef)], _checked: &RecordBatch, rows: &[usize]) -> String {
-    let shown: Vec<String> = rows
-        .iter()
-        .take(5)
+/// Up to [`SAMPLES`] of `rows`, each named by its key columns.
+fn sample_keys(keys: &[(String, ArrayRef)], rows: &[usize]) -> Vec<String> {
+    rows.iter()
+        .take(SAMPLES)
         .map(|&i| {
             keys.iter()
                 .map(|(name, c)| {
@@ -690,12 +759,7 @@ fn sample_keys(keys: &[(String, ArrayRef)], _checked: &RecordBatch, rows: &[usiz
                 .collect::<Vec<_>>()
                 .join(" ")
         })
-        .collect();
-    if shown.is_empty() {
-        "none".to_string()
-    } else {
-        shown.join(", ")
-    }
+        .collect()
 }
 
 fn quarantine_rows(
@@ -1032,7 +1096,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             tracing::info!(columns = ?added, "the body schema gained optional fields: adding them to the processed table");
         }
     }
-    let mut quarantine = Output::open("quarantine", plan.tables.quarantine.clone(), create.then_some(&qs), &app_id).await?;
+    let quarantine = Output::open("quarantine", plan.tables.quarantine.clone(), create.then_some(&qs), &app_id).await?;
     let mut metrics = match &plan.tables.metrics {
         Some(l) => Some(Output::open("quality_metrics", l.clone(), create.then_some(&ms), &app_id).await?),
         None => None,
@@ -1065,7 +1129,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
     // Three steps overlap: the next range's raw rows are read while this
     // one is checked, and the processed rows of the previous range are
     // written meanwhile (the largest write; see `Background`).
-    let mut processed = Background::new(processed);
+    let mut outs = Background::new(Outputs { processed, quarantine, metrics });
     let mut prefetch: Option<Prefetch> = None;
     while from <= latest {
         let to = range_end(from);
@@ -1096,7 +1160,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         if !ev.failures.is_empty() {
             merge_rules(&mut quality, &chunk_rules);
             report.problems.extend(ev.failures.iter().cloned());
-            if let (Some(m), false) = (metrics.as_mut(), options.dry_run) {
+            if let (Some(m), false) = (outs.get().await?.metrics.as_mut(), options.dry_run) {
                 let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
                 // No progress marker: the range is not done.
                 let progress = m.progress;
@@ -1116,20 +1180,24 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         let mut kept_versions = ev.kept_versions;
         // `keep: latest` found newer copies of stored rows: merge, not append.
         let mut replacing = false;
+        let mut kept_hashes: Vec<Option<u128>> = Vec::new();
         let mut merge_from: Option<i32> = None;
         if let Some(d) = &plan.dedup {
             let tagged = with_versions(&kept, &kept_versions)?;
-            let (unique, within) = dedup::within_batch(&tagged, d).map_err(Error::Internal)?;
-            let oldest = unique
+            // Keys are hashed once; the index filters and records by hash.
+            let hashes = dedup::key_hashes(&tagged, d).map_err(Error::Internal)?;
+            let (mut keep, within) = dedup::within_batch_mask(&tagged, &hashes, d).map_err(Error::Internal)?;
+            let oldest = tagged
                 .column_by_name(PARTITION_COLUMN)
-                .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>().and_then(|a| a.iter().flatten().min()));
+                .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>())
+                .and_then(|a| a.iter().zip(&keep).filter_map(|(d, k)| d.filter(|_| *k)).min());
             // Stored keys are read once per run (again only when a range
             // reaches further back); what this run writes is added to them.
             let from = oldest.map(|o| o - d.lookback_days as i32);
             let rebuild = from.is_some_and(|from| key_cache.as_ref().is_none_or(|(f, _)| from < *f));
             if let (true, Some(oldest), Some(from)) = (rebuild, oldest, from) {
                 // Reading stored keys needs the previous write to have landed.
-                if let Some(t) = &processed.get().await?.table {
+                if let Some(t) = &outs.get().await?.processed.table {
                     let mut index = dedup::StoredIndex::new(d);
                     for b in stored_keys(t, d, oldest).await? {
                         index.add(&b).map_err(Error::Internal)?;
@@ -1141,10 +1209,11 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 // The merge must see every stored row the keys came from.
                 merge_from = Some(*cached_from);
             }
-            let (fresh, counts) = match key_cache.as_mut() {
-                Some((_, index)) => index.filter(&unique).map_err(Error::Internal)?,
-                None => (unique.clone(), dedup::DedupCounts::default()),
+            let counts = match key_cache.as_mut() {
+                Some((_, index)) => index.filter_mask(&tagged, &hashes, &mut keep).map_err(Error::Internal)?,
+                None => dedup::DedupCounts::default(),
             };
+            let (fresh, fresh_hashes) = dedup::select(&tagged, &hashes, &keep).map_err(Error::Internal)?;
             quality.duplicates_dropped += within + counts.against_table;
             quality.already_written += counts.already_written;
             replacing = counts.replacing > 0;
@@ -1159,14 +1228,15 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     outcome: if duplicates == 0 { "passed" } else { "dropped" },
             });
             (kept, kept_versions) = split_versions(&fresh)?;
+            kept_hashes = fresh_hashes;
         }
         merge_rules(&mut quality, &chunk_rules);
         quality.events_quarantined += ev.quarantine.num_rows() as u64;
         quality.events_dropped += ev.dropped;
 
-        // The previous range's processed rows must be in before this range
-        // commits anything: a failed write then stops the run here.
-        processed.get().await?;
+        // The previous range's writes must be in before this range commits
+        // anything: a failed write then stops the run here.
+        let o = outs.get().await?;
         let meta = commit_metadata(&plan, &options.run_id, from, to);
         let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
         let options_for = |partition: &str| WriteOptions {
@@ -1175,16 +1245,17 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             metadata: meta.clone(),
             ..Default::default()
         };
-        if quarantine.needs(to) {
-            let rows = rows_after(&ev.quarantine, &ev.quarantine_versions, quarantine.progress)?;
-            if !options.dry_run {
-                quarantine.write(rows, to, options_for(QUARANTINE_PARTITION_COLUMN)).await?;
-            }
-        }
-        let out = processed.get().await?;
-        if out.needs(to) {
-            let rows = rows_after(&kept, &kept_versions, out.progress)?;
+        let quarantine_rows = match o.quarantine.needs(to) {
+            true => Some(rows_after(&ev.quarantine, &ev.quarantine_versions, o.quarantine.progress)?),
+            false => None,
+        };
+        let mut processed_rows = None;
+        if o.processed.needs(to) {
+            let rows = rows_after(&kept, &kept_versions, o.processed.progress)?;
             report.events_written += rows.num_rows() as u64;
+            if let Some(p) = o.processed.progress.filter(|_| !kept_hashes.is_empty()) {
+                kept_hashes = kept_hashes.iter().zip(&kept_versions).filter(|(_, v)| **v > p).map(|(h, _)| *h).collect();
+            }
             if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
                 let indices = d
                     .stored_columns()
@@ -1192,42 +1263,47 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     .map(|n| rows.schema().index_of(n))
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(arrow_err("dedup keys"))?;
-                keys.add(&rows.project(&indices).map_err(arrow_err("dedup keys"))?).map_err(Error::Internal)?;
+                keys.add_hashed(&rows.project(&indices).map_err(arrow_err("dedup keys"))?, &kept_hashes).map_err(Error::Internal)?;
             }
-            if !options.dry_run {
-                // Dedup keys are unique and sequence numbers nearly so.
-                let no_dictionary = plan
-                    .dedup
-                    .iter()
-                    .flat_map(|d| d.key.iter().cloned())
-                    .chain(["_sequence_number".to_string()])
-                    .collect();
-                let write = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
-                match (&plan.dedup, replacing && rows.num_rows() > 0) {
-                    (Some(d), true) => {
-                        let key = d.key.clone();
-                        processed.start(move |mut out| async move {
-                            let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
-                            out.upsert(rows, to, &key, scope, write).await.map(|()| out)
-                        });
-                    }
-                    _ => processed.start(move |mut out| async move { out.write(rows, to, write).await.map(|()| out) }),
-                }
-            }
+            processed_rows = Some(rows);
         }
-        if let Some(m) = metrics.as_mut() {
-            if m.needs(to) && !options.dry_run {
-                // A range without rows records progress but no figures.
-                let rules = if ev_rows == 0 { &[][..] } else { &chunk_rules[..] };
-                let batch = metrics_batch(&plan, &options.run_id, from, to, rules, true, now)?;
-                m.write(batch, to, options_for("")).await?;
-            }
+        let metrics_rows = match o.metrics.as_ref().is_some_and(|m| m.needs(to)) {
+            // A range without rows records progress but no figures.
+            true => Some(metrics_batch(&plan, &options.run_id, from, to, if ev_rows == 0 { &[] } else { &chunk_rules }, true, now)?),
+            false => None,
+        };
+        if !options.dry_run {
+            let quarantine_options = options_for(QUARANTINE_PARTITION_COLUMN);
+            // Dedup keys are unique and sequence numbers nearly so.
+            let no_dictionary = plan.dedup.iter().flat_map(|d| d.key.iter().cloned()).chain(["_sequence_number".to_string()]).collect();
+            let processed_options = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
+            let metrics_options = options_for("");
+            let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
+            // In this order, as a run without overlap would: a crash leaves
+            // the tables at a known step (see the repair tests).
+            outs.start(move |mut o| async move {
+                if let Some(rows) = quarantine_rows {
+                    o.quarantine.write(rows, to, quarantine_options).await?;
+                }
+                match (processed_rows, upsert_key) {
+                    (Some(rows), Some(key)) if rows.num_rows() > 0 => {
+                        let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                        o.processed.upsert(rows, to, &key, scope, processed_options).await?;
+                    }
+                    (Some(rows), _) => o.processed.write(rows, to, processed_options).await?,
+                    (None, _) => {}
+                }
+                if let (Some(batch), Some(m)) = (metrics_rows, o.metrics.as_mut()) {
+                    m.write(batch, to, metrics_options).await?;
+                }
+                Ok(o)
+            });
         }
         from = to + 1;
     }
 
-    let processed = processed.get().await?;
-    report.tables = [Some(&*processed), Some(&quarantine), metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
+    let o = outs.get().await?;
+    report.tables = [Some(&o.processed), Some(&o.quarantine), o.metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
     report.quality = Some(quality);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -1236,33 +1312,41 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
 /// A raw range `(from, to)` being read ahead.
 type Prefetch = ((u64, u64), tokio::task::JoinHandle<Result<RecordBatch>>);
 
-/// An output whose writes run on a task of their own, one at a time: the
-/// next write (and anything that reads the table) waits for the previous.
-struct Background {
-    out: Option<Output>,
-    writing: Option<tokio::task::JoinHandle<Result<Output>>>,
+/// The tables a process run writes.
+struct Outputs {
+    processed: Output,
+    quarantine: Output,
+    metrics: Option<Output>,
 }
 
-impl Background {
-    fn new(out: Output) -> Self {
+/// Outputs whose writes run on a task of their own, one range at a time:
+/// the next range's writes (and anything that reads the tables) wait for
+/// the previous range's.
+struct Background<T> {
+    out: Option<T>,
+    writing: Option<tokio::task::JoinHandle<Result<T>>>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    fn new(out: T) -> Self {
         Background { out: Some(out), writing: None }
     }
 
-    /// The output, once its write in flight (if any) has landed; that
-    /// write's error is returned here.
-    async fn get(&mut self) -> Result<&mut Output> {
+    /// The outputs, once the writes in flight (if any) have landed; their
+    /// error is returned here.
+    async fn get(&mut self) -> Result<&mut T> {
         if let Some(handle) = self.writing.take() {
-            let out = handle.await.map_err(|e| Error::Internal(format!("the processed table's writer: {e}")))??;
+            let out = handle.await.map_err(|e| Error::Internal(format!("the output tables' writer: {e}")))??;
             self.out = Some(out);
         }
-        Ok(self.out.as_mut().expect("an output when no write is in flight"))
+        Ok(self.out.as_mut().expect("outputs when no write is in flight"))
     }
 
-    /// Starts `write` on the output; call after [`get`](Self::get).
+    /// Starts `write` on the outputs; call after [`get`](Self::get).
     fn start<F, Fut>(&mut self, write: F)
     where
-        F: FnOnce(Output) -> Fut,
-        Fut: std::future::Future<Output = Result<Output>> + Send + 'static,
+        F: FnOnce(T) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
         let out = self.out.take().expect("get() before start()");
         self.writing = Some(tokio::spawn(write(out)));

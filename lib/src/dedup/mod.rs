@@ -29,12 +29,13 @@
 //! about 10^-25; the per-process seed keeps a producer from crafting a
 //! collision that would make Weir drop another event as its duplicate.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use deltalake::arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use deltalake::arrow::array::{make_comparator, Array, AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::{filter_record_batch, SortOptions};
 use deltalake::arrow::datatypes::{Int64Type, Schema};
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
@@ -150,10 +151,34 @@ fn columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<Arc<dyn Array>>,
 }
 
 /// Keeps the first (or, with `keep: latest`, the last) row of each key,
-/// ordering by `order_by` then lineage. The result is in the kept order.
+/// ordering by `order_by` then lineage. Kept rows stay in batch order.
 pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(RecordBatch, u64), String> {
+    let hashes = key_hashes(batch, config)?;
+    let (keep, dropped) = within_batch_mask(batch, &hashes, config)?;
+    Ok((select(batch, &hashes, &keep)?.0, dropped))
+}
+
+/// The key hash of every row of `batch` (`None` for a null key), computed
+/// once per run step and passed to [`within_batch_mask`],
+/// [`StoredIndex::filter_mask`] and [`StoredIndex::add_hashed`].
+pub fn key_hashes(batch: &RecordBatch, config: &DedupConfig) -> Result<Vec<Option<u128>>, String> {
     if batch.num_rows() == 0 {
-        return Ok((batch.clone(), 0));
+        return Ok(Vec::new());
+    }
+    let converter = key_converter(&batch.schema(), &config.key)?;
+    let key_columns = columns(batch, &config.key)?;
+    let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
+    let null_key = null_keys(&key_columns, batch.num_rows());
+    Ok(null_key.iter().enumerate().map(|(i, &null)| (!null).then(|| key_hash(rows.row(i).as_ref()))).collect())
+}
+
+/// [`within_batch`] over precomputed [`key_hashes`]: which rows survive
+/// (`true`) and how many were dropped. One hash-table pass: copies are
+/// compared by `order_by` and lineage only when a key repeats.
+pub fn within_batch_mask(batch: &RecordBatch, hashes: &[Option<u128>], config: &DedupConfig) -> Result<(Vec<bool>, u64), String> {
+    let n = batch.num_rows();
+    if hashes.len() != n {
+        return Err(format!("{} key hashes for {n} rows", hashes.len()));
     }
     let mut order: Vec<String> = config.order_by.clone();
     for c in [PARTITION, SEQUENCE] {
@@ -161,30 +186,49 @@ pub fn within_batch(batch: &RecordBatch, config: &DedupConfig) -> Result<(Record
             order.push(c.to_string());
         }
     }
-    let sort_columns: Vec<SortColumn> = columns(batch, &order)?
-        .into_iter()
-        .map(|values| SortColumn {
-            values,
-            options: Some(SortOptions { descending: config.keep == Keep::Latest, nulls_first: false }),
-        })
-        .collect();
-    let indices = lexsort_to_indices(&sort_columns, None).map_err(|e| e.to_string())?;
-
-    // Hash the keys in place and take the kept rows once, in sorted order.
-    let converter = key_converter(&batch.schema(), &config.key)?;
-    let key_columns = columns(batch, &config.key)?;
-    let rows = converter.convert_columns(&key_columns).map_err(|e| e.to_string())?;
-    let null_key = null_keys(&key_columns, batch.num_rows());
-    let mut seen: KeySet = HashSet::with_capacity_and_hasher(rows.num_rows(), Default::default());
-    let keep: Vec<u32> = indices
-        .values()
+    let options = SortOptions { descending: config.keep == Keep::Latest, nulls_first: false };
+    let comparators = columns(batch, &order)?
         .iter()
-        .copied()
-        .filter(|&i| null_key[i as usize] || seen.insert(key_hash(rows.row(i as usize).as_ref())))
-        .collect();
-    let dropped = (batch.num_rows() - keep.len()) as u64;
-    let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
-    Ok((kept, dropped))
+        .map(|c| make_comparator(c.as_ref(), c.as_ref(), options))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    // `a` goes before `b`: it is the copy that wins.
+    let before = |a: usize, b: usize| {
+        comparators.iter().map(|c| c(a, b)).find(|o| o.is_ne()) == Some(std::cmp::Ordering::Less)
+    };
+    let mut winner: KeyMap<u32> = KeyMap::with_capacity_and_hasher(n, Default::default());
+    let mut keep = vec![true; n];
+    let mut dropped = 0u64;
+    for (i, h) in hashes.iter().enumerate() {
+        let Some(h) = h else { continue };
+        match winner.entry(*h) {
+            Slot::Vacant(v) => {
+                v.insert(i as u32);
+            }
+            Slot::Occupied(mut o) => {
+                dropped += 1;
+                let j = *o.get() as usize;
+                if before(i, j) {
+                    keep[j] = false;
+                    o.insert(i as u32);
+                } else {
+                    keep[i] = false;
+                }
+            }
+        }
+    }
+    Ok((keep, dropped))
+}
+
+/// The rows of `batch` (and their hashes) that `keep` selects; the batch
+/// itself, uncopied, when it selects every row.
+pub fn select(batch: &RecordBatch, hashes: &[Option<u128>], keep: &[bool]) -> Result<(RecordBatch, Vec<Option<u128>>), String> {
+    if keep.iter().all(|k| *k) {
+        return Ok((batch.clone(), hashes.to_vec()));
+    }
+    let kept = filter_record_batch(batch, &BooleanArray::from(keep.to_vec())).map_err(|e| e.to_string())?;
+    let kept_hashes = hashes.iter().zip(keep).filter(|(_, k)| **k).map(|(h, _)| *h).collect();
+    Ok((kept, kept_hashes))
 }
 
 /// A 128-bit hash of a key's row bytes, under a seed chosen once per process.
@@ -220,7 +264,6 @@ impl Hasher for KeyHasher {
     }
 }
 
-type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
 type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 
 /// Drops rows whose key the table already holds (with `keep: latest`, only
@@ -309,18 +352,28 @@ impl StoredIndex {
 
     /// Adds stored rows (with [`DedupConfig::stored_columns`]).
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let hashes = key_hashes(batch, &self.config)?;
+        self.add_hashed(batch, &hashes)
+    }
+
+    /// [`StoredIndex::add`] over precomputed [`key_hashes`]; rows with a
+    /// null key are not indexed.
+    pub fn add_hashed(&mut self, batch: &RecordBatch, hashes: &[Option<u128>]) -> Result<(), String> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if hashes.len() != batch.num_rows() {
+            return Err(format!("{} key hashes for {} rows", hashes.len(), batch.num_rows()));
+        }
         self.converters(&batch.schema())?;
-        let key = self.key.as_ref().ok_or("no key converter")?;
-        let rows = key.convert_columns(&columns(batch, &self.config.key)?).map_err(|e| e.to_string())?;
         let orders = match &self.order {
             Some(o) => Some(o.convert_columns(&columns(batch, &self.config.order_by)?).map_err(|e| e.to_string())?),
             None => None,
         };
+        self.copies.reserve(batch.num_rows());
         let (parts, seqs) = lineage(batch)?;
-        for i in 0..batch.num_rows() {
+        for (i, hash) in hashes.iter().enumerate() {
+            let Some(hash) = *hash else { continue };
             let p = parts.value(i);
             let partition = match self.partition_ids.get(p) {
                 Some(id) => *id,
@@ -336,7 +389,6 @@ impl StoredIndex {
                 sequence: seqs.value(i),
                 order: orders.as_ref().map(|o| Box::from(o.row(i).as_ref())).unwrap_or_default(),
             };
-            let hash = key_hash(rows.row(i).as_ref());
             match self.copies.get_mut(&hash) {
                 None if copy.order.is_empty() => {
                     self.copies.insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
@@ -360,28 +412,33 @@ impl StoredIndex {
     /// stored copy is not older); a stored row with the same lineage counts
     /// as already written.
     pub fn filter(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, DedupCounts), String> {
+        let hashes = key_hashes(batch, &self.config)?;
+        let mut keep = vec![true; batch.num_rows()];
+        let counts = self.filter_mask(batch, &hashes, &mut keep)?;
+        Ok((select(batch, &hashes, &keep)?.0, counts))
+    }
+
+    /// [`StoredIndex::filter`] over precomputed [`key_hashes`]: clears
+    /// `keep` for the rows it drops; rows already cleared are not looked at.
+    pub fn filter_mask(&mut self, batch: &RecordBatch, hashes: &[Option<u128>], keep: &mut [bool]) -> Result<DedupCounts, String> {
         let mut counts = DedupCounts::default();
         if batch.num_rows() == 0 || self.copies.is_empty() {
-            return Ok((batch.clone(), counts));
+            return Ok(counts);
+        }
+        if hashes.len() != batch.num_rows() || keep.len() != batch.num_rows() {
+            return Err(format!("{} key hashes and {} flags for {} rows", hashes.len(), keep.len(), batch.num_rows()));
         }
         self.converters(&batch.schema())?;
-        let key = self.key.as_ref().ok_or("no key converter")?;
-        let key_columns = columns(batch, &self.config.key)?;
-        let rows = key.convert_columns(&key_columns).map_err(|e| e.to_string())?;
-        let null_key = null_keys(&key_columns, batch.num_rows());
         let orders = match &self.order {
             Some(o) => Some(o.convert_columns(&columns(batch, &self.config.order_by)?).map_err(|e| e.to_string())?),
             None => None,
         };
         let (parts, seqs) = lineage(batch)?;
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for (i, &null) in null_key.iter().enumerate() {
-            if null {
-                keep.push(i as u32);
-                continue;
-            }
-            match self.copies.get(&key_hash(rows.row(i).as_ref())) {
-                None => keep.push(i as u32),
+
+        for (i, hash) in hashes.iter().enumerate() {
+            let (Some(hash), true) = (hash, keep[i]) else { continue };
+            match self.copies.get(hash) {
+                None => {}
                 Some(entry) => {
                     let inline;
                     let copies: &[Copy] = if entry.spill == INLINE {
@@ -395,17 +452,17 @@ impl StoredIndex {
                         .any(|c| c.sequence == seqs.value(i) && self.partitions[c.partition as usize] == parts.value(i));
                     if same_lineage {
                         counts.already_written += 1;
+                        keep[i] = false;
                     } else if orders.as_ref().is_some_and(|o| copies.iter().all(|c| o.row(i).as_ref() > &*c.order)) {
                         counts.replacing += 1;
-                        keep.push(i as u32);
                     } else {
                         counts.against_table += 1;
+                        keep[i] = false;
                     }
                 }
             }
         }
-        let kept = take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())?;
-        Ok((kept, counts))
+        Ok(counts)
     }
 }
 
