@@ -468,7 +468,7 @@ pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, 
 /// never decoded). A range holding any other change (an erase or retention
 /// delete, a deletion vector, column mapping) is read from the change feed,
 /// whose inserts are what a plain append would have given.
-async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<RecordBatch> {
+async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
     match appended_files(raw, from, to).await? {
         Some(files) => read_appended(raw, files).await,
         None => read_raw_changes(raw, from, to).await,
@@ -529,7 +529,7 @@ async fn appended_files(raw: &DeltaTable, from: u64, to: u64) -> Result<Option<V
 }
 
 /// Reads the processing columns of appended raw files, in log order.
-async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add)>) -> Result<RecordBatch> {
+async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add)>) -> Result<Vec<RecordBatch>> {
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use deltalake::parquet::arrow::ProjectionMask;
     use futures::{StreamExt as _, TryStreamExt as _};
@@ -590,11 +590,11 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
     };
     // Two files at a time: latency hides behind the other's decoding.
     let parts: Vec<Vec<RecordBatch>> = futures::stream::iter(files).map(read_one).buffered(2).try_collect().await?;
-    concat_batches(&schema, parts.iter().flatten()).map_err(|e| Error::Internal(format!("raw rows: {e}")))
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// [`read_raw`] through the change feed (any kind of version).
-async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<RecordBatch> {
+async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
     // One partition: the read runs beside the previous range's checks (see
     // `process`), and DataFusion's repartitioning only copied rows here.
     let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(expectations::session().copied_config().with_target_partitions(1));
@@ -626,7 +626,7 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Record
             .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?;
         out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(format!("raw change feed: {e}")))?);
     }
-    concat_batches(&schema, &out).map_err(|e| Error::Internal(format!("raw change feed: {e}")))
+    Ok(out)
 }
 
 /// Per-rule figures of one chunk.
@@ -665,32 +665,39 @@ fn arrow_err(context: &str) -> impl Fn(deltalake::arrow::error::ArrowError) -> E
 /// Parses, checks and transforms one chunk of raw rows. Pure: the same rows
 /// give the same result, which is what makes repair runs exact.
 ///
-/// The rows are cut into one contiguous slice per core, each parsed,
-/// checked, routed and protected on its own thread; rule figures and
-/// outcomes are then taken over the whole chunk, so they do not depend on
-/// the number of cores.
-fn evaluate(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<Evaluated> {
-    let n = raw.num_rows();
+/// The batches are shared out in runs of about equal rows, one per core,
+/// and each batch is parsed, checked, routed and protected on its own (the
+/// raw rows are never copied into one batch); rule figures and outcomes
+/// are then taken over the whole chunk, so they depend neither on the
+/// number of cores nor on batch sizes.
+fn evaluate(plan: &ProcessPlan, raw: &[RecordBatch], run_id: &str, now: DateTime<Utc>) -> Result<Evaluated> {
+    let n: usize = raw.iter().map(RecordBatch::num_rows).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Slices under this many rows cost more in threads and joins than they save.
-    const MIN_SLICE_ROWS: usize = 8_192;
-    let slices = threads.clamp(1, (n / MIN_SLICE_ROWS).max(1));
-    let len = n.div_ceil(slices).max(1);
-    let parts: Vec<Result<SliceEval>> = if slices == 1 {
-        vec![evaluate_slice(plan, raw, run_id, now)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..n)
-                .step_by(len)
-                .map(|start| {
-                    let slice = raw.slice(start, len.min(n - start));
-                    scope.spawn(move || evaluate_slice(plan, &slice, run_id, now))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a row-check thread panicked".into())))).collect()
-        })
+    let share = n.div_ceil(threads.max(1)).max(1);
+    let mut runs: Vec<&[RecordBatch]> = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, b) in raw.iter().enumerate() {
+        rows += b.num_rows();
+        if rows >= share || i + 1 == raw.len() {
+            runs.push(&raw[start..=i]);
+            (start, rows) = (i + 1, 0);
+        }
+    }
+    let each = |run: &[RecordBatch]| run.iter().map(|b| evaluate_slice(plan, b, run_id, now)).collect::<Result<Vec<_>>>();
+    let parts: Vec<SliceEval> = match runs.as_slice() {
+        [] => vec![evaluate_slice(plan, &RecordBatch::new_empty(raw_read_schema()), run_id, now)?],
+        [one] => each(one)?,
+        _ => std::thread::scope(|scope| {
+            let handles: Vec<_> = runs.iter().map(|run| scope.spawn(move || each(run))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a row-check thread panicked".into()))))
+                .collect::<Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect(),
     };
-    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
 
     let parsed_ok: usize = parts.iter().map(|p| p.parsed_ok).sum();
     let mut rules = vec![RuleFigures {
@@ -1275,8 +1282,8 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let raw = raw.clone();
             prefetch = Some((next, tokio::spawn(async move { read_raw(&raw, next.0, next.1).await })));
         }
-        report.events_read += rows.num_rows() as u64;
-        let ev_rows = rows.num_rows();
+        let ev_rows: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        report.events_read += ev_rows as u64;
         let ev = evaluate(&plan, &rows, &options.run_id, now)?;
         // The bodies are the bulk of the memory; what is kept is in `ev`.
         drop(rows);
@@ -1435,7 +1442,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
 }
 
 /// A raw range `(from, to)` being read ahead.
-type Prefetch = ((u64, u64), tokio::task::JoinHandle<Result<RecordBatch>>);
+type Prefetch = ((u64, u64), tokio::task::JoinHandle<Result<Vec<RecordBatch>>>);
 
 /// The tables a process run writes.
 struct Outputs {
