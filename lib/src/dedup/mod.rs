@@ -2,10 +2,11 @@
 //! re-send, so one event can arrive many times with different sequence
 //! numbers.
 //!
-//! Two passes, both vectorised over Arrow rows ([`RowConverter`] turns any key
-//! columns into comparable bytes):
-//! 1. within the batch: rows are ordered by `order_by` and the first row of
-//!    each key is kept;
+//! Two passes over one hash per row ([`RowConverter`] turns any key columns
+//! into bytes, which [`key_hashes`] hashes once per run step):
+//! 1. within the batch: the first row of each key by `order_by` (then
+//!    lineage) is kept; copies are compared only when a key repeats, and
+//!    kept rows stay in batch order;
 //! 2. against the processed table: with `keep: first` (default) keys
 //!    already published within the lookback window (by event date) win,
 //!    since events are immutable and readers have already seen them; with
