@@ -1259,179 +1259,193 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         markers.iter().filter(|&&m| m >= from as i64).map(|&m| m as u64).fold((from + step - 1).min(latest), u64::min)
     };
     // Three steps overlap: the next range's raw rows are read while this
-    // one is checked, and the processed rows of the previous range are
-    // written meanwhile (the largest write; see `Background`).
+    // one is checked, and the previous range's writes land meanwhile (see
+    // `Background`).
     let mut outs = Background::new(Outputs { processed, quarantine, metrics });
     let mut prefetch: Option<Prefetch> = None;
-    while from <= latest {
-        let to = range_end(from);
-        let now = Utc::now();
-        let rows = match prefetch.take() {
-            Some((range, handle)) if range == (from, to) => {
-                handle.await.map_err(|e| Error::Internal(format!("reading raw: {e}")))??
+    // A failing range must not leave a write in flight: it would land after
+    // the run has reported its error.
+    let looped: Result<()> = async {
+        while from <= latest {
+            let to = range_end(from);
+            let now = Utc::now();
+            let rows = match prefetch.take() {
+                Some((range, handle)) if range == (from, to) => {
+                    handle.await.map_err(|e| Error::Internal(format!("reading raw: {e}")))??
+                }
+                other => {
+                    if let Some((_, handle)) = other {
+                        handle.abort();
+                    }
+                    read_raw(&raw, from, to).await?
+                }
+            };
+            if to < latest {
+                let next = (to + 1, range_end(to + 1));
+                let raw = raw.clone();
+                prefetch = Some((next, tokio::spawn(async move { read_raw(&raw, next.0, next.1).await })));
             }
-            other => {
-                if let Some((_, handle)) = other {
+            let ev_rows: usize = rows.iter().map(RecordBatch::num_rows).sum();
+            report.events_read += ev_rows as u64;
+            let ev = evaluate(&plan, &rows, &options.run_id, now)?;
+            // The bodies are the bulk of the memory; what is kept is in `ev`.
+            drop(rows);
+            report.problems.extend(ev.warnings.iter().cloned());
+            let mut chunk_rules = ev.rules.clone();
+            if !ev.failures.is_empty() {
+                merge_rules(&mut quality, &chunk_rules);
+                report.problems.extend(ev.failures.iter().cloned());
+                if let (Some(m), false) = (outs.get().await?.metrics.as_mut(), options.dry_run) {
+                    let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
+                    // No progress marker: the range is not done.
+                    let progress = m.progress;
+                    m.write(batch, to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
+                    m.progress = progress;
+                }
+                tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
+                if let Some((_, handle)) = prefetch.take() {
                     handle.abort();
                 }
-                read_raw(&raw, from, to).await?
+                break;
             }
-        };
-        if to < latest {
-            let next = (to + 1, range_end(to + 1));
-            let raw = raw.clone();
-            prefetch = Some((next, tokio::spawn(async move { read_raw(&raw, next.0, next.1).await })));
-        }
-        let ev_rows: usize = rows.iter().map(RecordBatch::num_rows).sum();
-        report.events_read += ev_rows as u64;
-        let ev = evaluate(&plan, &rows, &options.run_id, now)?;
-        // The bodies are the bulk of the memory; what is kept is in `ev`.
-        drop(rows);
-        report.problems.extend(ev.warnings.iter().cloned());
-        let mut chunk_rules = ev.rules.clone();
-        if !ev.failures.is_empty() {
+
+            // Dedup over the whole range (lineage-aware), so a repair run counts
+            // what the original run counted; then keep what the table lacks.
+            let mut kept = ev.kept;
+            let mut kept_versions = ev.kept_versions;
+            // `keep: latest` found newer copies of stored rows: merge, not append.
+            let mut replacing = false;
+            let mut kept_hashes: Vec<Option<u128>> = Vec::new();
+            let mut merge_from: Option<i32> = None;
+            if let Some(d) = &plan.dedup {
+                let tagged = with_versions(&kept, &kept_versions)?;
+                // Keys are hashed once; the index filters and records by hash.
+                let hashes = dedup::key_hashes(&tagged, d).map_err(Error::Internal)?;
+                let (mut keep, within) = dedup::within_batch_mask(&tagged, &hashes, d).map_err(Error::Internal)?;
+                let oldest = tagged
+                    .column_by_name(PARTITION_COLUMN)
+                    .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>())
+                    .and_then(|a| a.iter().zip(&keep).filter_map(|(d, k)| d.filter(|_| *k)).min());
+                // Stored keys are read once per run (again only when a range
+                // reaches further back); what this run writes is added to them.
+                let from = oldest.map(|o| o - d.lookback_days as i32);
+                let rebuild = from.is_some_and(|from| key_cache.as_ref().is_none_or(|(f, _)| from < *f));
+                if let (true, Some(oldest), Some(from)) = (rebuild, oldest, from) {
+                    // Reading stored keys needs the previous write to have landed.
+                    if let Some(t) = &outs.get().await?.processed.table {
+                        let mut index = dedup::StoredIndex::new(d);
+                        for b in stored_keys(t, d, oldest).await? {
+                            index.add(&b).map_err(Error::Internal)?;
+                        }
+                        key_cache = Some((from, index));
+                    }
+                }
+                if let (Some(_), Some((cached_from, _))) = (oldest, &key_cache) {
+                    // The merge must see every stored row the keys came from.
+                    merge_from = Some(*cached_from);
+                }
+                let counts = match key_cache.as_mut() {
+                    Some((_, index)) => index.filter_mask(&tagged, &hashes, &mut keep).map_err(Error::Internal)?,
+                    None => dedup::DedupCounts::default(),
+                };
+                let (fresh, fresh_hashes) = dedup::select(&tagged, &hashes, &keep).map_err(Error::Internal)?;
+                quality.duplicates_dropped += within + counts.against_table;
+                quality.already_written += counts.already_written;
+                replacing = counts.replacing > 0;
+                let duplicates = within + counts.against_table;
+                chunk_rules.push(RuleFigures {
+                        rule: DEDUP_RULE.to_string(),
+                        expression: Some(format!("first of each ({})", d.key.join(", "))),
+                        action: "drop",
+                        checked: tagged.num_rows() as u64,
+                        failed: duplicates,
+                        max_failure_rate: None,
+                        outcome: if duplicates == 0 { "passed" } else { "dropped" },
+                });
+                (kept, kept_versions) = split_versions(&fresh)?;
+                kept_hashes = fresh_hashes;
+            }
             merge_rules(&mut quality, &chunk_rules);
-            report.problems.extend(ev.failures.iter().cloned());
-            if let (Some(m), false) = (outs.get().await?.metrics.as_mut(), options.dry_run) {
-                let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
-                // No progress marker: the range is not done.
-                let progress = m.progress;
-                m.write(batch, to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
-                m.progress = progress;
-            }
-            tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
-            if let Some((_, handle)) = prefetch.take() {
-                handle.abort();
-            }
-            break;
-        }
+            quality.events_quarantined += ev.quarantine.num_rows() as u64;
+            quality.events_dropped += ev.dropped;
 
-        // Dedup over the whole range (lineage-aware), so a repair run counts
-        // what the original run counted; then keep what the table lacks.
-        let mut kept = ev.kept;
-        let mut kept_versions = ev.kept_versions;
-        // `keep: latest` found newer copies of stored rows: merge, not append.
-        let mut replacing = false;
-        let mut kept_hashes: Vec<Option<u128>> = Vec::new();
-        let mut merge_from: Option<i32> = None;
-        if let Some(d) = &plan.dedup {
-            let tagged = with_versions(&kept, &kept_versions)?;
-            // Keys are hashed once; the index filters and records by hash.
-            let hashes = dedup::key_hashes(&tagged, d).map_err(Error::Internal)?;
-            let (mut keep, within) = dedup::within_batch_mask(&tagged, &hashes, d).map_err(Error::Internal)?;
-            let oldest = tagged
-                .column_by_name(PARTITION_COLUMN)
-                .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>())
-                .and_then(|a| a.iter().zip(&keep).filter_map(|(d, k)| d.filter(|_| *k)).min());
-            // Stored keys are read once per run (again only when a range
-            // reaches further back); what this run writes is added to them.
-            let from = oldest.map(|o| o - d.lookback_days as i32);
-            let rebuild = from.is_some_and(|from| key_cache.as_ref().is_none_or(|(f, _)| from < *f));
-            if let (true, Some(oldest), Some(from)) = (rebuild, oldest, from) {
-                // Reading stored keys needs the previous write to have landed.
-                if let Some(t) = &outs.get().await?.processed.table {
-                    let mut index = dedup::StoredIndex::new(d);
-                    for b in stored_keys(t, d, oldest).await? {
-                        index.add(&b).map_err(Error::Internal)?;
-                    }
-                    key_cache = Some((from, index));
-                }
-            }
-            if let (Some(_), Some((cached_from, _))) = (oldest, &key_cache) {
-                // The merge must see every stored row the keys came from.
-                merge_from = Some(*cached_from);
-            }
-            let counts = match key_cache.as_mut() {
-                Some((_, index)) => index.filter_mask(&tagged, &hashes, &mut keep).map_err(Error::Internal)?,
-                None => dedup::DedupCounts::default(),
+            // The previous range's writes must be in before this range commits
+            // anything: a failed write then stops the run here.
+            let o = outs.get().await?;
+            let meta = commit_metadata(&plan, &options.run_id, from, to);
+            let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
+            let options_for = |partition: &str| WriteOptions {
+                partition_columns: if partition.is_empty() { vec![] } else { vec![partition.to_string()] },
+                progress: progress.clone(),
+                metadata: meta.clone(),
+                ..Default::default()
             };
-            let (fresh, fresh_hashes) = dedup::select(&tagged, &hashes, &keep).map_err(Error::Internal)?;
-            quality.duplicates_dropped += within + counts.against_table;
-            quality.already_written += counts.already_written;
-            replacing = counts.replacing > 0;
-            let duplicates = within + counts.against_table;
-            chunk_rules.push(RuleFigures {
-                    rule: DEDUP_RULE.to_string(),
-                    expression: Some(format!("first of each ({})", d.key.join(", "))),
-                    action: "drop",
-                    checked: tagged.num_rows() as u64,
-                    failed: duplicates,
-                    max_failure_rate: None,
-                    outcome: if duplicates == 0 { "passed" } else { "dropped" },
-            });
-            (kept, kept_versions) = split_versions(&fresh)?;
-            kept_hashes = fresh_hashes;
-        }
-        merge_rules(&mut quality, &chunk_rules);
-        quality.events_quarantined += ev.quarantine.num_rows() as u64;
-        quality.events_dropped += ev.dropped;
-
-        // The previous range's writes must be in before this range commits
-        // anything: a failed write then stops the run here.
-        let o = outs.get().await?;
-        let meta = commit_metadata(&plan, &options.run_id, from, to);
-        let progress = vec![Transaction::new_with_last_update(&app_id, to as i64, Some(now.timestamp_millis()))];
-        let options_for = |partition: &str| WriteOptions {
-            partition_columns: if partition.is_empty() { vec![] } else { vec![partition.to_string()] },
-            progress: progress.clone(),
-            metadata: meta.clone(),
-            ..Default::default()
-        };
-        let quarantine_rows = match o.quarantine.needs(to) {
-            true => Some(rows_after(&ev.quarantine, &ev.quarantine_versions, o.quarantine.progress)?),
-            false => None,
-        };
-        let mut processed_rows = None;
-        if o.processed.needs(to) {
-            let rows = rows_after(&kept, &kept_versions, o.processed.progress)?;
-            report.events_written += rows.num_rows() as u64;
-            if let Some(p) = o.processed.progress.filter(|_| !kept_hashes.is_empty()) {
-                kept_hashes = kept_hashes.iter().zip(&kept_versions).filter(|(_, v)| **v > p).map(|(h, _)| *h).collect();
-            }
-            if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
-                let indices = d
-                    .stored_columns()
-                    .iter()
-                    .map(|n| rows.schema().index_of(n))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(arrow_err("dedup keys"))?;
-                keys.add_hashed(&rows.project(&indices).map_err(arrow_err("dedup keys"))?, &kept_hashes).map_err(Error::Internal)?;
-            }
-            processed_rows = Some(rows);
-        }
-        let metrics_rows = match o.metrics.as_ref().is_some_and(|m| m.needs(to)) {
-            // A range without rows records progress but no figures.
-            true => Some(metrics_batch(&plan, &options.run_id, from, to, if ev_rows == 0 { &[] } else { &chunk_rules }, true, now)?),
-            false => None,
-        };
-        if !options.dry_run {
-            let quarantine_options = options_for(QUARANTINE_PARTITION_COLUMN);
-            // Dedup keys are unique and sequence numbers nearly so.
-            let no_dictionary = plan.dedup.iter().flat_map(|d| d.key.iter().cloned()).chain(["_sequence_number".to_string()]).collect();
-            let processed_options = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
-            let metrics_options = options_for("");
-            let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
-            // In this order, as a run without overlap would: a crash leaves
-            // the tables at a known step (see the repair tests).
-            outs.start(move |mut o| async move {
-                if let Some(rows) = quarantine_rows {
-                    o.quarantine.write(rows, to, quarantine_options).await?;
+            let quarantine_rows = match o.quarantine.needs(to) {
+                true => Some(rows_after(&ev.quarantine, &ev.quarantine_versions, o.quarantine.progress)?),
+                false => None,
+            };
+            let mut processed_rows = None;
+            if o.processed.needs(to) {
+                let rows = rows_after(&kept, &kept_versions, o.processed.progress)?;
+                report.events_written += rows.num_rows() as u64;
+                if let Some(p) = o.processed.progress.filter(|_| !kept_hashes.is_empty()) {
+                    kept_hashes = kept_hashes.iter().zip(&kept_versions).filter(|(_, v)| **v > p).map(|(h, _)| *h).collect();
                 }
-                match (processed_rows, upsert_key) {
-                    (Some(rows), Some(key)) if rows.num_rows() > 0 => {
-                        let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
-                        o.processed.upsert(rows, to, &key, scope, processed_options).await?;
+                if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
+                    let indices = d
+                        .stored_columns()
+                        .iter()
+                        .map(|n| rows.schema().index_of(n))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(arrow_err("dedup keys"))?;
+                    keys.add_hashed(&rows.project(&indices).map_err(arrow_err("dedup keys"))?, &kept_hashes).map_err(Error::Internal)?;
+                }
+                processed_rows = Some(rows);
+            }
+            let metrics_rows = match o.metrics.as_ref().is_some_and(|m| m.needs(to)) {
+                // A range without rows records progress but no figures.
+                true => Some(metrics_batch(&plan, &options.run_id, from, to, if ev_rows == 0 { &[] } else { &chunk_rules }, true, now)?),
+                false => None,
+            };
+            if !options.dry_run {
+                let quarantine_options = options_for(QUARANTINE_PARTITION_COLUMN);
+                // Dedup keys are unique and sequence numbers nearly so.
+                let no_dictionary = plan.dedup.iter().flat_map(|d| d.key.iter().cloned()).chain(["_sequence_number".to_string()]).collect();
+                let processed_options = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
+                let metrics_options = options_for("");
+                let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
+                // In this order, as a run without overlap would: a crash leaves
+                // the tables at a known step (see the repair tests).
+                outs.start(move |mut o| async move {
+                    if let Some(rows) = quarantine_rows {
+                        o.quarantine.write(rows, to, quarantine_options).await?;
                     }
-                    (Some(rows), _) => o.processed.write(rows, to, processed_options).await?,
-                    (None, _) => {}
-                }
-                if let (Some(batch), Some(m)) = (metrics_rows, o.metrics.as_mut()) {
-                    m.write(batch, to, metrics_options).await?;
-                }
-                Ok(o)
-            });
+                    match (processed_rows, upsert_key) {
+                        (Some(rows), Some(key)) if rows.num_rows() > 0 => {
+                            let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                            o.processed.upsert(rows, to, &key, scope, processed_options).await?;
+                        }
+                        (Some(rows), _) => o.processed.write(rows, to, processed_options).await?,
+                        (None, _) => {}
+                    }
+                    if let (Some(batch), Some(m)) = (metrics_rows, o.metrics.as_mut()) {
+                        m.write(batch, to, metrics_options).await?;
+                    }
+                    Ok(o)
+                });
+            }
+            from = to + 1;
         }
-        from = to + 1;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = looped {
+        if let Some((_, handle)) = prefetch.take() {
+            handle.abort();
+        }
+        // The earlier error is the one to report; this only waits.
+        outs.settle().await;
+        return Err(e);
     }
 
     let o = outs.get().await?;
@@ -1471,7 +1485,16 @@ impl<T: Send + 'static> Background<T> {
             let out = handle.await.map_err(|e| Error::Internal(format!("the output tables' writer: {e}")))??;
             self.out = Some(out);
         }
-        Ok(self.out.as_mut().expect("outputs when no write is in flight"))
+        self.out.as_mut().ok_or_else(|| Error::Internal("the output tables' writer failed earlier in this run".into()))
+    }
+
+    /// Waits for the write in flight, if any, whatever its outcome.
+    async fn settle(&mut self) {
+        if let Some(handle) = self.writing.take() {
+            if let Ok(Ok(out)) = handle.await {
+                self.out = Some(out);
+            }
+        }
     }
 
     /// Starts `write` on the outputs; call after [`get`](Self::get).
