@@ -11,10 +11,12 @@
 //!   everything that could be done was done;
 //! - 75: retryable failure (storage unavailable, lost a commit race).
 
+mod alloc;
 mod cli;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    alloc::cap_arenas();
     cli::main()
 }
