@@ -41,6 +41,9 @@ use deltalake::arrow::datatypes::{Int64Type, Schema};
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
 
+mod settled;
+use settled::SettledKeys;
+
 /// `process.dedup` in the pipeline file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -293,8 +296,9 @@ struct Copy {
 /// The stored copies of one key, 16 bytes inline: almost always one copy
 /// without `order_by` bytes (`keep: first`), held here; otherwise `spill`
 /// is the index of every copy in [`StoredIndex::spilled`]. Together with
-/// the 16-byte key an entry is 32 bytes, which at ten million keys is what
-/// the index costs (its hash table doubles as it grows).
+/// the 16-byte key an entry is 32 bytes in the recent keys' hash table;
+/// settled, a key with one copy costs 28 bytes and no doubling (see
+/// `settled`).
 struct Entry {
     partition: u32,
     spill: u32,
@@ -313,9 +317,19 @@ pub struct StoredIndex {
     order: Option<RowConverter>,
     partitions: Vec<String>,
     partition_ids: HashMap<String, u32>,
+    /// Keys added since the last [`settle`](Self::settle), and every key
+    /// with more than one copy or with `order_by` bytes.
     copies: KeyMap<Entry>,
     spilled: Vec<Vec<Copy>>,
+    /// Keys with one copy and no `order_by` bytes (`keep: first`), moved
+    /// out of `copies` when it reaches `settle_at` keys.
+    settled: SettledKeys,
+    settle_at: usize,
 }
+
+/// Recent keys held in the hash table before they settle: 1.5M entries
+/// stay within 2^21 buckets (~66 MB), and a 10M-key run merges ~7 times.
+const SETTLE_AT: usize = 1_500_000;
 
 impl StoredIndex {
     /// An empty index for `config`.
@@ -328,17 +342,32 @@ impl StoredIndex {
             partition_ids: HashMap::new(),
             copies: KeyMap::default(),
             spilled: Vec::new(),
+            settled: SettledKeys::default(),
+            settle_at: SETTLE_AT,
         }
     }
 
     /// Keys indexed.
     pub fn len(&self) -> usize {
-        self.copies.len()
+        self.copies.len() + self.settled.len()
     }
 
     /// Whether no key is indexed.
     pub fn is_empty(&self) -> bool {
-        self.copies.is_empty()
+        self.len() == 0
+    }
+
+    /// Moves the recent keys with one plain copy into the settled keys.
+    fn settle(&mut self) {
+        let mut single = Vec::new();
+        self.copies.retain(|key, entry| {
+            let plain = entry.spill == INLINE;
+            if plain {
+                single.push((*key, entry.partition, entry.sequence));
+            }
+            !plain
+        });
+        self.settled.merge(single);
     }
 
     fn converters(&mut self, schema: &Schema) -> Result<(), String> {
@@ -371,6 +400,9 @@ impl StoredIndex {
             Some(o) => Some(o.convert_columns(&columns(batch, &self.config.order_by)?).map_err(|e| e.to_string())?),
             None => None,
         };
+        if self.copies.len() + batch.num_rows() > self.settle_at {
+            self.settle();
+        }
         self.copies.reserve(batch.num_rows());
         let (parts, seqs) = lineage(batch)?;
         for (i, hash) in hashes.iter().enumerate() {
@@ -390,6 +422,12 @@ impl StoredIndex {
                 sequence: seqs.value(i),
                 order: orders.as_ref().map(|o| Box::from(o.row(i).as_ref())).unwrap_or_default(),
             };
+            // A second copy of a settled key: both are held as recent.
+            if !self.copies.contains_key(&hash) {
+                if let Some((partition, sequence)) = self.settled.take(hash) {
+                    self.copies.insert(hash, Entry { partition, spill: INLINE, sequence });
+                }
+            }
             match self.copies.get_mut(&hash) {
                 None if copy.order.is_empty() => {
                     self.copies.insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
@@ -423,7 +461,7 @@ impl StoredIndex {
     /// `keep` for the rows it drops; rows already cleared are not looked at.
     pub fn filter_mask(&mut self, batch: &RecordBatch, hashes: &[Option<u128>], keep: &mut [bool]) -> Result<DedupCounts, String> {
         let mut counts = DedupCounts::default();
-        if batch.num_rows() == 0 || self.copies.is_empty() {
+        if batch.num_rows() == 0 || self.is_empty() {
             return Ok(counts);
         }
         if hashes.len() != batch.num_rows() || keep.len() != batch.num_rows() {
@@ -438,15 +476,19 @@ impl StoredIndex {
 
         for (i, hash) in hashes.iter().enumerate() {
             let (Some(hash), true) = (hash, keep[i]) else { continue };
-            match self.copies.get(hash) {
+            let stored = match self.copies.get(hash) {
+                Some(entry) => Some((entry.spill, entry.partition, entry.sequence)),
+                None => self.settled.get(*hash).map(|(partition, sequence)| (INLINE, partition, sequence)),
+            };
+            match stored {
                 None => {}
-                Some(entry) => {
+                Some((spill, partition, sequence)) => {
                     let inline;
-                    let copies: &[Copy] = if entry.spill == INLINE {
-                        inline = [Copy { partition: entry.partition, sequence: entry.sequence, order: Box::default() }];
+                    let copies: &[Copy] = if spill == INLINE {
+                        inline = [Copy { partition, sequence, order: Box::default() }];
                         &inline
                     } else {
-                        &self.spilled[entry.spill as usize]
+                        &self.spilled[spill as usize]
                     };
                     let same_lineage = copies
                         .iter()
@@ -556,6 +598,32 @@ mod tests {
         let (kept, counts) = index.filter(&b).unwrap();
         assert_eq!(ids_and_seqs(&kept), [("c".into(), 8)]);
         assert_eq!(counts, DedupCounts { within_run: 0, against_table: 1, already_written: 2, replacing: 0 });
+    }
+
+    #[test]
+    fn settled_keys_filter_as_recent_ones_do() {
+        // The same additions, settling after every batch and never: a key
+        // settled then stored again, and one stored twice within a batch.
+        let adds = [
+            rows(&["a", "b", "c"], &["0", "0", "0"], &[1, 2, 3], &[0, 0, 0]),
+            rows(&["d", "a"], &["1", "2"], &[4, 50], &[0, 0]),
+            rows(&["e", "e", "b"], &["1", "1", "0"], &[6, 7, 2], &[0, 0, 0]),
+        ];
+        let probe = rows(&["a", "a", "b", "c", "d", "e", "f"], &["2", "0", "0", "9", "1", "1", "0"], &[50, 1, 2, 3, 9, 7, 8], &[0; 7]);
+        let mut outcomes = Vec::new();
+        for settle_at in [1, SETTLE_AT] {
+            let mut index = StoredIndex::new(&config());
+            index.settle_at = settle_at;
+            for b in &adds {
+                index.add(b).unwrap();
+            }
+            assert_eq!(index.len(), 5, "one per key, however many copies");
+            let (kept, counts) = index.filter(&probe).unwrap();
+            outcomes.push((ids_and_seqs(&kept), counts));
+        }
+        assert_eq!(outcomes[0], outcomes[1]);
+        assert_eq!(outcomes[0].0, [("f".into(), 8)]);
+        assert_eq!(outcomes[0].1, DedupCounts { within_run: 0, against_table: 2, already_written: 4, replacing: 0 });
     }
 
     #[test]
