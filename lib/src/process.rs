@@ -658,9 +658,10 @@ struct RuleFigures {
 
 /// What one chunk of raw rows turns into, before dedup against the table.
 struct Evaluated {
-    /// Kept rows with the processed schema (PII applied), with their raw
-    /// commit versions alongside.
-    kept: RecordBatch,
+    /// Kept rows with the processed schema (PII applied), one batch per raw
+    /// batch (never joined: the writer takes them as they are), with their
+    /// raw commit versions alongside.
+    kept: Vec<RecordBatch>,
     kept_versions: Vec<i64>,
     /// Quarantine rows, with their raw commit versions alongside.
     quarantine: RecordBatch,
@@ -778,11 +779,10 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
             _ => concat_batches(&schema, batches).map_err(arrow_err(what)),
         }
     };
-    let kept = join(parts.iter().map(|p| &p.kept).collect(), parts[0].kept.schema(), "kept rows")?;
     let quarantine = join(parts.iter().map(|p| &p.quarantine).collect(), quarantine_schema(), "quarantine rows")?;
     Ok(Evaluated {
-        kept,
         kept_versions: parts.iter().flat_map(|p| p.kept_versions.iter().copied()).collect(),
+        kept: parts.iter().map(|p| p.kept.clone()).collect(),
         quarantine,
         quarantine_versions: parts.iter().flat_map(|p| p.quarantine_versions.iter().copied()).collect(),
         dropped: parts.iter().map(|p| p.dropped).sum(),
@@ -1092,11 +1092,16 @@ impl Output {
         self.progress.is_none_or(|p| p < to as i64)
     }
 
-    async fn write(&mut self, batch: RecordBatch, to: u64, options: WriteOptions) -> Result<()> {
+    async fn write(&mut self, batches: Vec<RecordBatch>, to: u64, options: WriteOptions) -> Result<()> {
         let table = self.table.take().ok_or_else(|| Error::Internal(format!("{} table not open", self.name)))?;
-        let batch = if batch.num_rows() > 0 { conform(&batch, delta::arrow_schema(&table)?.as_ref())? } else { batch };
+        let schema = delta::arrow_schema(&table)?;
+        let batches = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| conform(&b, schema.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         crate::ingest::fault_point("process_before_commit");
-        let table = delta::write_with_progress(table, vec![batch], options).await?;
+        let table = delta::write_with_progress(table, batches, options).await?;
         crate::ingest::fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);
@@ -1316,7 +1321,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
                     // No progress marker: the range is not done.
                     let progress = m.progress;
-                    m.write(batch, to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
+                    m.write(vec![batch], to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
                     m.progress = progress;
                 }
                 tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
@@ -1335,7 +1340,9 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             let mut kept_hashes: Vec<Option<u128>> = Vec::new();
             let mut merge_from: Option<i32> = None;
             if let Some(d) = &plan.dedup {
-                let tagged = with_versions(&kept, &kept_versions)?;
+                // Dedup reads only its own columns, joined (small); the rows
+                // themselves are filtered once, batch by batch.
+                let tagged = dedup_columns(&kept, d)?;
                 // Keys are hashed once; the index filters and records by hash.
                 let hashes = dedup::key_hashes(&tagged, d).map_err(Error::Internal)?;
                 let (mut keep, within) = dedup::within_batch_mask(&tagged, &hashes, d).map_err(Error::Internal)?;
@@ -1365,7 +1372,6 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     Some((_, index)) => index.filter_mask(&tagged, &hashes, &mut keep).map_err(Error::Internal)?,
                     None => dedup::DedupCounts::default(),
                 };
-                let (fresh, fresh_hashes) = dedup::select(&tagged, &hashes, &keep).map_err(Error::Internal)?;
                 quality.duplicates_dropped += within + counts.against_table;
                 quality.already_written += counts.already_written;
                 replacing = counts.replacing > 0;
@@ -1379,8 +1385,9 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                         max_failure_rate: None,
                         outcome: if duplicates == 0 { "passed" } else { "dropped" },
                 });
-                (kept, kept_versions) = split_versions(&fresh)?;
-                kept_hashes = fresh_hashes;
+                kept = filter_parts(kept, &keep)?;
+                kept_versions = flagged(&kept_versions, &keep);
+                kept_hashes = flagged(&hashes, &keep);
             }
             merge_rules(&mut quality, &chunk_rules);
             quality.events_quarantined += ev.quarantine.num_rows() as u64;
@@ -1403,19 +1410,32 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             };
             let mut processed_rows = None;
             if o.processed.needs(to) {
-                let rows = rows_after(&kept, &kept_versions, o.processed.progress)?;
-                report.events_written += rows.num_rows() as u64;
-                if let Some(p) = o.processed.progress.filter(|_| !kept_hashes.is_empty()) {
-                    kept_hashes = kept_hashes.iter().zip(&kept_versions).filter(|(_, v)| **v > p).map(|(h, _)| *h).collect();
-                }
+                // A repair run writes only what the interrupted run did not.
+                let rows = match o.processed.progress {
+                    Some(p) => {
+                        let newer: Vec<bool> = kept_versions.iter().map(|v| *v > p).collect();
+                        if !kept_hashes.is_empty() {
+                            kept_hashes = flagged(&kept_hashes, &newer);
+                        }
+                        filter_parts(kept, &newer)?
+                    }
+                    None => kept,
+                };
+                report.events_written += rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
                 if let (Some(d), Some((_, keys))) = (&plan.dedup, key_cache.as_mut()) {
-                    let indices = d
-                        .stored_columns()
-                        .iter()
-                        .map(|n| rows.schema().index_of(n))
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(arrow_err("dedup keys"))?;
-                    keys.add_hashed(&rows.project(&indices).map_err(arrow_err("dedup keys"))?, &kept_hashes).map_err(Error::Internal)?;
+                    let mut offset = 0;
+                    for part in &rows {
+                        let indices = d
+                            .stored_columns()
+                            .iter()
+                            .map(|n| part.schema().index_of(n))
+                            .collect::<std::result::Result<Vec<_>, _>>()
+                            .map_err(arrow_err("dedup keys"))?;
+                        let n = part.num_rows();
+                        let projected = part.project(&indices).map_err(arrow_err("dedup keys"))?;
+                        keys.add_hashed(&projected, &kept_hashes[offset..offset + n]).map_err(Error::Internal)?;
+                        offset += n;
+                    }
                 }
                 processed_rows = Some(rows);
             }
@@ -1435,18 +1455,19 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 // the tables at a known step (see the repair tests).
                 outs.start(move |mut o| async move {
                     if let Some(rows) = quarantine_rows {
-                        o.quarantine.write(rows, to, quarantine_options).await?;
+                        o.quarantine.write(vec![rows], to, quarantine_options).await?;
                     }
                     match (processed_rows, upsert_key) {
-                        (Some(rows), Some(key)) if rows.num_rows() > 0 => {
+                        (Some(rows), Some(key)) if rows.iter().any(|b| b.num_rows() > 0) => {
                             let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                            let rows = concat_batches(&rows[0].schema(), &rows).map_err(arrow_err("rows to merge"))?;
                             o.processed.upsert(rows, to, &key, scope, processed_options).await?;
                         }
                         (Some(rows), _) => o.processed.write(rows, to, processed_options).await?,
                         (None, _) => {}
                     }
                     if let (Some(batch), Some(m)) = (metrics_rows, o.metrics.as_mut()) {
-                        m.write(batch, to, metrics_options).await?;
+                        m.write(vec![batch], to, metrics_options).await?;
                     }
                     Ok(o)
                 });
@@ -1543,20 +1564,40 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
     }
 }
 
-const VERSION_COLUMN: &str = "__weir_raw_version";
-
-fn with_versions(batch: &RecordBatch, versions: &[i64]) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(VERSION_COLUMN, DataType::Int64, false));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(Int64Array::from(versions.to_vec())));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("versions"))
+/// The columns dedup reads (key, order, lineage, event date) of the kept
+/// rows, in one batch.
+fn dedup_columns(parts: &[RecordBatch], d: &dedup::DedupConfig) -> Result<RecordBatch> {
+    let mut names = d.stored_columns();
+    for c in d.order_by.iter().map(String::as_str).chain([PARTITION_COLUMN]) {
+        if !names.iter().any(|n| n == c) {
+            names.push(c.to_string());
+        }
+    }
+    let schema = parts.first().map(RecordBatch::schema).ok_or_else(|| Error::Internal("no kept rows batch".into()))?;
+    let indices = names.iter().map(|n| schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>().map_err(arrow_err("dedup columns"))?;
+    let projected = parts.iter().map(|p| p.project(&indices)).collect::<std::result::Result<Vec<_>, _>>().map_err(arrow_err("dedup columns"))?;
+    concat_batches(&projected[0].schema(), &projected).map_err(arrow_err("dedup columns"))
 }
 
-fn split_versions(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>)> {
-    let i = batch.schema().index_of(VERSION_COLUMN).map_err(arrow_err("versions"))?;
-    let versions = batch.column(i).as_primitive::<Int64Type>().values().to_vec();
-    let mut b = batch.clone();
-    b.remove_column(i);
-    Ok((b, versions))
+/// The rows of `parts` (taken in order, as one sequence) that `keep`
+/// selects; a batch all of whose rows stay is passed on uncopied.
+fn filter_parts(parts: Vec<RecordBatch>, keep: &[bool]) -> Result<Vec<RecordBatch>> {
+    let mut offset = 0;
+    parts
+        .into_iter()
+        .map(|p| {
+            let mask = &keep[offset..offset + p.num_rows()];
+            offset += p.num_rows();
+            if mask.iter().all(|k| *k) {
+                Ok(p)
+            } else {
+                filter_record_batch(&p, &BooleanArray::from(mask.to_vec())).map_err(arrow_err("kept rows"))
+            }
+        })
+        .collect()
+}
+
+/// The values `keep` selects.
+fn flagged<T: Copy>(values: &[T], keep: &[bool]) -> Vec<T> {
+    values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect()
 }
