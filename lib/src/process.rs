@@ -1101,7 +1101,7 @@ impl Output {
             .map(|b| conform(&b, schema.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         crate::ingest::fault_point("process_before_commit");
-        let table = delta::write_with_progress(table, batches, options).await?;
+        let table = delta::append_streamed(table, batches, options).await?;
         crate::ingest::fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);

@@ -312,13 +312,7 @@ pub async fn write_with_progress(
             .with_partition_columns(options.partition_columns)
             .with_commit_properties(commit);
         if !options.no_dictionary.is_empty() {
-            use deltalake::parquet::file::properties::WriterProperties;
-            use deltalake::parquet::schema::types::ColumnPath;
-            let mut props = WriterProperties::builder().set_compression(deltalake::parquet::basic::Compression::SNAPPY);
-            for c in &options.no_dictionary {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), false);
-            }
-            write = write.with_writer_properties(props.build());
+            write = write.with_writer_properties(writer_properties(&options.no_dictionary));
         }
         if options.merge_schema {
             write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
@@ -331,6 +325,73 @@ pub async fn write_with_progress(
         } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
         e => Error::delta(&url, e),
     })
+}
+
+/// Snappy (delta-rs's default), without a dictionary for `no_dictionary`.
+fn writer_properties(no_dictionary: &[String]) -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::schema::types::ColumnPath;
+    let mut props = WriterProperties::builder().set_compression(deltalake::parquet::basic::Compression::SNAPPY);
+    for c in no_dictionary {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(c.as_str()), false);
+    }
+    props.build()
+}
+
+/// Rows each writer of [`append_streamed`] takes at least: fewer rows make
+/// one file per partition, as a small incremental run should.
+const ROWS_PER_WRITER: usize = 100_000;
+
+/// Like [`write_with_progress`] for batches that fit the table's schema,
+/// but the batches go straight into Parquet writers (one per core for
+/// large inputs, each on its own task) and the files are committed with
+/// [`commit_adds`]. delta-rs's `write` plans the same append through
+/// DataFusion: a repartition and a coalescing copy of every row, and one
+/// encoder per partition value (one core for a day's events). Batches with
+/// columns the table lacks take the `write` path, which evolves the schema.
+/// Files of a failed append are left for vacuum: no commit names them.
+pub async fn append_streamed(table: DeltaTable, batches: Vec<RecordBatch>, options: WriteOptions) -> Result<DeltaTable> {
+    use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let evolves = match batches.first() {
+        Some(b) => !missing_columns(&table, b.schema().as_ref())?.is_empty(),
+        None => false,
+    };
+    if batches.is_empty() || evolves {
+        return write_with_progress(table, batches, options).await;
+    }
+    let url = crate::storage::redact(table.table_url().as_str());
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let writers = (rows / ROWS_PER_WRITER).clamp(1, cores);
+    let share = rows.div_ceil(writers);
+    let mut shares: Vec<Vec<RecordBatch>> = vec![Vec::new()];
+    let mut taken = 0;
+    for b in batches {
+        if taken >= share {
+            shares.push(Vec::new());
+            taken = 0;
+        }
+        taken += b.num_rows();
+        shares.last_mut().expect("never empty").push(b);
+    }
+    let props = writer_properties(&options.no_dictionary);
+    let mut tasks = Vec::new();
+    for share in shares {
+        let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| Error::delta(&url, e))?.with_writer_properties(props.clone());
+        tasks.push(tokio::spawn(async move {
+            for b in share {
+                writer.write(b).await?;
+            }
+            writer.flush().await
+        }));
+    }
+    let mut adds = Vec::new();
+    for task in tasks {
+        let written = task.await.map_err(|e| Error::Internal(format!("a writer of {url} stopped: {e}")))?;
+        adds.extend(written.map_err(|e| Error::delta(&url, e))?);
+    }
+    commit_adds(table, adds, &options.partition_columns, options.progress, options.metadata).await
 }
 
 /// Upserts `batch` on `key` and records the progress markers in the same
