@@ -17,6 +17,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    alloc::cap_arenas();
+    // Before anything allocates on another thread; see `alloc`.
+    let ingest = std::env::args_os().nth(1).is_some_and(|a| a == "ingest");
+    alloc::tune(!ingest);
     cli::main()
 }
