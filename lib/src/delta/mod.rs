@@ -349,7 +349,8 @@ const ROWS_PER_WRITER: usize = 100_000;
 /// DataFusion: a repartition and a coalescing copy of every row, and one
 /// encoder per partition value (one core for a day's events). Batches with
 /// columns the table lacks take the `write` path, which evolves the schema.
-/// Files of a failed append are left for vacuum: no commit names them.
+/// A failed writer stops the others; files of a failed append are left for
+/// vacuum: no commit names them.
 pub async fn append_streamed(table: DeltaTable, batches: Vec<RecordBatch>, options: WriteOptions) -> Result<DeltaTable> {
     use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
@@ -387,9 +388,19 @@ pub async fn append_streamed(table: DeltaTable, batches: Vec<RecordBatch>, optio
         }));
     }
     let mut adds = Vec::new();
-    for task in tasks {
-        let written = task.await.map_err(|e| Error::Internal(format!("a writer of {url} stopped: {e}")))?;
-        adds.extend(written.map_err(|e| Error::delta(&url, e))?);
+    let mut tasks = tasks.into_iter();
+    while let Some(task) = tasks.next() {
+        let failure = match task.await {
+            Ok(Ok(written)) => {
+                adds.extend(written);
+                continue;
+            }
+            Ok(Err(e)) => Error::delta(&url, e),
+            Err(e) => Error::Internal(format!("a writer of {url} stopped: {e}")),
+        };
+        // The other writers' files would never be committed either.
+        tasks.for_each(|t| t.abort());
+        return Err(failure);
     }
     commit_adds(table, adds, &options.partition_columns, options.progress, options.metadata).await
 }
