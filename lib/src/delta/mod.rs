@@ -607,3 +607,73 @@ pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
         .await
         .map_err(|e| Error::Internal(format!("reading {}: {e}", crate::storage::redact(url.as_str()))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Date32Array, Int64Array};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// `days` date partitions of `n` rows each, in batches of 8,192.
+    fn batches(n: usize, days: i32) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Date32, false),
+        ]));
+        let mut out = Vec::new();
+        for day in 0..days {
+            for start in (0..n).step_by(8192) {
+                let ids: Vec<i64> = (start..(start + 8192).min(n)).map(|i| (day as i64) * n as i64 + i as i64).collect();
+                let len = ids.len();
+                out.push(
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(Date32Array::from(vec![20_000 + day; len]))])
+                        .unwrap(),
+                );
+            }
+        }
+        (schema, out)
+    }
+
+    #[tokio::test]
+    async fn a_large_streamed_append_uses_every_writer_and_commits_once_with_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().join("t").to_str().unwrap()).unwrap();
+        let (schema, input) = batches(300_000, 1);
+        let spec = TableSpec { name: "t".into(), description: None, schema, partition_columns: vec!["day".into()] };
+        let table = open_or_create(&location, &spec).await.unwrap();
+        let before = table.version().unwrap();
+        let options = WriteOptions {
+            partition_columns: vec!["day".into()],
+            progress: vec![Transaction::new_with_last_update("weir/test", 7, None)],
+            ..Default::default()
+        };
+        let table = append_streamed(table, input, options).await.unwrap();
+        assert_eq!(table.version(), Some(before + 1), "one commit");
+        assert_eq!(progress(&table, "weir/test").await.unwrap(), Some(7));
+        let rows = read_all(&table).await.unwrap();
+        let mut ids: Vec<i64> = rows.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..300_000).collect::<Vec<i64>>(), "every row once");
+        let files: Vec<String> = table.get_file_uris().unwrap().collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One date: each writer's share is one file (two on two cores).
+        let writers = (300_000 / ROWS_PER_WRITER).clamp(1, cores);
+        assert_eq!(files.len(), writers);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_append_without_rows_commits_the_marker_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().join("t").to_str().unwrap()).unwrap();
+        let (schema, _) = batches(0, 0);
+        let spec = TableSpec { name: "t".into(), description: None, schema: schema.clone(), partition_columns: vec![] };
+        let table = open_or_create(&location, &spec).await.unwrap();
+        let before = table.version().unwrap();
+        let options = WriteOptions { progress: vec![Transaction::new_with_last_update("weir/test", 3, None)], ..Default::default() };
+        let table = append_streamed(table, vec![RecordBatch::new_empty(schema)], options).await.unwrap();
+        assert_eq!(table.version(), Some(before + 1));
+        assert_eq!(progress(&table, "weir/test").await.unwrap(), Some(3));
+        assert_eq!(table.get_file_uris().unwrap().count(), 0);
+    }
+}
