@@ -10,6 +10,8 @@
 #
 #   bench/stages.sh                 # 1M events (2,304 deflate files, 32 partitions)
 #   EVENTS=10000000 bench/stages.sh # 10M
+#   FILES_PER_PARTITION=1 ...       # one large file per partition
+#   STAGES=ingest ...               # only these stages (and no erase)
 #   PROFILE=dev bench/stages.sh     # without a release build (slower figures)
 #   STORAGE=azurite bench/stages.sh # capture files and lake in Azurite (the
 #                                   # Azure Storage emulator, in memory)
@@ -22,6 +24,7 @@ cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
 PARTITIONS=${PARTITIONS:-32}
 FILES_PER_PARTITION=${FILES_PER_PARTITION:-72}
+STAGES=${STAGES:-ingest process curate}
 CODEC=${CODEC:-deflate}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-bench/out}
@@ -38,7 +41,7 @@ fi
 
 per_file=$(( (EVENTS + PARTITIONS * FILES_PER_PARTITION - 1) / (PARTITIONS * FILES_PER_PARTITION) ))
 mkdir -p "$OUT"
-data="$OUT/capture-$EVENTS-$CODEC"
+data="$OUT/capture-$EVENTS-$CODEC-$per_file"
 if [[ ! -f $data/.summary.json ]]; then
   rm -rf "$data"
   "$BIN/weir-capture-gen" --out "$data" --events "$EVENTS" --partitions "$PARTITIONS" \
@@ -84,7 +87,7 @@ sed -n '/^process:/,$p' pipelines/user_events.yaml | sed "s|\${WEIR_LAKE:-lake}|
 mkdir -p "$OUT/user_events" && cp pipelines/user_events/*.sql "$OUT/user_events/"
 export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 
-for stage in ingest process curate; do
+for stage in $STAGES; do
   /usr/bin/time -v "$BIN/weir" --log warn "$stage" "$OUT/bench.yaml" --report "$OUT/report-$stage.json" \
     2> "$OUT/time-$stage.txt" || { cat "$OUT/time-$stage.txt" >&2; exit 1; }
   python3 - "$OUT/time-$stage.txt" "$OUT/report-$stage.json" "$bytes" "$files" "$PROFILE" "$stage" <<'PY'
@@ -109,6 +112,8 @@ print(f"== weir {stage_name} bench")
 print(f"profile: {profile}")
 print(f"storage: {__import__('os').environ.get('STORAGE', 'local')}")
 print(f"files: {nfiles}")
+if stage_name == "ingest":
+    print(f"events_per_file: {stage['events_read'] // max(1, int(nfiles))}")
 print(f"input_mb: {mb:.1f}")
 print(f"events: {events}")
 print(f"events_written: {stage['events_written']}")
@@ -133,7 +138,7 @@ done
 # u-1, u-2, ...; each has a few hundred events at 1M). Each rewrites nearly
 # all of raw: skipped above 2M events unless ERASE=1.
 modes=(plain purge)
-if [[ ${ERASE:-} == 0 || ( -z ${ERASE:-} && $EVENTS -gt 2000000 ) ]]; then modes=(); fi
+if [[ ${ERASE:-} == 0 || ( -z ${ERASE:-} && $EVENTS -gt 2000000 ) || $STAGES != *curate* ]]; then modes=(); fi
 for mode in "${modes[@]}"; do
   if [[ $mode == plain ]]; then first=1; flags=(); else first=11; flags=(--purge); fi
   subjects=()

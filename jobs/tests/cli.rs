@@ -162,6 +162,26 @@ fn crash_at_any_commit_point_then_rerun_is_exactly_once() {
     }
 }
 
+/// A file of 50,000 events is committed in several parts (the fixture's
+/// commits are tiny): abort between those parts, rerun, and every event
+/// lands once. The abort must land inside the first file.
+#[test]
+fn crash_in_the_middle_of_a_large_file_then_rerun_is_exactly_once() {
+    let spec = DatasetSpec { partitions: 1, windows: 2, events_per_file: 50_000, codecs: vec![Codec::Deflate], ..DatasetSpec::small(5) };
+    for fault in ["after_commit:2", "before_commit:3"] {
+        let f = Fixture::new(spec.clone(), "");
+        let out = f.cmd("ingest").env("WEIR_FAULT", fault).output().unwrap();
+        assert!(!out.status.success(), "{fault}: the process must have died");
+        let partial = f.keys();
+        assert!(!partial.is_empty() && partial.len() < 50_000, "{fault}: stopped inside the first file ({} events)", partial.len());
+        assert_eq!(partial, f.expected()[..partial.len()].to_vec(), "{fault}: a prefix of the file, each event once");
+        let (code, report) = f.run("ingest");
+        assert_eq!(code, 0, "{fault}: {report}");
+        assert_eq!(report["stages"][0]["events_written"], 100_000 - partial.len() as i64, "{fault}");
+        assert_eq!(f.keys(), f.expected(), "{fault}: exactly once after rerun");
+    }
+}
+
 /// Real SIGKILLs at arbitrary instants, several in a row on the same lake.
 #[test]
 fn sigkill_at_random_instants_then_rerun_is_exactly_once() {

@@ -388,7 +388,7 @@ async fn several_event_hubs_under_one_source_are_refused() {
 #[test]
 fn block_count_that_disagrees_with_its_size_is_corrupt() {
     let good = write_capture_file(&events(0, 3, t0()), &FileSpec::default()).unwrap();
-    let framing = weir::capture::decode::scan_container(&good).unwrap();
+    let framing = weir::capture::container::scan_container(&good).unwrap();
     assert_eq!((framing.blocks, framing.records), (1, 3));
     // Rewrite the block's record count (zig-zag 3 = 6) to 0.
     let header_end = good.len() - framing_block_len(&good);

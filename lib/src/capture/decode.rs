@@ -1,27 +1,25 @@
-//! Decoding one capture file into Arrow.
+//! Decoding capture files into Arrow, one chunk of blocks at a time.
 //!
-//! Each file is decoded with the writer schema embedded in it (arrow-avro),
-//! then normalised to [`capture_schema`]: `EnqueuedTimeUtc` strings (US
-//! `11/16/2016 4:44:11 PM` or ISO-8601) become UTC microsecond timestamps,
-//! and the Properties maps of `union(long, double, string, bytes[, null])`
-//! become `map<string, string>` (bytes that are not UTF-8 are written as
-//! `base64:` + standard base64).
+//! Each chunk ([`super::container`]) is decoded with the writer schema
+//! embedded in its file (arrow-avro), then normalised to [`capture_schema`]:
+//! `EnqueuedTimeUtc` strings (US `11/16/2016 4:44:11 PM` or ISO-8601) become
+//! UTC microsecond timestamps, and the Properties maps of
+//! `union(long, double, string, bytes[, null])` become `map<string, string>`
+//! (bytes that are not UTF-8 are written as `base64:` + standard base64).
 //!
-//! Hazard: arrow-avro ends quietly when a file stops in the middle of a block,
-//! so before decoding, [`scan_container`] walks the block framing (counts,
-//! sizes, sync markers) and refuses truncated or torn files; after decoding,
-//! the row count must equal the sum of the block counts.
-//!
-//! Deflate files (Capture's default codec) are inflated here, block by block
-//! with libdeflate into one buffer, and handed to arrow-avro as a `null`-codec
-//! container. arrow-avro's own path streams each block through flate2 into a
-//! growing vector; on capture blocks (a few KB each) whole-buffer inflate was
-//! 2.5x faster, and inflate was the largest single cost of ingest.
+//! Hazards:
+//! - arrow-avro ends quietly when a file stops in the middle of a block, so
+//!   the framing (counts, sizes, sync markers) is walked by
+//!   [`super::container::Splitter`] before any block is decoded, and the rows
+//!   of a chunk must equal the sum of its block counts.
+//! - One arrow-avro decoder never yields two batches: see [`decode_chunk`].
 
 use std::io::Cursor;
 use std::sync::{Arc, OnceLock};
 
 use arrow_avro::reader::ReaderBuilder;
+
+use super::container::{put_long, Chunk, Header, Splitter, MAX_BLOCK_BYTES};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, MapArray, RecordBatch, TimestampMicrosecondArray,
@@ -42,8 +40,13 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn file(reason: impl Into<String>) -> Self {
+    pub(crate) fn file(reason: impl Into<String>) -> Self {
         DecodeError { record: None, reason: reason.into() }
+    }
+
+    /// The same error at the 0-based record `record` of the file.
+    pub(crate) fn at(self, record: u64) -> Self {
+        DecodeError { record: Some(record), ..self }
     }
 }
 
@@ -93,170 +96,102 @@ pub fn capture_schema() -> SchemaRef {
         .clone()
 }
 
-/// Decodes a whole capture file. Header-only files give zero rows.
+/// Decodes a whole capture file held in memory, chunk by chunk (see
+/// [`decode_chunk`]); header-only files give zero rows. Ingest streams files
+/// through [`Splitter`] instead and never holds one whole.
 pub fn decode_capture_file(bytes: &[u8]) -> Result<CaptureBatch, DecodeError> {
-    let framing = scan_container(bytes)?;
-    let inflated;
-    let container = if framing.codec == "deflate" {
-        inflated = inflate_container(bytes)?;
-        &inflated[..]
-    } else {
-        bytes
-    };
-    let reader = ReaderBuilder::new()
-        .with_batch_size(8192)
-        .build(Cursor::new(container))
-        .map_err(|e| DecodeError::file(format!("cannot read Avro header: {e}")))?;
-    let mut out = Vec::new();
-    let mut rows: u64 = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| DecodeError {
-            record: Some(rows),
-            reason: format!("Avro decode failed: {e}"),
-        })?;
-        out.push(normalise(&batch, rows)?);
-        rows += batch.num_rows() as u64;
-    }
-    if rows != framing.records {
-        return Err(DecodeError::file(format!(
-            "blocks declare {} records but {rows} decoded",
-            framing.records
-        )));
+    let mut splitter = Splitter::default();
+    let mut chunks = splitter.push(bytes)?;
+    let header = splitter.header().cloned();
+    chunks.extend(splitter.finish()?);
+    let header = header.ok_or_else(|| DecodeError::file("truncated header"))?;
+    let mut out = Vec::with_capacity(chunks.len());
+    for chunk in &chunks {
+        out.push(decode_chunk(&header, chunk)?);
     }
     let batch = concat_batches(&capture_schema(), &out)
         .map_err(|e| DecodeError::file(format!("internal: {e}")))?;
-    Ok(CaptureBatch { batch, codec: framing.codec })
+    Ok(CaptureBatch { batch, codec: header.codec.clone() })
 }
 
-/// Block framing of an Avro object container file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framing {
-    /// Data blocks.
-    pub blocks: u64,
-    /// Records declared by all blocks.
-    pub records: u64,
-    /// `avro.codec` from the header (`null` when absent).
-    pub codec: String,
-}
-
-/// Walks the container framing without decompressing anything.
-pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
-    let mut cur = Reader { bytes, pos: 0 };
-    if cur.take(4) != Some(b"Obj\x01") {
-        return Err(DecodeError::file("not an Avro object container file (bad magic)"));
+/// Decodes one chunk of a file into rows of [`capture_schema`].
+///
+/// Each chunk gets a decoder of its own that is flushed exactly once:
+/// arrow-avro 59.3.2's union decoder does not reset its per-branch offsets
+/// after a flush (apache/arrow-rs#10876, fixed upstream after the last 59.x
+/// release), so a second batch from one decoder has union offsets past the
+/// end of its children, and Capture's property maps are such unions. A
+/// decoder costs a schema parse, far below decoding a chunk's records. Drop
+/// this once Weir's arrow carries the fix; the one-batch check below stays a
+/// cheap guard.
+///
+/// Deflate blocks (Capture's default codec) are inflated here with
+/// libdeflate, whole-buffer, and handed over as a `null`-codec container:
+/// arrow-avro's own path streams each block through flate2 into a growing
+/// vector, and on capture blocks (a few KB each) whole-buffer inflate was
+/// 2.5x faster, inflate being the largest single cost of ingest.
+pub fn decode_chunk(header: &Header, chunk: &Chunk) -> Result<RecordBatch, DecodeError> {
+    if chunk.records == 0 {
+        return Ok(RecordBatch::new_empty(capture_schema()));
     }
-    let mut codec = "null".to_string();
-    loop {
-        let mut count = cur.long().ok_or_else(|| DecodeError::file("truncated header"))?;
-        if count == 0 {
-            break;
-        }
-        if count < 0 {
-            count = count.checked_neg().ok_or_else(|| DecodeError::file("corrupt header metadata"))?;
-            cur.long().ok_or_else(|| DecodeError::file("truncated header"))?;
-        }
-        for _ in 0..count {
-            let key = cur.bytes().ok_or_else(|| DecodeError::file("truncated header metadata"))?;
-            let value = cur.bytes().ok_or_else(|| DecodeError::file("truncated header metadata"))?;
-            if key == b"avro.codec" {
-                codec = String::from_utf8_lossy(value).into_owned();
-            }
-        }
-    }
-    let sync = cur.take(16).ok_or_else(|| DecodeError::file("truncated header (no sync marker)"))?;
-    let mut framing = Framing { blocks: 0, records: 0, codec };
-    while cur.pos < bytes.len() {
-        let block = framing.blocks;
-        let count = cur.long().filter(|c| *c >= 0).ok_or_else(|| {
-            DecodeError::file(format!("truncated or corrupt block {block} (bad record count)"))
+    let container = if header.codec == "deflate" {
+        inflate_chunk(header, chunk)?
+    } else {
+        let mut c = Vec::with_capacity(header.bytes.len() + chunk.blocks.len());
+        c.extend_from_slice(&header.bytes);
+        c.extend_from_slice(&chunk.blocks);
+        c
+    };
+    let at = |rows: u64| chunk.first_record + rows;
+    let reader = ReaderBuilder::new()
+        .with_batch_size(usize::try_from(chunk.records).unwrap_or(usize::MAX))
+        .build(Cursor::new(&container[..]))
+        .map_err(|e| DecodeError::file(format!("cannot read Avro header: {e}")))?;
+    let mut batch = None;
+    for next in reader {
+        let next = next.map_err(|e| DecodeError {
+            record: Some(at(0)),
+            reason: format!("Avro decode failed in blocks {}..: {e}", chunk.first_block),
         })?;
-        let size = cur.long().filter(|s| *s >= 0).ok_or_else(|| {
-            DecodeError::file(format!("truncated or corrupt block {block} (bad size)"))
-        })? as usize;
-        if cur.take(size).is_none() {
-            return Err(DecodeError::file(format!(
-                "truncated: block {block} declares {size} bytes, {} remain",
-                bytes.len() - cur.pos
-            )));
+        if batch.replace(next).is_some() {
+            return Err(DecodeError {
+                record: Some(at(0)),
+                reason: format!("blocks from {} decoded into more than one batch", chunk.first_block),
+            });
         }
-        if (count == 0) != (size == 0) {
-            return Err(DecodeError::file(format!(
-                "corrupt block {block}: {count} records in {size} bytes"
-            )));
-        }
-        match cur.take(16) {
-            Some(s) if s == sync => {}
-            Some(_) => {
-                return Err(DecodeError::file(format!(
-                    "sync marker after block {block} does not match the header (file corrupt)"
-                )))
-            }
-            None => return Err(DecodeError::file(format!("truncated: block {block} has no sync marker"))),
-        }
-        framing.blocks += 1;
-        framing.records = framing
-            .records
-            .checked_add(count as u64)
-            .ok_or_else(|| DecodeError::file(format!("corrupt block {block}: record count overflows")))?;
     }
-    Ok(framing)
+    let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(capture_schema()));
+    let rows = batch.num_rows() as u64;
+    if rows != chunk.records {
+        return Err(DecodeError {
+            record: Some(at(rows.min(chunk.records))),
+            reason: format!(
+                "blocks {}.. declare {} records but {rows} decoded",
+                chunk.first_block, chunk.records
+            ),
+        });
+    }
+    normalise(&batch, chunk.first_record)
 }
 
-/// An inflated block larger than this is refused: Event Hubs caps an event
-/// at 1 MB (20 MB on Dedicated), and blocks are a few events.
-const MAX_BLOCK_BYTES: usize = 1 << 30;
-
-/// A deflate container rewritten as the same container with codec `null`:
-/// header entries (but the codec) and sync marker kept, each block inflated.
-/// Call after [`scan_container`] accepted the framing.
-fn inflate_container(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let mut cur = Reader { bytes, pos: 4 };
-    let truncated = || DecodeError::file("truncated header");
-    let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
-    loop {
-        let mut count = cur.long().ok_or_else(truncated)?;
-        if count == 0 {
-            break;
-        }
-        if count < 0 {
-            count = -count;
-            cur.long().ok_or_else(truncated)?;
-        }
-        for _ in 0..count {
-            let key = cur.bytes().ok_or_else(truncated)?;
-            let value = cur.bytes().ok_or_else(truncated)?;
-            entries.push((key, if key == b"avro.codec" { b"null" } else { value }));
-        }
-    }
-    let sync = cur.take(16).ok_or_else(truncated)?;
+/// A chunk of deflate blocks as a whole `null`-codec container: header
+/// entries (but the codec) and sync marker kept, each block inflated.
+fn inflate_chunk(header: &Header, chunk: &Chunk) -> Result<Vec<u8>, DecodeError> {
     // Capture's JSON bodies inflate about 3.5x; start above that.
-    let mut out = Vec::with_capacity(bytes.len() * 5);
-    out.extend_from_slice(b"Obj\x01");
-    put_long(&mut out, entries.len() as i64);
-    for (key, value) in &entries {
-        put_long(&mut out, key.len() as i64);
-        out.extend_from_slice(key);
-        put_long(&mut out, value.len() as i64);
-        out.extend_from_slice(value);
-    }
-    put_long(&mut out, 0);
-    out.extend_from_slice(sync);
+    let mut out = Vec::with_capacity(header.bytes_uncompressed.len() + chunk.blocks.len() * 5);
+    out.extend_from_slice(&header.bytes_uncompressed);
     let mut inflater = libdeflater::Decompressor::new();
     let mut scratch: Vec<u8> = Vec::new();
-    let mut block = 0u64;
-    let mut records = 0u64;
-    while cur.pos < bytes.len() {
-        let count = cur.long().ok_or_else(|| DecodeError::file(format!("corrupt block {block}")))?;
-        let size = cur.long().ok_or_else(|| DecodeError::file(format!("corrupt block {block}")))? as usize;
-        let data = cur.take(size).ok_or_else(|| DecodeError::file(format!("truncated block {block}")))?;
-        cur.take(16).ok_or_else(|| DecodeError::file(format!("truncated block {block}")))?;
+    let mut records = chunk.first_record;
+    for (i, (count, data)) in chunk.iter_blocks().enumerate() {
+        let block = chunk.first_block + i as u64;
         let mut room = scratch.len().max(data.len() * 4).max(1024);
         let inflated = loop {
             if room > MAX_BLOCK_BYTES {
-                return Err(DecodeError::file(format!(
-                    "block {block} inflates to more than {} MB",
-                    MAX_BLOCK_BYTES >> 20
-                )));
+                return Err(DecodeError {
+                    record: Some(records),
+                    reason: format!("block {block} inflates to more than {} MB", MAX_BLOCK_BYTES >> 20),
+                });
             }
             if scratch.len() < room {
                 scratch.resize(room, 0);
@@ -272,57 +207,19 @@ fn inflate_container(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
                 }
             }
         };
+        if count as u64 > inflated as u64 {
+            return Err(DecodeError {
+                record: Some(records),
+                reason: format!("corrupt block {block}: {count} records in {inflated} inflated bytes"),
+            });
+        }
         put_long(&mut out, count);
         put_long(&mut out, inflated as i64);
         out.extend_from_slice(&scratch[..inflated]);
-        out.extend_from_slice(sync);
-        block += 1;
-        records += count.max(0) as u64;
+        out.extend_from_slice(&header.sync);
+        records += count as u64;
     }
     Ok(out)
-}
-
-/// Avro `long`: zig-zag varint.
-fn put_long(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
-
-    /// Avro `long`: zig-zag varint.
-    fn long(&mut self) -> Option<i64> {
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.bytes.get(self.pos)?;
-            self.pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        None
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.long()?).ok()?;
-        self.take(n)
-    }
 }
 
 /// One arrow-avro batch → [`capture_schema`]. `first` is the index of its first record in the file.
@@ -581,7 +478,7 @@ mod tests {
 
     #[test]
     fn framing_rejects_non_avro() {
-        let e = scan_container(b"PAR1 not avro").unwrap_err();
+        let e = decode_capture_file(b"PAR1 not avro").unwrap_err();
         assert!(e.reason.contains("bad magic"), "{e}");
     }
 }

@@ -3,8 +3,11 @@
 //! - [`layout`]: the Capture path format (`{PartitionId}/{Year}/...`) as
 //!   configuration, matched against object names.
 //! - [`discover`]: listing a source location into per-partition file lists.
-//! - [`decode`]: Avro container files → Arrow, with the schema embedded in
-//!   each file (Capture changed its Properties union over the years).
+//! - [`container`]: the Avro container framing, read as bytes arrive and
+//!   cut into chunks of whole blocks, so that files of any size stream in
+//!   bounded memory.
+//! - [`decode`]: chunks → Arrow, with the schema embedded in each file
+//!   (Capture changed its Properties union over the years).
 //! - [`testgen`]: writing realistic capture files for tests and benchmarks.
 //!
 //! Facts that shape this module: Capture writes one block blob per partition
@@ -14,12 +17,14 @@
 //! Sequence numbers rise by one per event within a partition, so they, not
 //! path times, are the watermark.
 
+pub mod container;
 pub mod decode;
 pub mod discover;
 pub mod layout;
 pub mod testgen;
 
-pub use decode::{decode_capture_file, CaptureBatch, DecodeError};
+pub use container::{Chunk, Header, Splitter};
+pub use decode::{decode_capture_file, decode_chunk, CaptureBatch, DecodeError};
 pub use discover::{discover, list_partitions, CaptureFile, Discovery};
 pub use layout::PathFormat;
 

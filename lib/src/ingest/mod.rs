@@ -9,11 +9,17 @@
 //! them. Path times are never trusted for this: a back-filled file with an
 //! older path time but newer sequence numbers is still ingested.
 //!
-//! Files are read in (window, partition) order, decoded in parallel on all
-//! cores, encoded into Parquet as they are accepted ([`sink`]), and cut into
-//! commits by size ([`crate::pipeline::IngestConfig`]).
-//! A file that cannot be decoded stops its partition (or is skipped, by
-//! policy); other partitions carry on.
+//! Files are read in (window, partition) order, streamed in chunks of whole
+//! Avro blocks that decode in parallel on all cores ([`read`]), encoded into
+//! Parquet as they are accepted ([`sink`]), and cut into commits by size
+//! ([`crate::pipeline::IngestConfig`]), inside a large file as well as
+//! between files: memory follows the commit size, never the file size. A
+//! commit in the middle of a file is safe for the same reason a rerun is:
+//! the watermark is a sequence number, and a file read again skips every
+//! event at or below it.
+//! A file that cannot be decoded stops its partition where the damage is
+//! (or the rest of the file is skipped, by policy); events before the
+//! damage are valid and ingested; other partitions carry on.
 //!
 //! Hazard: the watermark is one number per partition. Events below it that
 //! arrive later (a file back-filled after newer ones were ingested) cannot be
@@ -32,10 +38,9 @@ use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake::kernel::Transaction;
 use futures::StreamExt;
-use object_store::ObjectStoreExt as _;
 
 use crate::capture::decode::{capture_schema, utc_micros};
-use crate::capture::{decode_capture_file, discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
+use crate::capture::{discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
 use crate::body::{subject, BodySchema};
 use crate::delta::{self, TableSpec};
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
@@ -43,6 +48,7 @@ use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, Tabl
 use crate::storage::Location;
 use crate::{Error, Result};
 
+mod read;
 mod sink;
 use sink::RawSink;
 
@@ -139,7 +145,7 @@ struct PartitionState {
     skipped_file: bool,
     /// Files whose first event is beyond a gap, held back in case a file
     /// read later in this run (a back-fill under an older path) fills it.
-    parked: Vec<(CaptureFile, RecordBatch)>,
+    parked: Vec<Parked>,
     report: PartitionReport,
 }
 
@@ -176,7 +182,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         schema: raw_schema_with(&subjects),
         partition_columns: vec![RAW_PARTITION_COLUMN.to_string()],
     };
-    let mut table = if options.dry_run {
+    let table = if options.dry_run {
         delta::open(&raw_location).await?
     } else {
         Some(delta::open_or_create(&raw_location, &spec).await?)
@@ -209,7 +215,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
     }
 
-    let mut write = TableWrite {
+    let write = TableWrite {
         table: "raw".into(),
         location: raw_location.to_string(),
         version_before: table.as_ref().and_then(|t| t.version()),
@@ -251,8 +257,8 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
-    // Remote storage is latency-bound: keep more downloads in flight than
-    // decoders (each holds one file in memory until it is decoded).
+    // Remote storage is latency-bound: open more files ahead than there are
+    // decoders (each holds its first range in memory until it is decoded).
     let fetches = match pipeline.ingest.fetch_parallelism {
         0 if source.is_local() => parallelism,
         0 => parallelism.max(16),
@@ -260,27 +266,8 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     };
     let (store, _) = source.object_store()?;
     let source_name = source.to_string();
-    let mut decoded = futures::stream::iter(work.into_iter().map(|file| {
-        let store = store.clone();
-        let source_name = source_name.clone();
-        async move {
-            let bytes = store
-                .get(&file.path)
-                .await
-                .map_err(|e| storage_error(&source_name, &file, e))?
-                .bytes()
-                .await
-                .map_err(|e| storage_error(&source_name, &file, e))?;
-            Ok::<_, Error>((file, bytes))
-        }
-    }))
-    .buffered(fetches)
-    .map(|fetched| async {
-        let (file, bytes) = fetched?;
-        let decoded = decode_with_deadline(bytes, subjects.clone()).await?;
-        Ok::<_, Error>((file, decoded))
-    })
-    .buffered(parallelism);
+    let mut pieces = read::pieces(store.clone(), source_name.clone(), work, fetches, parallelism, subjects.clone());
+    let files = read::Files { store, source: source_name, subjects: subjects.clone() };
 
     let run = RunContext {
         pipeline: &pipeline.name,
@@ -288,86 +275,59 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         ingested_at: Utc::now().timestamp_micros(),
         subjects: &subjects,
     };
-    let mut pending = Pending::default();
-    let mut sink: Option<RawSink> = None;
+    let mut intake = Intake {
+        states,
+        report,
+        pending: Pending::default(),
+        current: FileProgress::default(),
+        halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
+    };
+    let mut out = Output {
+        table,
+        sink: None,
+        write,
+        spec: &spec,
+        location: &raw_location,
+        writers: parallelism,
+        dry_run: options.dry_run,
+        commit_bytes: pipeline.ingest.commit_bytes,
+        commit_events: pipeline.ingest.commit_events,
+    };
     let mut done = 0u64;
-    while let Some(next) = decoded.next().await {
-        let (file, result) = next?;
-        done += 1;
-        if let Some(cb) = &options.on_progress {
-            cb(done, total);
-        }
-        let state = states.get_mut(&file.partition_id).expect("partition state");
-        if state.halted {
-            continue;
-        }
-        report.files_read += 1;
-        report.bytes_read += file.size;
-        state.report.files_read += 1;
-        let capture = match result {
-            Ok(c) => c,
-            Err(e) => {
-                let halt = pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt;
-                let action = if halt {
-                    state.halted = true;
-                    state.parked.clear();
-                    state.report.halted_at = Some(file.name.clone());
-                    "partition halted before this file; fix or remove it, or set on_corrupt_file: skip"
-                } else {
-                    state.skipped_file = true;
-                    "file skipped (on_corrupt_file: skip); its events are not ingested"
-                };
-                tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "corrupt capture file");
-                report.problems.push(DataProblem {
-                    kind: "corrupt_file".into(),
-                    partition: Some(file.partition_id.clone()),
-                    file: Some(file.name.clone()),
-                    record: e.record,
-                    message: format!("{}: {e}; {action}", file.name),
-                    blocking: halt,
-                });
-                continue;
+    while let Some(next) = pieces.next().await {
+        let piece = next?;
+        if piece.last {
+            done += 1;
+            if let Some(cb) = &options.on_progress {
+                cb(done, total);
             }
-        };
-        let rows = capture.batch.num_rows() as u64;
-        report.events_read += rows;
-        if rows == 0 {
-            report.empty_files += 1;
-            continue;
         }
-        let first = first_sequence(&capture.batch);
-        if state.high.is_some_and(|h| first > h + 1) {
-            state.parked.push((file, capture.batch));
-            continue;
-        }
-        accept(&file, &capture.batch, state, &mut report, &mut pending, &run)?;
+        let finished = intake.take(piece, &run, true)?;
+        out.settle(&mut intake, &run).await?;
         // The file may have closed a gap that held others back.
-        while let Some(i) = next_unparked(state) {
-            let (f, b) = state.parked.swap_remove(i);
-            accept(&f, &b, state, &mut report, &mut pending, &run)?;
-        }
-        if !options.dry_run {
-            table = send_pending(table, &spec, &mut sink, parallelism, &mut pending).await?;
-        }
-        if pending.bytes >= pipeline.ingest.commit_bytes || pending.events >= pipeline.ingest.commit_events {
-            table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_mut(), &mut write).await?;
+        if let Some(partition) = finished {
+            while let Some(file) = intake.unpark(&partition) {
+                out.replay(&files, file, true, &mut intake, &run).await?;
+            }
         }
     }
     // What is still parked follows a real gap: ingest it in sequence order,
     // reporting the gap.
-    for state in states.values_mut() {
+    let partitions: Vec<String> = intake.states.keys().cloned().collect();
+    for partition in partitions {
+        let state = intake.states.get_mut(&partition).expect("listed above");
         let mut parked = std::mem::take(&mut state.parked);
-        parked.sort_by_key(|(_, b)| first_sequence(b));
-        for (f, b) in parked {
-            accept(&f, &b, state, &mut report, &mut pending, &run)?;
+        parked.sort_by_key(|p| p.first);
+        for p in parked {
+            out.replay(&files, p.file, false, &mut intake, &run).await?;
         }
     }
-    if !options.dry_run {
-        table = send_pending(table, &spec, &mut sink, parallelism, &mut pending).await?;
+    out.settle(&mut intake, &run).await?;
+    if intake.pending.events > 0 {
+        out.commit(&mut intake, &run).await?;
     }
-    if pending.events > 0 {
-        table = commit(table, &spec, &raw_location, &mut pending, &mut states, &run, sink.as_mut(), &mut write).await?;
-    }
+    let Intake { states, mut report, .. } = intake;
+    let Output { table, write, .. } = out;
     drop(table);
 
     for (partition, state) in states {
@@ -390,16 +350,196 @@ fn next_unparked(state: &PartitionState) -> Option<usize> {
         .parked
         .iter()
         .enumerate()
-        .map(|(i, (_, b))| (i, first_sequence(b)))
-        .filter(|(_, first)| *first <= high + 1)
-        .min_by_key(|(_, first)| *first)
+        .filter(|(_, p)| p.first <= high + 1)
+        .min_by_key(|(_, p)| p.first)
         .map(|(i, _)| i)
 }
 
-/// Takes a decoded file's new events into the pending commit.
+/// A file held back because its first event is beyond a gap. Only its name
+/// is kept: it is read again when the gap closes (or at the end of the run),
+/// since a capture file can be hundreds of MB.
+struct Parked {
+    file: CaptureFile,
+    first: i64,
+}
+
+/// The file whose chunks are being taken: chunks of one file arrive
+/// together, in order.
+#[derive(Default)]
+struct FileProgress {
+    /// Events read from the file so far.
+    events: u64,
+    /// Some of its events went into the pending commit.
+    accepted: bool,
+    /// The rest of the file is ignored (corrupt from here, or parked).
+    skip_rest: bool,
+}
+
+/// Decoded chunks → pending rows, with the per-partition bookkeeping.
+struct Intake {
+    states: BTreeMap<String, PartitionState>,
+    report: StageReport,
+    pending: Pending,
+    current: FileProgress,
+    /// `on_corrupt_file: halt`.
+    halt: bool,
+}
+
+impl Intake {
+    /// Takes one chunk. `may_park`: a file beginning beyond a gap is held
+    /// back rather than taken. Returns the file's partition when this was
+    /// the last chunk of a file whose events were taken.
+    fn take(&mut self, piece: read::Piece, run: &RunContext<'_>, may_park: bool) -> Result<Option<String>> {
+        let file = piece.file;
+        if piece.index == 0 {
+            self.current = FileProgress::default();
+        }
+        let cur = &mut self.current;
+        let state = self.states.get_mut(&file.partition_id).expect("partition state");
+        if state.halted || cur.skip_rest {
+            return Ok(None);
+        }
+        if piece.index == 0 {
+            self.report.files_read += 1;
+            self.report.bytes_read += file.size;
+            state.report.files_read += 1;
+        }
+        let batch = match piece.result {
+            Ok(b) => b,
+            Err(e) => {
+                cur.skip_rest = true;
+                let (halted, action) = match (self.halt, cur.accepted) {
+                    (true, false) => (true, "partition halted before this file; fix or remove it, or set on_corrupt_file: skip".to_string()),
+                    (true, true) => (true, format!(
+                        "partition halted in this file after its first {} events, which are ingested; fix or remove it, or set on_corrupt_file: skip",
+                        cur.events
+                    )),
+                    (false, false) => (false, "file skipped (on_corrupt_file: skip); its events are not ingested".to_string()),
+                    (false, true) => (false, format!(
+                        "rest of the file skipped (on_corrupt_file: skip); its first {} events are ingested, the rest are not",
+                        cur.events
+                    )),
+                };
+                if halted {
+                    state.halted = true;
+                    state.parked.clear();
+                    state.report.halted_at = Some(file.name.clone());
+                } else {
+                    state.skipped_file = true;
+                }
+                tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "corrupt capture file");
+                self.report.problems.push(DataProblem {
+                    kind: "corrupt_file".into(),
+                    partition: Some(file.partition_id.clone()),
+                    file: Some(file.name.clone()),
+                    record: e.record,
+                    message: format!("{}: {e}; {action}", file.name),
+                    blocking: halted,
+                });
+                return Ok(None);
+            }
+        };
+        let rows = batch.num_rows() as u64;
+        self.report.events_read += rows;
+        cur.events += rows;
+        if rows == 0 {
+            if piece.last && cur.events == 0 {
+                self.report.empty_files += 1;
+            }
+            return Ok((piece.last && cur.accepted).then(|| file.partition_id.clone()));
+        }
+        if may_park && !cur.accepted {
+            let first = first_sequence(&batch);
+            if state.high.is_some_and(|h| first > h + 1) {
+                // Counted again when it is read again.
+                cur.skip_rest = true;
+                self.report.files_read -= 1;
+                self.report.bytes_read -= file.size;
+                self.report.events_read -= cur.events;
+                state.report.files_read -= 1;
+                state.parked.push(Parked { file: (*file).clone(), first });
+                return Ok(None);
+            }
+        }
+        accept(&file, &batch, piece.file_bytes, state, &mut self.report, &mut self.pending, run)?;
+        cur.accepted = true;
+        Ok(piece.last.then(|| file.partition_id.clone()))
+    }
+
+    /// The next parked file of `partition` that continues its sequence.
+    fn unpark(&mut self, partition: &str) -> Option<CaptureFile> {
+        let state = self.states.get_mut(partition)?;
+        let i = next_unparked(state)?;
+        Some(state.parked.swap_remove(i).file)
+    }
+}
+
+/// The raw table and what is written to it.
+struct Output<'a> {
+    table: Option<deltalake::DeltaTable>,
+    sink: Option<RawSink>,
+    write: TableWrite,
+    spec: &'a TableSpec,
+    location: &'a Location,
+    writers: usize,
+    dry_run: bool,
+    commit_bytes: u64,
+    commit_events: u64,
+}
+
+impl Output<'_> {
+    /// Queues what was taken to the writer, and commits once the pending
+    /// rows reach a commit's size: commits are cut by size, inside a file
+    /// as well as between files, so memory does not follow the file size.
+    async fn settle(&mut self, intake: &mut Intake, run: &RunContext<'_>) -> Result<()> {
+        if !self.dry_run {
+            self.table = send_pending(self.table.take(), self.spec, &mut self.sink, self.writers, &mut intake.pending).await?;
+        }
+        if intake.pending.bytes >= self.commit_bytes || intake.pending.events >= self.commit_events {
+            self.commit(intake, run).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, intake: &mut Intake, run: &RunContext<'_>) -> Result<()> {
+        self.table = commit(
+            self.table.take(),
+            self.spec,
+            self.location,
+            &mut intake.pending,
+            &mut intake.states,
+            run,
+            self.sink.as_mut(),
+            &mut self.write,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads a parked file again and takes its chunks.
+    async fn replay(
+        &mut self,
+        files: &read::Files,
+        file: CaptureFile,
+        may_park: bool,
+        intake: &mut Intake,
+        run: &RunContext<'_>,
+    ) -> Result<()> {
+        let mut pieces = files.read(file);
+        while let Some(piece) = pieces.next().await {
+            intake.take(piece?, run, may_park)?;
+            self.settle(intake, run).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes a decoded chunk's new events into the pending commit;
+/// `file_bytes` is the chunk's share of the file.
 fn accept(
     file: &CaptureFile,
     batch: &RecordBatch,
+    file_bytes: u64,
     state: &mut PartitionState,
     report: &mut StageReport,
     pending: &mut Pending,
@@ -412,54 +552,12 @@ fn accept(
     let n = fresh.num_rows() as u64;
     state.report.events_written += n;
     pending.events += n;
-    pending.bytes += file.size;
+    pending.bytes += file_bytes;
     pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, file, run)?));
-    pending.sizes.push(file.size);
+    pending.sizes.push(file_bytes);
     let w = pending.windows.entry(file.partition_id.clone()).or_insert(i64::MIN);
     *w = (*w).max(file.window.timestamp());
     Ok(())
-}
-
-/// Decodes on a thread of its own with a deadline: a block whose declared
-/// record count is smaller than its content makes arrow-avro spin forever,
-/// and a job must end with a reason, not hang its scheduler slot.
-///
-/// The subject-key columns are extracted there too (one parse of every
-/// body, ~10% of ingest's CPU): they are appended after the capture columns.
-async fn decode_with_deadline(
-    bytes: bytes::Bytes,
-    subjects: Vec<String>,
-) -> Result<Result<crate::capture::CaptureBatch, crate::capture::DecodeError>> {
-    let deadline = std::time::Duration::from_secs(60 + bytes.len() as u64 / 1_000_000);
-    // tokio's blocking pool reuses its threads (a thread per file cost
-    // ~0.3 s of system time per million events); a decode stuck past the
-    // deadline keeps its thread and the pool starts another.
-    let work = tokio::task::spawn_blocking(move || {
-        decode_capture_file(&bytes).and_then(|mut c| {
-            if !subjects.is_empty() {
-                c.batch = with_subject_columns(&c.batch, &subjects)?;
-            }
-            Ok(c)
-        })
-    });
-    match tokio::time::timeout(deadline, work).await {
-        Ok(Ok(decoded)) => Ok(decoded),
-        Ok(Err(_)) => Err(Error::Internal("decoder thread panicked".into())),
-        Err(_) => Ok(Err(crate::capture::DecodeError {
-            record: None,
-            reason: format!("decoding did not finish within {} s (corrupt block record count?)", deadline.as_secs()),
-        })),
-    }
-}
-
-/// Capture rows with one `subject_<field>` column per subject field after them.
-fn with_subject_columns(batch: &RecordBatch, subjects: &[String]) -> std::result::Result<RecordBatch, crate::capture::DecodeError> {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.extend(subjects.iter().map(|s| Field::new(subject::column_name(s), DataType::Utf8, true)));
-    let mut columns = batch.columns().to_vec();
-    columns.extend(subject::extract(batch.column(5).as_ref(), subjects));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| crate::capture::DecodeError { record: None, reason: format!("internal: subject columns: {e}") })
 }
 
 struct RunContext<'a> {
@@ -472,10 +570,6 @@ struct RunContext<'a> {
 
 fn location(s: &str, key: &str) -> Result<Location> {
     Location::parse(s).map_err(|reason| Error::InvalidLocation { location: key.to_string(), reason })
-}
-
-fn storage_error(source: &str, file: &CaptureFile, e: object_store::Error) -> Error {
-    Error::storage(&format!("{}/{}", source.trim_end_matches('/'), file.name), e)
 }
 
 /// Keeps the events above the partition's high mark; reports gaps and

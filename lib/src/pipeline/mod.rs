@@ -216,12 +216,14 @@ pub struct IngestConfig {
     /// A commit is cut once this many events are in it.
     #[serde(default = "default_commit_events")]
     pub commit_events: u64,
-    /// Files decoded at once (0 = one per CPU core).
+    /// Chunks (about 1 MB of blocks each) decoded at once (0 = one per CPU
+    /// core).
     #[serde(default)]
     pub decode_parallelism: usize,
-    /// Files downloaded ahead of decoding (0 = as many as decoders for a
-    /// local source, at least 16 for object storage, where each request
-    /// waits on the network). Each holds one capture file in memory.
+    /// Files opened ahead of decoding (0 = as many as decoders for a local
+    /// source, at least 16 for object storage, where each request waits on
+    /// the network). Each holds its first 8 MB in memory; larger files
+    /// are read on in 8 MB ranges as their chunks decode.
     #[serde(default)]
     pub fetch_parallelism: usize,
     /// Files whose window is this many hours older than the newest window
