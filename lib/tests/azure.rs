@@ -440,7 +440,7 @@ async fn a_capture_file_larger_than_one_read_streams_from_blob_storage() {
         let p = parse_pipeline(&dir.path().join("large.yaml"), &text, &|_| None).unwrap();
         let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
         let r = ingest(&p, &opts).await.unwrap();
-        assert!(r.bytes_read > 2 * 8 << 20, "{root}: the file needs more than two reads ({} bytes)", r.bytes_read);
+        assert!(r.bytes_read > 16 << 20, "{root}: the file needs more than two reads ({} bytes)", r.bytes_read);
         assert_eq!((r.files_read, r.events_written), (1, 40_000), "{root}");
         assert!(r.tables[0].versions_written.len() >= 3, "{root}: committed in parts: {:?}", r.tables[0].versions_written);
         assert!(r.problems.is_empty(), "{root}: {:?}", r.problems);
