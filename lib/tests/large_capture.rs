@@ -11,7 +11,7 @@ use chrono::{Duration, NaiveDateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
-use weir::capture::testgen::{capture_schema_json, generate_dataset, Codec, DatasetSpec, UnionStyle};
+use weir::capture::testgen::{capture_path, capture_schema_json, user_event_body, Codec, Rng, UnionStyle};
 use weir::capture::{decode_capture_file, decode_chunk, PartitionSet, Splitter};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
@@ -55,7 +55,9 @@ fn bytes(v: &[u8]) -> Value {
 /// Record `i` of a test file: every union branch, empty maps, null bodies,
 /// a branch first seen after record 8,192, and (with the `null` branch)
 /// records whose values are all null, the shape of apache/arrow-rs#10876.
-fn record(i: i64, style: UnionStyle) -> Value {
+/// With `user_bodies`, bodies are the example pipeline's user events
+/// (which process parses); otherwise small JSON objects.
+fn record(i: i64, style: UnionStyle, user_bodies: bool) -> Value {
     let at = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::seconds(i / 40);
     let seq = 5_000_000 + i;
     let offset = (i * 517).to_string();
@@ -92,6 +94,8 @@ fn record(i: i64, style: UnionStyle) -> Value {
     }
     let body = if i % 97 == 0 {
         Value::Union(0, Box::new(Value::Null))
+    } else if user_bodies {
+        Value::Union(1, Box::new(Value::Bytes(user_event_body(&mut Rng::new(i as u64), seq, at))))
     } else {
         Value::Union(1, Box::new(Value::Bytes(format!(r#"{{"eventId":"e{i}","n":{i},"pad":"{}"}}"#, "x".repeat((i % 50) as usize)).into_bytes())))
     };
@@ -106,11 +110,11 @@ fn record(i: i64, style: UnionStyle) -> Value {
 }
 
 /// A capture file of `n` records written by apache-avro.
-fn write_file(n: i64, c: Codec, style: UnionStyle, block_size: usize) -> Vec<u8> {
+fn write_file(n: i64, c: Codec, style: UnionStyle, block_size: usize, user_bodies: bool) -> Vec<u8> {
     let schema = apache_avro::Schema::parse_str(capture_schema_json(style)).unwrap();
     let mut w = apache_avro::Writer::builder().schema(&schema).writer(Vec::new()).codec(codec(c)).block_size(block_size).build();
     for i in 0..n {
-        w.append(record(i, style)).unwrap();
+        w.append(record(i, style, user_bodies)).unwrap();
     }
     w.into_inner().unwrap()
 }
@@ -218,7 +222,7 @@ fn files_of_every_size_codec_and_union_style_decode_row_for_row() {
     for n in [8_191, 8_192, 8_193, 16_385, 100_000] {
         for c in Codec::ALL {
             for style in [UnionStyle::Legacy, UnionStyle::WithNull] {
-                let file = write_file(n, c, style, 16_000);
+                let file = write_file(n, c, style, 16_000, false);
                 let want = read_independently(&file);
                 assert_eq!(want.len(), n as usize);
                 let what = format!("{n} records, {c:?}, {style:?}");
@@ -240,7 +244,7 @@ fn files_of_every_size_codec_and_union_style_decode_row_for_row() {
 fn one_block_of_a_hundred_thousand_records_decodes() {
     // A block far larger than a chunk is a chunk of its own.
     for c in [Codec::Null, Codec::Deflate] {
-        let file = write_file(100_000, c, UnionStyle::WithNull, 1 << 30);
+        let file = write_file(100_000, c, UnionStyle::WithNull, 1 << 30, false);
         assert_eq!(weir::capture::container::scan_container(&file).unwrap().blocks, 1);
         let got = rows(&decode_streamed(&file, 65_536));
         assert_eq!(got, read_independently(&file), "{c:?}");
@@ -294,38 +298,51 @@ async fn keys(dir: &Path, table: &str, prefix: &str) -> Vec<(String, i64)> {
     out
 }
 
+/// The sizes above, one partition each (codecs and union styles varied),
+/// through ingest (commits cut inside the files) and process: every event
+/// once in raw, and once in processed or, for the null bodies, quarantine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_files_are_ingested_and_processed_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = DatasetSpec {
-        partitions: 2,
-        windows: 2,
-        events_per_file: 60_000,
-        codecs: vec![Codec::Deflate, Codec::Zstd],
-        ..DatasetSpec::small(23)
-    };
-    let summary = generate_dataset(&dir.path().join("capture"), &spec).unwrap();
+    let window = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
+    let sizes = [8_191i64, 8_192, 8_193, 16_385, 100_000];
+    let (mut all, mut null_bodies, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+    for (p, n) in sizes.iter().enumerate() {
+        let style = if p % 2 == 0 { UnionStyle::Legacy } else { UnionStyle::WithNull };
+        let file = write_file(*n, Codec::ALL[p % 4], style, 16_000, true);
+        bytes += file.len() as u64;
+        let path = dir.path().join("capture").join(capture_path(&p.to_string(), window));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, file).unwrap();
+        for i in 0..*n {
+            all.push((p.to_string(), 5_000_000 + i));
+            if i % 97 == 0 {
+                null_bodies.push((p.to_string(), 5_000_000 + i));
+            }
+        }
+    }
+    all.sort();
+    null_bodies.sort();
+    let total = all.len() as u64;
+
     let p = pipeline(dir.path());
     let options = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "large".into(), on_progress: None };
     let r = ingest(&p, &options).await.expect("ingest");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
-    assert_eq!((r.files_read, r.events_read, r.events_written), (4, 240_000, 240_000));
-    assert_eq!(r.bytes_read, summary.bytes, "every byte of every file, once");
-    assert!(r.tables[0].versions_written.len() > 4, "commits cut inside files: {:?}", r.tables[0].versions_written);
-    let mut want: Vec<(String, i64)> = summary
-        .per_partition_last_sequence
-        .iter()
-        .flat_map(|(p, last)| (0..=*last).map(move |s| (p.clone(), s)))
-        .collect();
-    want.sort();
-    assert_eq!(want.len(), 240_000);
-    assert_eq!(keys(dir.path(), "raw", "").await, want);
+    assert_eq!((r.files_read, r.events_read, r.events_written), (5, total, total));
+    assert_eq!(r.bytes_read, bytes, "every byte of every file, once");
+    assert!(r.tables[0].versions_written.len() > 5, "commits cut inside files: {:?}", r.tables[0].versions_written);
+    assert_eq!(keys(dir.path(), "raw", "").await, all);
 
     let again = ingest(&p, &options).await.expect("rerun");
-    assert_eq!((again.events_read, again.events_written, again.events_already_ingested), (240_000, 0, 240_000));
+    assert_eq!((again.events_read, again.events_written, again.events_already_ingested), (total, 0, total));
 
     let po = ProcessOptions { dry_run: false, run_id: "large".into() };
     let r = process(&p, &po).await.expect("process");
     assert!(r.problems.iter().all(|p| !p.blocking), "{:?}", r.problems);
-    assert_eq!(keys(dir.path(), "processed", "_").await, want, "every event processed once");
+    let mut processed = keys(dir.path(), "processed", "_").await;
+    assert_eq!(keys(dir.path(), "quarantine", "_").await, null_bodies, "the null bodies, and only they, quarantined");
+    processed.extend(null_bodies);
+    processed.sort();
+    assert_eq!(processed, all, "every event once in processed or quarantine");
 }
