@@ -35,10 +35,16 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// A chunk is closed once it holds this many records, whatever their size.
 pub const CHUNK_RECORDS: u64 = 16_384;
 
-/// A block declaring more bytes than this is refused as corrupt: Event Hubs
-/// caps an event at 1 MB (20 MB on Dedicated), and Capture writes a few
-/// events per block.
-pub const MAX_BLOCK_BYTES: usize = 1 << 30;
+/// A block declaring more bytes than this, stored or inflated, is refused as
+/// corrupt: Event Hubs caps an event at 1 MB (20 MB on Dedicated), and Avro
+/// writers close a block once it passes a small sync interval, so a real
+/// block is at most a few events. The bound keeps a damaged size field from
+/// making a buffer of it.
+pub const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// A header without its end in this many bytes is corrupt (Capture's is
+/// under 1 KB: the codec and the schema).
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// The magic bytes that open an Avro object container file.
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -148,48 +154,66 @@ impl Splitter {
         self.header.as_ref()
     }
 
-    /// Takes the next bytes of the file; returns the chunks they complete.
-    /// After an error the splitter takes nothing more.
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Chunk>, DecodeError> {
+    /// Takes the next bytes of the file; returns the chunks they complete,
+    /// then, if the bytes are damaged, the error, which ends the file: the
+    /// blocks before the damage are valid and come out first. After an
+    /// error the splitter takes nothing more.
+    pub fn push(&mut self, data: &[u8]) -> Vec<Result<Chunk, DecodeError>> {
         if self.failed {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         self.buf.extend_from_slice(data);
-        let out = self.frame();
-        if out.is_err() {
-            self.failed = true;
+        let mut done = Vec::new();
+        let result = self.frame(&mut done);
+        let mut out: Vec<Result<Chunk, DecodeError>> = done.into_iter().map(Ok).collect();
+        if let Err(e) = result {
+            // A block error names the block's first record.
+            let e = if self.header.is_some() { e.at(self.record) } else { e };
+            out.extend(self.fail(e));
         }
         out
     }
 
-    /// Ends the file: refuses a torn end, and returns the last chunk. A
-    /// header-only file gives one chunk without records, so that every file
-    /// yields at least one chunk.
-    pub fn finish(mut self) -> Result<Option<Chunk>, DecodeError> {
+    /// Ends the file: refuses a torn end, and returns the last chunk (with
+    /// the error after it, as [`Splitter::push`] does). A header-only file
+    /// gives one chunk without records, so that every file yields at least
+    /// one chunk.
+    pub fn finish(mut self) -> Vec<Result<Chunk, DecodeError>> {
         if self.failed {
-            return Ok(None);
+            return Vec::new();
         }
         if self.header.is_none() {
             // Bytes that do not begin like a container were refused by `push`.
-            return Err(DecodeError::file("truncated header"));
+            return vec![Err(DecodeError::file("truncated header"))];
         }
         if !self.buf.is_empty() {
-            return Err(self.torn_block().at(self.record));
+            let e = self.torn_block().at(self.record);
+            return self.fail(e);
         }
         if self.open_file_bytes > 0 || self.chunks_out == 0 {
-            return Ok(Some(self.close()));
+            return vec![Ok(self.close())];
         }
-        Ok(None)
+        Vec::new()
+    }
+
+    /// The valid blocks not yet handed out, then the error.
+    fn fail(&mut self, e: DecodeError) -> Vec<Result<Chunk, DecodeError>> {
+        self.failed = true;
+        let mut out = Vec::new();
+        if !self.open.is_empty() {
+            out.push(Ok(self.close()));
+        }
+        out.push(Err(e));
+        out
     }
 
     /// Why the bytes left at the end do not make a block.
     fn torn_block(&self) -> DecodeError {
         let block = self.block;
         let mut cur = Cursor { bytes: &self.buf, pos: 0 };
-        let Some(count) = cur.long().filter(|c| *c >= 0) else {
+        if cur.long().filter(|c| *c >= 0).is_none() {
             return DecodeError::file(format!("truncated or corrupt block {block} (bad record count)"));
-        };
-        let _ = count;
+        }
         let Some(size) = cur.long().filter(|s| *s >= 0) else {
             return DecodeError::file(format!("truncated or corrupt block {block} (bad size)"));
         };
@@ -200,17 +224,18 @@ impl Splitter {
         DecodeError::file(format!("truncated: block {block} has no sync marker"))
     }
 
-    fn frame(&mut self) -> Result<Vec<Chunk>, DecodeError> {
-        // A block error names the block's first record.
-        self.frame_blocks().map_err(|e| if self.header.is_some() { e.at(self.record) } else { e })
-    }
-
-    fn frame_blocks(&mut self) -> Result<Vec<Chunk>, DecodeError> {
-        let mut out = Vec::new();
+    /// Frames what the buffer holds into `out`, leaving a partial block.
+    fn frame(&mut self, out: &mut Vec<Chunk>) -> Result<(), DecodeError> {
         let mut pos = 0;
         if self.header.is_none() {
             match read_header(&self.buf)? {
-                None => return Ok(out),
+                None if self.buf.len() > MAX_HEADER_BYTES => {
+                    return Err(DecodeError::file(format!(
+                        "corrupt header (no end within its first {} KB)",
+                        MAX_HEADER_BYTES >> 10
+                    )))
+                }
+                None => return Ok(()),
                 Some((header, len)) => {
                     self.header = Some(Arc::new(header));
                     self.open_file_bytes += len as u64;
@@ -223,15 +248,16 @@ impl Splitter {
         loop {
             let block = self.block;
             let mut cur = Cursor { bytes: &self.buf, pos };
-            let Some(count) = cur.long() else { break };
-            if count < 0 {
-                return Err(DecodeError::file(format!("truncated or corrupt block {block} (bad record count)")));
-            }
-            let Some(size) = cur.long() else { break };
-            if size < 0 {
-                return Err(DecodeError::file(format!("truncated or corrupt block {block} (bad size)")));
-            }
-            let size = size as u64;
+            let count = match cur.varint() {
+                Need::Got(c) if c >= 0 => c,
+                Need::More => break,
+                _ => return Err(DecodeError::file(format!("truncated or corrupt block {block} (bad record count)"))),
+            };
+            let size = match cur.varint() {
+                Need::Got(s) if s >= 0 => s as u64,
+                Need::More => break,
+                _ => return Err(DecodeError::file(format!("truncated or corrupt block {block} (bad size)"))),
+            };
             if size > MAX_BLOCK_BYTES as u64 {
                 return Err(DecodeError::file(format!(
                     "corrupt block {block}: declares {size} bytes (more than {} MB)",
@@ -258,6 +284,10 @@ impl Splitter {
                     )))
                 }
             }
+            let record = self
+                .record
+                .checked_add(count as u64)
+                .ok_or_else(|| DecodeError::file(format!("corrupt block {block}: record count overflows")))?;
             if self.open.is_empty() {
                 self.open_first_block = block;
                 self.open_first_record = self.record;
@@ -265,10 +295,7 @@ impl Splitter {
             self.open.extend_from_slice(&self.buf[pos..cur.pos]);
             self.open_file_bytes += (cur.pos - pos) as u64;
             self.open_records += count as u64;
-            self.record = self
-                .record
-                .checked_add(count as u64)
-                .ok_or_else(|| DecodeError::file(format!("corrupt block {block}: record count overflows")))?;
+            self.record = record;
             self.block += 1;
             pos = cur.pos;
             if self.open.len() >= self.chunk_bytes || self.open_records >= self.chunk_records {
@@ -276,7 +303,7 @@ impl Splitter {
             }
         }
         self.buf.drain(..pos);
-        Ok(out)
+        Ok(())
     }
 
     fn close(&mut self) -> Chunk {
@@ -357,11 +384,11 @@ pub struct Framing {
 /// Walks the framing of a whole file without decompressing anything.
 pub fn scan_container(bytes: &[u8]) -> Result<Framing, DecodeError> {
     let mut splitter = Splitter::new(usize::MAX, u64::MAX);
-    splitter.push(bytes)?;
+    let mut items = splitter.push(bytes);
     let codec = splitter.header().map(|h| h.codec.clone());
-    let blocks = splitter.block;
-    let records = splitter.record;
-    splitter.finish()?;
+    let (blocks, records) = (splitter.block, splitter.record);
+    items.extend(splitter.finish());
+    items.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(Framing { blocks, records, codec: codec.unwrap_or_else(|| "null".into()) })
 }
 
@@ -373,6 +400,13 @@ pub(crate) fn put_long(out: &mut Vec<u8>, v: i64) {
         z >>= 7;
     }
     out.push(z as u8);
+}
+
+/// A value read from bytes that may still be arriving.
+enum Need<T> {
+    Got(T),
+    More,
+    Corrupt,
 }
 
 struct Cursor<'a> {
@@ -401,6 +435,21 @@ impl<'a> Cursor<'a> {
             }
         }
         None
+    }
+
+    /// Avro `long` as framing reads it from bytes still arriving: more
+    /// bytes needed, or a varint longer than ten bytes (corrupt).
+    fn varint(&mut self) -> Need<i64> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let Some(&b) = self.bytes.get(self.pos) else { return Need::More };
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Need::Got((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Need::Corrupt
     }
 
     fn bytes(&mut self) -> Option<&'a [u8]> {
@@ -441,13 +490,20 @@ mod tests {
 
     /// Feeds `file` in pieces of `step` bytes; returns every chunk.
     fn split(file: &[u8], step: usize, chunk_bytes: usize) -> Result<Vec<Chunk>, DecodeError> {
+        split_all(file, step, chunk_bytes).into_iter().collect()
+    }
+
+    /// Every item, chunks and the error after them.
+    fn split_all(file: &[u8], step: usize, chunk_bytes: usize) -> Vec<Result<Chunk, DecodeError>> {
         let mut s = Splitter::new(chunk_bytes, u64::MAX);
         let mut out = Vec::new();
         for piece in file.chunks(step) {
-            out.extend(s.push(piece)?);
+            out.extend(s.push(piece));
         }
-        out.extend(s.finish()?);
-        Ok(out)
+        out.extend(s.finish());
+        let errors = out.iter().filter(|i| i.is_err()).count();
+        assert!(errors <= 1 && (errors == 0 || out.last().unwrap().is_err()), "one error, last");
+        out
     }
 
     #[test]
@@ -492,11 +548,31 @@ mod tests {
                 assert!(e.reason.contains(reason), "{how:?} step {step}: {e}");
             }
         }
-        // A torn last block: the blocks before it come out first.
-        let mut s = Splitter::new(40_000, u64::MAX);
-        let chunks = s.push(&good[..good.len() - 40]).unwrap();
-        assert!(!chunks.is_empty());
-        assert!(s.finish().unwrap_err().reason.contains("truncated"));
+    }
+
+    #[test]
+    fn the_blocks_before_damage_come_out_before_the_error() {
+        let good = write_capture_file(&events(2000), &FileSpec { codec: Codec::Null, ..FileSpec::default() }).unwrap();
+        let framing = scan_container(&good).unwrap();
+        let sync = &good[good.len() - 16..];
+        // The markers after the header and after each block.
+        let markers: Vec<usize> = (0..=good.len() - 16).filter(|i| &good[*i..*i + 16] == sync).collect();
+        assert_eq!(markers.len() as u64, framing.blocks + 1);
+        let mut torn_sync = good.clone();
+        torn_sync[markers[framing.blocks as usize / 2] + 3] ^= 0xff;
+        let torn_tail = good[..good.len() - 40].to_vec();
+        for (bad, reason) in [(torn_sync, "sync marker"), (torn_tail, "truncated")] {
+            // In one push (a file smaller than a read) or in small ones.
+            for step in [bad.len(), 999] {
+                let items = split_all(&bad, step, 40_000);
+                let (chunks, error): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.is_ok());
+                let e = error.into_iter().next().expect("an error").unwrap_err();
+                assert!(e.reason.contains(reason), "{e}");
+                let good_records: u64 = chunks.iter().map(|c| c.as_ref().unwrap().records).sum();
+                assert!(good_records > 0, "{reason}: valid blocks kept");
+                assert_eq!(e.record, Some(good_records), "{reason}: the error names the first record not handed out");
+            }
+        }
     }
 
     #[test]

@@ -101,9 +101,10 @@ pub fn capture_schema() -> SchemaRef {
 /// through [`Splitter`] instead and never holds one whole.
 pub fn decode_capture_file(bytes: &[u8]) -> Result<CaptureBatch, DecodeError> {
     let mut splitter = Splitter::default();
-    let mut chunks = splitter.push(bytes)?;
+    let mut items = splitter.push(bytes);
     let header = splitter.header().cloned();
-    chunks.extend(splitter.finish()?);
+    items.extend(splitter.finish());
+    let chunks: Vec<Chunk> = items.into_iter().collect::<Result<_, _>>()?;
     let header = header.ok_or_else(|| DecodeError::file("truncated header"))?;
     let mut out = Vec::with_capacity(chunks.len());
     for chunk in &chunks {

@@ -37,6 +37,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake::kernel::Transaction;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::capture::decode::{capture_schema, utc_micros};
@@ -281,6 +282,8 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         pending: Pending::default(),
         current: FileProgress::default(),
         halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
+        park_budget: pipeline.ingest.commit_bytes,
+        parked_bytes: 0,
     };
     let mut out = Output {
         table,
@@ -306,21 +309,24 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         out.settle(&mut intake, &run).await?;
         // The file may have closed a gap that held others back.
         if let Some(partition) = finished {
-            while let Some(file) = intake.unpark(&partition) {
-                out.replay(&files, file, true, &mut intake, &run).await?;
+            while let Some(parked) = intake.unpark(&partition) {
+                let mut reread = files.read(vec![parked.file.clone()], 1, 1);
+                out.replay(parked, &mut reread, true, &mut intake, &run).await?;
             }
         }
     }
     // What is still parked follows a real gap: ingest it in sequence order,
-    // reporting the gap.
-    let partitions: Vec<String> = intake.states.keys().cloned().collect();
-    for partition in partitions {
-        let state = intake.states.get_mut(&partition).expect("listed above");
-        let mut parked = std::mem::take(&mut state.parked);
-        parked.sort_by_key(|p| p.first);
-        for p in parked {
-            out.replay(&files, p.file, false, &mut intake, &run).await?;
-        }
+    // reporting the gap. Files not held are read again on every core.
+    let mut parked: Vec<(String, Parked)> = Vec::new();
+    for (partition, state) in &mut intake.states {
+        let mut these = std::mem::take(&mut state.parked);
+        these.sort_by_key(|p| p.first);
+        parked.extend(these.into_iter().map(|p| (partition.clone(), p)));
+    }
+    let again: Vec<CaptureFile> = parked.iter().filter(|(_, p)| p.held.is_none()).map(|(_, p)| p.file.clone()).collect();
+    let mut reread = files.read(again, fetches, parallelism);
+    for (_, p) in parked {
+        out.replay(p, &mut reread, false, &mut intake, &run).await?;
     }
     out.settle(&mut intake, &run).await?;
     if intake.pending.events > 0 {
@@ -355,12 +361,15 @@ fn next_unparked(state: &PartitionState) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// A file held back because its first event is beyond a gap. Only its name
-/// is kept: it is read again when the gap closes (or at the end of the run),
-/// since a capture file can be hundreds of MB.
+/// A file held back because its first event is beyond a gap. Its decoded
+/// chunks are held while all held files fit in a commit's size
+/// (`ingest.commit_bytes` of capture files, as pending rows do); beyond
+/// that only its name is kept and it is read again when the gap closes (or
+/// at the end of the run): a capture file can be hundreds of MB.
 struct Parked {
     file: CaptureFile,
     first: i64,
+    held: Option<Vec<read::Piece>>,
 }
 
 /// The file whose chunks are being taken: chunks of one file arrive
@@ -371,8 +380,14 @@ struct FileProgress {
     events: u64,
     /// Some of its events went into the pending commit.
     accepted: bool,
-    /// The rest of the file is ignored (corrupt from here, or parked).
+    /// The rest of the file is ignored (corrupt from here, or parked by
+    /// name).
     skip_rest: bool,
+    /// The rest of the file goes to the last parked file of its partition.
+    holding: bool,
+    /// Sequence numbers seen below the high mark but above the committed
+    /// one, reported once per file.
+    out_of_order: Option<(i64, i64)>,
 }
 
 /// Decoded chunks → pending rows, with the per-partition bookkeeping.
@@ -383,6 +398,10 @@ struct Intake {
     current: FileProgress,
     /// `on_corrupt_file: halt`.
     halt: bool,
+    /// Capture bytes of parked files whose chunks may be held.
+    park_budget: u64,
+    /// Capture bytes of parked files whose chunks are held.
+    parked_bytes: u64,
 }
 
 impl Intake {
@@ -390,12 +409,39 @@ impl Intake {
     /// back rather than taken. Returns the file's partition when this was
     /// the last chunk of a file whose events were taken.
     fn take(&mut self, piece: read::Piece, run: &RunContext<'_>, may_park: bool) -> Result<Option<String>> {
-        let file = piece.file;
+        let (file, last) = (piece.file.clone(), piece.last);
+        let taken = self.take_piece(piece, run, may_park);
+        if last {
+            if let Some((lo, hi)) = self.current.out_of_order.take() {
+                self.report.problems.push(DataProblem {
+                    kind: "out_of_order".into(),
+                    partition: Some(file.partition_id.clone()),
+                    file: Some(file.name.clone()),
+                    record: None,
+                    message: format!(
+                        "{}: sequence numbers {lo}..={hi} arrived after higher ones of the same partition and were not ingested",
+                        file.name
+                    ),
+                    blocking: true,
+                });
+            }
+        }
+        taken
+    }
+
+    fn take_piece(&mut self, mut piece: read::Piece, run: &RunContext<'_>, may_park: bool) -> Result<Option<String>> {
+        let file = piece.file.clone();
         if piece.index == 0 {
             self.current = FileProgress::default();
         }
         let cur = &mut self.current;
         let state = self.states.get_mut(&file.partition_id).expect("partition state");
+        if cur.holding {
+            if let Some(held) = state.parked.last_mut().and_then(|p| p.held.as_mut()) {
+                held.push(piece);
+            }
+            return Ok(None);
+        }
         if state.halted || cur.skip_rest {
             return Ok(None);
         }
@@ -451,26 +497,40 @@ impl Intake {
         if may_park && !cur.accepted {
             let first = first_sequence(&batch);
             if state.high.is_some_and(|h| first > h + 1) {
-                // Counted again when it is read again.
-                cur.skip_rest = true;
+                // Counted again when it is taken.
                 self.report.files_read -= 1;
                 self.report.bytes_read -= file.size;
                 self.report.events_read -= cur.events;
                 state.report.files_read -= 1;
-                state.parked.push(Parked { file: (*file).clone(), first });
+                let held = if self.parked_bytes + file.size <= self.park_budget {
+                    self.parked_bytes += file.size;
+                    cur.holding = !piece.last;
+                    // Taken again as the file's first chunk.
+                    piece.index = 0;
+                    piece.result = Ok(batch);
+                    Some(vec![piece])
+                } else {
+                    cur.skip_rest = true;
+                    None
+                };
+                state.parked.push(Parked { file: (*file).clone(), first, held });
                 return Ok(None);
             }
         }
-        accept(&file, &batch, piece.file_bytes, state, &mut self.report, &mut self.pending, run)?;
+        accept(&file, &batch, piece.file_bytes, state, &mut self.report, &mut self.pending, &mut cur.out_of_order, run)?;
         cur.accepted = true;
         Ok(piece.last.then(|| file.partition_id.clone()))
     }
 
     /// The next parked file of `partition` that continues its sequence.
-    fn unpark(&mut self, partition: &str) -> Option<CaptureFile> {
+    fn unpark(&mut self, partition: &str) -> Option<Parked> {
         let state = self.states.get_mut(partition)?;
         let i = next_unparked(state)?;
-        Some(state.parked.swap_remove(i).file)
+        let parked = state.parked.swap_remove(i);
+        if parked.held.is_some() {
+            self.parked_bytes -= parked.file.size;
+        }
+        Some(parked)
     }
 }
 
@@ -516,19 +576,31 @@ impl Output<'_> {
         Ok(())
     }
 
-    /// Reads a parked file again and takes its chunks.
+    /// Takes a parked file's chunks: the held ones, or the file read again
+    /// from `reread` (whose next file it must be).
     async fn replay(
         &mut self,
-        files: &read::Files,
-        file: CaptureFile,
+        parked: Parked,
+        reread: &mut BoxStream<'static, Result<read::Piece>>,
         may_park: bool,
         intake: &mut Intake,
         run: &RunContext<'_>,
     ) -> Result<()> {
-        let mut pieces = files.read(file);
-        while let Some(piece) = pieces.next().await {
-            intake.take(piece?, run, may_park)?;
+        if let Some(held) = parked.held {
+            for piece in held {
+                intake.take(piece, run, may_park)?;
+                self.settle(intake, run).await?;
+            }
+            return Ok(());
+        }
+        while let Some(piece) = reread.next().await {
+            let piece = piece?;
+            let last = piece.last;
+            intake.take(piece, run, may_park)?;
             self.settle(intake, run).await?;
+            if last {
+                break;
+            }
         }
         Ok(())
     }
@@ -536,6 +608,7 @@ impl Output<'_> {
 
 /// Takes a decoded chunk's new events into the pending commit;
 /// `file_bytes` is the chunk's share of the file.
+#[allow(clippy::too_many_arguments)]
 fn accept(
     file: &CaptureFile,
     batch: &RecordBatch,
@@ -543,9 +616,10 @@ fn accept(
     state: &mut PartitionState,
     report: &mut StageReport,
     pending: &mut Pending,
+    out_of_order: &mut Option<(i64, i64)>,
     run: &RunContext<'_>,
 ) -> Result<()> {
-    let fresh = take_new_events(batch, file, state, report)?;
+    let fresh = take_new_events(batch, file, state, report, out_of_order)?;
     if fresh.num_rows() == 0 {
         return Ok(());
     }
@@ -572,19 +646,20 @@ fn location(s: &str, key: &str) -> Result<Location> {
     Location::parse(s).map_err(|reason| Error::InvalidLocation { location: key.to_string(), reason })
 }
 
-/// Keeps the events above the partition's high mark; reports gaps and
-/// out-of-order events; advances the high mark.
+/// Keeps the events above the partition's high mark; reports gaps; widens
+/// the file's `out_of_order` range (reported once the file ends); advances
+/// the high mark.
 fn take_new_events(
     batch: &RecordBatch,
     file: &CaptureFile,
     state: &mut PartitionState,
     report: &mut StageReport,
+    out_of_order: &mut Option<(i64, i64)>,
 ) -> Result<RecordBatch> {
     let seqs = batch.column(0).as_primitive::<Int64Type>();
     let mut keep = Vec::with_capacity(seqs.len());
     let mut expected = state.high.map(|h| h + 1);
     let mut below = 0u64;
-    let mut out_of_order: Option<(i64, i64)> = None;
     let committed = state.committed;
     for seq in seqs.values().iter().copied() {
         let fresh = state.high.is_none_or(|h| seq > h);
@@ -628,19 +703,6 @@ fn take_new_events(
         state.high = Some(seq);
     }
     report.events_already_ingested += below;
-    if let Some((lo, hi)) = out_of_order {
-        report.problems.push(DataProblem {
-            kind: "out_of_order".into(),
-            partition: Some(file.partition_id.clone()),
-            file: Some(file.name.clone()),
-            record: None,
-            message: format!(
-                "{}: sequence numbers {lo}..={hi} arrived after higher ones of the same partition and were not ingested",
-                file.name
-            ),
-            blocking: true,
-        });
-    }
     filter_record_batch(batch, &keep.into()).map_err(|e| Error::Internal(e.to_string()))
 }
 

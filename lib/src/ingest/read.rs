@@ -81,7 +81,7 @@ pub(crate) fn pieces(
         .boxed()
 }
 
-/// Where files are read from, to read one again (a parked file).
+/// Where files are read from, to read parked ones again.
 pub(crate) struct Files {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) source: String,
@@ -89,9 +89,9 @@ pub(crate) struct Files {
 }
 
 impl Files {
-    /// The decoded chunks of one file, one at a time.
-    pub(crate) fn read(&self, file: CaptureFile) -> BoxStream<'static, Result<Piece>> {
-        pieces(self.store.clone(), self.source.clone(), vec![file], 1, 1, self.subjects.clone())
+    /// The decoded chunks of `files`, in order.
+    pub(crate) fn read(&self, files: Vec<CaptureFile>, fetches: usize, decoders: usize) -> BoxStream<'static, Result<Piece>> {
+        pieces(self.store.clone(), self.source.clone(), files, fetches, decoders, self.subjects.clone())
     }
 }
 
@@ -100,6 +100,8 @@ struct FileReader {
     store: Arc<dyn ObjectStore>,
     source: String,
     file: Arc<CaptureFile>,
+    /// Bytes to read: the listed size, unless the object turned out shorter.
+    size: u64,
     offset: u64,
     splitter: Option<Splitter>,
     header: Option<Arc<Header>>,
@@ -116,6 +118,7 @@ impl FileReader {
         FileReader {
             store,
             source,
+            size: file.size,
             file: Arc::new(file),
             offset: 0,
             splitter: Some(Splitter::default()),
@@ -133,35 +136,44 @@ impl FileReader {
             self.done = true;
             return Ok(());
         };
-        if self.offset < self.file.size {
-            let end = self.file.size.min(self.offset + READ_BYTES);
-            let bytes = self.store.get_range(&self.file.path, self.offset..end).await.map_err(|e| {
-                Error::storage(&format!("{}/{}", self.source.trim_end_matches('/'), self.file.name), e)
-            })?;
+        if self.offset < self.size {
+            let end = self.size.min(self.offset + READ_BYTES);
+            let bytes = match self.store.get_range(&self.file.path, self.offset..end).await {
+                Ok(b) => b,
+                Err(e) => {
+                    // A range past the end of an object shorter than it was
+                    // listed (replaced meanwhile) is refused by the store:
+                    // read what is there, and the framing says what is
+                    // missing. Any other failure is the storage's.
+                    let name = format!("{}/{}", self.source.trim_end_matches('/'), self.file.name);
+                    match self.store.head(&self.file.path).await {
+                        Ok(meta) if meta.size < self.size => {
+                            self.size = meta.size;
+                            return Ok(());
+                        }
+                        _ => return Err(Error::storage(&name, e)),
+                    }
+                }
+            };
             if bytes.is_empty() {
-                // The object is shorter than listed: end it here, and the
-                // framing says what is missing.
-                self.offset = self.file.size;
+                self.size = self.offset;
             }
             self.offset += bytes.len() as u64;
-            match splitter.push(&bytes) {
-                Ok(chunks) => self.ready.extend(chunks.into_iter().map(Ok)),
-                Err(e) => {
-                    self.ready.push_back(Err(e));
-                    self.splitter = None;
-                    self.done = true;
-                }
-            }
+            let items = splitter.push(&bytes);
             if self.header.is_none() {
-                self.header = self.splitter.as_ref().and_then(|s| s.header().cloned());
+                self.header = splitter.header().cloned();
+            }
+            let failed = items.last().is_some_and(|i| i.is_err());
+            self.ready.extend(items);
+            if failed {
+                // Damage ends the file: nothing after it is read.
+                self.splitter = None;
+                self.done = true;
             }
             return Ok(());
         }
         let splitter = self.splitter.take().expect("checked above");
-        match splitter.finish() {
-            Ok(last) => self.ready.extend(last.map(Ok)),
-            Err(e) => self.ready.push_back(Err(e)),
-        }
+        self.ready.extend(splitter.finish());
         self.done = true;
         Ok(())
     }
@@ -253,4 +265,70 @@ fn with_subject_columns(batch: &RecordBatch, subjects: &[String]) -> std::result
     columns.extend(subject::extract(batch.column(5).as_ref(), subjects));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| DecodeError { record: None, reason: format!("internal: subject columns: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::testgen::{corrupt, write_capture_file, CaptureEvent, Codec, Corruption, FileSpec};
+
+    fn file_of(n: i64) -> Vec<u8> {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let events: Vec<CaptureEvent> = (0..n)
+            .map(|i| CaptureEvent {
+                sequence_number: i,
+                offset: i.to_string(),
+                enqueued_time: at,
+                system_properties: vec![],
+                properties: vec![],
+                body: Some(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "y".repeat(300)).into_bytes()),
+            })
+            .collect();
+        write_capture_file(&events, &FileSpec { codec: Codec::Null, ..FileSpec::default() }).unwrap()
+    }
+
+    async fn read(dir: &std::path::Path, bytes: &[u8], listed: u64) -> Vec<Piece> {
+        std::fs::write(dir.join("f.avro"), bytes).unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap());
+        let file = CaptureFile {
+            window: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            name: "f.avro".into(),
+            path: object_store::path::Path::from("f.avro"),
+            size: listed,
+            partition_id: "0".into(),
+        };
+        let mut out = Vec::new();
+        let mut s = pieces(store, "local".into(), vec![file], 2, 2, Vec::new());
+        while let Some(p) = s.next().await {
+            out.push(p.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_file_streams_in_chunks_that_account_for_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = file_of(40_000);
+        let pieces = read(dir.path(), &bytes, bytes.len() as u64).await;
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        assert_eq!(pieces.iter().map(|p| p.file_bytes).sum::<u64>(), bytes.len() as u64);
+        assert_eq!(pieces.iter().map(|p| p.result.as_ref().unwrap().num_rows()).sum::<usize>(), 40_000);
+        assert!(pieces.iter().enumerate().all(|(i, p)| p.index == i as u64 && p.last == (i + 1 == pieces.len())));
+    }
+
+    #[tokio::test]
+    async fn an_object_shorter_than_listed_is_a_torn_file_after_its_valid_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = file_of(40_000);
+        let torn = corrupt(&whole, Corruption::Truncate { keep: whole.len() - 100 });
+        let pieces = read(dir.path(), &torn, whole.len() as u64).await;
+        let (last, good) = pieces.split_last().unwrap();
+        assert!(last.last);
+        let e = last.result.as_ref().unwrap_err();
+        assert!(e.reason.contains("truncated"), "{e}");
+        let rows: usize = good.iter().map(|p| p.result.as_ref().unwrap().num_rows()).sum();
+        assert!(rows > 30_000, "the valid chunks come first: {rows}");
+        assert_eq!(e.record, Some(rows as u64));
+        assert_eq!(pieces.iter().map(|p| p.file_bytes).sum::<u64>(), whole.len() as u64, "the listed size is accounted");
+    }
 }
