@@ -98,6 +98,31 @@ fn validate_accepts_the_example_and_locates_problems() {
     assert!(text.contains(&format!("{}:7: tables.raw.pathh: unknown field 'pathh'", bad.display())), "{text}");
 }
 
+/// A table at the lake root would have its vacuum delete every other
+/// table's files: `weir validate` and `weir run` refuse it, and nothing is
+/// written.
+#[test]
+fn a_table_at_the_lake_root_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name: x\nsource:\n  capture:\n    url: ${WEIR_CAPTURE}\ntables:\n  raw:\n    path: ${WEIR_LAKE}/raw\n  runs:\n    path: ${WEIR_LAKE}\n";
+    let file = dir.path().join("x.yaml");
+    std::fs::write(&file, text).unwrap();
+    std::fs::create_dir_all(dir.path().join("capture")).unwrap();
+    for job in ["validate", "run"] {
+        let out = weir()
+            .arg(job)
+            .arg(&file)
+            .env("WEIR_CAPTURE", dir.path().join("capture"))
+            .env("WEIR_LAKE", dir.path().join("lake"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{job}: {}", stdout(&out));
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("tables.raw.path is inside the folder of tables.runs.path"), "{job}: {text}");
+    }
+    assert!(!dir.path().join("lake").exists(), "nothing written");
+}
+
 #[test]
 fn usage_errors_exit_2_and_missing_pipeline_is_a_config_error() {
     assert_eq!(weir().arg("ingest").output().unwrap().status.code(), Some(2));

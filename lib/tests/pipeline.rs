@@ -87,3 +87,28 @@ fn yaml_syntax_errors_have_a_line() {
     assert_eq!(got.len(), 1);
     assert!(got[0].starts_with("pipelines/x.yaml:"), "{got:?}");
 }
+
+/// Vacuuming a table deletes every file below its folder that no commit of
+/// its own names: a table at the lake root, or nested in another, or two at
+/// one folder, would lose another table's data. All are refused.
+#[test]
+fn tables_that_share_or_nest_folders_are_refused() {
+    let env = [("WEIR_LAKE", "/data/lake")];
+    let base = "name: x\nsource:\n  capture:\n    url: /data/capture\ntables:\n  raw:\n    path: ${WEIR_LAKE}/raw\n";
+    let root = format!("{base}  quality_metrics:\n    path: ${{WEIR_LAKE}}\n");
+    let got = problems(&root, &env);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("pipelines/x.yaml:9: tables.quality_metrics.path: tables.raw.path is inside the folder of tables.quality_metrics.path"),
+        "{got:?}"
+    );
+    let same = format!("{base}  runs:\n    path: /data/lake/raw/\n");
+    let got = problems(&same, &env);
+    assert!(got.len() == 1 && got[0].contains("tables.raw.path is at the same location"), "{got:?}");
+    let nested = format!("{base}  erasure_log:\n    path: /data/lake/raw/erasures\n");
+    let got = problems(&nested, &env);
+    assert!(got.len() == 1 && got[0].contains("tables.erasure_log.path is inside the folder of tables.raw.path"), "{got:?}");
+    // A shared name prefix is not a shared folder.
+    let siblings = format!("{base}  erasure_log:\n    path: /data/lake/raw2\n  runs:\n    path: /data/lake/raw-runs\n");
+    assert_eq!(problems(&siblings, &env), Vec::<String>::new());
+}

@@ -64,6 +64,68 @@ impl LoadedPipeline {
         if p.ingest.commit_events == 0 {
             bad("ingest.commit_events", "must be greater than 0".to_string());
         }
+        for (path, msg) in self.table_overlaps() {
+            bad(&path, msg);
+        }
+        problems
+    }
+
+    /// Tables whose folders coincide or nest: vacuuming the outer one would
+    /// delete the inner one's data files and log, as files no commit of the
+    /// outer table names. Checked on the resolved locations (after
+    /// `${VAR}` interpolation, relative paths against the working
+    /// directory), so two spellings of one folder are one folder. A
+    /// reference (read, never written) may be one of the pipeline's own
+    /// tables, but not inside one or around one.
+    fn table_overlaps(&self) -> Vec<(String, String)> {
+        let p = &self.pipeline;
+        let t = &p.tables;
+        let mut written: Vec<(String, &str)> = vec![("tables.raw.path".into(), t.raw.path.as_str())];
+        for (key, table) in [
+            ("processed", &t.processed),
+            ("quarantine", &t.quarantine),
+            ("quality_metrics", &t.quality_metrics),
+            ("erasure_log", &t.erasure_log),
+            ("runs", &t.runs),
+        ] {
+            if let Some(table) = table {
+                written.push((format!("tables.{key}.path"), &table.path));
+            }
+        }
+        let mut read = Vec::new();
+        if let Some(curate) = &p.curate {
+            for (i, table) in curate.tables.iter().enumerate() {
+                written.push((format!("curate.tables[{i}].path"), &table.path));
+            }
+            for (i, r) in curate.references.iter().enumerate() {
+                read.push((format!("curate.references[{i}].path"), r.path.as_str()));
+            }
+        }
+        // Unparseable locations are reported where they are checked.
+        let folder = |path: &str| Location::parse(path).ok().map(|l| l.url().as_str().trim_end_matches('/').to_string());
+        let written: Vec<(String, String)> = written.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
+        let read: Vec<(String, String)> = read.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
+        let inside = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
+        let mut problems = Vec::new();
+        for (i, (key, at)) in written.iter().enumerate() {
+            for (other, other_at) in &written[..i] {
+                if at == other_at {
+                    problems.push((key.clone(), format!("{other} is at the same location: two tables cannot share a folder")));
+                } else if inside(at, other_at) || inside(other_at, at) {
+                    let (inner, outer) = if inside(at, other_at) { (key, other) } else { (other, key) };
+                    problems.push((key.clone(), format!(
+                        "{inner} is inside the folder of {outer}: vacuuming {outer} would delete {inner}'s files; give each table a folder of its own"
+                    )));
+                }
+            }
+            for (r, r_at) in &read {
+                if inside(r_at, at) || inside(at, r_at) {
+                    problems.push((r.clone(), format!(
+                        "{r} and {key} nest in one another: vacuuming the outer table would delete the inner one's files"
+                    )));
+                }
+            }
+        }
         problems
     }
 }
