@@ -9,11 +9,11 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir::capture::PartitionSet;
-use weir::ingest::{ingest, IngestOptions};
-use weir::pipeline::{load_pipeline, LoadedPipeline};
 use weir::curate::features::FeatureRequest;
 use weir::curate::CurateOptions;
 use weir::export::Format;
+use weir::ingest::{ingest, IngestOptions};
+use weir::pipeline::{load_pipeline, LoadedPipeline};
 use weir::process::ProcessOptions;
 use weir::report::{ErrorReport, Outcome, RunReport, StageReport};
 use weir::{Error, ErrorClass};
@@ -420,7 +420,11 @@ async fn inspect(args: InspectArgs, status: bool) -> anyhow::Result<u8> {
         let loaded = load_pipeline(&args.pipeline)?;
         if status {
             let s = weir::status::status(&loaded).await?;
-            Ok::<_, Error>(if args.json { serde_json::to_string_pretty(&s).unwrap_or_default() } else { status_text(&s) })
+            Ok::<_, Error>(if args.json {
+                serde_json::to_string_pretty(&s).unwrap_or_default()
+            } else {
+                status_text(&s)
+            })
         } else {
             let partitions = args.partitions.clone().unwrap_or_else(PartitionSet::all);
             let p = weir::status::plan(&loaded, &partitions).await?;
@@ -528,7 +532,12 @@ fn plan_text(p: &weir::status::Plan) -> String {
     }
     out += "\ntables\n";
     for t in &p.tables {
-        out += &format!("  {:<22} {}  {}\n", t.table, t.version.map_or("(created by the run)".to_string(), |v| format!("v{v}")), t.location);
+        out += &format!(
+            "  {:<22} {}  {}\n",
+            t.table,
+            t.version.map_or("(created by the run)".to_string(), |v| format!("v{v}")),
+            t.location
+        );
     }
     out
 }
@@ -558,7 +567,13 @@ struct Outputs<'a> {
 
 /// Runs `body` as one job run: a run id, the run report, the runs table
 /// row (unless a dry run) and the metrics file, then the exit code.
-async fn run_wrapped<F, Fut>(job: &str, pipeline: &Path, dry_run: bool, outputs: Outputs<'_>, body: F) -> anyhow::Result<u8>
+async fn run_wrapped<F, Fut>(
+    job: &str,
+    pipeline: &Path,
+    dry_run: bool,
+    outputs: Outputs<'_>,
+    body: F,
+) -> anyhow::Result<u8>
 where
     F: FnOnce(LoadedPipeline, String) -> Fut,
     Fut: std::future::Future<Output = (Vec<StageReport>, weir::Result<()>)>,
@@ -596,7 +611,11 @@ where
     let code = match result {
         Ok(()) => {
             report.outcome = RunReport::outcome_from_stages(&report.stages);
-            if report.outcome == Outcome::DataProblem { EXIT_DATA } else { EXIT_OK }
+            if report.outcome == Outcome::DataProblem {
+                EXIT_DATA
+            } else {
+                EXIT_OK
+            }
         }
         Err(e) => {
             report.outcome = Outcome::Failed;
@@ -649,7 +668,13 @@ async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
     .await
 }
 
-async fn run_stages(job: &str, args: &JobArgs, loaded: &LoadedPipeline, run_id: &str, stages: &mut Vec<StageReport>) -> weir::Result<()> {
+async fn run_stages(
+    job: &str,
+    args: &JobArgs,
+    loaded: &LoadedPipeline,
+    run_id: &str,
+    stages: &mut Vec<StageReport>,
+) -> weir::Result<()> {
     if job == "ingest" || job == "run" {
         // A halted partition or a gap still lets process publish what
         // did land; the data problem is reported (and exits 3) either way.
@@ -660,7 +685,8 @@ async fn run_stages(job: &str, args: &JobArgs, loaded: &LoadedPipeline, run_id: 
         let options = ProcessOptions { dry_run: args.dry_run, run_id: run_id.to_string() };
         stages.push(weir::process::process(loaded, &options).await?);
     }
-    let curate = job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
+    let curate =
+        job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
     if curate {
         let options = CurateOptions {
             dry_run: args.dry_run,

@@ -52,7 +52,13 @@ impl AzureFixture {
                 files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
             } else {
                 let rel = p.strip_prefix(dir.path().join("capture")).unwrap().to_str().unwrap().to_string();
-                store.put(&object_store::path::Path::from(format!("{}/{rel}", prefix.as_ref())), std::fs::read(&p).unwrap().into()).await.unwrap();
+                store
+                    .put(
+                        &object_store::path::Path::from(format!("{}/{rel}", prefix.as_ref())),
+                        std::fs::read(&p).unwrap().into(),
+                    )
+                    .await
+                    .unwrap();
             }
         }
         let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
@@ -84,8 +90,16 @@ impl AzureFixture {
         let table = weir::delta::open(&loc).await.unwrap().unwrap();
         let mut out = Vec::new();
         for b in weir::delta::read_all(&table).await.unwrap() {
-            let p = deltalake::arrow::compute::cast(b.column_by_name("partition_id").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
-            let s = b.column_by_name("sequence_number").unwrap().as_primitive::<deltalake::arrow::datatypes::Int64Type>().clone();
+            let p = deltalake::arrow::compute::cast(
+                b.column_by_name("partition_id").unwrap(),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let s = b
+                .column_by_name("sequence_number")
+                .unwrap()
+                .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+                .clone();
             out.extend((0..b.num_rows()).map(|i| (p.as_string::<i32>().value(i).to_string(), s.value(i))));
         }
         out.sort();
@@ -93,14 +107,21 @@ impl AzureFixture {
     }
 
     fn expected(&self) -> Vec<(String, i64)> {
-        let mut v: Vec<(String, i64)> = self.last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
+        let mut v: Vec<(String, i64)> =
+            self.last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
         v.sort();
         v
     }
 }
 
 fn spec() -> DatasetSpec {
-    DatasetSpec { partitions: 4, windows: 8, events_per_file: 20, codecs: vec![Codec::Deflate, Codec::Null], ..DatasetSpec::small(5) }
+    DatasetSpec {
+        partitions: 4,
+        windows: 8,
+        events_per_file: 20,
+        codecs: vec![Codec::Deflate, Codec::Null],
+        ..DatasetSpec::small(5)
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -124,7 +145,9 @@ async fn concurrent_ingest_workers_on_azurite_write_every_event_exactly_once() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let first = written(&out);
 
-    let spawn = |parts: &str| f.cmd("ingest").args(["--partitions", parts]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = |parts: &str| {
+        f.cmd("ingest").args(["--partitions", parts]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
     let (a, b) = (spawn("1"), spawn("2"));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)), "{}\n{}", text(&a), text(&b));
@@ -205,7 +228,10 @@ async fn credentials_never_appear_in_output_reports_or_tables() {
         .unwrap();
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    assert!(all.contains(&format!("az://{}/raw", f.lake)) && all.contains("privileges"), "names the table and the cause: {all}");
+    assert!(
+        all.contains(&format!("az://{}/raw", f.lake)) && all.contains("privileges"),
+        "names the table and the cause: {all}"
+    );
     assert!(!all.contains(wrong) && !all.contains(&wrong[..16]), "the wrong key in the output");
 }
 
@@ -222,10 +248,12 @@ fn mentions(name: &str, bytes: &[u8], value: &str) -> bool {
     if !name.ends_with(".parquet") {
         return false;
     }
-    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::copy_from_slice(bytes),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     for b in reader {
         for col in b.unwrap().columns() {
             for r in (0..col.len()).filter(|r| !col.is_null(*r)) {
@@ -258,7 +286,11 @@ async fn erase_with_purge_leaves_no_blob_holding_the_subject() {
     let raw = weir::delta::open(&Location::parse(&format!("az://{}/raw", f.lake)).unwrap()).await.unwrap().unwrap();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for b in weir::delta::read_all(&raw).await.unwrap() {
-        let c = deltalake::arrow::compute::cast(b.column_by_name("subject_userId").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+        let c = deltalake::arrow::compute::cast(
+            b.column_by_name("subject_userId").unwrap(),
+            &deltalake::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
         for v in c.as_string::<i32>().iter().flatten() {
             *counts.entry(v.to_string()).or_default() += 1;
         }
@@ -278,7 +310,8 @@ async fn erase_with_purge_leaves_no_blob_holding_the_subject() {
     assert!(raw_entry["files_purged"].as_u64().unwrap() > 0, "{erasure}");
 
     let after = all_blobs(&f.lake).await;
-    let holding: Vec<&String> = after.iter().filter(|(name, b)| mentions(name, b, &user)).map(|(name, _)| name).collect();
+    let holding: Vec<&String> =
+        after.iter().filter(|(name, b)| mentions(name, b, &user)).map(|(name, _)| name).collect();
     assert!(holding.is_empty(), "blobs still holding the subject: {holding:?}");
     assert!(after.iter().any(|(name, _)| name.starts_with("audit/erasure_log/")));
     // The tables still read, without the subject and with everyone else.

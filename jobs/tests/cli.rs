@@ -46,8 +46,13 @@ impl Fixture {
 
     fn run(&self, job: &str) -> (i32, serde_json::Value) {
         let out = self.cmd(job).output().unwrap();
-        let report = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("report is JSON ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "report is JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (out.status.code().unwrap_or(-1), report)
     }
 
@@ -65,8 +70,12 @@ impl Fixture {
             let Some(table) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
             let mut out = Vec::new();
             for b in weir::delta::read_all(&table).await.unwrap() {
-                let p = deltalake::arrow::compute::cast(b.column_by_name("partition_id").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
-        let p = p.as_string::<i32>();
+                let p = deltalake::arrow::compute::cast(
+                    b.column_by_name("partition_id").unwrap(),
+                    &deltalake::arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                let p = p.as_string::<i32>();
                 let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
                 out.extend((0..b.num_rows()).map(|i| (p.value(i).to_string(), s.value(i))));
             }
@@ -81,7 +90,13 @@ fn stdout(o: &Output) -> String {
 }
 
 fn spec() -> DatasetSpec {
-    DatasetSpec { partitions: 4, windows: 8, events_per_file: 30, codecs: vec![Codec::Deflate, Codec::Null], ..DatasetSpec::small(3) }
+    DatasetSpec {
+        partitions: 4,
+        windows: 8,
+        events_per_file: 30,
+        codecs: vec![Codec::Deflate, Codec::Null],
+        ..DatasetSpec::small(3)
+    }
 }
 
 #[test]
@@ -192,13 +207,23 @@ fn crash_at_any_commit_point_then_rerun_is_exactly_once() {
 /// lands once. The abort must land inside the first file.
 #[test]
 fn crash_in_the_middle_of_a_large_file_then_rerun_is_exactly_once() {
-    let spec = DatasetSpec { partitions: 1, windows: 2, events_per_file: 50_000, codecs: vec![Codec::Deflate], ..DatasetSpec::small(5) };
+    let spec = DatasetSpec {
+        partitions: 1,
+        windows: 2,
+        events_per_file: 50_000,
+        codecs: vec![Codec::Deflate],
+        ..DatasetSpec::small(5)
+    };
     for fault in ["after_commit:2", "before_commit:3"] {
         let f = Fixture::new(spec.clone(), "");
         let out = f.cmd("ingest").env("WEIR_FAULT", fault).output().unwrap();
         assert!(!out.status.success(), "{fault}: the process must have died");
         let partial = f.keys();
-        assert!(!partial.is_empty() && partial.len() < 50_000, "{fault}: stopped inside the first file ({} events)", partial.len());
+        assert!(
+            !partial.is_empty() && partial.len() < 50_000,
+            "{fault}: stopped inside the first file ({} events)",
+            partial.len()
+        );
         assert_eq!(partial, f.expected()[..partial.len()].to_vec(), "{fault}: a prefix of the file, each event once");
         let (code, report) = f.run("ingest");
         assert_eq!(code, 0, "{fault}: {report}");
@@ -214,7 +239,8 @@ fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
     let delays = [40u64, 150, 250, 350, 500, 700, 900, 1500, 2500];
     let mut mid_run = 0;
     for ms in delays {
-        let mut child = f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child =
+            f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill(); // SIGKILL on Unix
         let _ = child.wait();
@@ -268,7 +294,12 @@ fn an_ingest_that_lost_the_race_after_writing_deletes_its_files() {
     assert_eq!(out.status.code(), Some(0));
     // A writes its files, then waits before committing; B ingests
     // everything meanwhile.
-    let a = f.cmd("ingest").env("WEIR_PAUSE", "ingest_before_commit:4000").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let a = f
+        .cmd("ingest")
+        .env("WEIR_PAUSE", "ingest_before_commit:4000")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let b = f.cmd("ingest").output().unwrap();
     assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
@@ -368,7 +399,8 @@ impl Fixture {
     fn rows(&self, table: &str, row: impl Fn(&deltalake::arrow::array::RecordBatch, usize) -> String) -> Vec<String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let loc = weir::storage::Location::parse(self.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
+            let loc =
+                weir::storage::Location::parse(self.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
             let Some(t) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
             let mut out = Vec::new();
             for b in weir::delta::read_all(&t).await.unwrap() {
@@ -412,7 +444,9 @@ fn process_crash_at_any_commit_point_then_rerun_is_exact() {
     ids.dedup();
     assert_eq!(ids.len(), expected.0.len(), "each eventId once");
 
-    for fault in ["process_after_commit:1", "process_after_commit:2", "process_before_commit:3", "process_after_commit:4"] {
+    for fault in
+        ["process_after_commit:1", "process_after_commit:2", "process_before_commit:3", "process_after_commit:4"]
+    {
         let f = process_fixture();
         assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
         let out = f.with_key("process").env("WEIR_FAULT", fault).output().unwrap();
@@ -505,8 +539,12 @@ fn process_sigkill_at_random_instants_then_rerun_is_exact() {
     assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
     let mut mid_run = 0;
     for ms in [30u64, 120, 250, 400, 600, 900] {
-        let mut child =
-            f.with_key("process").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = f
+            .with_key("process")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -542,7 +580,11 @@ fn process_repair_after_new_raw_versions_is_exact() {
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() { dirs.push(p) } else { files.push(p) }
+            if p.is_dir() {
+                dirs.push(p)
+            } else {
+                files.push(p)
+            }
         }
     }
     let window = |p: &Path| p.strip_prefix(&capture).unwrap().iter().skip(1).collect::<PathBuf>();
@@ -591,7 +633,10 @@ fn process_repair_with_a_changed_pipeline_is_refused() {
     let original = std::fs::read_to_string(&p).unwrap();
     std::fs::write(
         &p,
-        original.replace("  expectations:\n", "  expectations:\n    - {name: no_search, sql: \"\\\"eventName\\\" <> 'search'\", action: quarantine}\n"),
+        original.replace(
+            "  expectations:\n",
+            "  expectations:\n    - {name: no_search, sql: \"\\\"eventName\\\" <> 'search'\", action: quarantine}\n",
+        ),
     )
     .unwrap();
     let out = f.with_key("process").output().unwrap();
@@ -620,7 +665,11 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
     );
     std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
     std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        f.dir.path().join("user_events/user_features.sql"),
+    )
+    .unwrap();
 
     // Hold back the later windows (minute >= 20) for the second run.
     let capture = f.dir.path().join("capture");
@@ -647,7 +696,8 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
     };
     let first = run(&f);
     let daily_version = |curate: &serde_json::Value| {
-        curate["tables"].as_array().unwrap().iter().find(|t| t["table"] == "user_daily_activity").unwrap()["versions_written"][0]
+        curate["tables"].as_array().unwrap().iter().find(|t| t["table"] == "user_daily_activity").unwrap()
+            ["versions_written"][0]
             .as_u64()
             .unwrap()
     };
@@ -665,7 +715,11 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
     }
     let second = run(&f);
     let daily = &second["models"][0];
-    assert_eq!((daily["table"].as_str(), daily["mode"].as_str()), (Some("user_daily_activity"), Some("incremental")), "{second}");
+    assert_eq!(
+        (daily["table"].as_str(), daily["mode"].as_str()),
+        (Some("user_daily_activity"), Some("incremental")),
+        "{second}"
+    );
     assert_eq!(daily_version(&second), v1 + 1);
 
     let table = f.dir.path().join("lake/curated/user_daily_activity");
@@ -673,22 +727,39 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
     let parquet = f.dir.path().join("changes.parquet");
     for out in [&jsonl, &parquet] {
         let o = weir()
-            .args(["changes", table.to_str().unwrap(), "--from-version", &(v1 + 1).to_string(), "--output", out.to_str().unwrap()])
+            .args([
+                "changes",
+                table.to_str().unwrap(),
+                "--from-version",
+                &(v1 + 1).to_string(),
+                "--output",
+                out.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     }
     // CSV to stdout: a header and one line per change.
-    let o = weir().args(["changes", table.to_str().unwrap(), "--from-version", &(v1 + 1).to_string(), "--format", "csv"]).output().unwrap();
+    let o = weir()
+        .args(["changes", table.to_str().unwrap(), "--from-version", &(v1 + 1).to_string(), "--format", "csv"])
+        .output()
+        .unwrap();
     let csv = stdout(&o);
-    let changed = daily["rows_inserted"].as_u64().unwrap() + 2 * daily["rows_updated"].as_u64().unwrap() + daily["rows_deleted"].as_u64().unwrap();
+    let changed = daily["rows_inserted"].as_u64().unwrap()
+        + 2 * daily["rows_updated"].as_u64().unwrap()
+        + daily["rows_deleted"].as_u64().unwrap();
     assert_eq!(csv.lines().count() as u64, 1 + changed, "{csv}");
-    assert!(csv.lines().next().unwrap().starts_with("userId,date,events,") && csv.lines().next().unwrap().ends_with("_change_type,_commit_version,_commit_timestamp"), "{csv}");
+    assert!(
+        csv.lines().next().unwrap().starts_with("userId,date,events,")
+            && csv.lines().next().unwrap().ends_with("_change_type,_commit_version,_commit_timestamp"),
+        "{csv}"
+    );
     // Past the end: no rows, success (a poller's next version).
     let o = weir().args(["changes", table.to_str().unwrap(), "--from-version", "999"]).output().unwrap();
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), ""));
     // Not a table: a configuration error naming it.
-    let o = weir().args(["changes", f.dir.path().join("nope").to_str().unwrap(), "--from-version", "0"]).output().unwrap();
+    let o =
+        weir().args(["changes", f.dir.path().join("nope").to_str().unwrap(), "--from-version", "0"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
 
@@ -716,11 +787,24 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
 
     // Point-in-time lookups from a CSV, written as CSV.
     let entities = f.dir.path().join("entities.csv");
-    std::fs::write(&entities, "userId,ts\nu-1,2026-10-01T00:00:00Z\nu-1,2026-12-01T00:00:00Z\nnobody,2026-12-01T00:00:00Z\n").unwrap();
+    std::fs::write(
+        &entities,
+        "userId,ts\nu-1,2026-10-01T00:00:00Z\nu-1,2026-12-01T00:00:00Z\nnobody,2026-12-01T00:00:00Z\n",
+    )
+    .unwrap();
     let out_csv = f.dir.path().join("features.csv");
     let o = f
         .cmd("features")
-        .args(["--table", "user_features", "--entities", entities.to_str().unwrap(), "--as-of-column", "ts", "--output", out_csv.to_str().unwrap()])
+        .args([
+            "--table",
+            "user_features",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--as-of-column",
+            "ts",
+            "--output",
+            out_csv.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -758,7 +842,12 @@ fn maintain_racing_ingest_loses_nothing_and_duplicates_nothing() {
     loop {
         let m = f.cmd("maintain").output().unwrap();
         // A compaction that lost a commit race exits 75; the next one retries.
-        assert!(matches!(m.status.code(), Some(0) | Some(75)), "{}\n{}", stdout(&m), String::from_utf8_lossy(&m.stderr));
+        assert!(
+            matches!(m.status.code(), Some(0) | Some(75)),
+            "{}\n{}",
+            stdout(&m),
+            String::from_utf8_lossy(&m.stderr)
+        );
         if m.status.code() == Some(0) {
             maintained += 1;
             let r: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
@@ -775,7 +864,10 @@ fn maintain_racing_ingest_loses_nothing_and_duplicates_nothing() {
     }
     let out = ingest.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(maintained > 0 && compacted > 0, "maintain ran ({maintained}) and compacted ({compacted}) during the ingest");
+    assert!(
+        maintained > 0 && compacted > 0,
+        "maintain ran ({maintained}) and compacted ({compacted}) during the ingest"
+    );
     assert_eq!(f.keys(), f.expected(), "every event exactly once");
     let m = f.cmd("maintain").output().unwrap();
     assert_eq!(m.status.code(), Some(0));
@@ -797,13 +889,19 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
     );
     std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
     std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        f.dir.path().join("user_events/user_features.sql"),
+    )
+    .unwrap();
     let out = f.with_key("run").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The two users with the most processed rows.
     let mut counts = BTreeMap::<String, usize>::new();
-    for u in f.rows("processed", |b, i| deltalake::arrow::util::display::array_value_to_string(b.column_by_name("userId").unwrap(), i).unwrap()) {
+    for u in f.rows("processed", |b, i| {
+        deltalake::arrow::util::display::array_value_to_string(b.column_by_name("userId").unwrap(), i).unwrap()
+    }) {
         *counts.entry(u).or_default() += 1;
     }
     let mut ranked: Vec<(usize, String)> = counts.into_iter().map(|(u, n)| (n, u)).collect();
@@ -826,7 +924,8 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["job"], "erase");
     let erasure = &report["stages"].as_array().unwrap().last().unwrap()["erasure"];
-    let tables: Vec<String> = erasure["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap().to_string()).collect();
+    let tables: Vec<String> =
+        erasure["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap().to_string()).collect();
     let processed = erasure["tables"].as_array().unwrap().iter().find(|t| t["table"] == "processed").unwrap();
     let deleted = processed["rows_deleted"].as_u64().unwrap();
     assert_eq!(deleted as usize, ranked.iter().rev().take(2).map(|(n, _)| n).sum::<usize>());
@@ -844,7 +943,12 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
         .arg(expected.to_string())
         .output()
         .unwrap();
-    assert!(py.status.success() && stdout(&py).trim() == "ok", "python reader failed:\n{}\n{}", stdout(&py), String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success() && stdout(&py).trim() == "ok",
+        "python reader failed:\n{}\n{}",
+        stdout(&py),
+        String::from_utf8_lossy(&py.stderr)
+    );
 
     // Bad requests: configuration errors, nothing changes.
     let log_rows = f.rows("audit/erasure_log", |_, _| String::new()).len();
@@ -866,7 +970,11 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
 /// Moves capture files of windows at or after `minute` out of the source
 /// (into `later/`), or back when `back`.
 fn hold_back(f: &Fixture, minute: u32, back: bool) -> Vec<(String, u64)> {
-    let (from, to) = if back { (f.dir.path().join("later"), f.dir.path().join("capture")) } else { (f.dir.path().join("capture"), f.dir.path().join("later")) };
+    let (from, to) = if back {
+        (f.dir.path().join("later"), f.dir.path().join("capture"))
+    } else {
+        (f.dir.path().join("capture"), f.dir.path().join("later"))
+    };
     let mut moved = Vec::new();
     let mut files = vec![from.clone()];
     while let Some(p) = files.pop() {
@@ -899,11 +1007,16 @@ fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
     );
     std::fs::write(f.dir.path().join("p.yaml"), text).unwrap();
     std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        f.dir.path().join("user_events/user_features.sql"),
+    )
+    .unwrap();
     let held = hold_back(&f, 20, false);
     assert_eq!(held.len(), 16, "4 partitions x 4 later windows");
     let json = |o: &Output| -> serde_json::Value {
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), String::from_utf8_lossy(&o.stderr)))
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), String::from_utf8_lossy(&o.stderr)))
     };
 
     // Before anything: everything is to read, no table exists, nothing changes.
@@ -923,7 +1036,10 @@ fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
         format!("weir_last_run_exit_code{{{labels}}} 0"),
         format!("weir_last_run_outcome{{{labels},outcome=\"success\"}} 1"),
         format!("weir_last_run_events_written{{{labels},stage=\"ingest\"}} {ingested}"),
-        format!("weir_ingest_watermark{{{labels},partition=\"0\"}} {}", first["stages"][0]["partitions"]["0"]["watermark_after"]),
+        format!(
+            "weir_ingest_watermark{{{labels},partition=\"0\"}} {}",
+            first["stages"][0]["partitions"]["0"]["watermark_after"]
+        ),
     ] {
         assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
     }
@@ -931,21 +1047,30 @@ fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
     // Later windows arrive: the status shows the lag per partition.
     hold_back(&f, 0, true);
     let status = json(&f.with_key("status").arg("--json").output().unwrap());
-    let table = |s: &serde_json::Value, name: &str| s["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).unwrap().clone();
+    let table = |s: &serde_json::Value, name: &str| {
+        s["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).unwrap().clone()
+    };
     assert_eq!(table(&status, "raw")["rows"].as_u64(), Some(ingested));
     assert_eq!(table(&status, "processed")["rows"], first["stages"][1]["events_written"]);
     assert_eq!(table(&status, "raw")["last_job"], "ingest");
     for p in ["0", "1", "2", "3"] {
         let s = &status["partitions"][p];
         let bytes: u64 = held.iter().filter(|(q, _)| q == p).map(|(_, b)| b).sum();
-        assert_eq!((s["files_behind"].as_u64(), s["bytes_behind"].as_u64(), s["minutes_behind"].as_f64()), (Some(4), Some(bytes), Some(20.0)), "{p}: {s}");
+        assert_eq!(
+            (s["files_behind"].as_u64(), s["bytes_behind"].as_u64(), s["minutes_behind"].as_f64()),
+            (Some(4), Some(bytes), Some(20.0)),
+            "{p}: {s}"
+        );
         assert_eq!(s["watermark"], first["stages"][0]["partitions"][p]["watermark_after"]);
     }
     for stage in status["stages"].as_array().unwrap() {
         assert_eq!(stage["versions_behind"], 0, "{stage}");
     }
     let runs = status["last_runs"].as_array().unwrap();
-    assert_eq!((runs.len(), &runs[0]["job"], &runs[0]["run_id"], &runs[0]["exit_code"]), (1, &serde_json::json!("run"), &first["run_id"], &serde_json::json!(0)));
+    assert_eq!(
+        (runs.len(), &runs[0]["job"], &runs[0]["run_id"], &runs[0]["exit_code"]),
+        (1, &serde_json::json!("run"), &first["run_id"], &serde_json::json!(0))
+    );
     let text = stdout(&f.with_key("status").output().unwrap());
     assert!(text.contains("partitions (ingest lag)") && text.contains("4 files"), "{text}");
 
@@ -972,7 +1097,10 @@ fn plan_status_runs_table_and_metrics_file_tell_where_the_pipeline_stands() {
     let runs = status["last_runs"].as_array().unwrap();
     let by_job = |j: &str| runs.iter().find(|r| r["job"] == j).unwrap().clone();
     assert_eq!(by_job("run")["run_id"], second["run_id"]);
-    assert_eq!((by_job("process")["exit_code"].as_i64(), by_job("process")["outcome"].as_str()), (Some(2), Some("failed")));
+    assert_eq!(
+        (by_job("process")["exit_code"].as_i64(), by_job("process")["outcome"].as_str()),
+        (Some(2), Some("failed"))
+    );
     assert!(by_job("process")["error"].as_str().unwrap().contains("WEIR_PII_KEY"));
     assert_eq!(f.rows("runs", |_, _| String::new()).len(), 3);
 }
@@ -996,7 +1124,11 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
         std::fs::write(f.dir.path().join(file), text).unwrap();
     }
     std::fs::create_dir_all(f.dir.path().join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), f.dir.path().join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        f.dir.path().join("user_events/user_features.sql"),
+    )
+    .unwrap();
     let solo = |job: &str| {
         let o = weir()
             .arg(job)
@@ -1027,7 +1159,10 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
         codes
     };
     let show = |b: &deltalake::arrow::array::RecordBatch, i: usize, cols: &[&str]| {
-        cols.iter().map(|c| deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), i).unwrap()).collect::<Vec<_>>().join(" ")
+        cols.iter()
+            .map(|c| deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), i).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let tables = |lake: &str| -> Vec<Vec<String>> {
         [
@@ -1049,7 +1184,13 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
     solo("process");
     // The first curate creates the tables: one run held between planning
     // and writing while the other creates them and commits.
-    let held = f.with_key("curate").env("WEIR_PAUSE", "curate_before_write:2500").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let held = f
+        .with_key("curate")
+        .env("WEIR_PAUSE", "curate_before_write:2500")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let o = f.with_key("curate").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1062,7 +1203,9 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
     assert!(expected.iter().all(|t| !t.is_empty()));
     let same = |what: &str| {
         let got = tables("");
-        for ((g, e), name) in got.iter().zip(&expected).zip(["raw", "processed", "quarantine", "user_daily_activity", "user_features"]) {
+        for ((g, e), name) in
+            got.iter().zip(&expected).zip(["raw", "processed", "quarantine", "user_daily_activity", "user_features"])
+        {
             assert!(g == e, "{what}: {name} has {} rows where one job at a time gives {}", g.len(), e.len());
         }
     };
@@ -1158,7 +1301,12 @@ fn lineage_events_name_what_each_job_read_and_wrote() {
     }
     let lake = f.dir.path().join("lake").canonicalize().unwrap();
     let names = |e: &serde_json::Value, side: &str| -> Vec<(String, String)> {
-        e[side].as_array().unwrap().iter().map(|d| (d["namespace"].as_str().unwrap().to_string(), d["name"].as_str().unwrap().to_string())).collect()
+        e[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["namespace"].as_str().unwrap().to_string(), d["name"].as_str().unwrap().to_string()))
+            .collect()
     };
     let capture = f.dir.path().join("capture").canonicalize().unwrap().display().to_string();
     assert_eq!(names(&events[1], "inputs"), [("file".to_string(), capture)]);
@@ -1166,9 +1314,17 @@ fn lineage_events_name_what_each_job_read_and_wrote() {
     for t in ["raw", "processed", "quarantine", "quality"] {
         assert!(outputs.contains(&("file".to_string(), lake.join(t).display().to_string())), "{t} in {outputs:?}");
     }
-    let raw = events[1]["outputs"].as_array().unwrap().iter().find(|d| d["name"].as_str().unwrap().ends_with("/raw")).unwrap();
+    let raw = events[1]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"].as_str().unwrap().ends_with("/raw"))
+        .unwrap();
     let raw_write = &report["stages"][0]["tables"][0];
-    assert_eq!(raw["facets"]["version"]["datasetVersion"], raw_write["versions_written"].as_array().unwrap().last().unwrap().to_string());
+    assert_eq!(
+        raw["facets"]["version"]["datasetVersion"],
+        raw_write["versions_written"].as_array().unwrap().last().unwrap().to_string()
+    );
     assert_eq!(raw["outputFacets"]["outputStatistics"]["rowCount"], report["stages"][0]["events_written"]);
 
     // Over HTTP, and a failed run as FAIL with its error.

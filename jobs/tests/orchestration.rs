@@ -30,7 +30,13 @@ struct Lake {
 impl Lake {
     fn new() -> Lake {
         let dir = tempfile::tempdir().unwrap();
-        let spec = DatasetSpec { partitions: 6, windows: 4, events_per_file: 20, codecs: vec![Codec::Deflate], ..DatasetSpec::small(9) };
+        let spec = DatasetSpec {
+            partitions: 6,
+            windows: 4,
+            events_per_file: 20,
+            codecs: vec![Codec::Deflate],
+            ..DatasetSpec::small(9)
+        };
         let summary = generate_dataset(&dir.path().join("capture"), &spec).unwrap();
         let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
         let rest = &example[example.find("\nprocess:").unwrap()..];
@@ -43,7 +49,11 @@ impl Lake {
         .replace("${WEIR_LAKE:-lake}", &dir.path().join("lake").display().to_string());
         std::fs::write(dir.path().join("user_events.yaml"), text).unwrap();
         std::fs::create_dir_all(dir.path().join("user_events")).unwrap();
-        std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.path().join("user_events/user_features.sql")).unwrap();
+        std::fs::copy(
+            repo().join("pipelines/user_events/user_features.sql"),
+            dir.path().join("user_events/user_features.sql"),
+        )
+        .unwrap();
         Lake { dir, last: summary.per_partition_last_sequence }
     }
 
@@ -53,8 +63,11 @@ impl Lake {
 
     /// (partition, sequence) of every raw row, sorted.
     fn raw_keys(&self) -> Vec<(String, i64)> {
-        let mut keys: Vec<(String, i64)> =
-            self.rows("raw", &["partition_id", "sequence_number"]).into_iter().map(|r| (r[0].clone(), r[1].parse().unwrap())).collect();
+        let mut keys: Vec<(String, i64)> = self
+            .rows("raw", &["partition_id", "sequence_number"])
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect();
         keys.sort();
         keys
     }
@@ -62,7 +75,8 @@ impl Lake {
     fn rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let loc = weir::storage::Location::parse(self.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
+            let loc =
+                weir::storage::Location::parse(self.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
             let Some(t) = weir::delta::open(&loc).await.unwrap() else { return Vec::new() };
             let mut out = Vec::new();
             for b in weir::delta::read_all(&t).await.unwrap() {
@@ -70,7 +84,10 @@ impl Lake {
                     out.push(
                         columns
                             .iter()
-                            .map(|c| deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), i).unwrap())
+                            .map(|c| {
+                                deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), i)
+                                    .unwrap()
+                            })
                             .collect(),
                     );
                 }
@@ -81,7 +98,8 @@ impl Lake {
     }
 
     fn expected_keys(&self) -> Vec<(String, i64)> {
-        let mut v: Vec<(String, i64)> = self.last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
+        let mut v: Vec<(String, i64)> =
+            self.last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
         v.sort();
         v
     }
@@ -116,11 +134,8 @@ fn cron_wrapper_runs_one_at_a_time_keeps_reports_and_metrics_and_passes_exit_cod
     };
     // A previous run still holds the lock: this tick is skipped, exit 0.
     std::fs::create_dir_all(state.join("locks")).unwrap();
-    let mut holder = Command::new("flock")
-        .arg(state.join("locks/user_events-run.lock"))
-        .args(["sleep", "2"])
-        .spawn()
-        .unwrap();
+    let mut holder =
+        Command::new("flock").arg(state.join("locks/user_events-run.lock")).args(["sleep", "2"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let o = cron("run").output().unwrap();
     holder.wait().unwrap();
@@ -134,7 +149,8 @@ fn cron_wrapper_runs_one_at_a_time_keeps_reports_and_metrics_and_passes_exit_cod
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(o.stderr.is_empty(), "nothing for cron to mail: {}", text(&o));
     assert_eq!(lake.raw_keys(), lake.expected_keys());
-    let reports: Vec<_> = std::fs::read_dir(state.join("reports/user_events")).unwrap().map(|e| e.unwrap().path()).collect();
+    let reports: Vec<_> =
+        std::fs::read_dir(state.join("reports/user_events")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(reports.len(), 1);
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&reports[0]).unwrap()).unwrap();
     assert_eq!(report["outcome"], "success");
@@ -160,7 +176,8 @@ fn cron_wrapper_runs_one_at_a_time_keeps_reports_and_metrics_and_passes_exit_cod
 /// A stand-in for weir that exits with the codes listed in a file, one per
 /// call, and counts its calls.
 fn fake_weir(dir: &Path, codes: &[i32]) -> PathBuf {
-    std::fs::write(dir.join("codes"), codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("codes"), codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("\n") + "\n")
+        .unwrap();
     let script = dir.join("fake-weir");
     std::fs::write(
         &script,
@@ -178,7 +195,9 @@ fn fake_weir(dir: &Path, codes: &[i32]) -> PathBuf {
 #[test]
 fn data_factory_wrapper_retries_75_only_and_the_pipeline_json_is_wired_as_documented() {
     let wrapper = repo().join("orchestration/adf/run-with-retry.sh");
-    for (codes, exit, calls) in [(vec![75, 75, 0], 0, 3), (vec![2], 2, 1), (vec![3], 3, 1), (vec![75, 75, 75], 75, 3), (vec![75, 1], 1, 2)] {
+    for (codes, exit, calls) in
+        [(vec![75, 75, 0], 0, 3), (vec![2], 2, 1), (vec![3], 3, 1), (vec![75, 75, 75], 75, 3), (vec![75, 1], 1, 2)]
+    {
         let dir = tempfile::tempdir().unwrap();
         let fake = fake_weir(dir.path(), &codes);
         let o = Command::new(&wrapper)
@@ -195,7 +214,8 @@ fn data_factory_wrapper_retries_75_only_and_the_pipeline_json_is_wired_as_docume
     }
 
     let load = |f: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(repo().join("orchestration/adf").join(f)).unwrap()).unwrap_or_else(|e| panic!("{f}: {e}"))
+        serde_json::from_str(&std::fs::read_to_string(repo().join("orchestration/adf").join(f)).unwrap())
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
     };
     let run = load("pipeline.json");
     let maintain = load("maintain-pipeline.json");
@@ -205,10 +225,17 @@ fn data_factory_wrapper_retries_75_only_and_the_pipeline_json_is_wired_as_docume
     assert_eq!(names, ["IngestShards", "Process", "Curate"]);
     for (a, after) in [("Process", "IngestShards"), ("Curate", "Process")] {
         let act = activities.iter().find(|x| x["name"] == a).unwrap();
-        assert_eq!(act["dependsOn"], serde_json::json!([{"activity": after, "dependencyConditions": ["Succeeded"]}]), "{a}");
+        assert_eq!(
+            act["dependsOn"],
+            serde_json::json!([{"activity": after, "dependencyConditions": ["Succeeded"]}]),
+            "{a}"
+        );
     }
     let each = &activities[0];
-    assert_eq!((each["type"].as_str(), each["typeProperties"]["isSequential"].as_bool()), (Some("ForEach"), Some(false)));
+    assert_eq!(
+        (each["type"].as_str(), each["typeProperties"]["isSequential"].as_bool()),
+        (Some("ForEach"), Some(false))
+    );
     assert_eq!(each["typeProperties"]["items"]["value"], "@range(0, pipeline().parameters.shards)");
     let shard_cmd = each["typeProperties"]["activities"][0]["typeProperties"]["command"]["value"].as_str().unwrap();
     assert!(shard_cmd.contains("--shard ") && shard_cmd.contains("string(item())"), "{shard_cmd}");
@@ -225,7 +252,10 @@ fn data_factory_wrapper_retries_75_only_and_the_pipeline_json_is_wired_as_docume
         let cmd = a["typeProperties"]["command"].as_str().or(a["typeProperties"]["command"]["value"].as_str()).unwrap();
         assert!(cmd.contains("./run-with-retry.sh "), "{cmd}");
     }
-    for (f, pipeline) in [("trigger-every-5-minutes.json", "weir_user_events"), ("trigger-daily-maintain.json", "weir_user_events_maintain")] {
+    for (f, pipeline) in [
+        ("trigger-every-5-minutes.json", "weir_user_events"),
+        ("trigger-daily-maintain.json", "weir_user_events_maintain"),
+    ] {
         let t = load(f);
         assert_eq!(t["properties"]["type"], "ScheduleTrigger");
         let target = t["properties"]["pipelines"][0]["pipelineReference"]["referenceName"].as_str().unwrap();
@@ -251,17 +281,25 @@ fn kubernetes_indexed_ingest_command_lands_every_event_once_and_the_cronjobs_use
     let n = spec["completions"].as_u64().unwrap();
     assert_eq!(spec["parallelism"].as_u64(), Some(n));
     let container = &spec["template"]["spec"]["containers"][0];
-    let command: Vec<String> = container["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let command: Vec<String> =
+        container["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     let args = container["args"][0].as_str().unwrap();
     assert!(args.contains(&format!("$JOB_COMPLETION_INDEX/{n}")), "the shard count is the completion count: {args}");
     let rule = &spec["podFailurePolicy"]["rules"][0];
-    assert_eq!((rule["action"].as_str(), &rule["onExitCodes"]["values"]), (Some("FailIndex"), &serde_json::json!([2, 3])));
+    assert_eq!(
+        (rule["action"].as_str(), &rule["onExitCodes"]["values"]),
+        (Some("FailIndex"), &serde_json::json!([2, 3]))
+    );
 
     let lake = Lake::new();
     let pipeline_dir = lake.dir.path();
     std::fs::create_dir_all(pipeline_dir.join("pipelines/user_events")).unwrap();
     std::fs::copy(lake.pipeline(), pipeline_dir.join("pipelines/user_events.yaml")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), pipeline_dir.join("pipelines/user_events/user_features.sql")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        pipeline_dir.join("pipelines/user_events/user_features.sql"),
+    )
+    .unwrap();
     let start = |index: u64| {
         Command::new(&command[0])
             .args(&command[1..])
@@ -298,12 +336,21 @@ fn kubernetes_indexed_ingest_command_lands_every_event_once_and_the_cronjobs_use
         assert_eq!(cj["spec"]["concurrencyPolicy"], "Forbid", "{path}");
         let job = &cj["spec"]["jobTemplate"]["spec"];
         let rule = &job["podFailurePolicy"]["rules"][0];
-        assert_eq!((rule["action"].as_str(), &rule["onExitCodes"]["values"]), (Some("FailJob"), &serde_json::json!([2, 3])), "{path}");
+        assert_eq!(
+            (rule["action"].as_str(), &rule["onExitCodes"]["values"]),
+            (Some("FailJob"), &serde_json::json!([2, 3])),
+            "{path}"
+        );
         assert!(job["backoffLimit"].as_u64().unwrap() > 0, "75 is retried: {path}");
         assert_eq!(job["template"]["spec"]["containers"][0]["name"], "weir");
     }
     let docker = std::fs::read_to_string(repo().join("orchestration/k8s/Dockerfile")).unwrap();
-    for needed in ["cargo build --release --locked -p weir-jobs --bin weir", "COPY pipelines", "COPY schemas", "ENTRYPOINT [\"weir\""] {
+    for needed in [
+        "cargo build --release --locked -p weir-jobs --bin weir",
+        "COPY pipelines",
+        "COPY schemas",
+        "ENTRYPOINT [\"weir\"",
+    ] {
         assert!(docker.contains(needed), "Dockerfile: {needed}");
     }
 }
@@ -314,7 +361,11 @@ fn airflow() -> PathBuf {
     }
     let home = std::env::var_os("HOME").expect("HOME");
     let bin = Path::new(&home).join(".cache/weir-airflow/bin/airflow");
-    assert!(bin.exists(), "no Apache Airflow: run scripts/test.sh once (it creates {} from orchestration/airflow/requirements.txt)", bin.display());
+    assert!(
+        bin.exists(),
+        "no Apache Airflow: run scripts/test.sh once (it creates {} from orchestration/airflow/requirements.txt)",
+        bin.display()
+    );
     bin
 }
 
@@ -348,7 +399,9 @@ fn airflow_dags_import_and_run_end_to_end_with_the_exit_code_contract() {
     let o = af(&["dags", "list-import-errors"], true);
     assert!(String::from_utf8_lossy(&o.stdout).contains("No data found"), "import errors: {}", text(&o));
     let o = af(&["dags", "list", "-o", "json"], true);
-    let dags: serde_json::Value = serde_json::from_slice(o.stdout.rsplit(|b| *b == b'\n').find(|l| l.starts_with(b"[")).unwrap_or(b"[]")).unwrap();
+    let dags: serde_json::Value =
+        serde_json::from_slice(o.stdout.rsplit(|b| *b == b'\n').find(|l| l.starts_with(b"[")).unwrap_or(b"[]"))
+            .unwrap();
     let ids: Vec<&str> = dags.as_array().unwrap().iter().map(|d| d["dag_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["weir_user_events", "weir_user_events_maintain"]);
 
@@ -375,9 +428,19 @@ fn airflow_dags_import_and_run_end_to_end_with_the_exit_code_contract() {
     assert_ne!(o.status.code(), Some(0));
     let log = text(&o);
     assert!(log.contains("configuration error (exit 2); not retried"), "{log}");
-    let o = af(&["tasks", "states-for-dag-run", "weir_user_events", "manual__2026-11-22T01:00:00+00:00", "-o", "json"], true);
-    let states: serde_json::Value = serde_json::from_slice(o.stdout.rsplit(|b| *b == b'\n').find(|l| l.starts_with(b"[")).unwrap()).unwrap();
-    let state = |task: &str| states.as_array().unwrap().iter().find(|t| t["task_id"] == task).unwrap()["state"].as_str().unwrap().to_string();
+    let o = af(
+        &["tasks", "states-for-dag-run", "weir_user_events", "manual__2026-11-22T01:00:00+00:00", "-o", "json"],
+        true,
+    );
+    let states: serde_json::Value =
+        serde_json::from_slice(o.stdout.rsplit(|b| *b == b'\n').find(|l| l.starts_with(b"[")).unwrap()).unwrap();
+    let state = |task: &str| {
+        states.as_array().unwrap().iter().find(|t| t["task_id"] == task).unwrap()["state"].as_str().unwrap().to_string()
+    };
     assert_eq!((state("process").as_str(), state("curate").as_str()), ("failed", "upstream_failed"));
-    assert_eq!(lake.rows("runs", &["job", "exit_code"]).iter().filter(|r| r[0] == "process" && r[1] == "2").count(), 1, "one try only");
+    assert_eq!(
+        lake.rows("runs", &["job", "exit_code"]).iter().filter(|r| r[0] == "process" && r[1] == "2").count(),
+        1,
+        "one try only"
+    );
 }

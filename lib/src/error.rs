@@ -249,7 +249,9 @@ fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     while let Some(err) = current {
         if let Some(os) = err.downcast_ref::<object_store::Error>() {
             return Some(match os {
-                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => ErrorClass::Config,
+                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                    ErrorClass::Config
+                }
                 _ => ErrorClass::Retryable,
             });
         }

@@ -141,13 +141,7 @@ pub async fn changes(location: &Location, from: u64, to: Option<u64>) -> Result<
     let builder = table.scan_cdf().with_starting_version(from).with_ending_version(to);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(&url, e))?;
     ctx.register_table("changes", Arc::new(provider)).map_err(err)?;
-    let df = ctx
-        .sql(&format!(
-            "SELECT {} FROM changes",
-            columns.join(", ")
-        ))
-        .await
-        .map_err(err)?;
+    let df = ctx.sql(&format!("SELECT {} FROM changes", columns.join(", "))).await.map_err(err)?;
     let batches = df.collect().await.map_err(err)?;
     let (schema, batches) = plain(batches, &schema)?;
     Ok((schema.clone(), sorted(&schema, &batches)?))

@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder, RecordBatch, RecordBatchOptions,
-    StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
 };
 use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
@@ -149,7 +149,10 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let Some(process) = &p.process else {
         if p.tables.processed.is_some() {
-            problems.push(("process".to_string(), "tables.processed is declared but there is no process: section".to_string()));
+            problems.push((
+                "process".to_string(),
+                "tables.processed is declared but there is no process: section".to_string(),
+            ));
         }
         return problems;
     };
@@ -263,7 +266,12 @@ impl ProcessPlan {
     pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
         let p = &loaded.pipeline;
         let config_error = |path: &str, message: String| Error::InvalidPipeline {
-            problems: vec![crate::pipeline::Problem { file: loaded.file.clone(), line: None, path: path.into(), message }],
+            problems: vec![crate::pipeline::Problem {
+                file: loaded.file.clone(),
+                line: None,
+                path: path.into(),
+                message,
+            }],
         };
         let process = p.process.clone().ok_or_else(|| {
             config_error("process", "the pipeline has no process: section; add one to run the process stage".into())
@@ -273,7 +281,12 @@ impl ProcessPlan {
             return Err(Error::InvalidPipeline {
                 problems: problems
                     .into_iter()
-                    .map(|(path, message)| crate::pipeline::Problem { file: loaded.file.clone(), line: None, path, message })
+                    .map(|(path, message)| crate::pipeline::Problem {
+                        file: loaded.file.clone(),
+                        line: None,
+                        path,
+                        message,
+                    })
                     .collect(),
             });
         }
@@ -450,7 +463,8 @@ pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, 
     let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
     let Some(body_config) = &loaded.pipeline.body else { return Ok(vec![]) };
     let Ok(body) = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) else { return Ok(vec![]) };
-    let location = Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+    let location =
+        Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
     let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
     let wanted = output_schema_for_check(&body, process);
     let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
@@ -511,7 +525,9 @@ async fn appended_files(raw: &DeltaTable, from: u64, to: u64) -> Result<Option<V
             .await
             .map_err(|e| Error::delta(raw.table_url(), e))?
             .ok_or_else(|| Error::Internal(format!("raw version {version} is missing from the log")))?;
-        for action in deltalake::logstore::get_actions(version as _, &bytes).map_err(|e| Error::delta(raw.table_url(), e))? {
+        for action in
+            deltalake::logstore::get_actions(version as _, &bytes).map_err(|e| Error::delta(raw.table_url(), e))?
+        {
             match action {
                 Action::Add(add) if add.data_change => {
                     if add.deletion_vector.is_some() {
@@ -542,9 +558,14 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
         let (store, schema, url) = (store.clone(), schema.clone(), url.clone());
         async move {
             let fail = |e: &dyn std::fmt::Display| {
-                Error::Internal(format!("reading raw file {} of {}: {e}", add.path, crate::storage::redact(url.as_str())))
+                Error::Internal(format!(
+                    "reading raw file {} of {}: {e}",
+                    add.path,
+                    crate::storage::redact(url.as_str())
+                ))
             };
-            let path = object_store::path::Path::parse(&add.path).unwrap_or_else(|_| object_store::path::Path::from(add.path.as_str()));
+            let path = object_store::path::Path::parse(&add.path)
+                .unwrap_or_else(|_| object_store::path::Path::from(add.path.as_str()));
             // Whole files: raw files are bounded by the writer's rotation, and
             // one request each is cheaper than one per column chunk on Azure.
             let bytes = store.get(&path).await.map_err(|e| fail(&e))?.bytes().await.map_err(|e| fail(&e))?;
@@ -557,7 +578,10 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
                 let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
-                reader.map(|b| b.and_then(shrunk)).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| e.to_string())
+                reader
+                    .map(|b| b.and_then(shrunk))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
             };
             let batches = tokio::task::spawn_blocking(decode).await.map_err(|e| fail(&e))?.map_err(|e| fail(&e))?;
             let date = add
@@ -613,11 +637,17 @@ fn shrunk(batch: RecordBatch) -> std::result::Result<RecordBatch, deltalake::arr
 async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
     // One partition: the read runs beside the previous range's checks (see
     // `process`), and DataFusion's repartitioning only copied rows here.
-    let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(expectations::session().copied_config().with_target_partitions(1));
+    let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(
+        expectations::session().copied_config().with_target_partitions(1),
+    );
     let builder = raw.clone().scan_cdf().with_starting_version(from as _).with_ending_version(to as _);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(raw.table_url(), e))?;
     let df_err = |e: deltalake::datafusion::error::DataFusionError| {
-        Error::Internal(format!("reading the change feed of {}: {}", crate::storage::redact(raw.table_url().as_str()), e))
+        Error::Internal(format!(
+            "reading the change feed of {}: {}",
+            crate::storage::redact(raw.table_url().as_str()),
+            e
+        ))
     };
     ctx.register_table("raw_changes", Arc::new(provider)).map_err(df_err)?;
     let batches = ctx
@@ -640,7 +670,10 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<Re
             .map(|(f, c)| cast(c, f.data_type()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?;
-        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(format!("raw change feed: {e}")))?);
+        out.push(
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?,
+        );
     }
     Ok(out)
 }
@@ -704,7 +737,9 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
     runs.retain(|r| !r.is_empty());
     // Each raw batch is dropped once checked: the bodies are most of a
     // range's memory.
-    let each = |run: Vec<RecordBatch>| run.into_iter().map(|b| evaluate_slice(plan, &b, run_id, now)).collect::<Result<Vec<_>>>();
+    let each = |run: Vec<RecordBatch>| {
+        run.into_iter().map(|b| evaluate_slice(plan, &b, run_id, now)).collect::<Result<Vec<_>>>()
+    };
     let parts: Vec<SliceEval> = match runs.len() {
         0 => vec![evaluate_slice(plan, &RecordBatch::new_empty(raw_read_schema()), run_id, now)?],
         1 => each(runs.pop().expect("one run"))?,
@@ -734,7 +769,8 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
     let mut warnings = Vec::new();
     for (r, e) in plan.expectations.iter().enumerate() {
         let failed: usize = parts.iter().map(|p| p.rule_failed[r]).sum();
-        let samples: Vec<&str> = parts.iter().flat_map(|p| p.rule_samples[r].iter().map(String::as_str)).take(SAMPLES).collect();
+        let samples: Vec<&str> =
+            parts.iter().flat_map(|p| p.rule_samples[r].iter().map(String::as_str)).take(SAMPLES).collect();
         let rate = if parsed_ok == 0 { 0.0 } else { failed as f64 / parsed_ok as f64 };
         let exceeded = e.max_failure_rate.is_some_and(|max| rate > max);
         let row_level = e.max_failure_rate.is_none();
@@ -811,7 +847,9 @@ struct SliceEval {
 
 fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<SliceEval> {
     let n = raw.num_rows();
-    let col = |name: &str| raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")));
+    let col = |name: &str| {
+        raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")))
+    };
     let body_col = col("body")?;
     let parsed = plan.body.decode(body_col.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
     let mut schema_reason: Vec<Option<String>> = vec![None; n];
@@ -928,7 +966,8 @@ fn quarantine_rows(
         let c = raw.column_by_name(name).ok_or_else(|| Error::Internal(format!("raw column {name} missing")))?;
         take(c, &idx, None).map_err(arrow_err("quarantine rows"))
     };
-    let mut names = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
+    let mut names =
+        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
     let mut reasons = StringBuilder::new();
     for &i in rows {
         let mut text = Vec::new();
@@ -964,7 +1003,13 @@ fn quarantine_rows(
     .map_err(arrow_err("quarantine rows"))
 }
 
-fn kept_rows(plan: &ProcessPlan, checked: &RecordBatch, rows: &[usize], run_id: &str, now: DateTime<Utc>) -> Result<RecordBatch> {
+fn kept_rows(
+    plan: &ProcessPlan,
+    checked: &RecordBatch,
+    rows: &[usize],
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch> {
     let idx = UInt32Array::from(rows.iter().map(|&i| i as u32).collect::<Vec<_>>());
     let picked = take_record_batch(checked, &idx).map_err(arrow_err("kept rows"))?;
     let k = picked.num_rows();
@@ -1032,10 +1077,9 @@ async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Re
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(df_err)?;
     ctx.register_table("processed", provider).map_err(df_err)?;
-    let cols: Vec<String> =
-        dedup.stored_columns().iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
-    let from = chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163)
-        .unwrap_or_default();
+    let cols: Vec<String> = dedup.stored_columns().iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
+    let from =
+        chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163).unwrap_or_default();
     let sql = format!("SELECT {} FROM processed WHERE \"{PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
     let batches = ctx.sql(&sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
     let mut out = Vec::with_capacity(batches.len());
@@ -1086,7 +1130,14 @@ impl Output {
             Some(t) => delta::progress(t, app_id).await?,
             None => None,
         };
-        Ok(Output { name, version_before: table.as_ref().and_then(|t| t.version()), location, table, progress, written: vec![] })
+        Ok(Output {
+            name,
+            version_before: table.as_ref().and_then(|t| t.version()),
+            location,
+            table,
+            progress,
+            written: vec![],
+        })
     }
 
     fn needs(&self, to: u64) -> bool {
@@ -1146,7 +1197,15 @@ impl Output {
     }
 }
 
-fn metrics_batch(plan: &ProcessPlan, run_id: &str, from: u64, to: u64, rules: &[RuleFigures], published: bool, now: DateTime<Utc>) -> Result<RecordBatch> {
+fn metrics_batch(
+    plan: &ProcessPlan,
+    run_id: &str,
+    from: u64,
+    to: u64,
+    rules: &[RuleFigures],
+    published: bool,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch> {
     let k = rules.len();
     RecordBatch::try_new(
         metrics_schema(),
@@ -1307,7 +1366,15 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     let batch = metrics_batch(&plan, &options.run_id, from, to, &ev.rules, false, now)?;
                     // No progress marker: the range is not done.
                     let progress = m.progress;
-                    m.write(vec![batch], to, WriteOptions { metadata: commit_metadata(&plan, &options.run_id, from, to), ..Default::default() }).await?;
+                    m.write(
+                        vec![batch],
+                        to,
+                        WriteOptions {
+                            metadata: commit_metadata(&plan, &options.run_id, from, to),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
                     m.progress = progress;
                 }
                 tracing::warn!(from, to, "a fail rule fired: nothing of this range is published");
@@ -1360,13 +1427,13 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 replacing = counts.replacing > 0;
                 let duplicates = within + counts.against_table;
                 chunk_rules.push(RuleFigures {
-                        rule: DEDUP_RULE.to_string(),
-                        expression: Some(format!("first of each ({})", d.key.join(", "))),
-                        action: "drop",
-                        checked: tagged.num_rows() as u64,
-                        failed: duplicates,
-                        max_failure_rate: None,
-                        outcome: if duplicates == 0 { "passed" } else { "dropped" },
+                    rule: DEDUP_RULE.to_string(),
+                    expression: Some(format!("first of each ({})", d.key.join(", "))),
+                    action: "drop",
+                    checked: tagged.num_rows() as u64,
+                    failed: duplicates,
+                    max_failure_rate: None,
+                    outcome: if duplicates == 0 { "passed" } else { "dropped" },
                 });
                 kept = filter_parts(kept, &keep)?;
                 kept_versions = flagged(&kept_versions, &keep);
@@ -1424,14 +1491,28 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
             }
             let metrics_rows = match o.metrics.as_ref().is_some_and(|m| m.needs(to)) {
                 // A range without rows records progress but no figures.
-                true => Some(metrics_batch(&plan, &options.run_id, from, to, if ev_rows == 0 { &[] } else { &chunk_rules }, true, now)?),
+                true => Some(metrics_batch(
+                    &plan,
+                    &options.run_id,
+                    from,
+                    to,
+                    if ev_rows == 0 { &[] } else { &chunk_rules },
+                    true,
+                    now,
+                )?),
                 false => None,
             };
             if !options.dry_run {
                 let quarantine_options = options_for(QUARANTINE_PARTITION_COLUMN);
                 // Dedup keys are unique and sequence numbers nearly so.
-                let no_dictionary = plan.dedup.iter().flat_map(|d| d.key.iter().cloned()).chain(["_sequence_number".to_string()]).collect();
-                let processed_options = WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
+                let no_dictionary = plan
+                    .dedup
+                    .iter()
+                    .flat_map(|d| d.key.iter().cloned())
+                    .chain(["_sequence_number".to_string()])
+                    .collect();
+                let processed_options =
+                    WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
                 let metrics_options = options_for("");
                 let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
                 // In this order, as a run without overlap would: a crash leaves
@@ -1467,7 +1548,11 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
     }
 
     let o = outs.get().await?;
-    report.tables = [Some(&o.processed), Some(&o.quarantine), o.metrics.as_ref()].into_iter().flatten().map(Output::report).collect();
+    report.tables = [Some(&o.processed), Some(&o.quarantine), o.metrics.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(Output::report)
+        .collect();
     report.quality = Some(quality);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -1528,7 +1613,11 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
         let entry = match quality.rules.iter_mut().position(|q| q.rule == r.rule) {
             Some(i) => &mut quality.rules[i],
             None => {
-                quality.rules.push(RuleOutcome { rule: r.rule.clone(), action: r.action.to_string(), ..Default::default() });
+                quality.rules.push(RuleOutcome {
+                    rule: r.rule.clone(),
+                    action: r.action.to_string(),
+                    ..Default::default()
+                });
                 quality.rules.last_mut().expect("just pushed")
             }
         };
@@ -1551,8 +1640,16 @@ fn dedup_columns(parts: &[RecordBatch], d: &dedup::DedupConfig) -> Result<Record
         }
     }
     let schema = parts.first().map(RecordBatch::schema).ok_or_else(|| Error::Internal("no kept rows batch".into()))?;
-    let indices = names.iter().map(|n| schema.index_of(n)).collect::<std::result::Result<Vec<_>, _>>().map_err(arrow_err("dedup columns"))?;
-    let projected = parts.iter().map(|p| p.project(&indices)).collect::<std::result::Result<Vec<_>, _>>().map_err(arrow_err("dedup columns"))?;
+    let indices = names
+        .iter()
+        .map(|n| schema.index_of(n))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err("dedup columns"))?;
+    let projected = parts
+        .iter()
+        .map(|p| p.project(&indices))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err("dedup columns"))?;
     concat_batches(&projected[0].schema(), &projected).map_err(arrow_err("dedup columns"))
 }
 

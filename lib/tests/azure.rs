@@ -59,7 +59,8 @@ fn pipeline(dir: &Path, name: &str, capture: &str, lake: &str) -> LoadedPipeline
     let example = std::fs::read_to_string(repo.join("pipelines/user_events.yaml")).unwrap();
     let rest = &example[example.find("\nprocess:").unwrap()..];
     std::fs::create_dir_all(dir.join("user_events")).unwrap();
-    std::fs::copy(repo.join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(repo.join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql"))
+        .unwrap();
     let text = format!(
         "name: user_events\nsource:\n  capture:\n    url: {capture}\nbody:\n  schema: {schema}\ntables:\n  raw: {{path: {lake}/raw}}\n  processed: {{path: {lake}/processed}}\n  quarantine: {{path: {lake}/quarantine}}\n  quality_metrics: {{path: {lake}/quality}}\ningest:\n  commit_bytes: 20000\n{rest}",
         schema = repo.join("schemas/user_event.avsc").display(),
@@ -91,11 +92,21 @@ async fn rows(location: &str) -> Vec<String> {
     let loc = Location::parse(location).unwrap();
     let table = weir::delta::open(&loc).await.unwrap().unwrap_or_else(|| panic!("{location} exists"));
     let batches: Vec<RecordBatch> = weir::delta::read_all(&table).await.unwrap();
-    let skip = ["_run_id", "run_id", "_processed_at", "_quarantined_at", "recorded_at", "_source_file", "source_file", "ingested_at"];
+    let skip = [
+        "_run_id",
+        "run_id",
+        "_processed_at",
+        "_quarantined_at",
+        "recorded_at",
+        "_source_file",
+        "source_file",
+        "ingested_at",
+    ];
     let mut out = Vec::new();
     for b in &batches {
         let schema = b.schema();
-        let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !skip.contains(n)).collect();
+        let mut names: Vec<&str> =
+            schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !skip.contains(n)).collect();
         names.sort();
         for r in 0..b.num_rows() {
             let cells: Vec<String> = names
@@ -135,8 +146,14 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     let lake = container(&endpoint, "lake");
     upload(&dir.path().join("capture"), &Location::parse(&format!("az://{capture}/events/hub")).unwrap()).await;
 
-    let local = pipeline(dir.path(), "local", &dir.path().join("capture").display().to_string(), &dir.path().join("lake").display().to_string());
-    let azure = pipeline(dir.path(), "azure", &format!("az://{capture}/events/hub"), &format!("az://{lake}/user_events"));
+    let local = pipeline(
+        dir.path(),
+        "local",
+        &dir.path().join("capture").display().to_string(),
+        &dir.path().join("lake").display().to_string(),
+    );
+    let azure =
+        pipeline(dir.path(), "azure", &format!("az://{capture}/events/hub"), &format!("az://{lake}/user_events"));
     let started = std::time::Instant::now();
     let local_reports = run_all(&local).await;
     let local_time = started.elapsed();
@@ -149,10 +166,17 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     }
     // Maintenance did the same on both.
     let actions = |r: &weir::report::StageReport| {
-        r.maintenance.iter().map(|a| (a.table.clone(), a.action.clone(), a.outcome.clone(), a.files_after)).collect::<Vec<_>>()
+        r.maintenance
+            .iter()
+            .map(|a| (a.table.clone(), a.action.clone(), a.outcome.clone(), a.files_after))
+            .collect::<Vec<_>>()
     };
     assert_eq!(actions(&local_reports[3]), actions(&azure_reports[3]));
-    assert!(azure_reports[3].maintenance.iter().any(|a| a.action == "optimize" && a.outcome == "done"), "{:?}", azure_reports[3].maintenance);
+    assert!(
+        azure_reports[3].maintenance.iter().any(|a| a.action == "optimize" && a.outcome == "done"),
+        "{:?}",
+        azure_reports[3].maintenance
+    );
     assert!(azure_reports[0].events_written > 400, "{}", azure_reports[0].events_written);
     for t in ["raw", "processed", "quarantine", "quality", "curated/user_daily_activity", "curated/user_features"] {
         let here = rows(&format!("{}/{t}", dir.path().join("lake").display())).await;
@@ -161,7 +185,9 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
         if here != there {
             let only_here: Vec<_> = here.iter().filter(|r| !there.contains(r)).take(3).collect();
             let only_there: Vec<_> = there.iter().filter(|r| !here.contains(r)).take(3).collect();
-            panic!("{t}: Azurite and local folders differ\n local only: {only_here:#?}\n Azurite only: {only_there:#?}");
+            panic!(
+                "{t}: Azurite and local folders differ\n local only: {only_here:#?}\n Azurite only: {only_there:#?}"
+            );
         }
     }
     // A second run finds nothing new on either.
@@ -230,18 +256,25 @@ async fn fault_proxy(upstream: &str, fault: Fault) -> String {
                     && lower.contains("if-none-match: *");
                 if fault == Fault::Flaky && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 == 2 {
                     let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code></Error>";
-                    let response = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let response = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = client.write_all(response.as_bytes()).await;
                     return;
                 }
                 if is_commit_create && fault == Fault::Refuse409 {
                     let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InsufficientAccountPermissions</Code></Error>";
-                    let response = format!("HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let response = format!(
+                        "HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = client.write_all(response.as_bytes()).await;
                     return;
                 }
                 // One request per connection: ask upstream to close after it.
-                let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1).replace("Connection: keep-alive\r\n", "");
+                let head =
+                    head.replacen("\r\n", "\r\nConnection: close\r\n", 1).replace("Connection: keep-alive\r\n", "");
                 let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
                 let _ = server.write_all(head.as_bytes()).await;
                 let _ = server.write_all(&buf[head_end..]).await;
@@ -388,12 +421,17 @@ async fn listing_skips_day_folders_the_watermark_says_are_done() {
     let container = container(&endpoint, "listing");
     for root in [dir.path().join("capture").display().to_string(), format!("az://{container}/capture")] {
         let source = Location::parse(&root).unwrap();
-        let lake = if root.starts_with("az://") { format!("az://{container}/lake") } else { dir.path().join("lake").display().to_string() };
+        let lake = if root.starts_with("az://") {
+            format!("az://{container}/lake")
+        } else {
+            dir.path().join("lake").display().to_string()
+        };
         let text = format!(
             "name: listing\nsource:\n  capture:\n    url: {root}\ntables:\n  raw: {{path: {lake}/raw}}\ningest:\n  lookback_hours: 6\n"
         );
         let p = parse_pipeline(&dir.path().join("listing.yaml"), &text, &|_| None).unwrap();
-        let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
+        let opts =
+            IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
         let day = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
         put_capture(&source, "0", day, 0, 5).await;
         put_capture(&source, "0", day + chrono::Duration::minutes(5), 5, 5).await;
@@ -411,10 +449,19 @@ async fn listing_skips_day_folders_the_watermark_says_are_done() {
         put_capture(&source, "1", day + chrono::Duration::days(40), 5, 2).await;
         let second = ingest(&p, &opts).await.unwrap();
         assert_eq!(second.events_written, 9, "{root}: the late file and the ones after the gap");
-        assert_eq!(second.unmatched_files.count, 0, "{root}: old day folders were not listed: {:?}", second.unmatched_files.sample);
+        assert_eq!(
+            second.unmatched_files.count, 0,
+            "{root}: old day folders were not listed: {:?}",
+            second.unmatched_files.sample
+        );
 
         // Without a lookback every folder is listed, and the junk is reported.
-        let full = parse_pipeline(&dir.path().join("listing.yaml"), &text.replace("lookback_hours: 6", "lookback_hours: 0"), &|_| None).unwrap();
+        let full = parse_pipeline(
+            &dir.path().join("listing.yaml"),
+            &text.replace("lookback_hours: 6", "lookback_hours: 0"),
+            &|_| None,
+        )
+        .unwrap();
         let third = ingest(&full, &opts).await.unwrap();
         assert_eq!(third.events_written, 0);
         assert_eq!(third.unmatched_files.count, 2, "{root}: {:?}", third.unmatched_files.sample);
@@ -434,15 +481,24 @@ async fn a_capture_file_larger_than_one_read_streams_from_blob_storage() {
     let mut tables = Vec::new();
     for root in [dir.path().join("capture").display().to_string(), format!("az://{container}/capture")] {
         let source = Location::parse(&root).unwrap();
-        let lake = if root.starts_with("az://") { format!("az://{container}/lake") } else { dir.path().join("lake").display().to_string() };
+        let lake = if root.starts_with("az://") {
+            format!("az://{container}/lake")
+        } else {
+            dir.path().join("lake").display().to_string()
+        };
         put_capture(&source, "0", window, 0, 40_000).await;
         let text = format!("name: large\nsource:\n  capture:\n    url: {root}\ntables:\n  raw: {{path: {lake}/raw}}\ningest:\n  commit_bytes: 4000000\n");
         let p = parse_pipeline(&dir.path().join("large.yaml"), &text, &|_| None).unwrap();
-        let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
+        let opts =
+            IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
         let r = ingest(&p, &opts).await.unwrap();
         assert!(r.bytes_read > 16 << 20, "{root}: the file needs more than two reads ({} bytes)", r.bytes_read);
         assert_eq!((r.files_read, r.events_written), (1, 40_000), "{root}");
-        assert!(r.tables[0].versions_written.len() >= 3, "{root}: committed in parts: {:?}", r.tables[0].versions_written);
+        assert!(
+            r.tables[0].versions_written.len() >= 3,
+            "{root}: committed in parts: {:?}",
+            r.tables[0].versions_written
+        );
         assert!(r.problems.is_empty(), "{root}: {:?}", r.problems);
         tables.push(rows(&format!("{lake}/raw")).await);
     }
@@ -456,14 +512,25 @@ async fn a_capture_file_larger_than_one_read_streams_from_blob_storage() {
 async fn throttled_storage_is_retried_and_the_pipeline_lands_the_same_rows() {
     let endpoint = azurite();
     let dir = tempfile::tempdir().unwrap();
-    let spec = DatasetSpec { partitions: 2, windows: 4, events_per_file: 30, duplicate_rate_ppm: 30_000, ..DatasetSpec::small(4) };
+    let spec = DatasetSpec {
+        partitions: 2,
+        windows: 4,
+        events_per_file: 30,
+        duplicate_rate_ppm: 30_000,
+        ..DatasetSpec::small(4)
+    };
     generate_dataset(&dir.path().join("capture"), &spec).unwrap();
     let capture = container(&endpoint, "capture");
     let lake = container(&endpoint, "lake");
     upload(&dir.path().join("capture"), &Location::parse(&format!("az://{capture}/hub")).unwrap()).await;
     let proxy = fault_proxy(&endpoint, Fault::Flaky).await;
     std::env::set_var("AZURITE_BLOB_STORAGE_URL", &proxy);
-    let local = pipeline(dir.path(), "local", &dir.path().join("capture").display().to_string(), &dir.path().join("lake").display().to_string());
+    let local = pipeline(
+        dir.path(),
+        "local",
+        &dir.path().join("capture").display().to_string(),
+        &dir.path().join("lake").display().to_string(),
+    );
     let azure = pipeline(dir.path(), "azure", &format!("az://{capture}/hub"), &format!("az://{lake}/e"));
     run_all(&local).await;
     let reports = run_all(&azure).await;

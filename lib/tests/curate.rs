@@ -32,7 +32,8 @@ fn example_curate_section(dir: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
     let at = text.find("\ncurate:\n").expect("the example declares curated tables");
     std::fs::create_dir_all(dir.join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql"))
+        .unwrap();
     // Up to the next top-level section (its comment block included).
     let end = text[at + 1..].find("\n\n#").map_or(text.len(), |i| at + 1 + i);
     text[at..end].replace("${WEIR_LAKE:-lake}", &dir.join("lake").display().to_string())
@@ -126,19 +127,20 @@ fn round(rng: &mut Rng, seq: &mut i64, sent: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> 
             let day = rng.below(12) as i64;
             let user = rng.below(12) + 1;
             let cents = 100 + rng.below(9_000);
-            edit(&earlier, |m| {
-                match rng.below(3) {
-                    0 => {
-                        m.insert("eventTimestamp".into(), s(format!("{}", (t0() + Duration::days(day)).format("%Y-%m-%dT%H:%M:%S%.3fZ"))));
-                    }
-                    1 => {
-                        m.insert("userId".into(), s(format!("u-{user}")));
-                    }
-                    _ => {
-                        m.insert("eventName".into(), s("purchase".into()));
-                        m.insert("amount".into(), s(format!("{}.{:02}", cents / 100, cents % 100)));
-                        m.insert("currency".into(), s(["EUR", "USD", "GBP"][(cents % 3) as usize].into()));
-                    }
+            edit(&earlier, |m| match rng.below(3) {
+                0 => {
+                    m.insert(
+                        "eventTimestamp".into(),
+                        s(format!("{}", (t0() + Duration::days(day)).format("%Y-%m-%dT%H:%M:%S%.3fZ"))),
+                    );
+                }
+                1 => {
+                    m.insert("userId".into(), s(format!("u-{user}")));
+                }
+                _ => {
+                    m.insert("eventName".into(), s("purchase".into()));
+                    m.insert("amount".into(), s(format!("{}.{:02}", cents / 100, cents % 100)));
+                    m.insert("currency".into(), s(["EUR", "USD", "GBP"][(cents % 3) as usize].into()));
                 }
             })
         } else {
@@ -180,7 +182,11 @@ fn lines(batches: &[RecordBatch], columns: &[String]) -> Vec<String> {
                         DataType::Utf8View | DataType::Dictionary(_, _) => cast(col, &DataType::Utf8).unwrap(),
                         _ => col.clone(),
                     };
-                    if col.is_null(r) { "null".to_string() } else { array_value_to_string(&col, r).unwrap() }
+                    if col.is_null(r) {
+                        "null".to_string()
+                    } else {
+                        array_value_to_string(&col, r).unwrap()
+                    }
                 })
                 .collect();
             out.push(cells.join(" | "));
@@ -297,7 +303,10 @@ async fn the_change_feed_shows_each_changed_aggregate_and_an_erased_user_disappe
     write_window(dir.path(), at + Duration::minutes(5), &[body(3, "u-1", 3), body(4, "u-3", 4)], &mut next_seq);
     let reports = run_stages(&p, "r2").await;
     let r = reports.iter().find(|m| m.table == "user_daily_activity").unwrap();
-    assert_eq!((r.mode.as_str(), r.scope_values, r.rows_inserted, r.rows_updated, r.rows_deleted), ("incremental", 2, 1, 1, 0));
+    assert_eq!(
+        (r.mode.as_str(), r.scope_values, r.rows_inserted, r.rows_updated, r.rows_deleted),
+        ("incremental", 2, 1, 1, 0)
+    );
     let v2 = table(dir.path(), daily).await.version().unwrap();
     assert_eq!(v2, v1 + 1);
     assert_eq!(
@@ -350,7 +359,8 @@ async fn a_changed_model_is_recomputed_fully_and_only_moved_rows_reach_the_feed(
     let p = pipeline(dir.path(), &edited);
     // A dry run reports what would change and commits nothing.
     let before = table(dir.path(), "curated/user_daily_activity").await.version();
-    let dry = curate(&p, &CurateOptions { run_id: "dry".into(), dry_run: true, ..Default::default() }).await.unwrap().models;
+    let dry =
+        curate(&p, &CurateOptions { run_id: "dry".into(), dry_run: true, ..Default::default() }).await.unwrap().models;
     assert!(dry[0].mode == "full" && dry[0].rows_updated > 0, "{dry:?}");
     assert_eq!(table(dir.path(), "curated/user_daily_activity").await.version(), before);
     let models = curate(&p, &CurateOptions { run_id: "r2".into(), ..Default::default() }).await.unwrap().models;
@@ -437,7 +447,11 @@ async fn validate_plans_models_and_names_unknown_columns() {
     let problems = weir::curate::check_models(&p).await.unwrap();
     let text = format!("{problems:?}");
     assert!(text.contains("curate.tables[0].partition_by") && text.contains("\\\"dt\\\" is not a column"), "{text}");
-    assert!(text.contains("curate.tables[0].incremental.by[1]") && text.contains("\\\"event_day\\\" is not a column of processed"), "{text}");
+    assert!(
+        text.contains("curate.tables[0].incremental.by[1]")
+            && text.contains("\\\"event_day\\\" is not a column of processed"),
+        "{text}"
+    );
     assert!(text.contains("curate.tables[1].sql") && text.contains("nope"), "{text}");
     assert_eq!(problems.len(), 3, "{text}");
 }
@@ -497,7 +511,9 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
     )
     .unwrap();
     let entities = dir.path().join("entities.parquet");
-    let mut w = deltalake::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&entities).unwrap(), schema, None).unwrap();
+    let mut w =
+        deltalake::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&entities).unwrap(), schema, None)
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 
@@ -511,7 +527,10 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
     let report = weir::curate::features::lookup(&p, &request).await.unwrap();
     assert_eq!(report.rows, 300);
     let file = std::fs::File::open(&output).unwrap();
-    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
     let got: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
     let got = deltalake::arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
     assert_eq!(got.num_rows(), 300);
@@ -521,7 +540,10 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
     let e30 = col("events_30d");
     let last = cast(&col("last_active_at"), &weir::capture::decode::utc_micros()).unwrap();
     let as_of = cast(&col("feature_as_of"), &weir::capture::decode::utc_micros()).unwrap();
-    let (e7, e30) = (e7.as_primitive::<deltalake::arrow::datatypes::Int64Type>(), e30.as_primitive::<deltalake::arrow::datatypes::Int64Type>());
+    let (e7, e30) = (
+        e7.as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+        e30.as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+    );
     let last = last.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
     let as_of = as_of.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
     let (mut matched, mut unmatched) = (0, 0);
@@ -530,7 +552,10 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
         assert_eq!(labels.as_string::<i32>().value(i), format!("row-{i}"));
         let day_us = 86_400_000_000i64;
         let midnight = stamps[i].div_euclid(day_us);
-        let mine: Vec<&(i32, i64)> = events.get(&users[i]).map(|v| v.iter().filter(|(d, _)| (*d as i64) < midnight).collect()).unwrap_or_default();
+        let mine: Vec<&(i32, i64)> = events
+            .get(&users[i])
+            .map(|v| v.iter().filter(|(d, _)| (*d as i64) < midnight).collect())
+            .unwrap_or_default();
         let expected = (!mine.is_empty()).then(|| Expected {
             events_7d: mine.iter().filter(|(d, _)| *d as i64 >= midnight - 7).count() as i64,
             events_30d: mine.iter().filter(|(d, _)| *d as i64 >= midnight - 30).count() as i64,
@@ -544,7 +569,11 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
             Some(x) => {
                 matched += 1;
                 assert!(as_of.value(i) <= stamps[i], "row {i}: a feature row from the future");
-                assert_eq!((e7.value(i), e30.value(i), Some(last.value(i))), (x.events_7d, x.events_30d, x.last_active), "row {i}");
+                assert_eq!(
+                    (e7.value(i), e30.value(i), Some(last.value(i))),
+                    (x.events_7d, x.events_30d, x.last_active),
+                    "row {i}"
+                );
                 assert!(last.value(i) < stamps[i], "row {i}: last activity after the request time");
             }
         }
@@ -555,9 +584,12 @@ async fn point_in_time_features_match_a_brute_force_computation_and_never_see_th
     // A CSV request with a bad timestamp names the file, row and column.
     let csv = dir.path().join("bad.csv");
     std::fs::write(&csv, "userId,ts\nu-1,2026-11-03T10:00:00Z\nu-2,last tuesday\n").unwrap();
-    let e = weir::curate::features::lookup(&p, &weir::curate::features::FeatureRequest { entities: csv, output: None, ..request })
-        .await
-        .unwrap_err();
+    let e = weir::curate::features::lookup(
+        &p,
+        &weir::curate::features::FeatureRequest { entities: csv, output: None, ..request },
+    )
+    .await
+    .unwrap_err();
     let m = e.to_string();
     assert!(m.contains("bad.csv") && m.contains("row 2") && m.contains("\"ts\"") && m.contains("last tuesday"), "{m}");
 }
@@ -576,13 +608,22 @@ async fn models_read_reference_tables_and_chain_on_curated_tables() {
         Field::new("currency", DataType::Utf8, false),
         Field::new("to_eur", DataType::Decimal128(10, 4), false),
     ]));
-    let spec = weir::delta::TableSpec { name: "fx".into(), description: None, schema: schema.clone(), partition_columns: vec![] };
+    let spec = weir::delta::TableSpec {
+        name: "fx".into(),
+        description: None,
+        schema: schema.clone(),
+        partition_columns: vec![],
+    };
     let fx = weir::delta::open_or_create(&rates, &spec).await.unwrap();
     let batch = RecordBatch::try_new(
         schema,
         vec![
             Arc::new(StringArray::from(vec!["EUR", "USD", "GBP"])),
-            Arc::new(deltalake::arrow::array::Decimal128Array::from(vec![10_000, 9_200, 11_700]).with_precision_and_scale(10, 4).unwrap()),
+            Arc::new(
+                deltalake::arrow::array::Decimal128Array::from(vec![10_000, 9_200, 11_700])
+                    .with_precision_and_scale(10, 4)
+                    .unwrap(),
+            ),
         ],
     )
     .unwrap();
@@ -627,7 +668,11 @@ async fn models_read_reference_tables_and_chain_on_curated_tables() {
             let name = &model.config.name;
             let stored = weir::delta::read_all(&table(dir.path(), &format!("curated/{name}")).await).await.unwrap();
             let ctx = weir::expectations::session();
-            for (n, path) in [("processed", "processed"), ("fx", "reference/fx"), ("user_daily_activity", "curated/user_daily_activity")] {
+            for (n, path) in [
+                ("processed", "processed"),
+                ("fx", "reference/fx"),
+                ("user_daily_activity", "curated/user_daily_activity"),
+            ] {
                 let t = table(dir.path(), path).await;
                 t.update_datafusion_session(&ctx.state()).unwrap();
                 ctx.register_table(n, t.table_provider().await.unwrap()).unwrap();

@@ -32,7 +32,8 @@ fn example_curate_section(dir: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
     let at = text.find("\ncurate:\n").expect("the example declares curated tables");
     std::fs::create_dir_all(dir.join("user_events")).unwrap();
-    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql")).unwrap();
+    std::fs::copy(repo().join("pipelines/user_events/user_features.sql"), dir.join("user_events/user_features.sql"))
+        .unwrap();
     let end = text[at + 1..].find("\n\n#").map_or(text.len(), |i| at + 1 + i);
     text[at..end].replace("${WEIR_LAKE:-lake}", &dir.join("lake").display().to_string())
 }
@@ -240,7 +241,11 @@ fn files_mentioning(dir: &Path, user: &str) -> Vec<String> {
                             .into_owned(),
                             _ => array_value_to_string(col, r).unwrap(),
                         };
-                        if v == user || v.contains(&quoted) || v.contains(&format!("{user},")) || v.contains(&format!("{user}}}")) {
+                        if v == user
+                            || v.contains(&quoted)
+                            || v.contains(&format!("{user},"))
+                            || v.contains(&format!("{user}}}"))
+                        {
                             hit = true;
                         }
                     }
@@ -282,7 +287,8 @@ async fn build(dir: &Path) -> (LoadedPipeline, BTreeMap<String, i64>) {
     let mut seq = 0;
     let mut next_seq = BTreeMap::new();
     write_window(dir, t0(), &window_bodies(&mut rng, &mut seq), &mut next_seq);
-    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "legacy".into(), on_progress: None };
+    let opts =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "legacy".into(), on_progress: None };
     ingest(&legacy, &opts).await.unwrap();
     for w in 1..3 {
         write_window(dir, t0() + Duration::minutes(5 * w), &window_bodies(&mut rng, &mut seq), &mut next_seq);
@@ -358,7 +364,9 @@ async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_un
     let dry = run_erase(&p, &targets, false, true).await;
     assert_eq!(versions(d).await, v0, "a dry run commits nothing");
     assert!(!d.join("lake/audit").exists(), "a dry run writes no log");
-    let found = |r: &ErasureReport, t: &str| r.tables.iter().find(|x| x.table == t).unwrap_or_else(|| panic!("{t} in {r:#?}")).clone();
+    let found = |r: &ErasureReport, t: &str| {
+        r.tables.iter().find(|x| x.table == t).unwrap_or_else(|| panic!("{t} in {r:#?}")).clone()
+    };
     assert_eq!(found(&dry, "raw").rows_found, expected_raw);
     assert_eq!(found(&dry, "processed").rows_found, expected_processed);
     assert_eq!(found(&dry, "quarantine").rows_found, expected_quarantine);
@@ -388,7 +396,13 @@ async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_un
 
     // The erasure log: one row per subject and table, the subject as a keyed
     // hash only, the deletes counted per subject.
-    let log = rows(d, "audit/erasure_log", None, &["subject_field", "subject_hash", "table_name", "rows_deleted", "purged", "erasure_id"]).await;
+    let log = rows(
+        d,
+        "audit/erasure_log",
+        None,
+        &["subject_field", "subject_hash", "table_name", "rows_deleted", "purged", "erasure_id"],
+    )
+    .await;
     assert_eq!(log.len(), 2 * report.tables.len());
     let raw_deleted: u64 = log.iter().filter(|r| r[2] == "raw").map(|r| r[3].parse::<u64>().unwrap()).sum();
     assert_eq!(raw_deleted, expected_raw);
@@ -405,7 +419,12 @@ async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_un
         let e = found(&report, t);
         let commit = d.join(format!("lake/{t}/_delta_log/{:020}.json", e.version.unwrap()));
         let text = std::fs::read_to_string(&commit).unwrap();
-        assert!(text.contains("\"MERGE\"") && !text.contains(&format!("{TARGET}'")) && !text.contains(&format!("{OTHER_TARGET}'")), "{commit:?}");
+        assert!(
+            text.contains("\"MERGE\"")
+                && !text.contains(&format!("{TARGET}'"))
+                && !text.contains(&format!("{OTHER_TARGET}'")),
+            "{commit:?}"
+        );
     }
 
     // Without a purge the old files still hold the rows (time travel).
@@ -421,7 +440,10 @@ async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_un
         m.insert("userId".into(), serde_json::Value::String(TARGET.into()));
         m.insert("eventName".into(), serde_json::Value::String("click".into()));
     });
-    let mut bodies = window_bodies(&mut rng, &mut seq).into_iter().filter(|b| !body_of(&String::from_utf8_lossy(b), TARGET)).collect::<Vec<_>>();
+    let mut bodies = window_bodies(&mut rng, &mut seq)
+        .into_iter()
+        .filter(|b| !body_of(&String::from_utf8_lossy(b), TARGET))
+        .collect::<Vec<_>>();
     bodies.push(fresh);
     write_window(d, t0() + Duration::minutes(30), &bodies, &mut next_seq);
     run_stages(&p, "after").await;
@@ -429,7 +451,10 @@ async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_un
     let target_rows: Vec<_> = processed.iter().filter(|r| r[0] == TARGET).collect();
     assert_eq!(target_rows.len(), 1, "only the event after the erase: {target_rows:?}");
     let daily = rows(d, "curated/user_daily_activity", None, &["userId", "date", "events"]).await;
-    assert_eq!(daily.iter().filter(|r| r[0] == TARGET).cloned().collect::<Vec<_>>(), vec![vec![TARGET.to_string(), "2026-11-02".into(), "1".into()]]);
+    assert_eq!(
+        daily.iter().filter(|r| r[0] == TARGET).cloned().collect::<Vec<_>>(),
+        vec![vec![TARGET.to_string(), "2026-11-02".into(), "1".into()]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,9 +464,14 @@ async fn purge_leaves_no_file_under_any_table_that_holds_the_subject() {
     let d = dir.path();
     let before = lake(d).await;
     let mentioned = files_mentioning(&d.join("lake"), TARGET);
-    assert!(mentioned.iter().any(|f| f.contains("/raw/")) && mentioned.iter().any(|f| f.contains("/curated/")), "{mentioned:#?}");
+    assert!(
+        mentioned.iter().any(|f| f.contains("/raw/")) && mentioned.iter().any(|f| f.contains("/curated/")),
+        "{mentioned:#?}"
+    );
     // A maintain run first: checkpoints (with file statistics) exist too.
-    weir::maintain::maintain(&p, &weir::maintain::MaintainOptions { run_id: "m".into(), ..Default::default() }).await.unwrap();
+    weir::maintain::maintain(&p, &weir::maintain::MaintainOptions { run_id: "m".into(), ..Default::default() })
+        .await
+        .unwrap();
 
     let report = run_erase(&p, &[TARGET], true, false).await;
     assert!(report.purged);
@@ -465,7 +495,10 @@ async fn purge_leaves_no_file_under_any_table_that_holds_the_subject() {
     // The purged tables keep working: the stages read on from where they were.
     let mut rng = Rng::new(11);
     let mut seq = 20_000;
-    let bodies: Vec<Vec<u8>> = window_bodies(&mut rng, &mut seq).into_iter().filter(|b| !body_of(&String::from_utf8_lossy(b), TARGET)).collect();
+    let bodies: Vec<Vec<u8>> = window_bodies(&mut rng, &mut seq)
+        .into_iter()
+        .filter(|b| !body_of(&String::from_utf8_lossy(b), TARGET))
+        .collect();
     write_window(d, t0() + Duration::minutes(45), &bodies, &mut next_seq);
     run_stages(&p, "after").await;
     let grown = lake(d).await;

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use weir::capture::testgen::{
-    capture_path, corrupt, generate_dataset, user_event_body, write_capture_file, CaptureEvent, Codec,
-    Corruption, DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
+    capture_path, corrupt, generate_dataset, user_event_body, write_capture_file, CaptureEvent, Codec, Corruption,
+    DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
 };
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, progress_app_id, IngestOptions};
@@ -44,7 +44,11 @@ async fn keys(dir: &Path) -> Vec<(String, i64)> {
     let batches: Vec<RecordBatch> = weir::delta::read_all(&table).await.unwrap();
     let mut out = Vec::new();
     for b in &batches {
-        let p = deltalake::arrow::compute::cast(b.column_by_name("partition_id").unwrap(), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+        let p = deltalake::arrow::compute::cast(
+            b.column_by_name("partition_id").unwrap(),
+            &deltalake::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
         let p = p.as_string::<i32>();
         let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
@@ -56,8 +60,7 @@ async fn keys(dir: &Path) -> Vec<(String, i64)> {
 }
 
 fn expected_keys(last: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
-    let mut v: Vec<(String, i64)> =
-        last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
+    let mut v: Vec<(String, i64)> = last.iter().flat_map(|(p, l)| (0..=*l).map(move |s| (p.clone(), s))).collect();
     v.sort();
     v
 }
@@ -185,7 +188,8 @@ fn corrupt_files_are_refused_with_a_reason() {
 async fn ingests_everything_once_and_reruns_are_no_ops() {
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("capture");
-    let spec = DatasetSpec { codecs: vec![Codec::Null, Codec::Deflate, Codec::Snappy, Codec::Zstd], ..DatasetSpec::small(11) };
+    let spec =
+        DatasetSpec { codecs: vec![Codec::Null, Codec::Deflate, Codec::Snappy, Codec::Zstd], ..DatasetSpec::small(11) };
     let summary = generate_dataset(&capture, &spec).unwrap();
     // 4 KiB commits: many commits, each with its own watermarks.
     let p = pipeline(dir.path(), &capture, "ingest:\n  commit_bytes: 4096\n");
@@ -298,9 +302,8 @@ async fn partition_selection_and_dry_run() {
     assert_eq!(dry.events_written, summary.events);
     assert!(!dir.path().join("lake/raw/_delta_log").exists(), "a dry run writes nothing");
 
-    let only = ingest(&p, &IngestOptions { partitions: PartitionSet::parse("0,2").unwrap(), ..options() })
-        .await
-        .unwrap();
+    let only =
+        ingest(&p, &IngestOptions { partitions: PartitionSet::parse("0,2").unwrap(), ..options() }).await.unwrap();
     let got = keys(dir.path()).await;
     let mut want = expected_keys(&summary.per_partition_last_sequence);
     want.retain(|(p, _)| p == "0" || p == "2");

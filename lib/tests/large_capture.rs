@@ -89,7 +89,10 @@ fn record(i: i64, style: UnionStyle, user_bodies: bool) -> Value {
             props.push(("maybe".into(), Value::Union(4, Box::new(Value::Null))));
         }
         if i > 8_192 && i % 11 == 0 {
-            props = vec![("a".into(), Value::Union(4, Box::new(Value::Null))), ("b".into(), Value::Union(4, Box::new(Value::Null)))];
+            props = vec![
+                ("a".into(), Value::Union(4, Box::new(Value::Null))),
+                ("b".into(), Value::Union(4, Box::new(Value::Null))),
+            ];
         }
     }
     let body = if i % 97 == 0 {
@@ -97,7 +100,12 @@ fn record(i: i64, style: UnionStyle, user_bodies: bool) -> Value {
     } else if user_bodies {
         Value::Union(1, Box::new(Value::Bytes(user_event_body(&mut Rng::new(i as u64), seq, at))))
     } else {
-        Value::Union(1, Box::new(Value::Bytes(format!(r#"{{"eventId":"e{i}","n":{i},"pad":"{}"}}"#, "x".repeat((i % 50) as usize)).into_bytes())))
+        Value::Union(
+            1,
+            Box::new(Value::Bytes(
+                format!(r#"{{"eventId":"e{i}","n":{i},"pad":"{}"}}"#, "x".repeat((i % 50) as usize)).into_bytes(),
+            )),
+        )
     };
     Value::Record(vec![
         ("SequenceNumber".into(), Value::Long(seq)),
@@ -112,7 +120,12 @@ fn record(i: i64, style: UnionStyle, user_bodies: bool) -> Value {
 /// A capture file of `n` records written by apache-avro.
 fn write_file(n: i64, c: Codec, style: UnionStyle, block_size: usize, user_bodies: bool) -> Vec<u8> {
     let schema = apache_avro::Schema::parse_str(capture_schema_json(style)).unwrap();
-    let mut w = apache_avro::Writer::builder().schema(&schema).writer(Vec::new()).codec(codec(c)).block_size(block_size).build();
+    let mut w = apache_avro::Writer::builder()
+        .schema(&schema)
+        .writer(Vec::new())
+        .codec(codec(c))
+        .block_size(block_size)
+        .build();
     for i in 0..n {
         w.append(record(i, style, user_bodies)).unwrap();
     }
@@ -144,7 +157,9 @@ fn read_independently(file: &[u8]) -> Vec<Row> {
                         Value::Long(x) => Some(x.to_string()),
                         Value::Double(x) => Some(x.to_string()),
                         Value::String(x) => Some(x.clone()),
-                        Value::Bytes(x) => Some(String::from_utf8(x.clone()).unwrap_or_else(|_| format!("base64:{}", base64(x)))),
+                        Value::Bytes(x) => {
+                            Some(String::from_utf8(x.clone()).unwrap_or_else(|_| format!("base64:{}", base64(x))))
+                        }
                         Value::Null => None,
                         other => panic!("unexpected {other:?}"),
                     };
@@ -161,8 +176,14 @@ fn read_independently(file: &[u8]) -> Vec<Row> {
             let Value::String(time) = &f["EnqueuedTimeUtc"] else { panic!() };
             let t = NaiveDateTime::parse_from_str(time, "%m/%d/%Y %I:%M:%S %p").unwrap().and_utc();
             Row {
-                sequence_number: match f["SequenceNumber"] { Value::Long(x) => x, _ => panic!() },
-                offset: match &f["Offset"] { Value::String(x) => x.clone(), _ => panic!() },
+                sequence_number: match f["SequenceNumber"] {
+                    Value::Long(x) => x,
+                    _ => panic!(),
+                },
+                offset: match &f["Offset"] {
+                    Value::String(x) => x.clone(),
+                    _ => panic!(),
+                },
                 enqueued_micros: t.timestamp_micros(),
                 system_properties: map(&f["SystemProperties"]),
                 properties: map(&f["Properties"]),
@@ -188,7 +209,9 @@ fn rows(batches: &[RecordBatch]) -> Vec<Row> {
             }
             let e = m.value(i);
             let (k, v) = (e.column(0).as_string::<i32>(), e.column(1).as_string::<i32>());
-            Some((0..k.len()).map(|j| (k.value(j).to_string(), v.is_valid(j).then(|| v.value(j).to_string()))).collect())
+            Some(
+                (0..k.len()).map(|j| (k.value(j).to_string(), v.is_valid(j).then(|| v.value(j).to_string()))).collect(),
+            )
         };
         for i in 0..b.num_rows() {
             out.push(Row {
@@ -197,7 +220,11 @@ fn rows(batches: &[RecordBatch]) -> Vec<Row> {
                 enqueued_micros: b.column(2).as_primitive::<TimestampMicrosecondType>().value(i),
                 system_properties: map(3, i),
                 properties: map(4, i),
-                body: b.column(5).as_binary::<i32>().is_valid(i).then(|| b.column(5).as_binary::<i32>().value(i).to_vec()),
+                body: b
+                    .column(5)
+                    .as_binary::<i32>()
+                    .is_valid(i)
+                    .then(|| b.column(5).as_binary::<i32>().value(i).to_vec()),
             });
         }
     }
@@ -255,7 +282,11 @@ fn one_block_of_a_hundred_thousand_records_decodes() {
 /// key needed), and no rule that drops valid events: every event must land
 /// in processed.
 fn pipeline(dir: &Path) -> LoadedPipeline {
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc"), dir.join("user_event.avsc")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc"),
+        dir.join("user_event.avsc"),
+    )
+    .unwrap();
     let text = format!(
         r#"name: large
 source:
@@ -326,7 +357,8 @@ async fn large_files_are_ingested_and_processed_exactly_once() {
     let total = all.len() as u64;
 
     let p = pipeline(dir.path());
-    let options = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "large".into(), on_progress: None };
+    let options =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "large".into(), on_progress: None };
     let r = ingest(&p, &options).await.expect("ingest");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!((r.files_read, r.events_read, r.events_written), (5, total, total));
@@ -365,7 +397,8 @@ fn put(dir: &Path, minute: i64, events: &[weir::capture::testgen::CaptureEvent])
     let window = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::minutes(minute);
     let path = dir.join("capture").join(capture_path("0", window));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let bytes = weir::capture::testgen::write_capture_file(events, &weir::capture::testgen::FileSpec::default()).unwrap();
+    let bytes =
+        weir::capture::testgen::write_capture_file(events, &weir::capture::testgen::FileSpec::default()).unwrap();
     std::fs::write(path, &bytes).unwrap();
     bytes.len() as u64
 }
@@ -391,14 +424,19 @@ async fn large_files_beyond_a_gap_are_held_or_read_again_and_land_once() {
             + put(dir.path(), 5, &events_with(40_000..60_000))
             + put(dir.path(), 10, &events_with(20_000..40_000))
             + put(dir.path(), 15, &events_with(70_000..80_000));
-        let options = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "gaps".into(), on_progress: None };
+        let options =
+            IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "gaps".into(), on_progress: None };
         let r = ingest(&raw_only(dir.path(), extra), &options).await.expect("ingest");
         let what = if extra.is_empty() { "held" } else { "read again" };
         assert_eq!((r.files_read, r.bytes_read, r.events_read, r.events_written), (4, bytes, 70_000, 70_000), "{what}");
         let gaps: Vec<_> = r.problems.iter().filter(|p| p.kind == "sequence_gap").collect();
         assert_eq!(gaps.len(), 1, "{what}: {:?}", r.problems);
         assert_eq!(r.problems.len(), 1, "{what}: {:?}", r.problems);
-        assert_eq!(r.partitions["0"].gaps.iter().map(|g| (g.from, g.to)).collect::<Vec<_>>(), vec![(60_000, 69_999)], "{what}");
+        assert_eq!(
+            r.partitions["0"].gaps.iter().map(|g| (g.from, g.to)).collect::<Vec<_>>(),
+            vec![(60_000, 69_999)],
+            "{what}"
+        );
         let want: Vec<(String, i64)> = (0..60_000).chain(70_000..80_000).map(|s| ("0".to_string(), s)).collect();
         assert_eq!(keys(dir.path(), "raw", "").await, want, "{what}");
     }
@@ -410,7 +448,8 @@ async fn large_files_beyond_a_gap_are_held_or_read_again_and_land_once() {
 async fn out_of_order_events_are_one_problem_per_file() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), 0, &events_with((0..20_000).chain(0..20_000)));
-    let options = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "ooo".into(), on_progress: None };
+    let options =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "ooo".into(), on_progress: None };
     let r = ingest(&raw_only(dir.path(), ""), &options).await.expect("ingest");
     let problems: Vec<_> = r.problems.iter().filter(|p| p.kind == "out_of_order").collect();
     assert_eq!(problems.len(), 1, "{:?}", r.problems);

@@ -50,7 +50,13 @@ process:
 
 /// Capture files for partitions 0 and 1: `windows` windows of `per_file`
 /// events from `start`, sequence numbers continuing from `next`.
-fn write_capture(dir: &Path, start: DateTime<Utc>, windows: i64, per_file: i64, next: &mut BTreeMap<&'static str, i64>) {
+fn write_capture(
+    dir: &Path,
+    start: DateTime<Utc>,
+    windows: i64,
+    per_file: i64,
+    next: &mut BTreeMap<&'static str, i64>,
+) {
     for w in 0..windows {
         let window = start + Duration::minutes(5 * w);
         for p in ["0", "1"] {
@@ -93,7 +99,9 @@ async fn rows(dir: &Path, name: &str, columns: &[&str]) -> Vec<String> {
             out.push(
                 columns
                     .iter()
-                    .map(|c| deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), r).unwrap())
+                    .map(|c| {
+                        deltalake::arrow::util::display::array_value_to_string(b.column_by_name(c).unwrap(), r).unwrap()
+                    })
                     .collect::<Vec<_>>()
                     .join(" "),
             );
@@ -123,7 +131,10 @@ fn parquet_files(dir: &Path) -> Vec<String> {
 }
 
 fn find<'a>(actions: &'a [MaintenanceAction], table: &str, action: &str) -> &'a MaintenanceAction {
-    actions.iter().find(|a| a.table == table && a.action == action).unwrap_or_else(|| panic!("{table} {action} in {actions:#?}"))
+    actions
+        .iter()
+        .find(|a| a.table == table && a.action == action)
+        .unwrap_or_else(|| panic!("{table} {action} in {actions:#?}"))
 }
 
 #[tokio::test]
@@ -139,11 +150,19 @@ async fn compaction_cuts_the_file_count_and_keeps_every_row_and_a_dry_run_change
     assert!(before.len() >= 8, "many small files to start with: {}", before.len());
     let versions = (table(dir.path(), "raw").await.version(), table(dir.path(), "processed").await.version());
 
-    let dry = maintain(&p, &MaintainOptions { dry_run: true, run_id: "dry".into(), ..Default::default() }).await.unwrap();
+    let dry =
+        maintain(&p, &MaintainOptions { dry_run: true, run_id: "dry".into(), ..Default::default() }).await.unwrap();
     let planned = find(&dry.maintenance, "raw", "optimize");
-    assert_eq!((planned.outcome.as_str(), planned.files_before, planned.files_after), ("planned", before.len() as u64, before.len() as u64));
+    assert_eq!(
+        (planned.outcome.as_str(), planned.files_before, planned.files_after),
+        ("planned", before.len() as u64, before.len() as u64)
+    );
     assert!(planned.detail.starts_with(&format!("{} files", before.len())), "{}", planned.detail);
-    assert_eq!((table(dir.path(), "raw").await.version(), table(dir.path(), "processed").await.version()), versions, "a dry run commits nothing");
+    assert_eq!(
+        (table(dir.path(), "raw").await.version(), table(dir.path(), "processed").await.version()),
+        versions,
+        "a dry run commits nothing"
+    );
     assert_eq!(active_files(&table(dir.path(), "raw").await), before);
 
     let done = maintain(&p, &MaintainOptions { run_id: "m".into(), ..Default::default() }).await.unwrap();
@@ -203,7 +222,10 @@ async fn zorder_clusters_files_so_a_user_lookup_touches_fewer_files() {
     let touched_before: usize = users.iter().map(|u| files_touched(&t, u)).sum();
     let files_before = active_files(&t).len();
 
-    let report = maintain(&p, &MaintainOptions { run_id: "z".into(), only: vec!["processed".into()], ..Default::default() }).await.unwrap();
+    let report =
+        maintain(&p, &MaintainOptions { run_id: "z".into(), only: vec!["processed".into()], ..Default::default() })
+            .await
+            .unwrap();
     let z = find(&report.maintenance, "processed", "zorder");
     assert_eq!(z.outcome, "done", "{z:?}");
     let t = table(dir.path(), "processed").await;
@@ -223,7 +245,9 @@ async fn full_vacuum_removes_old_files_orphans_and_change_feed_files_and_refuses
     let section = "maintain:\n  target_file_size_mb: 64\n  vacuum_retention_hours: 0\n";
     // keep: latest rewrites files with change-feed files on re-sends.
     pipeline(dir.path(), section);
-    let text = std::fs::read_to_string(dir.path().join("p.yaml")).unwrap().replace("dedup: {key: [eventId]}", "dedup: {key: [eventId], keep: latest}");
+    let text = std::fs::read_to_string(dir.path().join("p.yaml"))
+        .unwrap()
+        .replace("dedup: {key: [eventId]}", "dedup: {key: [eventId], keep: latest}");
     let p_latest = parse_pipeline(&dir.path().join("p.yaml"), &text, &|_| None).unwrap();
     let mut next = BTreeMap::new();
     let start = Utc::now() - Duration::hours(2);
@@ -267,7 +291,8 @@ async fn full_vacuum_removes_old_files_orphans_and_change_feed_files_and_refuses
     assert_eq!(table(dir.path(), "processed").await.version(), version);
     assert!(orphan.exists());
 
-    let report = maintain(&p_latest, &MaintainOptions { run_id: "v".into(), force: true, ..Default::default() }).await.unwrap();
+    let report =
+        maintain(&p_latest, &MaintainOptions { run_id: "v".into(), force: true, ..Default::default() }).await.unwrap();
     let v = find(&report.maintenance, "processed", "vacuum");
     assert_eq!(v.outcome, "done");
     assert!(v.files_after < v.files_before, "{v:?}");
@@ -277,7 +302,11 @@ async fn full_vacuum_removes_old_files_orphans_and_change_feed_files_and_refuses
     let mut active = active.into_iter().map(|p| urlencoding_free(&p)).collect::<Vec<_>>();
     active.sort();
     assert_eq!(parquet_files(&processed_dir), active, "only the current version's files remain (no change-feed files)");
-    assert_eq!(rows(dir.path(), "processed", &["eventId", "userId", "_sequence_number"]).await, rows_before, "current data intact");
+    assert_eq!(
+        rows(dir.path(), "processed", &["eventId", "userId", "_sequence_number"]).await,
+        rows_before,
+        "current data intact"
+    );
 }
 
 /// Delta paths in the log are URL-encoded; files on disk are not.
@@ -305,7 +334,9 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
     assert_eq!(weir::maintain::check_tables(&p).await.unwrap(), vec![]);
     let typo = parse_pipeline(
         &dir.path().join("p.yaml"),
-        &std::fs::read_to_string(dir.path().join("p.yaml")).unwrap().replace("column: enqueued_time", "column: enqueue_time"),
+        &std::fs::read_to_string(dir.path().join("p.yaml"))
+            .unwrap()
+            .replace("column: enqueued_time", "column: enqueue_time"),
         &|_| None,
     )
     .unwrap();
@@ -314,7 +345,8 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
     assert_eq!(problems[0].0, "maintain.tables.raw.retention.column");
     assert!(problems[0].1.contains("\"enqueue_time\" is not a column"), "{problems:?}");
 
-    let dry = maintain(&p, &MaintainOptions { dry_run: true, only: vec!["raw".into()], ..Default::default() }).await.unwrap();
+    let dry =
+        maintain(&p, &MaintainOptions { dry_run: true, only: vec!["raw".into()], ..Default::default() }).await.unwrap();
     let r = find(&dry.maintenance, "raw", "retention");
     assert!(r.outcome == "planned" && r.detail.starts_with("40 rows"), "{r:?}");
     let done = maintain(&p, &MaintainOptions { only: vec!["raw".into()], ..Default::default() }).await.unwrap();
@@ -332,10 +364,17 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
         let loc = Location::parse(dir.path().join("lake/raw").to_str().unwrap()).unwrap();
         // The delete's own version (the rewrite lease is given back after it).
         let v = retention.version.unwrap();
-        let optimized = done.maintenance.iter().any(|a| a.table == "raw" && a.action == "optimize" && a.version.is_some());
+        let optimized =
+            done.maintenance.iter().any(|a| a.table == "raw" && a.action == "optimize" && a.version.is_some());
         assert_eq!(t.version(), Some(v + 1 + u64::from(optimized)));
         let (_, b) = weir::export::changes(&loc, v, Some(v)).await.unwrap();
-        b.iter().flat_map(|b| b.column_by_name("_change_type").map(|c| cast(c, &DataType::Utf8).unwrap())).flat_map(|c| (0..c.len()).map(move |i| c.as_string::<i32>().value(i).to_string())).collect()
+        b.iter()
+            .flat_map(|b| b.column_by_name("_change_type").map(|c| cast(c, &DataType::Utf8).unwrap()))
+            .flat_map(|c| (0..c.len()).map(move |i| c.as_string::<i32>().value(i).to_string()))
+            .collect()
     };
-    assert!(feed_types.iter().all(|t| t == "delete") && feed_types.len() == 40, "a normal Delta delete, in the change feed: {feed_types:?}");
+    assert!(
+        feed_types.iter().all(|t| t == "delete") && feed_types.len() == 40,
+        "a normal Delta delete, in the change feed: {feed_types:?}"
+    );
 }

@@ -39,7 +39,9 @@ fn unknown_key_names_file_line_and_path() {
     let got = problems(&text, &[]);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
-        got[0].starts_with("pipelines/x.yaml:7: tables.raw.pathh: unknown field 'pathh', expected 'path' or 'description'"),
+        got[0].starts_with(
+            "pipelines/x.yaml:7: tables.raw.pathh: unknown field 'pathh', expected 'path' or 'description'"
+        ),
         "{}",
         got[0]
     );
@@ -53,7 +55,10 @@ fn wrong_type_and_bad_enum_are_located() {
 
     let text = GOOD.replace("    url: /data/capture\n", "    url: /data/capture\n    on_corrupt_file: ignore\n");
     let got = problems(&text, &[]);
-    assert!(got[0].starts_with("pipelines/x.yaml:5: source.capture.on_corrupt_file: unknown variant 'ignore'"), "{got:?}");
+    assert!(
+        got[0].starts_with("pipelines/x.yaml:5: source.capture.on_corrupt_file: unknown variant 'ignore'"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -78,7 +83,10 @@ fn environment_interpolation_applies_before_parsing() {
     assert_eq!(loaded.pipeline.tables.raw.path, "/default/raw");
 
     let got = problems(text, &[]);
-    assert_eq!(got, vec!["pipelines/x.yaml:4: environment variable CAP is not set (set it, or write `${CAP:-default}`)"]);
+    assert_eq!(
+        got,
+        vec!["pipelines/x.yaml:4: environment variable CAP is not set (set it, or write `${CAP:-default}`)"]
+    );
 }
 
 #[test]
@@ -107,7 +115,10 @@ fn tables_that_share_or_nest_folders_are_refused() {
     assert!(got.len() == 1 && got[0].contains("tables.raw.path is at the same location"), "{got:?}");
     let nested = format!("{base}  erasure_log:\n    path: /data/lake/raw/erasures\n");
     let got = problems(&nested, &env);
-    assert!(got.len() == 1 && got[0].contains("tables.erasure_log.path is inside the folder of tables.raw.path"), "{got:?}");
+    assert!(
+        got.len() == 1 && got[0].contains("tables.erasure_log.path is inside the folder of tables.raw.path"),
+        "{got:?}"
+    );
     // A shared name prefix is not a shared folder.
     let siblings = format!("{base}  erasure_log:\n    path: /data/lake/raw2\n  runs:\n    path: /data/lake/raw-runs\n");
     assert_eq!(problems(&siblings, &env), Vec::<String>::new());

@@ -102,32 +102,53 @@ fn cases(at: DateTime<Utc>) -> Vec<Case> {
     let mut out: Vec<Case> = (0..40).map(|i| ok(valid(1000 + i, at))).collect();
     out.push(bad(Some(b"{\"eventId\": \"x".to_vec()), vec!["schema"]));
     out.push(bad(None, vec!["schema"]));
-    out.push(bad(Some(edit(&valid(1, at), |m| {
-        m.remove("userId");
-    })), vec!["schema"]));
-    out.push(bad(Some(edit(&valid(2, at), |m| {
-        m.insert("eventTimestamp".into(), s("yesterday"));
-    })), vec!["schema"]));
-    out.push(bad(Some(edit(&valid(3, at), |m| {
-        m.insert("eventName".into(), s("teleport"));
-    })), vec!["schema"]));
-    out.push(bad(Some(edit(&valid(4, at), |m| {
-        m.insert("amount".into(), s("twelve"));
-        m.insert("currency".into(), s("EUR"));
-    })), vec!["schema"]));
-    out.push(bad(Some(edit(&valid(5, at), |m| {
-        m.insert("eventName".into(), s("purchase"));
-        m.insert("amount".into(), s("12.50"));
-        m.insert("currency".into(), s("eur"));
-    })), vec!["currency_code"]));
-    out.push(bad(Some(edit(&valid(6, at), |m| {
-        m.insert("eventName".into(), s("purchase"));
-        m.insert("amount".into(), s("-3.00"));
-        m.insert("currency".into(), s("usd"));
-    })), vec!["currency_code", "amount_not_negative"]));
-    out.push(bad(Some(edit(&valid(7, at), |m| {
-        m.insert("eventTimestamp".into(), s("2026-10-01T08:00:00Z"));
-    })), vec!["event_time_plausible"]));
+    out.push(bad(
+        Some(edit(&valid(1, at), |m| {
+            m.remove("userId");
+        })),
+        vec!["schema"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(2, at), |m| {
+            m.insert("eventTimestamp".into(), s("yesterday"));
+        })),
+        vec!["schema"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(3, at), |m| {
+            m.insert("eventName".into(), s("teleport"));
+        })),
+        vec!["schema"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(4, at), |m| {
+            m.insert("amount".into(), s("twelve"));
+            m.insert("currency".into(), s("EUR"));
+        })),
+        vec!["schema"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(5, at), |m| {
+            m.insert("eventName".into(), s("purchase"));
+            m.insert("amount".into(), s("12.50"));
+            m.insert("currency".into(), s("eur"));
+        })),
+        vec!["currency_code"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(6, at), |m| {
+            m.insert("eventName".into(), s("purchase"));
+            m.insert("amount".into(), s("-3.00"));
+            m.insert("currency".into(), s("usd"));
+        })),
+        vec!["currency_code", "amount_not_negative"],
+    ));
+    out.push(bad(
+        Some(edit(&valid(7, at), |m| {
+            m.insert("eventTimestamp".into(), s("2026-10-01T08:00:00Z"));
+        })),
+        vec!["event_time_plausible"],
+    ));
     // Unknown fields are rescued, not dropped, and do not fail the row.
     out.push(ok(edit(&valid(8, at), |m| {
         m.insert("referrerCampaign".into(), s("autumn"));
@@ -174,7 +195,8 @@ fn write_window(dir: &Path, window: DateTime<Utc>, bodies: &[Option<Vec<u8>>], n
 }
 
 async fn run_all(p: &LoadedPipeline, run_id: &str) -> StageReport {
-    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None };
+    let opts =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None };
     ingest(p, &opts).await.expect("ingest");
     process(p, &ProcessOptions { dry_run: false, run_id: run_id.into() }).await.expect("process")
 }
@@ -344,7 +366,11 @@ async fn a_fail_rule_publishes_nothing_and_names_the_rule() {
     let blocking: Vec<_> = report.problems.iter().filter(|p| p.blocking).collect();
     assert_eq!(blocking.len(), 1, "{:?}", report.problems);
     assert_eq!(blocking[0].kind, "expectation_failed");
-    assert!(blocking[0].message.contains("no_search") && blocking[0].message.contains("eventId="), "{}", blocking[0].message);
+    assert!(
+        blocking[0].message.contains("no_search") && blocking[0].message.contains("eventId="),
+        "{}",
+        blocking[0].message
+    );
     assert_eq!(report.events_written, 0);
     assert!(rows(d, "processed").await.iter().all(|b| b.num_rows() == 0), "nothing published");
     assert!(rows(d, "quarantine").await.iter().all(|b| b.num_rows() == 0), "nothing quarantined either");
@@ -435,7 +461,9 @@ async fn keep_latest_replaces_the_stored_copy_and_the_change_feed_shows_the_upda
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     pipeline(d, "");
-    let text = std::fs::read_to_string(d.join("p.yaml")).unwrap().replace("key: [eventId]\n", "key: [eventId]\n    keep: latest\n");
+    let text = std::fs::read_to_string(d.join("p.yaml"))
+        .unwrap()
+        .replace("key: [eventId]\n", "key: [eventId]\n    keep: latest\n");
     let p = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap();
     let first = valid(1, t0());
     let other = valid(2, t0());
@@ -462,7 +490,8 @@ async fn keep_latest_replaces_the_stored_copy_and_the_change_feed_shows_the_upda
     // Consumers see the replacement as an update in the change feed.
     let t = table(d, "processed").await;
     let ctx = deltalake::datafusion::prelude::SessionContext::new();
-    let provider = deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(t.scan_cdf().with_starting_version(0)).unwrap();
+    let provider =
+        deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(t.scan_cdf().with_starting_version(0)).unwrap();
     ctx.register_table("c", std::sync::Arc::new(provider)).unwrap();
     let changes = ctx.sql("SELECT _change_type FROM c").await.unwrap().collect().await.unwrap();
     let mut kinds: Vec<String> = strings(&changes, "_change_type").into_iter().flatten().collect();
@@ -480,7 +509,8 @@ fn a_personal_field_without_a_pii_rule_is_a_validation_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     pipeline(d, "");
-    let text = std::fs::read_to_string(d.join("p.yaml")).unwrap().replace("      - {column: email, action: hash}\n", "");
+    let text =
+        std::fs::read_to_string(d.join("p.yaml")).unwrap().replace("      - {column: email, action: hash}\n", "");
     let err = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap_err();
     let shown = err.to_string();
     assert!(shown.contains("process.pii") && shown.contains("\"email\"") && shown.contains("no PII rule"), "{shown}");
@@ -501,7 +531,8 @@ async fn a_raw_version_that_deleted_rows_adds_no_rows_to_process() {
     let mut seq = BTreeMap::new();
     let first: Vec<Option<Vec<u8>>> = (0..40).map(|i| Some(valid(i, t0()))).collect();
     write_window(d, t0(), &first, &mut seq);
-    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i-1".into(), on_progress: None };
+    let opts =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i-1".into(), on_progress: None };
     ingest(&p, &opts).await.expect("ingest");
 
     let raw = table(d, "raw").await;

@@ -91,8 +91,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("--start {:?} is not an RFC 3339 time", cli.start))?
         .with_timezone(&Utc);
     let per_window = u64::from(cli.partitions) * u64::from(cli.events_per_file);
-    let windows =
-        u32::try_from(cli.events.div_ceil(per_window).max(1)).context("too many windows")?;
+    let windows = u32::try_from(cli.events.div_ceil(per_window).max(1)).context("too many windows")?;
 
     let spec = DatasetSpec {
         partitions: cli.partitions,
@@ -167,7 +166,10 @@ fn upload(folder: &std::path::Path, url: &str) -> anyhow::Result<()> {
             let target = object_store::path::Path::from(format!("{}/{name}", prefix.as_ref()));
             async move {
                 let bytes = tokio::fs::read(&p).await?;
-                store.put(&target, bytes.into()).await.map_err(|e| anyhow::anyhow!("uploading {name}: {}", weir::storage::scrub(&e.to_string())))?;
+                store
+                    .put(&target, bytes.into())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("uploading {name}: {}", weir::storage::scrub(&e.to_string())))?;
                 Ok::<_, anyhow::Error>(())
             }
         }))

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Int64Array, ListArray, MapArray,
-    StructArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Int64Array, ListArray, MapArray, StructArray,
+    TimestampMicrosecondArray,
 };
 use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::compute::{cast_with_options, CastOptions};
@@ -37,11 +37,7 @@ pub(crate) fn prefixed(prefix: &str, path: &str) -> String {
 }
 
 /// Converts `array` (of `node.decode_type()`) to `node.arrow_type()`.
-pub(crate) fn convert(
-    array: &ArrayRef,
-    node: &Node,
-    fails: &mut Vec<Fail>,
-) -> Result<ArrayRef, ArrowError> {
+pub(crate) fn convert(array: &ArrayRef, node: &Node, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
     if !node.needs_post() {
         return Ok(array.clone());
     }
@@ -84,11 +80,7 @@ pub(crate) fn convert(
         Kind::IsoTimestamp => iso_timestamps(array, fails),
         Kind::TimestampMillis | Kind::TimestampMicros => {
             let ints: &Int64Array = array.as_primitive::<Int64Type>();
-            let factor = if matches!(node.kind, Kind::TimestampMillis) {
-                1000
-            } else {
-                1
-            };
+            let factor = if matches!(node.kind, Kind::TimestampMillis) { 1000 } else { 1 };
             let mut values = Vec::with_capacity(ints.len());
             let mut valid = Vec::with_capacity(ints.len());
             for (i, v) in ints.iter().enumerate() {
@@ -112,8 +104,7 @@ pub(crate) fn convert(
                     }
                 }
             }
-            let out = TimestampMicrosecondArray::new(values.into(), Some(NullBuffer::from(valid)))
-                .with_timezone(UTC);
+            let out = TimestampMicrosecondArray::new(values.into(), Some(NullBuffer::from(valid))).with_timezone(UTC);
             Ok(Arc::new(out))
         }
         Kind::Decimal { precision, scale } => {
@@ -125,11 +116,7 @@ pub(crate) fn convert(
                     Some(text) => match parse_decimal(text, *precision, *scale) {
                         Ok(v) => Some(v),
                         Err(detail) => {
-                            fails.push(Fail {
-                                index: i,
-                                path: String::new(),
-                                detail,
-                            });
+                            fails.push(Fail { index: i, path: String::new(), detail });
                             None
                         }
                     },
@@ -184,12 +171,9 @@ pub(crate) fn convert(
             let list: &ListArray = array.as_list::<i32>();
             let mut sub = Vec::new();
             let values = convert(list.values(), item, &mut sub)?;
-            map_to_rows(list.value_offsets(), sub, fails, |_, pos| {
-                format!("[{pos}]")
-            });
+            map_to_rows(list.value_offsets(), sub, fails, |_, pos| format!("[{pos}]"));
             let field = Arc::new(Field::new("item", item.arrow_type(), true));
-            let out =
-                ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
+            let out = ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
             Ok(Arc::new(out))
         }
         Kind::Map(value) => {
@@ -197,29 +181,16 @@ pub(crate) fn convert(
             let keys = map.keys().as_string::<i32>();
             let mut sub = Vec::new();
             let values = convert(map.values(), value, &mut sub)?;
-            map_to_rows(map.value_offsets(), sub, fails, |elem, _| {
-                keys.value(elem).to_string()
-            });
+            map_to_rows(map.value_offsets(), sub, fails, |elem, _| keys.value(elem).to_string());
             let DataType::Map(entries_field, sorted) = node.arrow_type() else {
                 return Err(ArrowError::SchemaError("map is not a map".into()));
             };
             let DataType::Struct(entry_fields) = entries_field.data_type().clone() else {
-                return Err(ArrowError::SchemaError(
-                    "map entries are not a struct".into(),
-                ));
+                return Err(ArrowError::SchemaError("map entries are not a struct".into()));
             };
-            let entries = StructArray::try_new(
-                entry_fields,
-                vec![map.keys().clone(), values],
-                map.entries().nulls().cloned(),
-            )?;
-            let out = MapArray::try_new(
-                entries_field,
-                map.offsets().clone(),
-                entries,
-                map.nulls().cloned(),
-                sorted,
-            )?;
+            let entries =
+                StructArray::try_new(entry_fields, vec![map.keys().clone(), values], map.entries().nulls().cloned())?;
+            let out = MapArray::try_new(entries_field, map.offsets().clone(), entries, map.nulls().cloned(), sorted)?;
             Ok(Arc::new(out))
         }
         _ => Ok(array.clone()),
@@ -228,24 +199,13 @@ pub(crate) fn convert(
 
 /// Moves element failures of a list's or map's values to the rows holding
 /// them; `segment(element, position_in_row)` names the element.
-fn map_to_rows(
-    offsets: &[i32],
-    sub: Vec<Fail>,
-    fails: &mut Vec<Fail>,
-    segment: impl Fn(usize, usize) -> String,
-) {
+fn map_to_rows(offsets: &[i32], sub: Vec<Fail>, fails: &mut Vec<Fail>, segment: impl Fn(usize, usize) -> String) {
     for x in sub {
         // The row r with offsets[r] <= index < offsets[r + 1].
-        let r = offsets
-            .partition_point(|&o| o as usize <= x.index)
-            .saturating_sub(1);
+        let r = offsets.partition_point(|&o| o as usize <= x.index).saturating_sub(1);
         let pos = x.index - offsets.get(r).map_or(0, |&o| o as usize);
         let seg = segment(x.index, pos);
-        let seg = if seg.starts_with('[') {
-            seg
-        } else {
-            format!(".{seg}")
-        };
+        let seg = if seg.starts_with('[') { seg } else { format!(".{seg}") };
         let path = if x.path.is_empty() {
             seg
         } else if x.path.starts_with('[') {
@@ -253,11 +213,7 @@ fn map_to_rows(
         } else {
             format!("{seg}.{}", x.path)
         };
-        fails.push(Fail {
-            index: r,
-            path,
-            detail: x.detail,
-        });
+        fails.push(Fail { index: r, path, detail: x.detail });
     }
 }
 
@@ -267,10 +223,7 @@ fn iso_timestamps(array: &ArrayRef, fails: &mut Vec<Fail>) -> Result<ArrayRef, A
     // "+00:00" parses without the chrono-tz feature; the zone is renamed to
     // "UTC" (same instant, same values) below.
     let target = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
-    let options = CastOptions {
-        safe: true,
-        ..Default::default()
-    };
+    let options = CastOptions { safe: true, ..Default::default() };
     let cast = cast_with_options(array, &target, &options)?;
     if cast.null_count() != array.null_count() {
         let strings = array.as_string::<i32>();
@@ -279,18 +232,12 @@ fn iso_timestamps(array: &ArrayRef, fails: &mut Vec<Fail>) -> Result<ArrayRef, A
                 fails.push(Fail {
                     index: i,
                     path: String::new(),
-                    detail: format!(
-                        "'{}' is not an ISO-8601 timestamp",
-                        truncate(strings.value(i))
-                    ),
+                    detail: format!("'{}' is not an ISO-8601 timestamp", truncate(strings.value(i))),
                 });
             }
         }
     }
-    let out = cast
-        .as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>()
-        .clone()
-        .with_timezone(UTC);
+    let out = cast.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>().clone().with_timezone(UTC);
     Ok(Arc::new(out))
 }
 
@@ -400,19 +347,12 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
             exp = -exp;
         }
     }
-    let digits = || {
-        b[start..end]
-            .iter()
-            .filter(|c| c.is_ascii_digit())
-            .map(|c| c - b'0')
-    };
+    let digits = || b[start..end].iter().filter(|c| c.is_ascii_digit()).map(|c| c - b'0');
     // Significant digits: leading zeros dropped.
     let leading_zeros = digits().take_while(|&d| d == 0).count();
     let mut significant = n_digits - leading_zeros;
     // value = mantissa × 10^(exp − frac_len); unscaled = value × 10^scale.
-    let shift = exp
-        .saturating_sub(frac_len)
-        .saturating_add(i64::from(scale));
+    let shift = exp.saturating_sub(frac_len).saturating_add(i64::from(scale));
     if shift < 0 {
         // The last `drop` digits go below the scale: they must all be zeros.
         let drop = usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX);

@@ -162,26 +162,13 @@ impl BodySchema {
             });
         }
         let field = |f: &schema::FieldDef, nullable: bool, decode: bool| {
-            let t = if decode {
-                f.node.decode_type()
-            } else {
-                f.node.arrow_type()
-            };
+            let t = if decode { f.node.decode_type() } else { f.node.arrow_type() };
             Field::new(&f.name, t, nullable)
         };
-        let arrow_schema = Schema::new(
-            root.fields
-                .iter()
-                .map(|f| field(f, f.node.nullable, false))
-                .collect::<Vec<_>>(),
-        );
+        let arrow_schema =
+            Schema::new(root.fields.iter().map(|f| field(f, f.node.nullable, false)).collect::<Vec<_>>());
         let typed: Vec<Field> = root.fields.iter().map(|f| field(f, true, false)).collect();
-        let decode = Schema::new(
-            root.fields
-                .iter()
-                .map(|f| field(f, true, true))
-                .collect::<Vec<_>>(),
-        );
+        let decode = Schema::new(root.fields.iter().map(|f| field(f, true, true)).collect::<Vec<_>>());
         let mut output = typed.clone();
         output.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
         Ok(BodySchema {
@@ -209,12 +196,7 @@ impl BodySchema {
         self.root
             .fields
             .iter()
-            .filter_map(|f| {
-                f.attrs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| (f.name.clone(), v.clone()))
-            })
+            .filter_map(|f| f.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| (f.name.clone(), v.clone())))
             .collect()
     }
 
@@ -292,11 +274,8 @@ impl BodySchema {
             self.decode_isolating(chunk, &values, &mut buf, &mut decoded, &mut failures)?;
             for (rows, batch) in decoded.drain(..) {
                 let (typed, fails) = self.convert_batch(&batch)?;
-                failures.extend(
-                    fails
-                        .into_iter()
-                        .map(|f| (rows[f.index], format!("field '{}': {}", f.path, f.detail))),
-                );
+                failures
+                    .extend(fails.into_iter().map(|f| (rows[f.index], format!("field '{}': {}", f.path, f.detail))));
                 pieces.push((rows, typed));
             }
         }
@@ -327,17 +306,10 @@ impl BodySchema {
                 pieces[0].1.columns().to_vec()
             } else {
                 let batches: Vec<&RecordBatch> = pieces.iter().map(|(_, b)| b).collect();
-                concat_batches(&self.typed_schema, batches)
-                    .map_err(|e| self.arrow(e))?
-                    .columns()
-                    .to_vec()
+                concat_batches(&self.typed_schema, batches).map_err(|e| self.arrow(e))?.columns().to_vec()
             }
         } else if pieces.is_empty() {
-            self.typed_schema
-                .fields()
-                .iter()
-                .map(|f| new_null_array(f.data_type(), n))
-                .collect()
+            self.typed_schema.fields().iter().map(|f| new_null_array(f.data_type(), n)).collect()
         } else {
             // Each output row from its piece, failed rows from a one-row null
             // array after the pieces: one copy.
@@ -353,22 +325,13 @@ impl BodySchema {
             let mut columns = Vec::with_capacity(self.typed_schema.fields().len());
             for (i, field) in self.typed_schema.fields().iter().enumerate() {
                 let null = new_null_array(field.data_type(), 1);
-                let mut sources: Vec<&dyn Array> =
-                    pieces.iter().map(|(_, b)| b.column(i).as_ref()).collect();
+                let mut sources: Vec<&dyn Array> = pieces.iter().map(|(_, b)| b.column(i).as_ref()).collect();
                 sources.push(null.as_ref());
                 columns.push(interleave(&sources, &index).map_err(|e| self.arrow(e))?);
             }
             columns
         };
-        let rescued: StringArray = (0..n)
-            .map(|r| {
-                if failed[r] {
-                    None
-                } else {
-                    rescued[r].as_deref()
-                }
-            })
-            .collect();
+        let rescued: StringArray = (0..n).map(|r| if failed[r] { None } else { rescued[r].as_deref() }).collect();
         columns.push(Arc::new(rescued));
         RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| self.arrow(e))
     }
@@ -430,9 +393,7 @@ impl BodySchema {
                     offset += read;
                 }
                 if offset < buf.len() {
-                    return Err(ArrowError::JsonError(
-                        "more JSON values than bodies".to_string(),
-                    ));
+                    return Err(ArrowError::JsonError("more JSON values than bodies".to_string()));
                 }
             }
             let batch = match decoder.flush()? {
@@ -453,10 +414,7 @@ impl BodySchema {
 
     /// Converts a decoded batch to the final types; returns the element
     /// failures with row-relative indexes and field paths.
-    fn convert_batch(
-        &self,
-        batch: &RecordBatch,
-    ) -> Result<(RecordBatch, Vec<convert::Fail>), SchemaError> {
+    fn convert_batch(&self, batch: &RecordBatch) -> Result<(RecordBatch, Vec<convert::Fail>), SchemaError> {
         let mut fails = Vec::new();
         let mut columns = Vec::with_capacity(batch.num_columns());
         for (f, column) in self.root.fields.iter().zip(batch.columns()) {
@@ -468,8 +426,7 @@ impl BodySchema {
                 detail: x.detail,
             }));
         }
-        let typed =
-            RecordBatch::try_new(self.typed_schema.clone(), columns).map_err(|e| self.arrow(e))?;
+        let typed = RecordBatch::try_new(self.typed_schema.clone(), columns).map_err(|e| self.arrow(e))?;
         Ok((typed, fails))
     }
 
@@ -479,21 +436,9 @@ impl BodySchema {
             DataType::Binary => bodies.as_binary::<i32>().iter().collect(),
             DataType::LargeBinary => bodies.as_binary::<i64>().iter().collect(),
             DataType::BinaryView => bodies.as_binary_view().iter().collect(),
-            DataType::Utf8 => bodies
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::as_bytes))
-                .collect(),
-            DataType::LargeUtf8 => bodies
-                .as_string::<i64>()
-                .iter()
-                .map(|v| v.map(str::as_bytes))
-                .collect(),
-            DataType::Utf8View => bodies
-                .as_string_view()
-                .iter()
-                .map(|v| v.map(str::as_bytes))
-                .collect(),
+            DataType::Utf8 => bodies.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)).collect(),
+            DataType::LargeUtf8 => bodies.as_string::<i64>().iter().map(|v| v.map(str::as_bytes)).collect(),
+            DataType::Utf8View => bodies.as_string_view().iter().map(|v| v.map(str::as_bytes)).collect(),
             other => {
                 return Err(self.internal(format!(
                     "bodies must be Binary, LargeBinary, BinaryView or a string type, found {other}"
@@ -503,11 +448,7 @@ impl BodySchema {
     }
 
     fn internal(&self, message: String) -> SchemaError {
-        SchemaError {
-            origin: self.origin.clone(),
-            path: String::new(),
-            message,
-        }
+        SchemaError { origin: self.origin.clone(), path: String::new(), message }
     }
 
     fn arrow(&self, e: ArrowError) -> SchemaError {

@@ -53,8 +53,7 @@ impl RowState {
     }
 
     fn rescue(&mut self, parent: &Path<'_>, key: &str, raw: &RawValue) {
-        self.rescued
-            .push(if self.rescued.is_empty() { '{' } else { ',' });
+        self.rescued.push(if self.rescued.is_empty() { '{' } else { ',' });
         let full = match parent {
             Path::Root => key.to_string(),
             p => format!("{p}.{key}"),
@@ -90,9 +89,7 @@ pub(crate) fn check_body(rec: &RecordDef, body: &[u8], state: &mut RowState) {
         }
     };
     let mut de = serde_json::Deserializer::from_str(text);
-    let result = TopSeed { rec, state }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let result = TopSeed { rec, state }.deserialize(&mut de).and_then(|()| de.end());
     if let Err(e) = result {
         if state.failure.is_none() {
             state.failure = Some(format!("body is not valid JSON: {e}"));
@@ -175,14 +172,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<(), A::Error> {
         Err(self.state.fail("body is not a JSON object".to_string()))
     }
-    not_an_object!(
-        visit_bool(bool),
-        visit_i64(i64),
-        visit_u64(u64),
-        visit_f64(f64),
-        visit_str(&str),
-        visit_unit()
-    );
+    not_an_object!(visit_bool(bool), visit_i64(i64), visit_u64(u64), visit_f64(f64), visit_str(&str), visit_unit());
 }
 
 /// Which fields of a record were present (and not null).
@@ -227,12 +217,8 @@ fn visit_record<'de, A: MapAccess<'de>>(
             Some(i) => {
                 let field = &rec.fields[i];
                 let fpath = Path::Field(path, &field.name);
-                let present = map.next_value_seed(ValueSeed {
-                    node: &field.node,
-                    path: &fpath,
-                    state,
-                    in_record: true,
-                })?;
+                let present =
+                    map.next_value_seed(ValueSeed { node: &field.node, path: &fpath, state, in_record: true })?;
                 if present {
                     seen.set(i);
                 }
@@ -264,11 +250,7 @@ struct ValueSeed<'a, 'p> {
 
 impl ValueSeed<'_, '_> {
     fn mismatch<E: de::Error>(self, found: &str) -> E {
-        let message = format!(
-            "field '{}': expected {}, found {found}",
-            self.path,
-            self.node.avro_name()
-        );
+        let message = format!("field '{}': expected {}, found {found}", self.path, self.node.avro_name());
         self.state.fail(message)
     }
 
@@ -294,9 +276,7 @@ impl ValueSeed<'_, '_> {
         let ok = match &self.node.kind {
             Kind::Boolean => first == b't' || first == b'f',
             Kind::Float | Kind::Double => is_number(first),
-            Kind::String | Kind::Uuid | Kind::IsoTimestamp | Kind::Bytes | Kind::Enum(_) => {
-                first == b'"'
-            }
+            Kind::String | Kind::Uuid | Kind::IsoTimestamp | Kind::Bytes | Kind::Enum(_) => first == b'"',
             Kind::Decimal { .. } | Kind::Date => first == b'"' || is_number(first),
             Kind::Int | Kind::Long | Kind::TimestampMillis | Kind::TimestampMicros => {
                 if !is_number(first) {
@@ -330,12 +310,8 @@ impl ValueSeed<'_, '_> {
         if in_range {
             Ok(true)
         } else {
-            let message = format!(
-                "field '{}': {} is out of range for {}",
-                self.path,
-                truncate(raw),
-                self.node.avro_name()
-            );
+            let message =
+                format!("field '{}': {} is out of range for {}", self.path, truncate(raw), self.node.avro_name());
             Err(self.state.fail(message))
         }
     }
@@ -387,12 +363,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let mut i = 0;
         loop {
             let ipath = Path::Index(self.path, i);
-            let seed = ValueSeed {
-                node: item,
-                path: &ipath,
-                state: &mut *self.state,
-                in_record: false,
-            };
+            let seed = ValueSeed { node: item, path: &ipath, state: &mut *self.state, in_record: false };
             if seq.next_element_seed(seed)?.is_none() {
                 break;
             }

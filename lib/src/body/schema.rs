@@ -83,13 +83,7 @@ impl EnumDef {
 
     /// The symbols for messages: up to 10, then "…".
     pub(crate) fn describe_symbols(&self) -> String {
-        let mut out = self
-            .symbols
-            .iter()
-            .take(10)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut out = self.symbols.iter().take(10).map(String::as_str).collect::<Vec<_>>().join(", ");
         if self.symbols.len() > 10 {
             out.push_str(&format!(", … ({} in all)", self.symbols.len()));
         }
@@ -108,16 +102,8 @@ pub(crate) struct RecordDef {
 
 impl RecordDef {
     fn new(name: String, fields: Vec<FieldDef>) -> Self {
-        let index = fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
-        RecordDef {
-            name,
-            fields,
-            index,
-        }
+        let index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        RecordDef { name, fields, index }
     }
 
     /// Finds the field named `key`. `hint` is where the previous key was
@@ -170,9 +156,7 @@ impl Node {
             Kind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             Kind::Date => DataType::Date32,
             Kind::Record(rec) => DataType::Struct(rec.arrow_fields(false)),
-            Kind::Array(item) => {
-                DataType::List(Arc::new(Field::new("item", item.arrow_type(), true)))
-            }
+            Kind::Array(item) => DataType::List(Arc::new(Field::new("item", item.arrow_type(), true))),
             Kind::Map(values) => map_type(values.arrow_type()),
         }
     }
@@ -185,9 +169,7 @@ impl Node {
             Kind::IsoTimestamp | Kind::Decimal { .. } | Kind::Date => DataType::Utf8,
             Kind::TimestampMillis | Kind::TimestampMicros => DataType::Int64,
             Kind::Record(rec) => DataType::Struct(rec.arrow_fields(true)),
-            Kind::Array(item) => {
-                DataType::List(Arc::new(Field::new("item", item.decode_type(), true)))
-            }
+            Kind::Array(item) => DataType::List(Arc::new(Field::new("item", item.decode_type(), true))),
             Kind::Map(values) => map_type(values.decode_type()),
             _ => self.arrow_type(),
         }
@@ -239,11 +221,7 @@ impl RecordDef {
         self.fields
             .iter()
             .map(|f| {
-                let t = if decode {
-                    f.node.decode_type()
-                } else {
-                    f.node.arrow_type()
-                };
+                let t = if decode { f.node.decode_type() } else { f.node.arrow_type() };
                 Field::new(&f.name, t, true)
             })
             .collect()
@@ -271,24 +249,14 @@ pub(crate) fn parse_avsc(text: &str, origin: &str) -> Result<Arc<RecordDef>, Sch
         path: String::new(),
         message: format!("not valid JSON: {e}"),
     })?;
-    let mut parser = AvscParser {
-        origin,
-        named: HashMap::new(),
-        in_progress: HashSet::new(),
-    };
+    let mut parser = AvscParser { origin, named: HashMap::new(), in_progress: HashSet::new() };
     let node = parser.parse_type(&value, None, "")?;
     if node.nullable {
         return Err(parser.err("", "the body schema must be a record, not a union"));
     }
     match node.kind {
         Kind::Record(rec) => Ok(rec),
-        _ => Err(parser.err(
-            "",
-            format!(
-                "the body schema must be a record, found {}",
-                node.avro_name()
-            ),
-        )),
+        _ => Err(parser.err("", format!("the body schema must be a record, found {}", node.avro_name()))),
     }
 }
 
@@ -311,11 +279,7 @@ fn join(path: &str, child: &str) -> String {
 
 impl AvscParser<'_> {
     fn err(&self, path: &str, message: impl Into<String>) -> SchemaError {
-        SchemaError {
-            origin: self.origin.to_string(),
-            path: path.to_string(),
-            message: message.into(),
-        }
+        SchemaError { origin: self.origin.to_string(), path: path.to_string(), message: message.into() }
     }
 
     /// Parses a type. `ns` is the enclosing namespace, `path` the dotted
@@ -325,29 +289,18 @@ impl AvscParser<'_> {
             Value::String(name) => self.parse_named_or_primitive(name, ns, path),
             Value::Array(branches) => self.parse_union(branches, ns, path),
             Value::Object(obj) => self.parse_complex(obj, ns, path),
-            other => Err(self.err(
-                path,
-                format!("a type must be a string, array or object, found {other}"),
-            )),
+            other => Err(self.err(path, format!("a type must be a string, array or object, found {other}"))),
         }
     }
 
-    fn parse_union(
-        &mut self,
-        branches: &[Value],
-        ns: Option<&str>,
-        path: &str,
-    ) -> Result<Node, SchemaError> {
+    fn parse_union(&mut self, branches: &[Value], ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
         let is_null = |b: &Value| matches!(b, Value::String(s) if s == "null");
         let nulls = branches.iter().filter(|b| is_null(b)).count();
         let others: Vec<&Value> = branches.iter().filter(|b| !is_null(b)).collect();
         if others.len() != 1 || nulls > 1 {
             return Err(self.err(
                 path,
-                format!(
-                    "unions other than [null, T] are not supported (found {})",
-                    Value::Array(branches.to_vec())
-                ),
+                format!("unions other than [null, T] are not supported (found {})", Value::Array(branches.to_vec())),
             ));
         }
         if matches!(others[0], Value::Array(_)) {
@@ -373,26 +326,15 @@ impl AvscParser<'_> {
         })
     }
 
-    fn parse_named_or_primitive(
-        &mut self,
-        name: &str,
-        ns: Option<&str>,
-        path: &str,
-    ) -> Result<Node, SchemaError> {
+    fn parse_named_or_primitive(&mut self, name: &str, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
         if name == "null" {
             return Err(self.err(path, "type \"null\" is only supported in a [null, T] union"));
         }
         if let Some(kind) = Self::primitive(name) {
-            return Ok(Node {
-                kind,
-                nullable: false,
-            });
+            return Ok(Node { kind, nullable: false });
         }
         let kind = self.resolve(name, ns, path)?;
-        Ok(Node {
-            kind,
-            nullable: false,
-        })
+        Ok(Node { kind, nullable: false })
     }
 
     /// Looks a named type up by full name, by the name in the enclosing
@@ -415,31 +357,20 @@ impl AvscParser<'_> {
         }
         if !name.contains('.') {
             let suffix = format!(".{name}");
-            let matches: Vec<&String> =
-                self.named.keys().filter(|k| k.ends_with(&suffix)).collect();
+            let matches: Vec<&String> = self.named.keys().filter(|k| k.ends_with(&suffix)).collect();
             if matches.len() == 1 {
                 return Ok(self.named[matches[0]].clone());
             }
             if matches.len() > 1 {
                 let mut names: Vec<&str> = matches.iter().map(|s| s.as_str()).collect();
                 names.sort_unstable();
-                return Err(self.err(
-                    path,
-                    format!("type name {name:?} is ambiguous: {}", names.join(", ")),
-                ));
+                return Err(self.err(path, format!("type name {name:?} is ambiguous: {}", names.join(", "))));
             }
-            if self
-                .in_progress
-                .iter()
-                .any(|k| k.ends_with(&suffix) || k == name)
-            {
+            if self.in_progress.iter().any(|k| k.ends_with(&suffix) || k == name) {
                 return Err(self.err(path, format!("recursive type {name:?} is not supported")));
             }
         }
-        Err(self.err(
-            path,
-            format!("unknown type {name:?} (named types must be defined before they are used)"),
-        ))
+        Err(self.err(path, format!("unknown type {name:?} (named types must be defined before they are used)")))
     }
 
     /// Full name and namespace of a named type definition.
@@ -477,12 +408,7 @@ impl AvscParser<'_> {
         Ok(())
     }
 
-    fn parse_complex(
-        &mut self,
-        obj: &Map<String, Value>,
-        ns: Option<&str>,
-        path: &str,
-    ) -> Result<Node, SchemaError> {
+    fn parse_complex(&mut self, obj: &Map<String, Value>, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
         let ty = match obj.get("type") {
             Some(Value::String(s)) => s.as_str(),
             Some(other @ (Value::Array(_) | Value::Object(_))) => {
@@ -508,9 +434,7 @@ impl AvscParser<'_> {
                             _ => Err(self.err(path, "enum symbols must be strings")),
                         })
                         .collect::<Result<Vec<_>, _>>()?,
-                    _ => {
-                        return Err(self.err(path, "an enum needs \"symbols\", an array of strings"))
-                    }
+                    _ => return Err(self.err(path, "an enum needs \"symbols\", an array of strings")),
                 };
                 if symbols.is_empty() {
                     return Err(self.err(path, "an enum needs at least one symbol"));
@@ -520,11 +444,7 @@ impl AvscParser<'_> {
                     return Err(self.err(path, "enum symbols must be unique"));
                 }
                 let short = full.rsplit('.').next().unwrap_or(&full).to_string();
-                let kind = Kind::Enum(Arc::new(EnumDef {
-                    name: short,
-                    symbols,
-                    set,
-                }));
+                let kind = Kind::Enum(Arc::new(EnumDef { name: short, symbols, set }));
                 self.register(&full, &kind, path)?;
                 kind
             }
@@ -532,11 +452,7 @@ impl AvscParser<'_> {
                 let (full, _) = self.full_name(obj, ns, path)?;
                 let size = match obj.get("size").and_then(Value::as_u64) {
                     Some(n) => n,
-                    None => {
-                        return Err(
-                            self.err(path, "a fixed type needs a non-negative integer \"size\"")
-                        )
-                    }
+                    None => return Err(self.err(path, "a fixed type needs a non-negative integer \"size\"")),
                 };
                 let kind = match logical {
                     Some("decimal") => {
@@ -563,16 +479,12 @@ impl AvscParser<'_> {
                 kind
             }
             "array" => {
-                let items = obj
-                    .get("items")
-                    .ok_or_else(|| self.err(path, "an array needs \"items\""))?;
+                let items = obj.get("items").ok_or_else(|| self.err(path, "an array needs \"items\""))?;
                 let item = self.parse_type(items, ns, &format!("{path}[]"))?;
                 Kind::Array(Box::new(item))
             }
             "map" => {
-                let values = obj
-                    .get("values")
-                    .ok_or_else(|| self.err(path, "a map needs \"values\""))?;
+                let values = obj.get("values").ok_or_else(|| self.err(path, "a map needs \"values\""))?;
                 let value = self.parse_type(values, ns, &format!("{path}{{}}"))?;
                 Kind::Map(Box::new(value))
             }
@@ -585,16 +497,10 @@ impl AvscParser<'_> {
                 };
                 let kind = self.apply_logical(base, logical, obj, path)?;
                 let kind = self.apply_weir_timestamp(kind, obj.get("weir.timestamp"), path)?;
-                return Ok(Node {
-                    kind,
-                    nullable: false,
-                });
+                return Ok(Node { kind, nullable: false });
             }
         };
-        Ok(Node {
-            kind,
-            nullable: false,
-        })
+        Ok(Node { kind, nullable: false })
     }
 
     /// `logicalType` on a primitive. Unknown logical types (time-millis,
@@ -610,8 +516,7 @@ impl AvscParser<'_> {
         let Some(logical) = logical else {
             return Ok(base);
         };
-        let needs =
-            |want: &str| self.err(path, format!("logicalType {logical:?} needs type {want}"));
+        let needs = |want: &str| self.err(path, format!("logicalType {logical:?} needs type {want}"));
         Ok(match logical {
             "decimal" => match base {
                 Kind::Bytes => self.decimal(obj, path)?,
@@ -643,9 +548,7 @@ impl AvscParser<'_> {
             Some(p) => {
                 return Err(self.err(
                     path,
-                    format!(
-                    "decimal precision {p} is outside 1..={MAX_DECIMAL128_PRECISION} (Decimal128)"
-                ),
+                    format!("decimal precision {p} is outside 1..={MAX_DECIMAL128_PRECISION} (Decimal128)"),
                 ))
             }
             None => return Err(self.err(path, "a decimal needs an integer \"precision\"")),
@@ -655,50 +558,29 @@ impl AvscParser<'_> {
             Some(v) => match v.as_u64() {
                 Some(s) if s <= precision => s,
                 _ => {
-                    return Err(self.err(
-                        path,
-                        format!(
-                        "decimal scale {v} must be an integer in 0..={precision} (the precision)"
-                    ),
-                    ))
+                    return Err(self
+                        .err(path, format!("decimal scale {v} must be an integer in 0..={precision} (the precision)")))
                 }
             },
         };
-        Ok(Kind::Decimal {
-            precision: precision as u8,
-            scale: scale as i8,
-        })
+        Ok(Kind::Decimal { precision: precision as u8, scale: scale as i8 })
     }
 
     /// `"weir.timestamp": "iso8601"` (on the field or on the type object).
-    fn apply_weir_timestamp(
-        &self,
-        kind: Kind,
-        attr: Option<&Value>,
-        path: &str,
-    ) -> Result<Kind, SchemaError> {
+    fn apply_weir_timestamp(&self, kind: Kind, attr: Option<&Value>, path: &str) -> Result<Kind, SchemaError> {
         match attr {
             None => Ok(kind),
             Some(Value::String(s)) if s == "iso8601" => match kind {
                 Kind::String | Kind::IsoTimestamp => Ok(Kind::IsoTimestamp),
-                _ => Err(self.err(
-                    path,
-                    "\"weir.timestamp\" applies to fields of type string (or [null, string]) only",
-                )),
+                _ => {
+                    Err(self.err(path, "\"weir.timestamp\" applies to fields of type string (or [null, string]) only"))
+                }
             },
-            Some(other) => Err(self.err(
-                path,
-                format!("\"weir.timestamp\" must be \"iso8601\", found {other}"),
-            )),
+            Some(other) => Err(self.err(path, format!("\"weir.timestamp\" must be \"iso8601\", found {other}"))),
         }
     }
 
-    fn parse_record(
-        &mut self,
-        obj: &Map<String, Value>,
-        ns: Option<&str>,
-        path: &str,
-    ) -> Result<Node, SchemaError> {
+    fn parse_record(&mut self, obj: &Map<String, Value>, ns: Option<&str>, path: &str) -> Result<Node, SchemaError> {
         let (full, space) = self.full_name(obj, ns, path)?;
         if self.named.contains_key(&full) || self.in_progress.contains(&full) {
             return Err(self.err(path, format!("type {full:?} is defined twice")));
@@ -711,27 +593,17 @@ impl AvscParser<'_> {
         let mut fields: Vec<FieldDef> = Vec::with_capacity(fields_json.len());
         for (i, fv) in fields_json.iter().enumerate() {
             let Value::Object(f) = fv else {
-                return Err(self.err(
-                    path,
-                    format!("field #{i} of record {full:?} is not an object"),
-                ));
+                return Err(self.err(path, format!("field #{i} of record {full:?} is not an object")));
             };
             let name = match f.get("name") {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => {
-                    return Err(self.err(
-                        path,
-                        format!("field #{i} of record {full:?} needs a non-empty \"name\""),
-                    ))
-                }
+                _ => return Err(self.err(path, format!("field #{i} of record {full:?} needs a non-empty \"name\""))),
             };
             let fpath = join(path, &name);
             if fields.iter().any(|g| g.name == name) {
                 return Err(self.err(&fpath, "duplicate field name"));
             }
-            let ty = f
-                .get("type")
-                .ok_or_else(|| self.err(&fpath, "a field needs a \"type\""))?;
+            let ty = f.get("type").ok_or_else(|| self.err(&fpath, "a field needs a \"type\""))?;
             let mut node = self.parse_type(ty, space.as_deref(), &fpath)?;
             node.kind = self.apply_weir_timestamp(node.kind, f.get("weir.timestamp"), &fpath)?;
             let attrs = f
@@ -751,9 +623,6 @@ impl AvscParser<'_> {
         let short = full.rsplit('.').next().unwrap_or(&full).to_string();
         let kind = Kind::Record(Arc::new(RecordDef::new(short, fields)));
         self.register(&full, &kind, path)?;
-        Ok(Node {
-            kind,
-            nullable: false,
-        })
+        Ok(Node { kind, nullable: false })
     }
 }

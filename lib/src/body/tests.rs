@@ -3,12 +3,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, Int32Array, LargeBinaryArray,
-    StringArray,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, Int32Array, LargeBinaryArray, StringArray,
 };
 use deltalake::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 
 use super::convert::{is_uuid, parse_decimal};
@@ -45,9 +43,7 @@ fn decode(s: &BodySchema, items: &[Option<&str>]) -> ParsedBodies {
 }
 
 fn col<'a>(p: &'a ParsedBodies, name: &str) -> &'a ArrayRef {
-    p.batch
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"))
+    p.batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"))
 }
 
 fn strings<'a>(p: &'a ParsedBodies, name: &str) -> &'a StringArray {
@@ -56,29 +52,19 @@ fn strings<'a>(p: &'a ParsedBodies, name: &str) -> &'a StringArray {
 
 fn rescued(p: &ParsedBodies, row: usize) -> Option<serde_json::Value> {
     let r = strings(p, RESCUED_COLUMN);
-    r.is_valid(row)
-        .then(|| serde_json::from_str(r.value(row)).expect("rescued is JSON"))
+    r.is_valid(row).then(|| serde_json::from_str(r.value(row)).expect("rescued is JSON"))
 }
 
 /// The single failure reason of `row`.
 fn reason(p: &ParsedBodies, row: usize) -> &str {
-    let found: Vec<&str> = p
-        .failures
-        .iter()
-        .filter(|(r, _)| *r == row)
-        .map(|(_, m)| m.as_str())
-        .collect();
+    let found: Vec<&str> = p.failures.iter().filter(|(r, _)| *r == row).map(|(_, m)| m.as_str()).collect();
     assert_eq!(found.len(), 1, "failures of row {row}: {:?}", p.failures);
     found[0]
 }
 
 fn assert_row_null(p: &ParsedBodies, row: usize) {
     for (i, c) in p.batch.columns().iter().enumerate() {
-        assert!(
-            c.is_null(row),
-            "row {row} column {} is not null",
-            p.batch.schema().field(i).name()
-        );
+        assert!(c.is_null(row), "row {row} column {} is not null", p.batch.schema().field(i).name());
     }
 }
 
@@ -137,10 +123,7 @@ fn example_schema_maps_to_final_arrow_types() {
             ("ipAddress".to_string(), "ip".to_string())
         ]
     );
-    assert_eq!(
-        s.annotations("weir.timestamp"),
-        vec![("eventTimestamp".to_string(), "iso8601".to_string())]
-    );
+    assert_eq!(s.annotations("weir.timestamp"), vec![("eventTimestamp".to_string(), "iso8601".to_string())]);
     assert!(s.annotations("nope").is_empty());
 
     // The output batch: same types, all nullable, then _rescued.
@@ -159,48 +142,31 @@ fn example_schema_maps_to_final_arrow_types() {
 
 #[test]
 fn unions_other_than_null_t_are_refused() {
-    for ty in [
-        r#"["string", "long"]"#,
-        r#"["null", "string", "long"]"#,
-        r#"["null"]"#,
-        r#"["null", "null", "string"]"#,
-    ] {
+    for ty in [r#"["string", "long"]"#, r#"["null", "string", "long"]"#, r#"["null"]"#, r#"["null", "null", "string"]"#]
+    {
         let text = format!(
             r#"{{"type": "record", "name": "R", "fields": [{{"name": "ok", "type": "string"}}, {{"name": "inner", "type": {{"type": "record", "name": "In", "fields": [{{"name": "bad", "type": {ty}}}]}}}}]}}"#
         );
         let e = BodySchema::parse(&text, "u.avsc").expect_err(ty);
         assert_eq!(e.origin, "u.avsc");
         assert_eq!(e.path, "inner.bad", "{ty}");
-        assert!(
-            e.message
-                .contains("unions other than [null, T] are not supported"),
-            "{ty}: {e}"
-        );
-        assert!(e
-            .to_string()
-            .starts_with("u.avsc: field 'inner.bad': unions other"));
+        assert!(e.message.contains("unions other than [null, T] are not supported"), "{ty}: {e}");
+        assert!(e.to_string().starts_with("u.avsc: field 'inner.bad': unions other"));
     }
     // [T, "null"] is fine and nullable.
-    let s = schema(
-        r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": ["long", "null"]}]}"#,
-    );
+    let s = schema(r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": ["long", "null"]}]}"#);
     assert!(s.arrow_schema().field(0).is_nullable());
     assert_eq!(s.arrow_schema().field(0).data_type(), &DataType::Int64);
 }
 
 #[test]
 fn schema_errors_name_file_and_field() {
-    let e =
-        BodySchema::from_file(std::path::Path::new("/nonexistent/x.avsc")).expect_err("no file");
+    let e = BodySchema::from_file(std::path::Path::new("/nonexistent/x.avsc")).expect_err("no file");
     assert_eq!(e.origin, "/nonexistent/x.avsc");
     assert!(e.message.contains("cannot read"), "{e}");
 
     let cases = [
-        (
-            r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "Nope"}]}"#,
-            "a",
-            "unknown type \"Nope\"",
-        ),
+        (r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "Nope"}]}"#, "a", "unknown type \"Nope\""),
         (
             r#"{"type": "record", "name": "R", "fields": [{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2}}]}"#,
             "d",
@@ -294,20 +260,11 @@ fn named_types_are_reused_by_short_and_full_name() {
         ],
     );
     assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
-    assert_eq!(
-        reason(&p, 1),
-        "field 'shipping.kind': 'moon' is not a symbol of enum Kind (home, work)"
-    );
+    assert_eq!(reason(&p, 1), "field 'shipping.kind': 'moon' is not a symbol of enum Kind (home, work)");
     let shipping = col(&p, "shipping").as_struct();
     assert_eq!(shipping.column(0).as_string::<i32>().value(0), "Bergen");
-    assert_eq!(
-        col(&p, "price").as_primitive::<Decimal128Type>().value(0),
-        950
-    );
-    assert_eq!(
-        col(&p, "tax").as_primitive::<Decimal128Type>().value(0),
-        125
-    );
+    assert_eq!(col(&p, "price").as_primitive::<Decimal128Type>().value(0), 950);
+    assert_eq!(col(&p, "tax").as_primitive::<Decimal128Type>().value(0), 125);
     assert_row_null(&p, 1);
 
     // The same short name in two namespaces is ambiguous without a namespace.
@@ -331,18 +288,9 @@ fn named_types_are_reused_by_short_and_full_name() {
 fn decodes_testgen_bodies_with_exact_values() {
     let s = example();
     let mut rng = Rng::new(7);
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
-        .single()
-        .expect("time");
-    let times: Vec<DateTime<Utc>> = (0..300)
-        .map(|i| start + chrono::Duration::milliseconds(i * 1_337))
-        .collect();
-    let raw: Vec<Vec<u8>> = times
-        .iter()
-        .enumerate()
-        .map(|(i, t)| user_event_body(&mut rng, i as i64, *t))
-        .collect();
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("time");
+    let times: Vec<DateTime<Utc>> = (0..300).map(|i| start + chrono::Duration::milliseconds(i * 1_337)).collect();
+    let raw: Vec<Vec<u8>> = times.iter().enumerate().map(|(i, t)| user_event_body(&mut rng, i as i64, *t)).collect();
     let array: BinaryArray = raw.iter().map(|b| Some(b.as_slice())).collect();
     let p = s.decode(&array).expect("decode");
     assert!(p.failures.is_empty(), "{:?}", p.failures);
@@ -364,21 +312,14 @@ fn decodes_testgen_bodies_with_exact_values() {
         assert_eq!(names.value(i), v["eventName"].as_str().expect("name"));
         assert_eq!(ts.value(i), times[i].timestamp_micros());
         assert_eq!(users.value(i), v["userId"].as_str().expect("user"));
-        assert_eq!(
-            pages.value(i),
-            v["properties"]["page"].as_str().expect("page")
-        );
-        assert_eq!(
-            durations.value(i),
-            v["properties"]["durationMs"].as_i64().expect("duration")
-        );
+        assert_eq!(pages.value(i), v["properties"]["page"].as_str().expect("page"));
+        assert_eq!(durations.value(i), v["properties"]["durationMs"].as_i64().expect("duration"));
         match v.get("amount") {
             Some(a) => {
                 purchases += 1;
                 let text = a.as_str().expect("amount string");
                 let (units, cents) = text.split_once('.').expect("two decimals");
-                let want = units.parse::<i128>().expect("units") * 100
-                    + cents.parse::<i128>().expect("cents");
+                let want = units.parse::<i128>().expect("units") * 100 + cents.parse::<i128>().expect("cents");
                 assert_eq!(amounts.value(i), want, "{text}");
                 assert_eq!(currencies.value(i), v["currency"].as_str().expect("cur"));
             }
@@ -390,10 +331,7 @@ fn decodes_testgen_bodies_with_exact_values() {
         assert!(strings(&p, RESCUED_COLUMN).is_null(i));
     }
     assert!(purchases > 0, "the sample has purchases");
-    assert_eq!(
-        col(&p, "eventTimestamp").data_type(),
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-    );
+    assert_eq!(col(&p, "eventTimestamp").data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
 }
 
 #[test]
@@ -406,12 +344,7 @@ fn decodes_a_handwritten_body_exactly() {
     assert_eq!(amount.precision(), 18);
     assert_eq!(amount.scale(), 2);
     // 2026-11-01T08:00:01.250Z
-    let want = Utc
-        .with_ymd_and_hms(2026, 11, 1, 8, 0, 1)
-        .single()
-        .expect("time")
-        .timestamp_micros()
-        + 250_000;
+    let want = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 1).single().expect("time").timestamp_micros() + 250_000;
     let ts = col(&p, "eventTimestamp").as_primitive::<TimestampMicrosecondType>();
     assert_eq!(ts.value(0), want);
     let props = col(&p, "properties").as_struct();
@@ -433,9 +366,7 @@ fn body_column_types_binary_large_and_view() {
         assert_eq!(p.failures, vec![(1, "body is null".to_string())]);
         assert_eq!(strings(&p, "userId").value(0), "u-42");
     }
-    let e = s
-        .decode(&Int32Array::from(vec![1, 2]))
-        .expect_err("ints are no bodies");
+    let e = s.decode(&Int32Array::from(vec![1, 2])).expect_err("ints are no bodies");
     assert!(e.message.contains("Binary"), "{e}");
 
     let empty = s.decode(&bodies(&[])).expect("empty");
@@ -526,10 +457,7 @@ fn every_failure_kind_has_its_reason() {
     assert_eq!(p.failures.len(), cases.len(), "{:#?}", p.failures);
     for (row, (_, want)) in cases.iter().enumerate() {
         let got = reason(&p, row);
-        assert!(
-            got.starts_with(want),
-            "row {row}: got {got:?}, want {want:?}"
-        );
+        assert!(got.starts_with(want), "row {row}: got {got:?}, want {want:?}");
         assert_row_null(&p, row);
     }
 
@@ -548,11 +476,7 @@ fn non_utf8_body_is_reported() {
     let array: BinaryArray = vec![Some(&[0xFF, 0xFE, b'{'][..]), Some(GOOD.as_bytes())].into();
     let p = s.decode(&array).expect("decode");
     assert_eq!(p.failures.len(), 1);
-    assert!(
-        reason(&p, 0).starts_with("body is not valid JSON: invalid utf-8"),
-        "{}",
-        reason(&p, 0)
-    );
+    assert!(reason(&p, 0).starts_with("body is not valid JSON: invalid utf-8"), "{}", reason(&p, 0));
     assert_eq!(strings(&p, "userId").value(1), "u-42");
 }
 
@@ -560,14 +484,9 @@ fn non_utf8_body_is_reported() {
 fn good_and_bad_rows_interleave() {
     let s = example();
     let mut rng = Rng::new(99);
-    let at = Utc
-        .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-        .single()
-        .expect("time");
+    let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("time");
     let n = 20_000;
-    let good: Vec<Vec<u8>> = (0..n)
-        .map(|i| user_event_body(&mut rng, i as i64, at))
-        .collect();
+    let good: Vec<Vec<u8>> = (0..n).map(|i| user_event_body(&mut rng, i as i64, at)).collect();
     // Every 7th row is bad in turn: null, broken JSON, bad enum (post-decode), bad kind.
     let mut items: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
     let mut bad = Vec::new();
@@ -579,26 +498,15 @@ fn good_and_bad_rows_interleave() {
                 1 => Some(b[..b.len() / 2].to_vec()),
                 2 => {
                     let t = String::from_utf8(b.clone()).expect("utf8");
-                    let name = serde_json::from_slice::<serde_json::Value>(b).expect("json")
-                        ["eventName"]
+                    let name = serde_json::from_slice::<serde_json::Value>(b).expect("json")["eventName"]
                         .as_str()
                         .expect("name")
                         .to_string();
-                    Some(
-                        t.replace(
-                            &format!("\"eventName\": \"{name}\""),
-                            "\"eventName\": \"nope\"",
-                        )
-                        .into_bytes(),
-                    )
+                    Some(t.replace(&format!("\"eventName\": \"{name}\""), "\"eventName\": \"nope\"").into_bytes())
                 }
                 _ => {
                     let t = String::from_utf8(b.clone()).expect("utf8");
-                    Some(
-                        t.replacen("\"durationMs\": ", "\"durationMs\": \"", 1)
-                            .replacen("}", "\"}", 1)
-                            .into_bytes(),
-                    )
+                    Some(t.replacen("\"durationMs\": ", "\"durationMs\": \"", 1).replacen("}", "\"}", 1).into_bytes())
                 }
             });
         } else {
@@ -609,46 +517,23 @@ fn good_and_bad_rows_interleave() {
     let p = s.decode(&array).expect("decode");
     assert_eq!(p.batch.num_rows(), n);
     let failed_rows: Vec<usize> = p.failures.iter().map(|(r, _)| *r).collect();
-    assert_eq!(
-        failed_rows, bad,
-        "failures sorted by row, exactly the bad rows"
-    );
+    assert_eq!(failed_rows, bad, "failures sorted by row, exactly the bad rows");
     let users = strings(&p, "userId");
-    let durations = col(&p, "properties")
-        .as_struct()
-        .column(1)
-        .as_primitive::<Int64Type>()
-        .clone();
+    let durations = col(&p, "properties").as_struct().column(1).as_primitive::<Int64Type>().clone();
     for (i, b) in good.iter().enumerate() {
         if i % 7 == 3 {
             assert_row_null(&p, i);
         } else {
             let v: serde_json::Value = serde_json::from_slice(b).expect("json");
-            assert_eq!(
-                users.value(i),
-                v["userId"].as_str().expect("user"),
-                "row {i}"
-            );
-            assert_eq!(
-                durations.value(i),
-                v["properties"]["durationMs"].as_i64().expect("d")
-            );
+            assert_eq!(users.value(i), v["userId"].as_str().expect("user"), "row {i}");
+            assert_eq!(durations.value(i), v["properties"]["durationMs"].as_i64().expect("d"));
         }
     }
-    let enum_row = bad
-        .iter()
-        .copied()
-        .find(|r| (r / 7) % 4 == 2)
-        .expect("an enum row");
+    let enum_row = bad.iter().copied().find(|r| (r / 7) % 4 == 2).expect("an enum row");
     assert!(reason(&p, enum_row).starts_with("field 'eventName': 'nope' is not a symbol"));
-    let kind_row = bad
-        .iter()
-        .copied()
-        .find(|r| (r / 7) % 4 == 3)
-        .expect("a kind row");
+    let kind_row = bad.iter().copied().find(|r| (r / 7) % 4 == 3).expect("a kind row");
     assert!(
-        reason(&p, kind_row)
-            .starts_with("field 'properties.durationMs': expected long, found string"),
+        reason(&p, kind_row).starts_with("field 'properties.durationMs': expected long, found string"),
         "{}",
         reason(&p, kind_row)
     );
@@ -659,48 +544,28 @@ fn bisection_isolates_rows_arrow_json_rejects() {
     // Rows that skipped the pre-pass: arrow-json rejects a string for a long.
     let s = example();
     let bad = GOOD.replace(r#""durationMs": 1500"#, r#""durationMs": "abc""#);
-    let items: Vec<&[u8]> = (0..37)
-        .map(|i| {
-            if i == 5 || i == 30 {
-                bad.as_bytes()
-            } else {
-                GOOD.as_bytes()
-            }
-        })
-        .collect();
+    let items: Vec<&[u8]> = (0..37).map(|i| if i == 5 || i == 30 { bad.as_bytes() } else { GOOD.as_bytes() }).collect();
     let values: Vec<Option<&[u8]>> = items.iter().map(|b| Some(*b)).collect();
     let rows: Vec<usize> = (0..items.len()).collect();
     let mut out = Vec::new();
     let mut failures = Vec::new();
     let mut buf = Vec::new();
-    s.decode_isolating(&rows, &values, &mut buf, &mut out, &mut failures)
-        .expect("no schema error");
+    s.decode_isolating(&rows, &values, &mut buf, &mut out, &mut failures).expect("no schema error");
     let failed: Vec<usize> = failures.iter().map(|(r, _)| *r).collect();
     assert_eq!(failed, vec![5, 30]);
-    assert!(
-        failures[0].1.starts_with("body could not be decoded: "),
-        "{}",
-        failures[0].1
-    );
+    assert!(failures[0].1.starts_with("body could not be decoded: "), "{}", failures[0].1);
     assert!(failures[0].1.contains("abc"), "{}", failures[0].1);
     let decoded: Vec<usize> = out.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(
-        decoded,
-        (0..37).filter(|r| *r != 5 && *r != 30).collect::<Vec<_>>()
-    );
+    assert_eq!(decoded, (0..37).filter(|r| *r != 5 && *r != 30).collect::<Vec<_>>());
     for (rows, batch) in &out {
         assert_eq!(rows.len(), batch.num_rows());
     }
 
     // And end to end: the assembled batch has the good rows in place.
-    let pieces: Vec<(Vec<usize>, RecordBatch)> = out
-        .iter()
-        .map(|(r, b)| (r.clone(), s.convert_batch(b).expect("convert").0))
-        .collect();
+    let pieces: Vec<(Vec<usize>, RecordBatch)> =
+        out.iter().map(|(r, b)| (r.clone(), s.convert_batch(b).expect("convert").0)).collect();
     let rescued = vec![None; 37];
-    let batch = s
-        .assemble(37, pieces, &failures, &rescued)
-        .expect("assemble");
+    let batch = s.assemble(37, pieces, &failures, &rescued).expect("assemble");
     assert_eq!(batch.num_rows(), 37);
     let users = batch.column(3).as_string::<i32>();
     assert!(users.is_null(5) && users.is_null(30));
@@ -728,18 +593,13 @@ fn decimals_are_exact_or_refused() {
     );
     for bad in ["12.345", "0.001", "1e-3"] {
         let e = parse_decimal(bad, 18, 2).expect_err(bad);
-        assert!(
-            e.contains("more fractional digits than the scale 2"),
-            "{bad}: {e}"
-        );
+        assert!(e.contains("more fractional digits than the scale 2"), "{bad}: {e}");
     }
     for bad in ["100.00", "1e2", "123"] {
         let e = parse_decimal(bad, 4, 2).expect_err(bad);
         assert!(e.contains("more digits than the precision 4"), "{bad}: {e}");
     }
-    for bad in [
-        "", "-", ".", "1.2.3", "1e", "12a", " 12", "1,5", "NaN", "1e+",
-    ] {
+    for bad in ["", "-", ".", "1.2.3", "1e", "12a", " 12", "1,5", "NaN", "1e+"] {
         let e = parse_decimal(bad, 18, 2).expect_err(bad);
         assert!(e.contains("is not a decimal number"), "{bad}: {e}");
     }
@@ -809,11 +669,7 @@ fn arrays_and_maps() {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     assert_eq!(
         a.field(0).data_type(),
-        &DataType::List(Arc::new(deltalake::arrow::datatypes::Field::new(
-            "item",
-            DataType::Utf8,
-            true
-        )))
+        &DataType::List(Arc::new(deltalake::arrow::datatypes::Field::new("item", DataType::Utf8, true)))
     );
     let DataType::Map(entries, false) = a.field(4).data_type() else {
         panic!("not a map");
@@ -860,57 +716,31 @@ fn arrays_and_maps() {
     // Row 0 values.
     let tags = col(&p, "tags").as_list::<i32>();
     let t0 = tags.value(0);
-    assert_eq!(
-        t0.as_string::<i32>().iter().collect::<Vec<_>>(),
-        vec![Some("a"), Some("b")]
-    );
+    assert_eq!(t0.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("a"), Some("b")]);
     assert_eq!(tags.value(1).len(), 0);
     let prices = col(&p, "prices").as_list::<i32>();
     let p0 = prices.value(0);
-    assert_eq!(
-        p0.as_primitive::<Decimal128Type>().values().to_vec(),
-        vec![150, 200]
-    );
+    assert_eq!(p0.as_primitive::<Decimal128Type>().values().to_vec(), vec![150, 200]);
     assert!(prices.is_null(1));
     let items = col(&p, "items").as_list::<i32>();
     let i0 = items.value(0);
     let i0 = i0.as_struct();
     assert_eq!(i0.column(0).as_string::<i32>().value(1), "y");
     assert_eq!(
-        i0.column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0),
-        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("t")
-            .timestamp_micros()
+        i0.column(1).as_primitive::<TimestampMicrosecondType>().value(0),
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("t").timestamp_micros()
     );
-    assert_eq!(
-        rescued(&p, 0),
-        Some(serde_json::json!({"items[1].extra": 1}))
-    );
+    assert_eq!(rescued(&p, 0), Some(serde_json::json!({"items[1].extra": 1})));
     let attrs = col(&p, "attrs").as_map();
     assert_eq!(attrs.value(0).column(0).as_string::<i32>().value(0), "k");
-    assert_eq!(
-        attrs
-            .value(0)
-            .column(1)
-            .as_primitive::<Int64Type>()
-            .value(0),
-        5
-    );
+    assert_eq!(attrs.value(0).column(1).as_primitive::<Int64Type>().value(0), 5);
     let seen = col(&p, "seen").as_map();
     let s0 = seen.value(0);
     let s0v = s0.column(1).as_primitive::<TimestampMicrosecondType>();
     assert_eq!(s0v.value(0), 1_000_000);
     assert!(s0v.is_null(1));
     let s9 = seen.value(9);
-    assert_eq!(
-        s9.column(1)
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0),
-        1000
-    );
+    assert_eq!(s9.column(1).as_primitive::<TimestampMicrosecondType>().value(0), 1000);
     assert_eq!(attrs.value(9).len(), 2);
     for row in 2..=8 {
         assert_row_null(&p, row);
@@ -954,12 +784,7 @@ fn timestamp_millis_micros_and_dates() {
     let ms = col(&p, "ms").as_primitive::<TimestampMicrosecondType>();
     assert_eq!(ms.value(0), 1_767_225_600_123_000);
     assert_eq!(ms.value(1), 0);
-    assert_eq!(
-        col(&p, "us")
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0),
-        1_767_225_600_123_456
-    );
+    assert_eq!(col(&p, "us").as_primitive::<TimestampMicrosecondType>().value(0), 1_767_225_600_123_456);
     let day = col(&p, "day").as_primitive::<Date32Type>();
     assert_eq!(day.value(0), 20484);
     assert_eq!(day.value(1), 20484);
@@ -971,18 +796,9 @@ fn timestamp_millis_micros_and_dates() {
     assert_eq!(
         reasons,
         vec![
-            (
-                2,
-                "field 'ms': expected timestamp-millis long, found string"
-            ),
-            (
-                3,
-                "field 'ms': 9223372036854775807 is out of range for timestamp-millis"
-            ),
-            (
-                4,
-                "field 'day': '31/01/2026' is not a date (days since 1970-01-01 or YYYY-MM-DD)"
-            ),
+            (2, "field 'ms': expected timestamp-millis long, found string"),
+            (3, "field 'ms': 9223372036854775807 is out of range for timestamp-millis"),
+            (4, "field 'day': '31/01/2026' is not a date (days since 1970-01-01 or YYYY-MM-DD)"),
             (5, "field 'n': 3000000000 is out of range for int"),
             (6, "field 'x': expected double, found string"),
         ]
@@ -1016,10 +832,7 @@ fn nested_required_fields_and_null_records() {
         vec![
             (3, "missing required field 'outer.inner.v'"),
             (4, "missing required field 'outer.inner'"),
-            (
-                5,
-                "field 'outer.id': '0b7c1c5e2f1a4c3e9d2b8a6f1e2d3c4b' is not a UUID"
-            ),
+            (5, "field 'outer.id': '0b7c1c5e2f1a4c3e9d2b8a6f1e2d3c4b' is not a UUID"),
         ]
     );
     let outer = col(&p, "outer").as_struct();
@@ -1038,13 +851,9 @@ fn nested_required_fields_and_null_records() {
 fn throughput_200k_testgen_bodies() {
     let s = example();
     let mut rng = Rng::new(1);
-    let at = Utc
-        .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
-        .single()
-        .expect("time");
-    let raw: Vec<Vec<u8>> = (0..200_000)
-        .map(|i| user_event_body(&mut rng, i, at + chrono::Duration::milliseconds(i)))
-        .collect();
+    let at = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("time");
+    let raw: Vec<Vec<u8>> =
+        (0..200_000).map(|i| user_event_body(&mut rng, i, at + chrono::Duration::milliseconds(i))).collect();
     let bytes: usize = raw.iter().map(Vec::len).sum();
     let array: BinaryArray = raw.iter().map(|b| Some(b.as_slice())).collect();
     // Warm up, then measure.

@@ -508,7 +508,8 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_file_whatever_the_read_size() {
-        let file = write_capture_file(&events(2000), &FileSpec { codec: Codec::Deflate, ..FileSpec::default() }).unwrap();
+        let file =
+            write_capture_file(&events(2000), &FileSpec { codec: Codec::Deflate, ..FileSpec::default() }).unwrap();
         let framing = scan_container(&file).unwrap();
         assert!(framing.blocks > 10, "{framing:?}");
         for step in [1, 7, 4096, file.len()] {
@@ -587,7 +588,9 @@ mod tests {
             out.extend_from_slice(&file[file.len() - 16..]);
             match split(&out, out.len(), CHUNK_BYTES) {
                 Err(e) if codec == Codec::Null => assert!(e.reason.contains("1000000 records in 10 bytes"), "{e}"),
-                Ok(chunks) if codec != Codec::Null => assert_eq!(chunks[0].records, 1_000_000, "{codec:?}: checked when inflated"),
+                Ok(chunks) if codec != Codec::Null => {
+                    assert_eq!(chunks[0].records, 1_000_000, "{codec:?}: checked when inflated")
+                }
                 other => panic!("{codec:?}: {other:?}"),
             }
         }

@@ -21,11 +21,8 @@ use arrow_avro::reader::ReaderBuilder;
 
 use super::container::{put_long, Chunk, Header, Splitter, MAX_BLOCK_BYTES};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, MapArray, RecordBatch, TimestampMicrosecondArray,
-    UnionArray,
-};
 use deltalake::arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, TimestampMicrosecondArray, UnionArray};
 use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
@@ -110,8 +107,7 @@ pub fn decode_capture_file(bytes: &[u8]) -> Result<CaptureBatch, DecodeError> {
     for chunk in &chunks {
         out.push(decode_chunk(&header, chunk)?);
     }
-    let batch = concat_batches(&capture_schema(), &out)
-        .map_err(|e| DecodeError::file(format!("internal: {e}")))?;
+    let batch = concat_batches(&capture_schema(), &out).map_err(|e| DecodeError::file(format!("internal: {e}")))?;
     Ok(CaptureBatch { batch, codec: header.codec.clone() })
 }
 
@@ -166,10 +162,7 @@ pub fn decode_chunk(header: &Header, chunk: &Chunk) -> Result<RecordBatch, Decod
     if rows != chunk.records {
         return Err(DecodeError {
             record: Some(at(rows.min(chunk.records))),
-            reason: format!(
-                "blocks {}.. declare {} records but {rows} decoded",
-                chunk.first_block, chunk.records
-            ),
+            reason: format!("blocks {}.. declare {} records but {rows} decoded", chunk.first_block, chunk.records),
         });
     }
     normalise(&batch, chunk.first_record)
@@ -252,8 +245,7 @@ fn enqueued_times(array: &ArrayRef, first: u64) -> Result<ArrayRef, DecodeError>
     if matches!(array.data_type(), DataType::Timestamp(..)) {
         return cast(array, &utc_micros()).map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")));
     }
-    let strings = cast(array, &DataType::Utf8)
-        .map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")))?;
+    let strings = cast(array, &DataType::Utf8).map_err(|e| DecodeError::file(format!("field EnqueuedTimeUtc: {e}")))?;
     let strings = strings.as_string::<i32>();
     let mut out = Vec::with_capacity(strings.len());
     // Events of one file mostly share their second: parse each string once.
@@ -337,16 +329,16 @@ fn parse_us_time(s: &str) -> Option<DateTime<Utc>> {
 /// `map<string, union(...)>` → `map<string, string>`.
 fn properties(array: &ArrayRef, name: &str) -> Result<ArrayRef, DecodeError> {
     let bad = |what: String| DecodeError::file(format!("field {name}: {what}"));
-    let map: &MapArray = array
-        .as_map_opt()
-        .ok_or_else(|| bad(format!("expected a map, found {}", array.data_type())))?;
+    let map: &MapArray =
+        array.as_map_opt().ok_or_else(|| bad(format!("expected a map, found {}", array.data_type())))?;
     let keys = cast(map.keys(), &DataType::Utf8).map_err(|e| bad(e.to_string()))?;
     let keys = keys.as_string::<i32>();
     let values = map.values();
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
     let mut builder = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     let union = values.as_any().downcast_ref::<UnionArray>();
-    let plain = if union.is_none() { Some(cast(values, &DataType::Utf8).map_err(|e| bad(e.to_string()))?) } else { None };
+    let plain =
+        if union.is_none() { Some(cast(values, &DataType::Utf8).map_err(|e| bad(e.to_string()))?) } else { None };
     let offsets = map.value_offsets();
     let mut scratch = String::new();
     for row in 0..map.len() {
@@ -452,13 +444,20 @@ mod tests {
         for month in ["0", "1", "01", "2", "12", "13"] {
             for day in ["1", "09", "28", "29", "30", "31", "32"] {
                 for year in ["2024", "2026", "999", "20266"] {
-                    for clock in ["12:00:00", "12:59:59", "1:02:03", "01:02:03", "11:59:59", "13:00:00", "0:10:00", "4:60:00", "4:44:61", "4:4"] {
+                    for clock in [
+                        "12:00:00", "12:59:59", "1:02:03", "01:02:03", "11:59:59", "13:00:00", "0:10:00", "4:60:00",
+                        "4:44:61", "4:4",
+                    ] {
                         for half in ["AM", "PM", "am", "XM"] {
                             let s = format!("{month}/{day}/{year} {clock} {half}");
                             if let Some(fast) = parse_us_time(&s) {
                                 assert_eq!(Some(fast), chrono_us(&s), "{s}");
                             }
-                            assert_eq!(parse_enqueued_time(&s), chrono_us(&s).or_else(|| parse_enqueued_time(&s)), "{s}");
+                            assert_eq!(
+                                parse_enqueued_time(&s),
+                                chrono_us(&s).or_else(|| parse_enqueued_time(&s)),
+                                "{s}"
+                            );
                             checked += 1;
                         }
                     }

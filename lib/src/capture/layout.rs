@@ -58,10 +58,8 @@ impl PathFormat {
         let mut rest = format;
         while let Some(open) = rest.find('{') {
             pattern.push_str(&regex::escape(&rest[..open]));
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unterminated '{{' in path format {format:?}"))?
-                + open;
+            let close =
+                rest[open..].find('}').ok_or_else(|| format!("unterminated '{{' in path format {format:?}"))? + open;
             let name = &rest[open + 1..close];
             let Some((_, re)) = TOKENS.iter().find(|(t, _)| *t == name) else {
                 let known: Vec<&str> = TOKENS.iter().map(|(t, _)| *t).collect();
@@ -103,7 +101,10 @@ impl PathFormat {
     pub fn folder_levels(&self) -> Option<(Vec<FolderLevel>, usize)> {
         let segments: Vec<&str> = self.format.split('/').collect();
         let year = segments.iter().position(|s| *s == "{Year}")?;
-        if segments.get(year + 1) != Some(&"{Month}") || segments.get(year + 2) != Some(&"{Day}") || segments.len() < year + 4 {
+        if segments.get(year + 1) != Some(&"{Month}")
+            || segments.get(year + 2) != Some(&"{Day}")
+            || segments.len() < year + 4
+        {
             return None;
         }
         let levels = segments[..year]
@@ -125,11 +126,7 @@ impl PathFormat {
         let window = date.and_hms_opt(num("Hour")?, num("Minute")?, num("Second")?)?.and_utc();
         let hub = match (caps.name("Namespace"), caps.name("EventHub")) {
             (None, None) => None,
-            (ns, hub) => Some(format!(
-                "{}/{}",
-                ns.map_or("", |m| m.as_str()),
-                hub.map_or("", |m| m.as_str())
-            )),
+            (ns, hub) => Some(format!("{}/{}", ns.map_or("", |m| m.as_str()), hub.map_or("", |m| m.as_str()))),
         };
         Some(PathInfo { partition_id: caps["PartitionId"].to_string(), window, hub })
     }
@@ -163,8 +160,13 @@ mod tests {
         assert_eq!(f.folder_levels(), None, "dates not in folders of their own: listed in full");
         let default = PathFormat::parse(&crate::pipeline::default_path_format()).unwrap();
         assert_eq!(default.folder_levels(), Some((vec![FolderLevel::Partition], 1)));
-        let full = PathFormat::parse("{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}").unwrap();
-        assert_eq!(full.folder_levels(), Some((vec![FolderLevel::Other, FolderLevel::Other, FolderLevel::Partition], 3)));
+        let full =
+            PathFormat::parse("{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}")
+                .unwrap();
+        assert_eq!(
+            full.folder_levels(),
+            Some((vec![FolderLevel::Other, FolderLevel::Other, FolderLevel::Partition], 3))
+        );
         assert!(PathFormat::parse("{Partition}/x").unwrap_err().contains("unknown token {Partition}"));
     }
 }

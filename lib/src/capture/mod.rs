@@ -119,7 +119,9 @@ mod tests {
         assert_eq!(s.to_string(), "shard 2/4");
         // Every partition is in exactly one shard.
         for p in 0..32 {
-            let n = (0..4).filter(|i| PartitionSet::parse_shard(&format!("{i}/4")).unwrap().contains(&p.to_string())).count();
+            let n = (0..4)
+                .filter(|i| PartitionSet::parse_shard(&format!("{i}/4")).unwrap().contains(&p.to_string()))
+                .count();
             assert_eq!(n, 1, "{p}");
         }
         assert!(PartitionSet::parse_shard("0/1").unwrap().contains("x"));

@@ -284,10 +284,7 @@ fn put_map(
                 PropValue::Null => match style {
                     UnionStyle::WithNull => put_long(out, 4),
                     UnionStyle::Legacy => {
-                        return Err(TestGenError::NullInLegacyUnion {
-                            sequence_number,
-                            key: key.clone(),
-                        })
+                        return Err(TestGenError::NullInLegacyUnion { sequence_number, key: key.clone() })
                     }
                 },
             }
@@ -305,12 +302,7 @@ fn encode_event(out: &mut Vec<u8>, e: &CaptureEvent, spec: &FileSpec) -> Result<
         TimeFormat::Iso => format_iso_time(e.enqueued_time),
     };
     put_bytes(out, time.as_bytes());
-    put_map(
-        out,
-        &e.system_properties,
-        spec.union_style,
-        e.sequence_number,
-    )?;
+    put_map(out, &e.system_properties, spec.union_style, e.sequence_number)?;
     put_map(out, &e.properties, spec.union_style, e.sequence_number)?;
     match &e.body {
         None => put_long(out, 0),
@@ -324,9 +316,7 @@ fn encode_event(out: &mut Vec<u8>, e: &CaptureEvent, spec: &FileSpec) -> Result<
 
 /// 64-bit FNV-1a.
 fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -348,10 +338,7 @@ fn splitmix(mut z: u64) -> u64 {
 ///
 /// Fails with [`TestGenError::NullInLegacyUnion`] if a property is
 /// [`PropValue::Null`] while `spec.union_style` is [`UnionStyle::Legacy`].
-pub fn write_capture_file(
-    events: &[CaptureEvent],
-    spec: &FileSpec,
-) -> Result<Vec<u8>, TestGenError> {
+pub fn write_capture_file(events: &[CaptureEvent], spec: &FileSpec) -> Result<Vec<u8>, TestGenError> {
     write_capture_file_at(events, spec, None)
 }
 
@@ -400,12 +387,7 @@ fn write_capture_file_at(
 
     let codec = spec.codec.to_avro();
     for (n, mut data) in blocks {
-        codec
-            .compress(&mut data)
-            .map_err(|source| TestGenError::Avro {
-                path: path.map(Path::to_path_buf),
-                source,
-            })?;
+        codec.compress(&mut data).map_err(|source| TestGenError::Avro { path: path.map(Path::to_path_buf), source })?;
         put_long(&mut out, n as i64);
         put_long(&mut out, data.len() as i64);
         out.extend_from_slice(&data);
@@ -506,13 +488,11 @@ pub fn corrupt(file: &[u8], how: Corruption) -> Vec<u8> {
             out[..n].copy_from_slice(&b"NoAv"[..n]);
         }
         Corruption::BadSync => {
-            let (start, len) =
-                first_block(file).expect("corrupt(BadSync) needs a file with a data block");
+            let (start, len) = first_block(file).expect("corrupt(BadSync) needs a file with a data block");
             out[start + len] ^= 0xFF;
         }
         Corruption::GarbageBlock => {
-            let (start, len) =
-                first_block(file).expect("corrupt(GarbageBlock) needs a file with a data block");
+            let (start, len) = first_block(file).expect("corrupt(GarbageBlock) needs a file with a data block");
             out[start..start + len].fill(0xFF);
         }
     }
@@ -587,8 +567,8 @@ impl Rng {
 
 const USERS: u64 = 4_000;
 const FIRST_NAMES: &[&str] = &[
-    "alice", "bruno", "chiara", "dmitri", "elena", "farid", "greta", "hiroshi", "ingrid", "jonas",
-    "kemal", "lucia", "mateo", "nadia", "oskar", "priya", "quentin", "rosa", "stefan", "tamara",
+    "alice", "bruno", "chiara", "dmitri", "elena", "farid", "greta", "hiroshi", "ingrid", "jonas", "kemal", "lucia",
+    "mateo", "nadia", "oskar", "priya", "quentin", "rosa", "stefan", "tamara",
 ];
 const LAST_NAMES: &[&str] = &[
     "andersson",
@@ -674,8 +654,7 @@ pub fn user_event_body(rng: &mut Rng, sequence: i64, at: DateTime<Utc>) -> Vec<u
     let user = r.below(USERS) + 1;
     let first = FIRST_NAMES[(user % FIRST_NAMES.len() as u64) as usize];
     let last = LAST_NAMES[((user / FIRST_NAMES.len() as u64) % LAST_NAMES.len() as u64) as usize];
-    let session =
-        splitmix(user ^ (at.timestamp().div_euclid(1800) as u64).wrapping_mul(0x1_0000_0001));
+    let session = splitmix(user ^ (at.timestamp().div_euclid(1800) as u64).wrapping_mul(0x1_0000_0001));
     let session2 = splitmix(session);
     let session3 = splitmix(session2);
     let product = 10_000 + r.below(90_000);
@@ -683,23 +662,16 @@ pub fn user_event_body(rng: &mut Rng, sequence: i64, at: DateTime<Utc>) -> Vec<u
     let slug = r.pick(PRODUCT_SLUGS);
     let referrer = r.pick(REFERRERS);
     let page = match name {
-        "page_view" | "click" => format!(
-            "/products/{category}/{slug}-{product}?ref={referrer}&position={}",
-            r.below(24) + 1
-        ),
+        "page_view" | "click" => {
+            format!("/products/{category}/{slug}-{product}?ref={referrer}&position={}", r.below(24) + 1)
+        }
         "search" => format!(
             "/search?q={}&sort=relevance&filters=in-stock%2Cfree-delivery&page={}",
             r.pick(SEARCH_TERMS),
             r.below(5) + 1
         ),
-        "add_to_cart" => format!(
-            "/cart/add/{slug}-{product}?category={category}&quantity={}",
-            r.below(3) + 1
-        ),
-        "purchase" => format!(
-            "/checkout/confirmation/order-{:08}?ref={referrer}",
-            r.below(100_000_000)
-        ),
+        "add_to_cart" => format!("/cart/add/{slug}-{product}?category={category}&quantity={}", r.below(3) + 1),
+        "purchase" => format!("/checkout/confirmation/order-{:08}?ref={referrer}", r.below(100_000_000)),
         "login" => format!("/account/login?return=%2Fhome&method=password&ref={referrer}"),
         _ => "/account/logout?reason=user&return=%2Fhome".to_string(),
     };
@@ -720,13 +692,8 @@ pub fn user_event_body(rng: &mut Rng, sequence: i64, at: DateTime<Utc>) -> Vec<u
     );
     if name == "purchase" {
         let cents = 199 + r.below(49_800);
-        let _ = write!(
-            s,
-            ", \"amount\": \"{}.{:02}\", \"currency\": \"{}\"",
-            cents / 100,
-            cents % 100,
-            r.pick(CURRENCIES)
-        );
+        let _ =
+            write!(s, ", \"amount\": \"{}.{:02}\", \"currency\": \"{}\"", cents / 100, cents % 100, r.pick(CURRENCIES));
     }
     s.push('}');
     s.into_bytes()
@@ -796,10 +763,7 @@ impl DatasetSpec {
             windows: 6,
             window_secs: 300,
             events_per_file: 25,
-            start: Utc
-                .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
-                .single()
-                .expect("valid time"),
+            start: Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).single().expect("valid time"),
             seed,
             codecs: Codec::ALL.to_vec(),
             empty_every: 0,
@@ -858,21 +822,10 @@ struct PartitionState {
 /// alone.
 pub fn generate_dataset(root: &Path, spec: &DatasetSpec) -> Result<DatasetSummary, TestGenError> {
     if spec.window_secs <= 0 {
-        return Err(TestGenError::InvalidSpec(format!(
-            "window_secs must be positive, got {}",
-            spec.window_secs
-        )));
+        return Err(TestGenError::InvalidSpec(format!("window_secs must be positive, got {}", spec.window_secs)));
     }
-    let codecs: &[Codec] = if spec.codecs.is_empty() {
-        &[Codec::Null]
-    } else {
-        &spec.codecs
-    };
-    let file_spec = FileSpec {
-        codec: Codec::Null,
-        union_style: UnionStyle::Legacy,
-        time_format: TimeFormat::Us,
-    };
+    let codecs: &[Codec] = if spec.codecs.is_empty() { &[Codec::Null] } else { &spec.codecs };
+    let file_spec = FileSpec { codec: Codec::Null, union_style: UnionStyle::Legacy, time_format: TimeFormat::Us };
     let window_ms = spec.window_secs * 1000;
     let mut summary = DatasetSummary::default();
     let mut events = Vec::with_capacity(spec.events_per_file as usize);
@@ -899,22 +852,13 @@ pub fn generate_dataset(root: &Path, spec: &DatasetSpec) -> Result<DatasetSummar
                     events.push(e);
                 }
             }
-            let spec_here = FileSpec {
-                codec: codecs[(p + w) as usize % codecs.len()],
-                ..file_spec
-            };
+            let spec_here = FileSpec { codec: codecs[(p + w) as usize % codecs.len()], ..file_spec };
             let path = root.join(capture_path(&partition, window_start));
             let bytes = write_capture_file_at(&events, &spec_here, Some(&path))?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| TestGenError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+                std::fs::create_dir_all(dir).map_err(|source| TestGenError::Io { path: dir.to_path_buf(), source })?;
             }
-            std::fs::write(&path, &bytes).map_err(|source| TestGenError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::write(&path, &bytes).map_err(|source| TestGenError::Io { path: path.clone(), source })?;
             summary.files += 1;
             summary.bytes += bytes.len() as u64;
             summary.events += events.len() as u64;
@@ -923,9 +867,7 @@ pub fn generate_dataset(root: &Path, spec: &DatasetSpec) -> Result<DatasetSummar
             }
         }
         if state.next_sequence > 0 {
-            summary
-                .per_partition_last_sequence
-                .insert(partition, state.next_sequence - 1);
+            summary.per_partition_last_sequence.insert(partition, state.next_sequence - 1);
         }
     }
     Ok(summary)
@@ -965,21 +907,13 @@ fn make_event(
 
     let offset = state.next_offset.to_string();
     let mut system_properties = vec![
-        (
-            "x-opt-sequence-number".to_string(),
-            PropValue::Long(sequence),
-        ),
+        ("x-opt-sequence-number".to_string(), PropValue::Long(sequence)),
         ("x-opt-offset".to_string(), PropValue::Str(offset.clone())),
-        (
-            "x-opt-enqueued-time".to_string(),
-            PropValue::Long(enqueued.timestamp_millis()),
-        ),
+        ("x-opt-enqueued-time".to_string(), PropValue::Long(enqueued.timestamp_millis())),
     ];
     if rng.chance_pct(20) {
-        system_properties.push((
-            "x-opt-publisher".to_string(),
-            PropValue::Str(format!("device-{partition}-{}", rng.below(50))),
-        ));
+        system_properties
+            .push(("x-opt-publisher".to_string(), PropValue::Str(format!("device-{partition}-{}", rng.below(50)))));
     }
     let mut properties = Vec::new();
     if rng.chance_pct(60) {
@@ -987,18 +921,12 @@ fn make_event(
         properties.push(("source".to_string(), PropValue::Str(source.to_string())));
     }
     if resend {
-        properties.push((
-            "retry".to_string(),
-            PropValue::Long(1 + rng.below(3) as i64),
-        ));
+        properties.push(("retry".to_string(), PropValue::Long(1 + rng.below(3) as i64)));
     } else if rng.chance_pct(5) {
         properties.push(("retry".to_string(), PropValue::Long(0)));
     }
     if rng.chance_pct(30) {
-        properties.push((
-            "score".to_string(),
-            PropValue::Double(rng.below(10_000) as f64 / 100.0),
-        ));
+        properties.push(("score".to_string(), PropValue::Double(rng.below(10_000) as f64 / 100.0)));
     }
     if rng.chance_pct(10) {
         let trace: Vec<u8> = (0..16).map(|_| rng.next_u64() as u8).collect();
@@ -1075,26 +1003,13 @@ mod tests {
                 enqueued_time: t0 + Duration::milliseconds(1_700 * i),
                 system_properties: vec![
                     ("x-opt-sequence-number".into(), PropValue::Long(1_000 + i)),
-                    (
-                        "x-opt-offset".into(),
-                        PropValue::Str((4096 * i).to_string()),
-                    ),
+                    ("x-opt-offset".into(), PropValue::Str((4096 * i).to_string())),
                 ],
-                properties: if i % 3 == 0 {
-                    Vec::new()
-                } else {
-                    props.clone()
-                },
+                properties: if i % 3 == 0 { Vec::new() } else { props.clone() },
                 body: if i == 7 {
                     None
                 } else {
-                    Some(
-                        format!(
-                            "{{\"n\": {i}, \"pad\": \"{}\"}}",
-                            "x".repeat(i as usize * 50)
-                        )
-                        .into_bytes(),
-                    )
+                    Some(format!("{{\"n\": {i}, \"pad\": \"{}\"}}", "x".repeat(i as usize * 50)).into_bytes())
                 },
             })
             .collect()
@@ -1126,10 +1041,7 @@ mod tests {
             ("SequenceNumber".into(), Value::Long(e.sequence_number)),
             ("Offset".into(), Value::String(e.offset.clone())),
             ("EnqueuedTimeUtc".into(), Value::String(time)),
-            (
-                "SystemProperties".into(),
-                expected_map(&e.system_properties),
-            ),
+            ("SystemProperties".into(), expected_map(&e.system_properties)),
             ("Properties".into(), expected_map(&e.properties)),
             (
                 "Body".into(),
@@ -1146,30 +1058,15 @@ mod tests {
         for codec in Codec::ALL {
             for union_style in [UnionStyle::Legacy, UnionStyle::WithNull] {
                 for time_format in [TimeFormat::Us, TimeFormat::Iso] {
-                    let spec = FileSpec {
-                        codec,
-                        union_style,
-                        time_format,
-                    };
+                    let spec = FileSpec { codec, union_style, time_format };
                     let events = sample_events(union_style);
                     let file = write_capture_file(&events, &spec).unwrap();
                     let ctx = format!("{spec:?}");
 
                     let meta = header_entries(&file);
-                    assert_eq!(
-                        meta[0],
-                        (
-                            "avro.codec".to_string(),
-                            codec.avro_name().as_bytes().to_vec()
-                        ),
-                        "{ctx}"
-                    );
+                    assert_eq!(meta[0], ("avro.codec".to_string(), codec.avro_name().as_bytes().to_vec()), "{ctx}");
                     assert_eq!(meta[1].0, "avro.schema", "{ctx}");
-                    assert_eq!(
-                        meta[1].1,
-                        capture_schema_json(union_style).as_bytes(),
-                        "{ctx}"
-                    );
+                    assert_eq!(meta[1].1, capture_schema_json(union_style).as_bytes(), "{ctx}");
 
                     let records = read_all(&file).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     assert_eq!(records.len(), events.len(), "{ctx}");
@@ -1178,10 +1075,7 @@ mod tests {
                     }
                     // 40 events of up to 2 kB: more than one block.
                     let (start, len) = first_block(&file).unwrap();
-                    assert!(
-                        start + len + 16 < file.len(),
-                        "{ctx}: expected several blocks"
-                    );
+                    assert!(start + len + 16 < file.len(), "{ctx}: expected several blocks");
                     // Deterministic.
                     assert_eq!(file, write_capture_file(&events, &spec).unwrap(), "{ctx}");
                 }
@@ -1191,53 +1085,28 @@ mod tests {
 
     #[test]
     fn time_formats() {
-        assert_eq!(
-            format_us_time(utc(2016, 11, 16, 16, 44, 11)),
-            "11/16/2016 4:44:11 PM"
-        );
-        assert_eq!(
-            format_us_time(utc(2026, 1, 2, 0, 5, 9)),
-            "1/2/2026 12:05:09 AM"
-        );
-        assert_eq!(
-            format_us_time(utc(2026, 7, 4, 12, 0, 0)),
-            "7/4/2026 12:00:00 PM"
-        );
-        assert_eq!(
-            format_us_time(utc(2026, 7, 4, 23, 59, 59) + Duration::milliseconds(999)),
-            "7/4/2026 11:59:59 PM"
-        );
+        assert_eq!(format_us_time(utc(2016, 11, 16, 16, 44, 11)), "11/16/2016 4:44:11 PM");
+        assert_eq!(format_us_time(utc(2026, 1, 2, 0, 5, 9)), "1/2/2026 12:05:09 AM");
+        assert_eq!(format_us_time(utc(2026, 7, 4, 12, 0, 0)), "7/4/2026 12:00:00 PM");
+        assert_eq!(format_us_time(utc(2026, 7, 4, 23, 59, 59) + Duration::milliseconds(999)), "7/4/2026 11:59:59 PM");
         assert_eq!(
             format_iso_time(utc(2016, 11, 16, 16, 44, 11) + Duration::milliseconds(123)),
             "2016-11-16T16:44:11.123Z"
         );
-        assert_eq!(
-            format_iso_time(utc(2016, 11, 16, 16, 44, 11)),
-            "2016-11-16T16:44:11.000Z"
-        );
+        assert_eq!(format_iso_time(utc(2016, 11, 16, 16, 44, 11)), "2016-11-16T16:44:11.000Z");
     }
 
     #[test]
     fn capture_paths() {
-        assert_eq!(
-            capture_path("3", utc(2026, 11, 22, 4, 5, 0)),
-            "3/2026/11/22/04/05/00.avro"
-        );
-        assert_eq!(
-            capture_path("12", utc(2027, 1, 2, 23, 59, 7)),
-            "12/2027/01/02/23/59/07.avro"
-        );
+        assert_eq!(capture_path("3", utc(2026, 11, 22, 4, 5, 0)), "3/2026/11/22/04/05/00.avro");
+        assert_eq!(capture_path("12", utc(2027, 1, 2, 23, 59, 7)), "12/2027/01/02/23/59/07.avro");
     }
 
     #[test]
     fn header_only_file_has_no_records_and_is_small() {
         for codec in Codec::ALL {
             for union_style in [UnionStyle::Legacy, UnionStyle::WithNull] {
-                let spec = FileSpec {
-                    codec,
-                    union_style,
-                    ..FileSpec::default()
-                };
+                let spec = FileSpec { codec, union_style, ..FileSpec::default() };
                 let file = write_capture_file(&[], &spec).unwrap();
                 assert!(file.len() < 1024, "{} bytes", file.len());
                 assert_eq!(header_len(&file), Some(file.len()));
@@ -1261,10 +1130,8 @@ mod tests {
     /// byte for byte, apart from the sync marker.
     #[test]
     fn matches_a_file_written_by_azure() {
-        let real_path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/real-capture/05.avro");
-        let real =
-            std::fs::read(&real_path).unwrap_or_else(|e| panic!("{}: {e}", real_path.display()));
+        let real_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/real-capture/05.avro");
+        let real = std::fs::read(&real_path).unwrap_or_else(|e| panic!("{}: {e}", real_path.display()));
         let event = CaptureEvent {
             sequence_number: 0,
             offset: "0".into(),
@@ -1288,14 +1155,7 @@ mod tests {
     fn small_deflate_file() -> Vec<u8> {
         let mut events = sample_events(UnionStyle::Legacy);
         events.truncate(5);
-        write_capture_file(
-            &events,
-            &FileSpec {
-                codec: Codec::Deflate,
-                ..FileSpec::default()
-            },
-        )
-        .unwrap()
+        write_capture_file(&events, &FileSpec { codec: Codec::Deflate, ..FileSpec::default() }).unwrap()
     }
 
     #[test]
@@ -1303,14 +1163,7 @@ mod tests {
         for codec in Codec::ALL {
             let mut events = sample_events(UnionStyle::Legacy);
             events.truncate(5);
-            let file = write_capture_file(
-                &events,
-                &FileSpec {
-                    codec,
-                    ..FileSpec::default()
-                },
-            )
-            .unwrap();
+            let file = write_capture_file(&events, &FileSpec { codec, ..FileSpec::default() }).unwrap();
             assert_eq!(read_all(&file).unwrap().len(), 5);
             let h = header_len(&file).unwrap();
             let (start, len) = first_block(&file).unwrap();
@@ -1319,12 +1172,8 @@ mod tests {
                 Corruption::Truncate { keep: 3 },
                 Corruption::Truncate { keep: h / 2 },
                 Corruption::Truncate { keep: h + 1 },
-                Corruption::Truncate {
-                    keep: start + len / 2,
-                },
-                Corruption::Truncate {
-                    keep: file.len() - 1,
-                },
+                Corruption::Truncate { keep: start + len / 2 },
+                Corruption::Truncate { keep: file.len() - 1 },
                 Corruption::BadMagic,
                 Corruption::BadSync,
                 Corruption::GarbageBlock,
@@ -1332,27 +1181,19 @@ mod tests {
             for how in cases {
                 let bad = corrupt(&file, how);
                 assert_ne!(bad, file);
-                assert!(
-                    read_all(&bad).is_err(),
-                    "{codec:?} {how:?} was read without error"
-                );
+                assert!(read_all(&bad).is_err(), "{codec:?} {how:?} was read without error");
             }
         }
         // Cutting exactly at a block boundary is not detectable: it reads as a shorter file.
         let file = small_deflate_file();
         let h = header_len(&file).unwrap();
-        assert!(read_all(&corrupt(&file, Corruption::Truncate { keep: h }))
-            .unwrap()
-            .is_empty());
+        assert!(read_all(&corrupt(&file, Corruption::Truncate { keep: h })).unwrap().is_empty());
     }
 
     #[test]
     #[should_panic(expected = "needs a file with a data block")]
     fn bad_sync_needs_a_block() {
-        corrupt(
-            &write_capture_file(&[], &FileSpec::default()).unwrap(),
-            Corruption::BadSync,
-        );
+        corrupt(&write_capture_file(&[], &FileSpec::default()).unwrap(), Corruption::BadSync);
     }
 
     #[test]
@@ -1436,11 +1277,7 @@ mod tests {
                 if path.is_dir() {
                     walk(root, &path, out);
                 } else {
-                    let rel = path
-                        .strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .replace('\\', "/");
+                    let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
                     out.insert(rel, std::fs::read(&path).unwrap());
                 }
             }
@@ -1486,14 +1323,7 @@ mod tests {
 
         // A different seed gives different files.
         let c = tempfile::tempdir().unwrap();
-        generate_dataset(
-            c.path(),
-            &DatasetSpec {
-                seed: 100,
-                ..spec.clone()
-            },
-        )
-        .unwrap();
+        generate_dataset(c.path(), &DatasetSpec { seed: 100, ..spec.clone() }).unwrap();
         assert_ne!(fa, files_below(c.path()));
 
         assert_eq!(sa.files, fa.len() as u64);
@@ -1510,10 +1340,7 @@ mod tests {
             let partition = rel.split('/').next().unwrap().to_string();
             let w = (0..spec.windows)
                 .find(|w| {
-                    capture_path(
-                        &partition,
-                        spec.start + Duration::seconds(spec.window_secs * i64::from(*w)),
-                    ) == *rel
+                    capture_path(&partition, spec.start + Duration::seconds(spec.window_secs * i64::from(*w))) == *rel
                 })
                 .unwrap_or_else(|| panic!("unexpected file {rel}"));
             let p: u32 = partition.parse().unwrap();
@@ -1532,27 +1359,16 @@ mod tests {
                 let expected = last.get(&partition).map_or(0, |s| s + 1);
                 assert_eq!(seq, expected, "{rel}");
                 last.insert(partition.clone(), seq);
-                let Value::Map(sys) = field(r, "SystemProperties") else {
-                    panic!()
-                };
+                let Value::Map(sys) = field(r, "SystemProperties") else { panic!() };
                 assert_eq!(long_of(&sys["x-opt-sequence-number"]), seq);
                 let ms = long_of(&sys["x-opt-enqueued-time"]);
                 assert!(ms >= prev_ms && ms >= window_start.timestamp_millis());
                 assert!(ms < window_start.timestamp_millis() + spec.window_secs * 1000);
                 prev_ms = ms;
-                let Value::String(t) = field(r, "EnqueuedTimeUtc") else {
-                    panic!()
-                };
-                assert_eq!(
-                    t,
-                    &format_us_time(DateTime::from_timestamp_millis(ms).unwrap())
-                );
-                let Value::Union(1, body) = field(r, "Body") else {
-                    panic!()
-                };
-                let Value::Bytes(body) = body.as_ref() else {
-                    panic!()
-                };
+                let Value::String(t) = field(r, "EnqueuedTimeUtc") else { panic!() };
+                assert_eq!(t, &format_us_time(DateTime::from_timestamp_millis(ms).unwrap()));
+                let Value::Union(1, body) = field(r, "Body") else { panic!() };
+                let Value::Bytes(body) = body.as_ref() else { panic!() };
                 match serde_json::from_slice::<serde_json::Value>(body) {
                     Err(_) => malformed += 1,
                     Ok(v) => {
@@ -1578,10 +1394,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = generate_dataset(dir.path(), &DatasetSpec::small(1)).unwrap();
         assert_eq!((s.files, s.events, s.header_only_files), (24, 600, 0));
-        let codecs: HashSet<Vec<u8>> = files_below(dir.path())
-            .values()
-            .map(|f| header_entries(f)[0].1.clone())
-            .collect();
+        let codecs: HashSet<Vec<u8>> =
+            files_below(dir.path()).values().map(|f| header_entries(f)[0].1.clone()).collect();
         assert_eq!(codecs.len(), 4);
     }
 
@@ -1632,10 +1446,7 @@ mod tests {
                 system_properties: vec![
                     ("x-opt-sequence-number".into(), PropValue::Long(0)),
                     ("x-opt-offset".into(), PropValue::Str("0".into())),
-                    (
-                        "x-opt-enqueued-time".into(),
-                        PropValue::Long(t.timestamp_millis()),
-                    ),
+                    ("x-opt-enqueued-time".into(), PropValue::Long(t.timestamp_millis())),
                 ],
                 properties: vec![],
                 body: Some(body(1)),
@@ -1644,10 +1455,7 @@ mod tests {
                 sequence_number: 1,
                 offset: "312".into(),
                 enqueued_time: t + Duration::seconds(1),
-                system_properties: vec![(
-                    "x-opt-publisher".into(),
-                    PropValue::Str("device-7".into()),
-                )],
+                system_properties: vec![("x-opt-publisher".into(), PropValue::Str("device-7".into()))],
                 properties: vec![
                     ("retry".into(), PropValue::Long(2)),
                     ("score".into(), PropValue::Double(0.5)),
@@ -1683,37 +1491,13 @@ mod tests {
         let bad = root.join("bad");
         let deflate = small_deflate_file();
         let (start, len) = first_block(&deflate).unwrap();
-        write(
-            &bad.join("truncated.avro"),
-            &corrupt(
-                &deflate,
-                Corruption::Truncate {
-                    keep: start + len / 2,
-                },
-            ),
-        );
-        write(
-            &bad.join("bad-magic.avro"),
-            &corrupt(&deflate, Corruption::BadMagic),
-        );
-        write(
-            &bad.join("bad-sync.avro"),
-            &corrupt(&deflate, Corruption::BadSync),
-        );
-        write(
-            &bad.join("garbage-block.avro"),
-            &corrupt(&deflate, Corruption::GarbageBlock),
-        );
+        write(&bad.join("truncated.avro"), &corrupt(&deflate, Corruption::Truncate { keep: start + len / 2 }));
+        write(&bad.join("bad-magic.avro"), &corrupt(&deflate, Corruption::BadMagic));
+        write(&bad.join("bad-sync.avro"), &corrupt(&deflate, Corruption::BadSync));
+        write(&bad.join("garbage-block.avro"), &corrupt(&deflate, Corruption::GarbageBlock));
         write(
             &bad.join("empty-header-only.avro"),
-            &write_capture_file(
-                &[],
-                &FileSpec {
-                    codec: Codec::Deflate,
-                    ..FileSpec::default()
-                },
-            )
-            .unwrap(),
+            &write_capture_file(&[], &FileSpec { codec: Codec::Deflate, ..FileSpec::default() }).unwrap(),
         );
         write(
             &bad.join("us-time-legacy-union.avro"),
@@ -1723,11 +1507,7 @@ mod tests {
             &bad.join("iso-time-with-null-union.avro"),
             &write_capture_file(
                 &fixed_events(UnionStyle::WithNull),
-                &FileSpec {
-                    codec: Codec::Deflate,
-                    union_style: UnionStyle::WithNull,
-                    time_format: TimeFormat::Iso,
-                },
+                &FileSpec { codec: Codec::Deflate, union_style: UnionStyle::WithNull, time_format: TimeFormat::Iso },
             )
             .unwrap(),
         );
@@ -1746,22 +1526,15 @@ mod tests {
             files
                 .into_iter()
                 .map(|(name, bytes)| {
-                    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-                    });
+                    let h = bytes
+                        .iter()
+                        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
                     (name, bytes.len(), h)
                 })
                 .collect()
         };
-        assert_eq!(
-            digest(files_below(&committed)),
-            digest(files_below(fresh.path())),
-            "run regenerate_testdata"
-        );
+        assert_eq!(digest(files_below(&committed)), digest(files_below(fresh.path())), "run regenerate_testdata");
         let valid = std::fs::read(root.join("bad/us-time-legacy-union.avro")).unwrap();
-        assert_eq!(
-            valid,
-            write_capture_file(&fixed_events(UnionStyle::Legacy), &FileSpec::default()).unwrap()
-        );
+        assert_eq!(valid, write_capture_file(&fixed_events(UnionStyle::Legacy), &FileSpec::default()).unwrap());
     }
 }

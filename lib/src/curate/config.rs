@@ -101,10 +101,7 @@ pub struct ScopeColumn {
 #[serde(untagged)]
 enum ScopeColumnRepr {
     Same(String),
-    Mapped {
-        column: String,
-        source: String,
-    },
+    Mapped { column: String, source: String },
 }
 
 impl<'de> Deserialize<'de> for ScopeColumn {

@@ -52,7 +52,12 @@ pub enum DiffError {
 
 /// Compares `new` (the model's rows for a scope) with `old` (the stored rows
 /// of that scope); both must have `schema`.
-pub fn diff(schema: &SchemaRef, key: &[String], new: &[RecordBatch], old: &[RecordBatch]) -> Result<Changes, DiffError> {
+pub fn diff(
+    schema: &SchemaRef,
+    key: &[String],
+    new: &[RecordBatch],
+    old: &[RecordBatch],
+) -> Result<Changes, DiffError> {
     let arrow = |e: deltalake::arrow::error::ArrowError| DiffError::Arrow(e.to_string());
     let new = concat_batches(schema, new).map_err(arrow)?;
     let old = concat_batches(schema, old).map_err(arrow)?;
@@ -106,7 +111,8 @@ pub fn diff(schema: &SchemaRef, key: &[String], new: &[RecordBatch], old: &[Reco
         columns.push(Arc::new(StringArray::from(vec![op; rows.len()])));
         RecordBatch::try_new(out_schema.clone(), columns).map_err(arrow)
     };
-    let parts = [tagged(&new, &inserts, "insert")?, tagged(&new, &updates, "update")?, tagged(&old, &deletes, "delete")?];
+    let parts =
+        [tagged(&new, &inserts, "insert")?, tagged(&new, &updates, "update")?, tagged(&old, &deletes, "delete")?];
     Ok(Changes {
         batch: concat_batches(&out_schema, &parts).map_err(arrow)?,
         inserted: inserts.len() as u64,
@@ -144,10 +150,7 @@ mod tests {
     use deltalake::arrow::array::{AsArray, Int64Array};
 
     fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, true),
-            Field::new("v", DataType::Int64, true),
-        ]))
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("v", DataType::Int64, true)]))
     }
 
     fn rows(pairs: &[(Option<&str>, Option<i64>)]) -> RecordBatch {
@@ -207,7 +210,10 @@ mod tests {
     #[test]
     fn refuses_duplicate_and_null_keys() {
         let dup = rows(&[(Some("a"), Some(1)), (Some("a"), Some(2))]);
-        assert_eq!(diff(&schema(), &["k".to_string()], &[dup], &[]).unwrap_err(), DiffError::DuplicateKey("k=a".into()));
+        assert_eq!(
+            diff(&schema(), &["k".to_string()], &[dup], &[]).unwrap_err(),
+            DiffError::DuplicateKey("k=a".into())
+        );
         let null = rows(&[(None, Some(1))]);
         assert_eq!(diff(&schema(), &["k".to_string()], &[null], &[]).unwrap_err(), DiffError::NullKey("k=null".into()));
     }

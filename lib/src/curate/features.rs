@@ -135,12 +135,11 @@ pub async fn lookup(loaded: &LoadedPipeline, request: &FeatureRequest) -> Result
         Some(b) => b.schema(),
         None => Arc::new(Schema::empty()),
     };
-    let matched: u64 = batches
-        .iter()
-        .map(|b| b.column_by_name(FEATURE_AS_OF).map_or(0, |c| (c.len() - c.null_count()) as u64))
-        .sum();
+    let matched: u64 =
+        batches.iter().map(|b| b.column_by_name(FEATURE_AS_OF).map_or(0, |c| (c.len() - c.null_count()) as u64)).sum();
     let format = match &request.output {
-        Some(p) => Format::from_path(p).ok_or_else(|| bad(p, "unknown output format: name the file .parquet, .csv or .jsonl".into()))?,
+        Some(p) => Format::from_path(p)
+            .ok_or_else(|| bad(p, "unknown output format: name the file .parquet, .csv or .jsonl".into()))?,
         None => Format::Jsonl,
     };
     crate::export::write(&batches, &schema, format, request.output.as_deref())?;

@@ -99,7 +99,8 @@ pub struct Model {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Static checks of the `curate:` section (no storage), as (key path,
@@ -110,13 +111,23 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     let Some(curate) = &p.curate else { return problems };
     let mut bad = |path: String, msg: String| problems.push((path, msg));
     if !curate.tables.is_empty() && (p.process.is_none() || p.tables.processed.is_none()) {
-        bad("curate".into(), "curated tables read the processed table: the pipeline needs a process: section and tables.processed".into());
+        bad(
+            "curate".into(),
+            "curated tables read the processed table: the pipeline needs a process: section and tables.processed"
+                .into(),
+        );
     }
     let mut names: Vec<&str> = vec![PROCESSED];
     for (i, r) in curate.references.iter().enumerate() {
         let at = format!("curate.references[{i}]");
         if !is_identifier(&r.name) || names.contains(&r.name.as_str()) {
-            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?}", r.name));
+            bad(
+                format!("{at}.name"),
+                format!(
+                    "{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?}",
+                    r.name
+                ),
+            );
         }
         names.push(&r.name);
         if let Err(e) = Location::parse(&r.path) {
@@ -133,11 +144,16 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         }
         match (&t.sql, &t.sql_file) {
             (Some(_), Some(_)) => bad(at.clone(), "give sql or sql_file, not both".into()),
-            (None, None) => bad(at.clone(), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into()),
+            (None, None) => {
+                bad(at.clone(), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into())
+            }
             (None, Some(f)) => {
                 let file = loaded.base_dir().join(f);
                 if !file.is_file() {
-                    bad(format!("{at}.sql_file"), format!("cannot read {}; paths are relative to the pipeline file", file.display()));
+                    bad(
+                        format!("{at}.sql_file"),
+                        format!("cannot read {}; paths are relative to the pipeline file", file.display()),
+                    );
                 }
             }
             (Some(_), None) => {}
@@ -147,12 +163,18 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         }
         if let Some(a) = &t.as_of {
             if !t.key.contains(a) {
-                bad(format!("{at}.as_of"), format!("{a:?} must be one of the key columns (entity columns plus the as-of timestamp)"));
+                bad(
+                    format!("{at}.as_of"),
+                    format!("{a:?} must be one of the key columns (entity columns plus the as-of timestamp)"),
+                );
             }
         }
         if let Some(inc) = &t.incremental {
             if inc.by.is_empty() {
-                bad(format!("{at}.incremental.by"), "name at least one scope column, or remove incremental: to recompute fully".into());
+                bad(
+                    format!("{at}.incremental.by"),
+                    "name at least one scope column, or remove incremental: to recompute fully".into(),
+                );
             }
             if !names[..].contains(&inc.source.as_str()) || curate.references.iter().any(|r| r.name == inc.source) {
                 bad(
@@ -248,8 +270,9 @@ fn table_schema(output: &Schema, key: &[String]) -> SchemaRef {
 /// Casts model output batches to `schema` (all nullable: the diff reports
 /// null keys by name before the table's NOT NULL would).
 fn to_schema(table: &str, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let nullable: SchemaRef =
-        Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
+    let nullable: SchemaRef = Arc::new(Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
     batches
         .into_iter()
         .map(|b| {
@@ -257,7 +280,9 @@ fn to_schema(table: &str, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Resu
                 .fields()
                 .iter()
                 .map(|f| {
-                    let c = b.column_by_name(f.name()).ok_or_else(|| model_error(table, format!("column {:?} missing from the model output", f.name())))?;
+                    let c = b.column_by_name(f.name()).ok_or_else(|| {
+                        model_error(table, format!("column {:?} missing from the model output", f.name()))
+                    })?;
                     cast(c, f.data_type()).map_err(|e| model_error(table, format!("column {:?}: {e}", f.name())))
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -286,13 +311,15 @@ impl Catalog {
     async fn open(loaded: &LoadedPipeline, models: &[Model]) -> Result<Catalog> {
         let mut tables = HashMap::new();
         if let Some(t) = &loaded.pipeline.tables.processed {
-            let location = Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+            let location = Location::parse(&t.path)
+                .map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
             if let Some(table) = delta::open(&location).await? {
                 tables.insert(PROCESSED.to_string(), table);
             }
         }
         for r in loaded.pipeline.curate.iter().flat_map(|c| &c.references) {
-            let location = Location::parse(&r.path).map_err(|reason| Error::InvalidLocation { location: r.path.clone(), reason })?;
+            let location = Location::parse(&r.path)
+                .map_err(|reason| Error::InvalidLocation { location: r.path.clone(), reason })?;
             let table = delta::open(&location).await?.ok_or_else(|| Error::InvalidLocation {
                 location: location.to_string(),
                 reason: format!("reference table {:?} does not exist", r.name),
@@ -349,7 +376,10 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
         let output = match ctx.sql(&m.sql).await {
             Ok(df) => Arc::new(df.schema().as_arrow().clone()),
             Err(e) => {
-                problems.push((format!("{at}.sql"), format!("model {:?} does not plan: {}", t.name, clean(&e.to_string()))));
+                problems.push((
+                    format!("{at}.sql"),
+                    format!("model {:?} does not plan: {}", t.name, clean(&e.to_string())),
+                ));
                 continue;
             }
         };
@@ -357,14 +387,20 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
         let columns = || output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
         for (what, list) in [("key", &t.key), ("partition_by", &t.partition_by), ("zorder_by", &t.zorder_by)] {
             for c in list.iter().filter(|c| !has(c)) {
-                problems.push((format!("{at}.{what}"), format!("{c:?} is not a column of the model's output ({})", columns())));
+                problems.push((
+                    format!("{at}.{what}"),
+                    format!("{c:?} is not a column of the model's output ({})", columns()),
+                ));
             }
         }
         if let Some(a) = &t.as_of {
             match output.field_with_name(a) {
                 Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
                 Ok(f) => problems.push((format!("{at}.as_of"), format!("{a:?} is {}, not a timestamp", f.data_type()))),
-                Err(_) => problems.push((format!("{at}.as_of"), format!("{a:?} is not a column of the model's output ({})", columns()))),
+                Err(_) => problems.push((
+                    format!("{at}.as_of"),
+                    format!("{a:?} is not a column of the model's output ({})", columns()),
+                )),
             }
         }
         if let Some(inc) = &t.incremental {
@@ -374,11 +410,17 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
             };
             for (j, s) in inc.by.iter().enumerate() {
                 if !has(&s.column) {
-                    problems.push((format!("{at}.incremental.by[{j}]"), format!("{:?} is not a column of the model's output ({})", s.column, columns())));
+                    problems.push((
+                        format!("{at}.incremental.by[{j}]"),
+                        format!("{:?} is not a column of the model's output ({})", s.column, columns()),
+                    ));
                 }
                 if let Some(src) = &source_schema {
                     if src.field_with_name(&s.source).is_err() {
-                        problems.push((format!("{at}.incremental.by[{j}]"), format!("{:?} is not a column of {}", s.source, inc.source)));
+                        problems.push((
+                            format!("{at}.incremental.by[{j}]"),
+                            format!("{:?} is not a column of {}", s.source, inc.source),
+                        ));
                     }
                 }
             }
@@ -521,7 +563,8 @@ async fn run_model(
         } else {
             let scope_df = ctx.read_batches(scope.clone()).map_err(df_error(name))?;
             let source_df = ctx.table(source_name.as_str()).await.map_err(df_error(name))?;
-            let restricted = restrict(source_df, scope_df.clone(), inc.by.iter().map(|s| s.source.as_str()).collect(), name).await?;
+            let restricted =
+                restrict(source_df, scope_df.clone(), inc.by.iter().map(|s| s.source.as_str()).collect(), name).await?;
             ctx.deregister_table(source_name.as_str()).map_err(df_error(name))?;
             ctx.register_table(source_name.as_str(), restricted.into_view()).map_err(df_error(name))?;
             let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
@@ -530,8 +573,11 @@ async fn run_model(
             check_in_scope(name, &new, scope, &inc.by)?;
             let old = match catalog.tables.get(name) {
                 Some(table) => {
-                    let stored = ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
-                    let stored = restrict(stored, scope_df, inc.by.iter().map(|s| s.column.as_str()).collect(), name).await?;
+                    let stored = ctx
+                        .read_table(table.table_provider().await.map_err(df_error(name))?)
+                        .map_err(df_error(name))?;
+                    let stored =
+                        restrict(stored, scope_df, inc.by.iter().map(|s| s.column.as_str()).collect(), name).await?;
                     stored_rows(name, stored, &schema).await?
                 }
                 None => vec![],
@@ -544,7 +590,8 @@ async fn run_model(
         let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
         let old = match catalog.tables.get(name) {
             Some(table) => {
-                let stored = ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
+                let stored =
+                    ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
                 stored_rows(name, stored, &schema).await?
             }
             None => vec![],
@@ -559,8 +606,13 @@ async fn run_model(
                 schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
             ));
             let c = diff::diff(&nullable, &t.key, &new, &old).map_err(|e| match e {
-                diff::DiffError::DuplicateKey(k) => model_error(name, format!("the model produced two rows for key {k}; the key must identify one row")),
-                diff::DiffError::NullKey(k) => model_error(name, format!("the model produced a row with a null key ({k}); key columns must never be null")),
+                diff::DiffError::DuplicateKey(k) => {
+                    model_error(name, format!("the model produced two rows for key {k}; the key must identify one row"))
+                }
+                diff::DiffError::NullKey(k) => model_error(
+                    name,
+                    format!("the model produced a row with a null key ({k}); key columns must never be null"),
+                ),
                 diff::DiffError::Arrow(m) => Error::Internal(format!("diff of {name}: {m}")),
             })?;
             report.rows_inserted = c.inserted;
@@ -681,7 +733,8 @@ pub(crate) fn plain_types_all(batches: Vec<RecordBatch>) -> Result<Vec<RecordBat
 
 /// Scans return view types; diffing and joining want the plain ones.
 fn plain_types(b: &RecordBatch) -> Result<RecordBatch> {
-    let fields: Vec<Field> = b.schema().fields().iter().map(|f| Field::new(f.name(), table_type(f.data_type()), true)).collect();
+    let fields: Vec<Field> =
+        b.schema().fields().iter().map(|f| Field::new(f.name(), table_type(f.data_type()), true)).collect();
     let columns = b
         .columns()
         .iter()
@@ -716,13 +769,30 @@ async fn restrict(df: DataFrame, scope: DataFrame, columns: Vec<&str>, table: &s
             let lo = ScalarValue::try_from_array(b.column(2 * i), 0).map_err(df_error(table))?;
             let hi = ScalarValue::try_from_array(b.column(2 * i + 1), 0).map_err(df_error(table))?;
             // NULL scope values match rows the range would exclude.
-            let has_null = scope.clone().filter(col(scope_name(i)).is_null()).map_err(df_error(table))?.count().await.map_err(df_error(table))? > 0;
+            let has_null = scope
+                .clone()
+                .filter(col(scope_name(i)).is_null())
+                .map_err(df_error(table))?
+                .count()
+                .await
+                .map_err(df_error(table))?
+                > 0;
             if !lo.is_null() && !hi.is_null() && !has_null {
                 df = df.filter(col(quote(c)).between(lit(lo), lit(hi))).map_err(df_error(table))?;
             }
         }
     }
-    let on: Vec<_> = columns.iter().enumerate().map(|(i, c)| deltalake::datafusion::logical_expr::binary_expr(col(quote(c)), deltalake::datafusion::logical_expr::Operator::IsNotDistinctFrom, col(scope_name(i)))).collect();
+    let on: Vec<_> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            deltalake::datafusion::logical_expr::binary_expr(
+                col(quote(c)),
+                deltalake::datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                col(scope_name(i)),
+            )
+        })
+        .collect();
     df.join_on(scope, JoinType::LeftSemi, on).map_err(df_error(table))
 }
 
@@ -732,7 +802,8 @@ async fn restrict(df: DataFrame, scope: DataFrame, columns: Vec<&str>, table: &s
 fn check_in_scope(table: &str, rows: &[RecordBatch], scope: &[RecordBatch], by: &[ScopeColumn]) -> Result<()> {
     use deltalake::arrow::row::{RowConverter, SortField};
     let Some(first) = scope.first() else { return Ok(()) };
-    let fields: Vec<SortField> = first.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    let fields: Vec<SortField> =
+        first.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
     let converter = RowConverter::new(fields).map_err(|e| Error::Internal(e.to_string()))?;
     let mut allowed = std::collections::HashSet::new();
     for b in scope {
@@ -744,9 +815,17 @@ fn check_in_scope(table: &str, rows: &[RecordBatch], scope: &[RecordBatch], by: 
             .iter()
             .zip(first.schema().fields())
             .map(|(s, f)| {
-                let c = b.column_by_name(&s.column).ok_or_else(|| model_error(table, format!("scope column {:?} missing", s.column)))?;
+                let c = b
+                    .column_by_name(&s.column)
+                    .ok_or_else(|| model_error(table, format!("scope column {:?} missing", s.column)))?;
                 cast(c, f.data_type()).map_err(|e| {
-                    model_error(table, format!("scope column {:?} cannot be compared with source column {:?}: {e}", s.column, s.source))
+                    model_error(
+                        table,
+                        format!(
+                            "scope column {:?} cannot be compared with source column {:?}: {e}",
+                            s.column, s.source
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?;

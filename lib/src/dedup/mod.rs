@@ -148,10 +148,7 @@ fn key_converter(schema: &Schema, key: &[String]) -> Result<RowConverter, String
 }
 
 fn columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<Arc<dyn Array>>, String> {
-    names
-        .iter()
-        .map(|n| batch.column_by_name(n).cloned().ok_or_else(|| format!("column {n:?} missing")))
-        .collect()
+    names.iter().map(|n| batch.column_by_name(n).cloned().ok_or_else(|| format!("column {n:?} missing"))).collect()
 }
 
 /// Keeps the first (or, with `keep: latest`, the last) row of each key,
@@ -179,7 +176,11 @@ pub fn key_hashes(batch: &RecordBatch, config: &DedupConfig) -> Result<Vec<Optio
 /// [`within_batch`] over precomputed [`key_hashes`]: which rows survive
 /// (`true`) and how many were dropped. One hash-table pass: copies are
 /// compared by `order_by` and lineage only when a key repeats.
-pub fn within_batch_mask(batch: &RecordBatch, hashes: &[Option<u128>], config: &DedupConfig) -> Result<(Vec<bool>, u64), String> {
+pub fn within_batch_mask(
+    batch: &RecordBatch,
+    hashes: &[Option<u128>],
+    config: &DedupConfig,
+) -> Result<(Vec<bool>, u64), String> {
     let n = batch.num_rows();
     if hashes.len() != n {
         return Err(format!("{} key hashes for {n} rows", hashes.len()));
@@ -197,9 +198,8 @@ pub fn within_batch_mask(batch: &RecordBatch, hashes: &[Option<u128>], config: &
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     // `a` goes before `b`: it is the copy that wins.
-    let before = |a: usize, b: usize| {
-        comparators.iter().map(|c| c(a, b)).find(|o| o.is_ne()) == Some(std::cmp::Ordering::Less)
-    };
+    let before =
+        |a: usize, b: usize| comparators.iter().map(|c| c(a, b)).find(|o| o.is_ne()) == Some(std::cmp::Ordering::Less);
     let mut winner: KeyMap<u32> = KeyMap::with_capacity_and_hasher(n, Default::default());
     let mut keep = vec![true; n];
     let mut dropped = 0u64;
@@ -226,7 +226,11 @@ pub fn within_batch_mask(batch: &RecordBatch, hashes: &[Option<u128>], config: &
 
 /// The rows of `batch` (and their hashes) that `keep` selects; the batch
 /// itself, uncopied, when it selects every row.
-pub fn select(batch: &RecordBatch, hashes: &[Option<u128>], keep: &[bool]) -> Result<(RecordBatch, Vec<Option<u128>>), String> {
+pub fn select(
+    batch: &RecordBatch,
+    hashes: &[Option<u128>],
+    keep: &[bool],
+) -> Result<(RecordBatch, Vec<Option<u128>>), String> {
     if keep.iter().all(|k| *k) {
         return Ok((batch.clone(), hashes.to_vec()));
     }
@@ -430,7 +434,8 @@ impl StoredIndex {
             }
             match self.copies.get_mut(&hash) {
                 None if copy.order.is_empty() => {
-                    self.copies.insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
+                    self.copies
+                        .insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
                 }
                 None => {
                     self.copies.insert(hash, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
@@ -459,7 +464,12 @@ impl StoredIndex {
 
     /// [`StoredIndex::filter`] over precomputed [`key_hashes`]: clears
     /// `keep` for the rows it drops; rows already cleared are not looked at.
-    pub fn filter_mask(&mut self, batch: &RecordBatch, hashes: &[Option<u128>], keep: &mut [bool]) -> Result<DedupCounts, String> {
+    pub fn filter_mask(
+        &mut self,
+        batch: &RecordBatch,
+        hashes: &[Option<u128>],
+        keep: &mut [bool],
+    ) -> Result<DedupCounts, String> {
         let mut counts = DedupCounts::default();
         if batch.num_rows() == 0 || self.is_empty() {
             return Ok(counts);
@@ -490,9 +500,9 @@ impl StoredIndex {
                     } else {
                         &self.spilled[spill as usize]
                     };
-                    let same_lineage = copies
-                        .iter()
-                        .any(|c| c.sequence == seqs.value(i) && self.partitions[c.partition as usize] == parts.value(i));
+                    let same_lineage = copies.iter().any(|c| {
+                        c.sequence == seqs.value(i) && self.partitions[c.partition as usize] == parts.value(i)
+                    });
                     if same_lineage {
                         counts.already_written += 1;
                         keep[i] = false;
@@ -517,7 +527,8 @@ fn null_keys(key_columns: &[Arc<dyn Array>], n: usize) -> Vec<bool> {
 
 fn lineage(batch: &RecordBatch) -> Result<(StrCol, &deltalake::arrow::array::PrimitiveArray<Int64Type>), String> {
     let p = batch.column_by_name(PARTITION).ok_or("lineage column _partition_id missing")?;
-    let p = deltalake::arrow::compute::cast(p, &deltalake::arrow::datatypes::DataType::Utf8).map_err(|e| e.to_string())?;
+    let p =
+        deltalake::arrow::compute::cast(p, &deltalake::arrow::datatypes::DataType::Utf8).map_err(|e| e.to_string())?;
     let s = batch.column_by_name(SEQUENCE).ok_or("lineage column _sequence_number missing")?;
     let s = s.as_primitive_opt::<Int64Type>().ok_or("lineage column _sequence_number is not a long")?;
     Ok((StrCol(p), s))
@@ -609,7 +620,12 @@ mod tests {
             rows(&["d", "a"], &["1", "2"], &[4, 50], &[0, 0]),
             rows(&["e", "e", "b"], &["1", "1", "0"], &[6, 7, 2], &[0, 0, 0]),
         ];
-        let probe = rows(&["a", "a", "b", "c", "d", "e", "f"], &["2", "0", "0", "9", "1", "1", "0"], &[50, 1, 2, 3, 9, 7, 8], &[0; 7]);
+        let probe = rows(
+            &["a", "a", "b", "c", "d", "e", "f"],
+            &["2", "0", "0", "9", "1", "1", "0"],
+            &[50, 1, 2, 3, 9, 7, 8],
+            &[0; 7],
+        );
         let mut outcomes = Vec::new();
         for settle_at in [1, SETTLE_AT] {
             let mut index = StoredIndex::new(&config());

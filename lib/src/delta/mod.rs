@@ -80,12 +80,19 @@ pub async fn claim_rewrite_lease(
 }
 
 /// Gives the rewrite lease back.
-pub async fn release_rewrite_lease(table: DeltaTable, metadata: HashMap<String, serde_json::Value>) -> Result<DeltaTable> {
+pub async fn release_rewrite_lease(
+    table: DeltaTable,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<DeltaTable> {
     let now = chrono::Utc::now().timestamp_millis();
     lease_commit(table, now, metadata).await
 }
 
-async fn lease_commit(table: DeltaTable, until: i64, metadata: HashMap<String, serde_json::Value>) -> Result<DeltaTable> {
+async fn lease_commit(
+    table: DeltaTable,
+    until: i64,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<DeltaTable> {
     let now = chrono::Utc::now().timestamp_millis();
     let options = WriteOptions {
         progress: vec![Transaction::new_with_last_update(REWRITE_APP_ID, until, Some(now))],
@@ -119,12 +126,9 @@ pub async fn open(location: &Location) -> Result<Option<DeltaTable>> {
     if location.local_path().is_some_and(|p| !p.join("_delta_log").is_dir()) {
         return Ok(None);
     }
-    let table = DeltaTable::try_from_url_with_storage_options(
-        location.url().clone(),
-        storage_options_from_env(),
-    )
-    .await
-    .map_err(|e| Error::delta(location, e))?;
+    let table = DeltaTable::try_from_url_with_storage_options(location.url().clone(), storage_options_from_env())
+        .await
+        .map_err(|e| Error::delta(location, e))?;
     Ok(table.version().is_some().then_some(table))
 }
 
@@ -137,18 +141,12 @@ pub async fn open_or_create(location: &Location, spec: &TableSpec) -> Result<Del
     if let Some(dir) = location.local_path() {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     }
-    let schema: StructType = spec
-        .schema
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| Error::Internal(format!("schema of {}: {e}", spec.name)))?;
+    let schema: StructType =
+        spec.schema.as_ref().try_into_kernel().map_err(|e| Error::Internal(format!("schema of {}: {e}", spec.name)))?;
     crate::storage::azure::register();
-    let table = DeltaTable::try_from_url_with_storage_options(
-        location.url().clone(),
-        storage_options_from_env(),
-    )
-    .await
-    .map_err(|e| Error::delta(location, e))?;
+    let table = DeltaTable::try_from_url_with_storage_options(location.url().clone(), storage_options_from_env())
+        .await
+        .map_err(|e| Error::delta(location, e))?;
     let mut create = table
         .create()
         .with_table_name(&spec.name)
@@ -209,9 +207,7 @@ pub async fn commit_adds(
 ) -> Result<DeltaTable> {
     let url = crate::storage::redact(table.table_url().as_str());
     let conflict_ids: Vec<String> = progress.iter().map(|t| t.app_id.clone()).collect();
-    let commit = CommitProperties::default()
-        .with_application_transactions(progress)
-        .with_metadata(metadata);
+    let commit = CommitProperties::default().with_application_transactions(progress).with_metadata(metadata);
     let snapshot = table.snapshot().map_err(|e| Error::delta(&url, e))?;
     let operation = deltalake::protocol::DeltaOperation::Write {
         mode: SaveMode::Append,
@@ -240,7 +236,10 @@ pub async fn commit_adds(
 
 /// Adds the columns of `wanted` the table lacks (nullable, at the end), in
 /// one metadata commit. Returns the table unchanged when none are missing.
-pub async fn add_missing_columns(table: DeltaTable, wanted: &deltalake::arrow::datatypes::Schema) -> Result<DeltaTable> {
+pub async fn add_missing_columns(
+    table: DeltaTable,
+    wanted: &deltalake::arrow::datatypes::Schema,
+) -> Result<DeltaTable> {
     let missing = missing_columns(&table, wanted)?;
     if missing.is_empty() {
         return Ok(table);
@@ -284,17 +283,13 @@ pub async fn write_with_progress(
 ) -> Result<DeltaTable> {
     let url = crate::storage::redact(table.table_url().as_str());
     let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
-    let commit = CommitProperties::default()
-        .with_application_transactions(options.progress)
-        .with_metadata(options.metadata);
+    let commit =
+        CommitProperties::default().with_application_transactions(options.progress).with_metadata(options.metadata);
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let result = if batches.is_empty() {
         let snapshot = table.snapshot().map_err(|e| Error::delta(&url, e))?;
-        let operation = deltalake::protocol::DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
+        let operation =
+            deltalake::protocol::DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
         let done = deltalake::kernel::transaction::CommitBuilder::from(commit)
             .build(Some(snapshot), table.log_store(), operation)
             .await;
@@ -351,7 +346,11 @@ const ROWS_PER_WRITER: usize = 100_000;
 /// columns the table lacks take the `write` path, which evolves the schema.
 /// A failed writer stops the others; files of a failed append are left for
 /// vacuum: no commit names them.
-pub async fn append_streamed(table: DeltaTable, batches: Vec<RecordBatch>, options: WriteOptions) -> Result<DeltaTable> {
+pub async fn append_streamed(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    options: WriteOptions,
+) -> Result<DeltaTable> {
     use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let evolves = match batches.first() {
@@ -379,7 +378,9 @@ pub async fn append_streamed(table: DeltaTable, batches: Vec<RecordBatch>, optio
     let props = writer_properties(&options.no_dictionary);
     let mut tasks = Vec::new();
     for share in shares {
-        let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| Error::delta(&url, e))?.with_writer_properties(props.clone());
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| Error::delta(&url, e))?
+            .with_writer_properties(props.clone());
         tasks.push(tokio::spawn(async move {
             for b in share {
                 writer.write(b).await?;
@@ -433,9 +434,8 @@ pub async fn upsert_with_progress(
         predicate = predicate.and(side("target", column).gt_eq(lit(ScalarValue::Date32(Some(from)))));
     }
     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let source = SessionContext::new()
-        .read_batch(batch)
-        .map_err(|e| Error::Internal(format!("upsert into {url}: {e}")))?;
+    let source =
+        SessionContext::new().read_batch(batch).map_err(|e| Error::Internal(format!("upsert into {url}: {e}")))?;
     let commit = CommitProperties::default()
         .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
         .with_metadata(options.metadata);
@@ -481,9 +481,8 @@ pub async fn apply_changes(
         .ok_or_else(|| Error::Internal("merge without a key".into()))?;
     let names: Vec<String> =
         batch.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != op_column).collect();
-    let source = SessionContext::new()
-        .read_batch(batch)
-        .map_err(|e| Error::Internal(format!("merge into {url}: {e}")))?;
+    let source =
+        SessionContext::new().read_batch(batch).map_err(|e| Error::Internal(format!("merge into {url}: {e}")))?;
     let commit = CommitProperties::default()
         .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
         .with_metadata(options.metadata);
@@ -536,9 +535,8 @@ pub async fn delete_keys(
         .map(|f| side("target", f.name()).eq(side("source", f.name())))
         .reduce(|a, b| a.and(b))
         .ok_or_else(|| Error::Internal("delete without key columns".into()))?;
-    let source = SessionContext::new()
-        .read_batch(keys)
-        .map_err(|e| Error::Internal(format!("delete from {url}: {e}")))?;
+    let source =
+        SessionContext::new().read_batch(keys).map_err(|e| Error::Internal(format!("delete from {url}: {e}")))?;
     let merge = table
         .merge(source, predicate)
         .with_source_alias("source")
@@ -597,11 +595,8 @@ pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
 pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     use futures::TryStreamExt;
     let url = table.table_url().clone();
-    let (_, stream) = table
-        .clone()
-        .scan_table()
-        .await
-        .map_err(|e| Error::delta(&crate::storage::redact(url.as_str()), e))?;
+    let (_, stream) =
+        table.clone().scan_table().await.map_err(|e| Error::delta(&crate::storage::redact(url.as_str()), e))?;
     stream
         .try_collect()
         .await
@@ -624,11 +619,15 @@ mod tests {
         let mut out = Vec::new();
         for day in 0..days {
             for start in (0..n).step_by(8192) {
-                let ids: Vec<i64> = (start..(start + 8192).min(n)).map(|i| (day as i64) * n as i64 + i as i64).collect();
+                let ids: Vec<i64> =
+                    (start..(start + 8192).min(n)).map(|i| (day as i64) * n as i64 + i as i64).collect();
                 let len = ids.len();
                 out.push(
-                    RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(Date32Array::from(vec![20_000 + day; len]))])
-                        .unwrap(),
+                    RecordBatch::try_new(
+                        schema.clone(),
+                        vec![Arc::new(Int64Array::from(ids)), Arc::new(Date32Array::from(vec![20_000 + day; len]))],
+                    )
+                    .unwrap(),
                 );
             }
         }
@@ -652,7 +651,10 @@ mod tests {
         assert_eq!(table.version(), Some(before + 1), "one commit");
         assert_eq!(progress(&table, "weir/test").await.unwrap(), Some(7));
         let rows = read_all(&table).await.unwrap();
-        let mut ids: Vec<i64> = rows.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect();
         ids.sort_unstable();
         assert_eq!(ids, (0..300_000).collect::<Vec<i64>>(), "every row once");
         let files: Vec<String> = table.get_file_uris().unwrap().collect();
@@ -670,7 +672,10 @@ mod tests {
         let spec = TableSpec { name: "t".into(), description: None, schema: schema.clone(), partition_columns: vec![] };
         let table = open_or_create(&location, &spec).await.unwrap();
         let before = table.version().unwrap();
-        let options = WriteOptions { progress: vec![Transaction::new_with_last_update("weir/test", 3, None)], ..Default::default() };
+        let options = WriteOptions {
+            progress: vec![Transaction::new_with_last_update("weir/test", 3, None)],
+            ..Default::default()
+        };
         let table = append_streamed(table, vec![RecordBatch::new_empty(schema)], options).await.unwrap();
         assert_eq!(table.version(), Some(before + 1));
         assert_eq!(progress(&table, "weir/test").await.unwrap(), Some(3));

@@ -241,17 +241,28 @@ impl Finder {
         for s in &subjects {
             if !declared.contains(&s.field) {
                 return Err(Error::Request {
-                    message: format!("{:?} is not a subject-key field of {} (declared: {})", s.field, body.schema.display(), declared.join(", ")),
+                    message: format!(
+                        "{:?} is not a subject-key field of {} (declared: {})",
+                        s.field,
+                        body.schema.display(),
+                        declared.join(", ")
+                    ),
                 });
             }
         }
         let process = p.process.as_ref().ok_or_else(|| {
-            config_error("process.pii.key_env", "erase records each subject as a keyed hash: declare process.pii.key_env (the PII key)".into())
+            config_error(
+                "process.pii.key_env",
+                "erase records each subject as a keyed hash: declare process.pii.key_env (the PII key)".into(),
+            )
         })?;
         let key = std::env::var_os(&process.pii.key_env).map(|v| v.into_encoded_bytes());
         if key.as_ref().is_none_or(|k| k.is_empty()) {
             return Err(Error::Secret {
-                message: format!("the erasure log stores each subject as a keyed hash: set {} (the pipeline's PII key)", process.pii.key_env),
+                message: format!(
+                    "the erasure log stores each subject as a keyed hash: set {} (the pipeline's PII key)",
+                    process.pii.key_env
+                ),
             });
         }
         let pii = process
@@ -283,7 +294,8 @@ impl Finder {
         let matchers = fields
             .iter()
             .map(|f| {
-                let idx: Vec<usize> = subjects.iter().enumerate().filter(|(_, s)| &s.field == f).map(|(i, _)| i).collect();
+                let idx: Vec<usize> =
+                    subjects.iter().enumerate().filter(|(_, s)| &s.field == f).map(|(i, _)| i).collect();
                 let values: Vec<String> = idx.iter().map(|&i| subjects[i].value.clone()).collect();
                 (f.clone(), SubjectMatcher::new(f, &values), idx)
             })
@@ -339,8 +351,12 @@ async fn scan(
             subject.extend(s);
         }
         if mask.iter().any(|m| *m) {
-            let projected = batch.project(&(0..keys).collect::<Vec<_>>()).map_err(|e| Error::Internal(e.to_string()))?;
-            kept.push(filter_record_batch(&projected, &BooleanArray::from(mask)).map_err(|e| Error::Internal(e.to_string()))?);
+            let projected =
+                batch.project(&(0..keys).collect::<Vec<_>>()).map_err(|e| Error::Internal(e.to_string()))?;
+            kept.push(
+                filter_record_batch(&projected, &BooleanArray::from(mask))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            );
         }
     }
     let keys = match kept.first() {
@@ -383,17 +399,31 @@ async fn find_raw(table: &DeltaTable, f: &Finder) -> Result<(Found, Lineage)> {
     let mut parts = Vec::new();
     if !present.is_empty() {
         let cols: Vec<String> = present.iter().map(|p| quote(&subject::column_name(p))).collect();
-        let sql = format!("SELECT {keys}, {} FROM t WHERE {}", cols.join(", "), cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR "));
+        let sql = format!(
+            "SELECT {keys}, {} FROM t WHERE {}",
+            cols.join(", "),
+            cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR ")
+        );
         parts.push(
             scan(table, &sql, 3, |b, row| {
-                present.iter().enumerate().find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_value[field].get(&v).copied()))
+                present
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_value[field].get(&v).copied()))
             })
             .await?,
         );
     }
     // Rows with no subject value for some requested field: read their bodies.
     let null_filter = if present.len() == f.fields.len() {
-        format!("WHERE {}", present.iter().map(|p| format!("{} IS NULL", quote(&subject::column_name(p)))).collect::<Vec<_>>().join(" OR "))
+        format!(
+            "WHERE {}",
+            present
+                .iter()
+                .map(|p| format!("{} IS NULL", quote(&subject::column_name(p))))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        )
     } else {
         String::new()
     };
@@ -428,7 +458,8 @@ fn merge_found(parts: Vec<Found>, pid: usize, seq: usize) -> Result<(Found, Line
             }
             mask.push(new);
         }
-        batches.push(filter_record_batch(&keys, &BooleanArray::from(mask)).map_err(|e| Error::Internal(e.to_string()))?);
+        batches
+            .push(filter_record_batch(&keys, &BooleanArray::from(mask)).map_err(|e| Error::Internal(e.to_string()))?);
     }
     let keys = match batches.first() {
         None => None,
@@ -448,7 +479,10 @@ async fn find_processed(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result
     let extra: String = cols.iter().map(|c| format!(", {}", quote(c))).collect();
     let sql = format!("SELECT _partition_id, _sequence_number, {PARTITION_COLUMN}{extra} FROM t");
     scan(table, &sql, 3, |b, row| {
-        let by_column = cols.iter().enumerate().find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_stored[field].get(&v).copied()));
+        let by_column = cols
+            .iter()
+            .enumerate()
+            .find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_stored[field].get(&v).copied()));
         by_column.or_else(|| {
             let pid = text(b, 0, row)?;
             raw.get(&(pid, int(b, 1, row))).copied()
@@ -462,9 +496,9 @@ async fn find_quarantine(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Resul
     let sql = format!("SELECT _partition_id, _sequence_number, {QUARANTINE_PARTITION_COLUMN}, body FROM t");
     scan(table, &sql, 3, |b, row| {
         let pid = text(b, 0, row)?;
-        raw.get(&(pid, int(b, 1, row))).copied().or_else(|| {
-            subject::body_bytes(b.column(3).as_ref(), row).and_then(|bytes| f.body_match(bytes))
-        })
+        raw.get(&(pid, int(b, 1, row)))
+            .copied()
+            .or_else(|| subject::body_bytes(b.column(3).as_ref(), row).and_then(|bytes| f.body_match(bytes)))
     })
     .await
 }
@@ -482,11 +516,14 @@ async fn find_curated(table: &DeltaTable, key: &[String], f: &Finder) -> Result<
     }
     let keys: Vec<String> = key.iter().map(|k| quote(k)).collect();
     // A key column may be the subject column itself: select it again by alias.
-    let extra: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{} AS __weir_subject_{i}", quote(c))).collect();
+    let extra: Vec<String> =
+        cols.iter().enumerate().map(|(i, c)| format!("{} AS __weir_subject_{i}", quote(c))).collect();
     let sql = format!("SELECT {}, {} FROM t", keys.join(", "), extra.join(", "));
     let n = key.len();
     scan(table, &sql, n, |b, row| {
-        cols.iter().enumerate().find_map(|(i, field)| text(b, n + i, row).and_then(|v| f.by_stored[field].get(&v).copied()))
+        cols.iter()
+            .enumerate()
+            .find_map(|(i, field)| text(b, n + i, row).and_then(|v| f.by_stored[field].get(&v).copied()))
     })
     .await
 }
@@ -510,7 +547,15 @@ impl Plan<'_> {
         ])
     }
 
-    fn record(&mut self, table: &str, location: &Location, found: &Found, deleted: u64, version: Option<u64>, how: &str) {
+    fn record(
+        &mut self,
+        table: &str,
+        location: &Location,
+        found: &Found,
+        deleted: u64,
+        version: Option<u64>,
+        how: &str,
+    ) {
         for s in &found.subject {
             *self.per_subject.entry((*s, table.to_string())).or_default() += 1;
         }
@@ -567,7 +612,9 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     let mut seen = HashSet::new();
     subjects.retain(|s| seen.insert(s.clone()));
     if subjects.is_empty() {
-        return Err(Error::Request { message: "no subject to erase: give --subject FIELD=VALUE or --subjects-file".into() });
+        return Err(Error::Request {
+            message: "no subject to erase: give --subject FIELD=VALUE or --subjects-file".into(),
+        });
     }
     let finder = Finder::build(loaded, subjects)?;
     let log_table = p.tables.erasure_log.as_ref().ok_or_else(|| Error::InvalidPipeline {
@@ -593,7 +640,9 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     let raw_version = match (delta::open(&raw_location).await?, &processed_location) {
         (None, _) => None,
         (Some(_), Some(pl)) if p.process.is_some() && !options.dry_run => match delta::open(pl).await? {
-            Some(processed) => delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64),
+            Some(processed) => {
+                delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64)
+            }
             None => None,
         },
         (Some(raw), _) => raw.version(),
@@ -621,7 +670,8 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         // An ingest appending to the same partitions may win the commit; the
         // delete is then planned again on the same version.
         for attempt in 0.. {
-            let mut raw = delta::open(&raw_location).await?.ok_or_else(|| Error::Internal("raw table vanished".into()))?;
+            let mut raw =
+                delta::open(&raw_location).await?.ok_or_else(|| Error::Internal("raw table vanished".into()))?;
             raw.load_version(v).await.map_err(|e| Error::delta(&raw_location, e))?;
             let (found, lineage) = find_raw(&raw, &plan.finder).await?;
             match plan.delete("raw", &raw_location, raw, found).await {
@@ -659,7 +709,8 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
             stages.push(crate::process::process(loaded, &process_options).await?);
         }
         if !curated.is_empty() {
-            let curate_options = CurateOptions { dry_run: false, run_id: options.run_id.clone(), full_refresh: false, only: vec![] };
+            let curate_options =
+                CurateOptions { dry_run: false, run_id: options.run_id.clone(), full_refresh: false, only: vec![] };
             let report = crate::curate::curate(loaded, &curate_options).await?;
             for m in &report.models {
                 tracing::info!(table = %m.table, mode = %m.mode, deleted = m.rows_deleted, updated = m.rows_updated, "curated table recomputed");
@@ -682,10 +733,8 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
             plan.record(&c.name, &location, &found, 0, None, "none");
         } else {
             let version = table.version();
-            let recomputed = stages
-                .iter()
-                .flat_map(|s| &s.models)
-                .any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
+            let recomputed =
+                stages.iter().flat_map(|s| &s.models).any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
             plan.record(&c.name, &location, &found, 0, version, if recomputed { "recomputed" } else { "none" });
             if recomputed {
                 // The curate stage deleted or rewrote this table's rows of the
@@ -694,7 +743,8 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
                     t.unreadable_after = if options.purge {
                         Some(Utc::now())
                     } else {
-                        crate::maintain::vacuum_retention_hours(loaded, &c.name).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
+                        crate::maintain::vacuum_retention_hours(loaded, &c.name)
+                            .map(|h| Utc::now() + chrono::Duration::hours(h as i64))
                     };
                 }
             }
@@ -798,7 +848,8 @@ async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location
         Arc::new(BooleanArray::from(purged)),
         Arc::new(TimestampMicrosecondArray::from(unreadable).with_timezone("UTC")),
     ];
-    let batch = RecordBatch::try_new(log_schema(), columns).map_err(|e| Error::Internal(format!("erasure log: {e}")))?;
+    let batch =
+        RecordBatch::try_new(log_schema(), columns).map_err(|e| Error::Internal(format!("erasure log: {e}")))?;
     let table = delta::write_with_progress(
         table,
         vec![batch],

@@ -108,7 +108,8 @@ pub(super) async fn purge(
     let mut doomed = Vec::new();
     let mut spared = 0u64;
     for f in everything.files_deleted {
-        if old.contains(&f) || tombstones.contains(&f) || f.starts_with("_change_data/") || f.contains("/_change_data/") {
+        if old.contains(&f) || tombstones.contains(&f) || f.starts_with("_change_data/") || f.contains("/_change_data/")
+        {
             doomed.push(f);
         } else {
             spared += 1;
@@ -154,7 +155,9 @@ pub(super) async fn purge(
     // merge predicates with the key range a merge touched (a curate run
     // deleting a subject's rows names that subject's id), so the checkpoint
     // goes on a new, empty commit: every entry before it can be deleted.
-    let table = delta::write_with_progress(table.clone(), vec![], delta::WriteOptions { metadata, ..Default::default() }).await?;
+    let table =
+        delta::write_with_progress(table.clone(), vec![], delta::WriteOptions { metadata, ..Default::default() })
+            .await?;
     let version = table.version().unwrap_or(0) as u64;
     deltalake::checkpoints::create_checkpoint(&table, None).await.map_err(|e| Error::delta(&url, e))?;
     let keep = consumed.map_or(version, |c| version.min(c + 1));

@@ -326,9 +326,8 @@ impl Expectation {
     /// Which rows pass (`true`); a `NULL` result is a failure.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, String> {
         let value = self.expr.evaluate(batch).map_err(|e| format!("rule {}: {}", self.name, clean(&e.to_string())))?;
-        let array = value
-            .into_array(batch.num_rows())
-            .map_err(|e| format!("rule {}: {}", self.name, clean(&e.to_string())))?;
+        let array =
+            value.into_array(batch.num_rows()).map_err(|e| format!("rule {}: {}", self.name, clean(&e.to_string())))?;
         let bools = array
             .as_any()
             .downcast_ref::<BooleanArray>()
@@ -366,7 +365,11 @@ mod tests {
             vec![
                 Arc::new(StringArray::from(vec![Some("a"), None, Some("c"), Some("d")])),
                 Arc::new(StringArray::from(vec![Some("EUR"), Some("eur"), None, Some("USD")])),
-                Arc::new(Decimal128Array::from(vec![Some(1234), Some(-1), None, Some(0)]).with_precision_and_scale(18, 2).unwrap()),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(1234), Some(-1), None, Some(0)])
+                        .with_precision_and_scale(18, 2)
+                        .unwrap(),
+                ),
                 Arc::new(Int64Array::from(vec![Some(10), Some(-5), Some(70_000), None])),
                 Arc::new(
                     TimestampMicrosecondArray::from(vec![
@@ -392,15 +395,9 @@ mod tests {
     #[test]
     fn shorthands_compile_and_evaluate() {
         assert_eq!(passes("{name: id, not_null: eventId}"), [true, false, true, true]);
-        assert_eq!(
-            passes("{name: cur, regex: {column: currency, pattern: '^[A-Z]{3}$'}}"),
-            [true, false, true, true]
-        );
+        assert_eq!(passes("{name: cur, regex: {column: currency, pattern: '^[A-Z]{3}$'}}"), [true, false, true, true]);
         assert_eq!(passes("{name: amt, range: {column: amount, min: 0}}"), [true, false, true, true]);
-        assert_eq!(
-            passes("{name: dur, range: {column: durationMs, min: 0, max: 60000}}"),
-            [true, false, false, true]
-        );
+        assert_eq!(passes("{name: dur, range: {column: durationMs, min: 0, max: 60000}}"), [true, false, false, true]);
         assert_eq!(
             passes("{name: cur, accepted_values: {column: currency, values: [EUR, GBP]}}"),
             [true, false, true, false]

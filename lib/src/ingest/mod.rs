@@ -31,18 +31,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::Utc;
-use deltalake::arrow::array::{
-    ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake::kernel::Transaction;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use crate::body::{subject, BodySchema};
 use crate::capture::decode::{capture_schema, utc_micros};
 use crate::capture::{discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
-use crate::body::{subject, BodySchema};
 use crate::delta::{self, TableSpec};
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
 use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
@@ -323,7 +321,8 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         these.sort_by_key(|p| p.first);
         parked.extend(these.into_iter().map(|p| (partition.clone(), p)));
     }
-    let again: Vec<CaptureFile> = parked.iter().filter(|(_, p)| p.held.is_none()).map(|(_, p)| p.file.clone()).collect();
+    let again: Vec<CaptureFile> =
+        parked.iter().filter(|(_, p)| p.held.is_none()).map(|(_, p)| p.file.clone()).collect();
     let mut reread = files.read(again, fetches, parallelism);
     for (_, p) in parked {
         out.replay(p, &mut reread, false, &mut intake, &run).await?;
@@ -352,13 +351,7 @@ fn first_sequence(batch: &RecordBatch) -> i64 {
 /// The parked file that now continues the partition's sequence, if any.
 fn next_unparked(state: &PartitionState) -> Option<usize> {
     let high = state.high?;
-    state
-        .parked
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.first <= high + 1)
-        .min_by_key(|(_, p)| p.first)
-        .map(|(i, _)| i)
+    state.parked.iter().enumerate().filter(|(_, p)| p.first <= high + 1).min_by_key(|(_, p)| p.first).map(|(i, _)| i)
 }
 
 /// A file held back because its first event is beyond a gap. Its decoded
@@ -517,7 +510,16 @@ impl Intake {
                 return Ok(None);
             }
         }
-        accept(&file, &batch, piece.file_bytes, state, &mut self.report, &mut self.pending, &mut cur.out_of_order, run)?;
+        accept(
+            &file,
+            &batch,
+            piece.file_bytes,
+            state,
+            &mut self.report,
+            &mut self.pending,
+            &mut cur.out_of_order,
+            run,
+        )?;
         cur.accepted = true;
         Ok(piece.last.then(|| file.partition_id.clone()))
     }
@@ -553,7 +555,8 @@ impl Output<'_> {
     /// as well as between files, so memory does not follow the file size.
     async fn settle(&mut self, intake: &mut Intake, run: &RunContext<'_>) -> Result<()> {
         if !self.dry_run {
-            self.table = send_pending(self.table.take(), self.spec, &mut self.sink, self.writers, &mut intake.pending).await?;
+            self.table =
+                send_pending(self.table.take(), self.spec, &mut self.sink, self.writers, &mut intake.pending).await?;
         }
         if intake.pending.bytes >= self.commit_bytes || intake.pending.events >= self.commit_events {
             self.commit(intake, run).await?;
@@ -711,13 +714,8 @@ fn raw_rows(batch: &RecordBatch, file: &CaptureFile, run: &RunContext<'_>) -> Re
     let n = batch.num_rows();
     let constant = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s; n])) };
     let times = batch.column(2).as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
-    let dates: Date32Array = times
-        .values()
-        .iter()
-        .map(|us| Some(us.div_euclid(86_400_000_000) as i32))
-        .collect();
-    let ingested: ArrayRef =
-        Arc::new(TimestampMicrosecondArray::from(vec![run.ingested_at; n]).with_timezone("UTC"));
+    let dates: Date32Array = times.values().iter().map(|us| Some(us.div_euclid(86_400_000_000) as i32)).collect();
+    let ingested: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![run.ingested_at; n]).with_timezone("UTC"));
     let mut columns = vec![
         constant(&file.partition_id),
         batch.column(0).clone(),

@@ -90,7 +90,12 @@ pub(crate) struct Files {
 
 impl Files {
     /// The decoded chunks of `files`, in order.
-    pub(crate) fn read(&self, files: Vec<CaptureFile>, fetches: usize, decoders: usize) -> BoxStream<'static, Result<Piece>> {
+    pub(crate) fn read(
+        &self,
+        files: Vec<CaptureFile>,
+        fetches: usize,
+        decoders: usize,
+    ) -> BoxStream<'static, Result<Piece>> {
         pieces(self.store.clone(), self.source.clone(), files, fetches, decoders, self.subjects.clone())
     }
 }
@@ -198,7 +203,14 @@ impl FileReader {
                     self.splitter = None;
                     self.done = true;
                 }
-                return Ok(Some(Framed { file: self.file.clone(), header: self.header.clone(), chunk, index, last, file_bytes }));
+                return Ok(Some(Framed {
+                    file: self.file.clone(),
+                    header: self.header.clone(),
+                    chunk,
+                    index,
+                    last,
+                    file_bytes,
+                }));
             }
             if self.done {
                 return Ok(None);
@@ -329,6 +341,10 @@ mod tests {
         let rows: usize = good.iter().map(|p| p.result.as_ref().unwrap().num_rows()).sum();
         assert!(rows > 30_000, "the valid chunks come first: {rows}");
         assert_eq!(e.record, Some(rows as u64));
-        assert_eq!(pieces.iter().map(|p| p.file_bytes).sum::<u64>(), whole.len() as u64, "the listed size is accounted");
+        assert_eq!(
+            pieces.iter().map(|p| p.file_bytes).sum::<u64>(),
+            whole.len() as u64,
+            "the listed size is accounted"
+        );
     }
 }

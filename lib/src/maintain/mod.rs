@@ -100,7 +100,13 @@ struct Target {
 fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
     let t = &loaded.pipeline.tables;
     let mut out = vec![("raw".to_string(), t.raw.path.clone(), None)];
-    for (name, table) in [("processed", &t.processed), ("quarantine", &t.quarantine), ("quality_metrics", &t.quality_metrics), ("erasure_log", &t.erasure_log), ("runs", &t.runs)] {
+    for (name, table) in [
+        ("processed", &t.processed),
+        ("quarantine", &t.quarantine),
+        ("quality_metrics", &t.quality_metrics),
+        ("erasure_log", &t.erasure_log),
+        ("runs", &t.runs),
+    ] {
         if let Some(table) = table {
             out.push((name.to_string(), table.path.clone(), None));
         }
@@ -153,12 +159,18 @@ pub async fn check_tables(loaded: &LoadedPipeline) -> Result<Vec<(String, String
         let columns = || schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
         if let Some(r) = &t.policy.retention {
             if schema.field_with_name(&r.column).is_err() {
-                problems.push((format!("maintain.tables.{}.retention.column", t.name), format!("{:?} is not a column of the table ({})", r.column, columns())));
+                problems.push((
+                    format!("maintain.tables.{}.retention.column", t.name),
+                    format!("{:?} is not a column of the table ({})", r.column, columns()),
+                ));
             }
         }
         for c in t.policy.zorder_by.iter().flatten() {
             if schema.field_with_name(c).is_err() {
-                problems.push((format!("maintain.tables.{}.zorder_by", t.name), format!("{c:?} is not a column of the table ({})", columns())));
+                problems.push((
+                    format!("maintain.tables.{}.zorder_by", t.name),
+                    format!("{c:?} is not a column of the table ({})", columns()),
+                ));
             }
         }
     }
@@ -221,7 +233,11 @@ pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Res
             continue;
         };
         if t.policy.vacuum && !options.force {
-            let window = table.snapshot().map_err(|e| Error::delta(&t.location, e))?.table_config().deleted_file_retention_duration();
+            let window = table
+                .snapshot()
+                .map_err(|e| Error::delta(&t.location, e))?
+                .table_config()
+                .deleted_file_retention_duration();
             if t.vacuum_hours * 3600 < window.as_secs() {
                 return Err(Error::UnsafeVacuum {
                     table: t.name.clone(),
@@ -285,7 +301,11 @@ fn commit_error(location: &Location, e: deltalake::DeltaTableError) -> Error {
     }
 }
 
-async fn maintain_table(t: &Target, mut table: DeltaTable, options: &MaintainOptions) -> Result<Vec<MaintenanceAction>> {
+async fn maintain_table(
+    t: &Target,
+    mut table: DeltaTable,
+    options: &MaintainOptions,
+) -> Result<Vec<MaintenanceAction>> {
     let mut out = Vec::new();
     // The lease costs two commits: take it only when a dry pass finds rows
     // to delete or files to rewrite.
@@ -354,11 +374,8 @@ fn active(table: &DeltaTable) -> Result<(u64, u64)> {
 pub(crate) async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> {
     let store = table.log_store().object_store(None);
     let prefix = log.then(|| object_store::path::Path::from("_delta_log"));
-    let metas: Vec<object_store::ObjectMeta> = store
-        .list(prefix.as_ref())
-        .try_collect()
-        .await
-        .map_err(|e| Error::storage(table.table_url(), e))?;
+    let metas: Vec<object_store::ObjectMeta> =
+        store.list(prefix.as_ref()).try_collect().await.map_err(|e| Error::storage(table.table_url(), e))?;
     Ok(metas
         .iter()
         .filter(|m| log || !m.location.as_ref().starts_with("_delta_log"))
@@ -377,7 +394,12 @@ fn action(t: &Target, name: &str, before: (u64, u64)) -> MaintenanceAction {
     }
 }
 
-async fn retention(t: &Target, table: DeltaTable, r: &RowRetention, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
+async fn retention(
+    t: &Target,
+    table: DeltaTable,
+    r: &RowRetention,
+    options: &MaintainOptions,
+) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
     let mut a = action(t, "retention", active(&table)?);
     let cutoff = Utc::now() - chrono::Duration::days(r.days as i64);
@@ -427,7 +449,8 @@ async fn retention(t: &Target, table: DeltaTable, r: &RowRetention, options: &Ma
         .with_commit_properties(commit(options, "retention"))
         .await
         .map_err(|e| commit_error(&t.location, e))?;
-    a.detail = format!("{} ({} files rewritten, {} removed)", a.detail, metrics.num_added_files, metrics.num_removed_files);
+    a.detail =
+        format!("{} ({} files rewritten, {} removed)", a.detail, metrics.num_added_files, metrics.num_removed_files);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
     a.outcome = "done".into();
@@ -437,7 +460,9 @@ async fn retention(t: &Target, table: DeltaTable, r: &RowRetention, options: &Ma
 
 async fn count_rows(table: &DeltaTable, predicate: Expr) -> Result<u64> {
     let ctx = crate::expectations::session();
-    let err = |e: deltalake::datafusion::error::DataFusionError| Error::Internal(format!("counting rows of {}: {e}", table.table_url()));
+    let err = |e: deltalake::datafusion::error::DataFusionError| {
+        Error::Internal(format!("counting rows of {}: {e}", table.table_url()))
+    };
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(err)?;
     let n = ctx.read_table(provider).map_err(err)?.filter(predicate).map_err(err)?.count().await.map_err(err)?;
@@ -463,7 +488,8 @@ fn plan(table: &DeltaTable, target_size: u64, zorder: bool) -> Result<BTreeMap<S
         }
         let mut values: Vec<(String, Option<String>)> = f.partition_values_map().into_iter().collect();
         values.sort();
-        let key = values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join("/");
+        let key =
+            values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join("/");
         let entry = parts.entry(key).or_insert_with(|| PartitionPlan { values, files: 0, bytes: 0 });
         entry.files += 1;
         entry.bytes += f.size() as u64;
@@ -485,7 +511,11 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
         "{files} files ({bytes} bytes) in {} partitions{}{}",
         parts.len(),
         zorder.as_ref().map(|z| format!(", clustered by {}", z.join(", "))).unwrap_or_default(),
-        if parts.is_empty() { String::new() } else { format!(": {}", parts.keys().take(10).cloned().collect::<Vec<_>>().join(", ")) }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.keys().take(10).cloned().collect::<Vec<_>>().join(", "))
+        }
     );
     if parts.is_empty() {
         a.outcome = "skipped".into();
@@ -497,7 +527,8 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((table, a));
     }
-    let partition_columns = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.metadata().partition_columns().to_vec();
+    let partition_columns =
+        table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.metadata().partition_columns().to_vec();
     // Restrict the rewrite to the planned partitions when one column
     // partitions the table (z-order would otherwise rewrite every file).
     let values: Vec<String> = match &partition_columns[..] {
@@ -546,7 +577,11 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
     a.detail = format!(
         "{n} files unreferenced for more than {} h{}",
         t.vacuum_hours,
-        if n == 0 { String::new() } else { format!(", e.g. {}", metrics.files_deleted.iter().take(3).cloned().collect::<Vec<_>>().join(", ")) }
+        if n == 0 {
+            String::new()
+        } else {
+            format!(", e.g. {}", metrics.files_deleted.iter().take(3).cloned().collect::<Vec<_>>().join(", "))
+        }
     );
     a.outcome = match (n, options.dry_run) {
         (0, _) => "skipped",
@@ -569,7 +604,8 @@ async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -
     let store = table.log_store().object_store(None);
     let marker = object_store::path::Path::from(format!("_delta_log/{version:020}.checkpoint.parquet"));
     let has = store.head(&marker).await.is_ok();
-    let retention = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.table_config().log_retention_duration();
+    let retention =
+        table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.table_config().log_retention_duration();
     a.detail = format!(
         "{} at version {version}; log files older than {} days removed",
         if has { "checkpoint exists" } else { "checkpoint" },
@@ -583,7 +619,8 @@ async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -
     if !has {
         deltalake::checkpoints::create_checkpoint(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
     }
-    let removed = deltalake::checkpoints::cleanup_metadata(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
+    let removed =
+        deltalake::checkpoints::cleanup_metadata(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
     a.detail = format!("{}; {removed} expired log files removed", a.detail);
     (a.files_after, a.bytes_after) = stored(table, true).await?;
     a.outcome = if has && removed == 0 { "skipped" } else { "done" }.into();

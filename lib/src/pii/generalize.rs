@@ -9,11 +9,10 @@ use std::sync::Arc;
 use chrono::{Datelike, NaiveDate};
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use deltalake::arrow::datatypes::{
-    i256, ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type,
-    Decimal256Type, Decimal32Type, Decimal64Type, DecimalType, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Int8Type, TimeUnit as ArrowTimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    i256, ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Decimal256Type,
+    Decimal32Type, Decimal64Type, DecimalType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimeUnit as ArrowTimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 
 use super::TimeUnit;
@@ -29,9 +28,7 @@ const OUT_OF_RANGE: &str = "a value is out of range once generalised";
 /// day or hour (UTC).
 pub(crate) fn truncate(column: &ArrayRef, to: TimeUnit) -> Result<ArrayRef, String> {
     match column.data_type() {
-        DataType::Timestamp(ArrowTimeUnit::Second, _) => {
-            truncate_ticks::<TimestampSecondType>(column, 86_400, to)
-        }
+        DataType::Timestamp(ArrowTimeUnit::Second, _) => truncate_ticks::<TimestampSecondType>(column, 86_400, to),
         DataType::Timestamp(ArrowTimeUnit::Millisecond, _) => {
             truncate_ticks::<TimestampMillisecondType>(column, 86_400_000, to)
         }
@@ -41,9 +38,7 @@ pub(crate) fn truncate(column: &ArrayRef, to: TimeUnit) -> Result<ArrayRef, Stri
         DataType::Timestamp(ArrowTimeUnit::Nanosecond, _) => {
             truncate_ticks::<TimestampNanosecondType>(column, 86_400_000_000_000, to)
         }
-        DataType::Date64 if to != TimeUnit::Hour => {
-            truncate_ticks::<Date64Type>(column, 86_400_000, to)
-        }
+        DataType::Date64 if to != TimeUnit::Hour => truncate_ticks::<Date64Type>(column, 86_400_000, to),
         DataType::Date32 if to != TimeUnit::Hour => {
             let array = column.as_primitive::<Date32Type>();
             let out = array
@@ -59,11 +54,7 @@ pub(crate) fn truncate(column: &ArrayRef, to: TimeUnit) -> Result<ArrayRef, Stri
 }
 
 /// Truncates an `i64` ticks-since-epoch column (`ticks_per_day` ticks a day).
-fn truncate_ticks<T>(
-    column: &ArrayRef,
-    ticks_per_day: i64,
-    to: TimeUnit,
-) -> Result<ArrayRef, String>
+fn truncate_ticks<T>(column: &ArrayRef, ticks_per_day: i64, to: TimeUnit) -> Result<ArrayRef, String>
 where
     T: ArrowPrimitiveType<Native = i64>,
 {
@@ -90,13 +81,8 @@ fn truncate_days(days: i64, to: TimeUnit) -> Result<i64, ()> {
         TimeUnit::Day | TimeUnit::Hour => Ok(days),
         TimeUnit::Month | TimeUnit::Year => {
             let ce = days.checked_add(UNIX_EPOCH_DAYS_FROM_CE).ok_or(())?;
-            let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(ce).map_err(|_| ())?)
-                .ok_or(())?;
-            let month = if to == TimeUnit::Year {
-                1
-            } else {
-                date.month()
-            };
+            let date = NaiveDate::from_num_days_from_ce_opt(i32::try_from(ce).map_err(|_| ())?).ok_or(())?;
+            let month = if to == TimeUnit::Year { 1 } else { date.month() };
             let first = NaiveDate::from_ymd_opt(date.year(), month, 1).ok_or(())?;
             Ok(i64::from(first.num_days_from_ce()) - UNIX_EPOCH_DAYS_FROM_CE)
         }
@@ -125,28 +111,17 @@ pub(crate) fn floor_to_bucket(column: &ArrayRef, bucket: Bucket) -> Result<Array
         (DataType::UInt16, Bucket::Units(b)) => floor_ints::<UInt16Type>(column, b),
         (DataType::UInt32, Bucket::Units(b)) => floor_ints::<UInt32Type>(column, b),
         (DataType::UInt64, Bucket::Units(b)) => floor_ints::<UInt64Type>(column, b),
-        (DataType::Decimal32(p, _), Bucket::Units(b)) => {
-            floor_decimals::<Decimal32Type>(column, b, *p)
-        }
-        (DataType::Decimal64(p, _), Bucket::Units(b)) => {
-            floor_decimals::<Decimal64Type>(column, b, *p)
-        }
-        (DataType::Decimal128(p, _), Bucket::Units(b)) => {
-            floor_decimals::<Decimal128Type>(column, b, *p)
-        }
-        (DataType::Decimal256(p, _), Bucket::Units(b)) => {
-            floor_decimals::<Decimal256Type>(column, b, *p)
-        }
+        (DataType::Decimal32(p, _), Bucket::Units(b)) => floor_decimals::<Decimal32Type>(column, b, *p),
+        (DataType::Decimal64(p, _), Bucket::Units(b)) => floor_decimals::<Decimal64Type>(column, b, *p),
+        (DataType::Decimal128(p, _), Bucket::Units(b)) => floor_decimals::<Decimal128Type>(column, b, *p),
+        (DataType::Decimal256(p, _), Bucket::Units(b)) => floor_decimals::<Decimal256Type>(column, b, *p),
         (DataType::Float32, Bucket::Float(b)) => {
-            let out = column
-                .as_primitive::<Float32Type>()
-                .unary::<_, Float32Type>(|v| floor_float(f64::from(v), b) as f32);
+            let out =
+                column.as_primitive::<Float32Type>().unary::<_, Float32Type>(|v| floor_float(f64::from(v), b) as f32);
             Ok(Arc::new(out))
         }
         (DataType::Float64, Bucket::Float(b)) => {
-            let out = column
-                .as_primitive::<Float64Type>()
-                .unary::<_, Float64Type>(|v| floor_float(v, b));
+            let out = column.as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| floor_float(v, b));
             Ok(Arc::new(out))
         }
         (other, _) => Err(format!("cannot bucket a {other} column")),
@@ -187,12 +162,10 @@ where
     T: ArrowPrimitiveType,
     T::Native: ArrowNativeTypeOp + FromI128,
 {
-    let b = T::Native::from_i128(bucket)
-        .ok_or_else(|| format!("bucket does not fit a {} column", column.data_type()))?;
+    let b =
+        T::Native::from_i128(bucket).ok_or_else(|| format!("bucket does not fit a {} column", column.data_type()))?;
     let array = column.as_primitive::<T>();
-    let out = array
-        .try_unary::<_, T, ()>(|v| floor_native(v, b))
-        .map_err(|()| OUT_OF_RANGE.to_owned())?;
+    let out = array.try_unary::<_, T, ()>(|v| floor_native(v, b)).map_err(|()| OUT_OF_RANGE.to_owned())?;
     Ok(out.with_data_type(column.data_type().clone()))
 }
 
@@ -278,9 +251,7 @@ pub(crate) fn bucket_units(bucket: f64, scale: i8) -> Result<i128, BucketUnitsEr
     if digits.is_empty() {
         return Err(BucketUnitsError::Fractional);
     }
-    digits
-        .parse::<i128>()
-        .map_err(|_| BucketUnitsError::TooLarge)
+    digits.parse::<i128>().map_err(|_| BucketUnitsError::TooLarge)
 }
 
 /// Why a bucket cannot be expressed in a column's units.

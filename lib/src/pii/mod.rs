@@ -96,10 +96,7 @@ pub struct PiiConfig {
 
 impl Default for PiiConfig {
     fn default() -> Self {
-        Self {
-            key_env: default_key_env(),
-            rules: Vec::new(),
-        }
+        Self { key_env: default_key_env(), rules: Vec::new() }
     }
 }
 
@@ -283,51 +280,27 @@ impl PiiConfig {
     /// the variable, never its value.
     pub fn build(&self, schema: &Schema) -> Result<PiiRules, PiiError> {
         let rules = self.plan(schema).map_err(PiiError::Invalid)?;
-        let key = if self.needs_key() {
-            std::env::var_os(&self.key_env).map(|v| v.into_encoded_bytes())
-        } else {
-            None
-        };
+        let key = if self.needs_key() { std::env::var_os(&self.key_env).map(|v| v.into_encoded_bytes()) } else { None };
         self.finish(rules, key.as_deref())
     }
 
     /// Same as [`build`](Self::build), with the key given instead of read
     /// from the environment (tests, tools). A key given when no rule hashes
     /// is still validated and kept, for [`PiiRules::hash_value`].
-    pub fn build_with_key(
-        &self,
-        schema: &Schema,
-        key: Option<&[u8]>,
-    ) -> Result<PiiRules, PiiError> {
+    pub fn build_with_key(&self, schema: &Schema, key: Option<&[u8]>) -> Result<PiiRules, PiiError> {
         let rules = self.plan(schema).map_err(PiiError::Invalid)?;
         self.finish(rules, key)
     }
 
     fn finish(&self, rules: Vec<Rule>, key: Option<&[u8]>) -> Result<PiiRules, PiiError> {
         let key = match key.filter(|k| !k.is_empty()) {
-            None if self.needs_key() => {
-                return Err(PiiError::MissingKey {
-                    variable: self.key_env.clone(),
-                })
-            }
+            None if self.needs_key() => return Err(PiiError::MissingKey { variable: self.key_env.clone() }),
             None => None,
-            Some(k) if k.len() < MIN_KEY_BYTES => {
-                return Err(PiiError::WeakKey {
-                    variable: self.key_env.clone(),
-                })
-            }
+            Some(k) if k.len() < MIN_KEY_BYTES => return Err(PiiError::WeakKey { variable: self.key_env.clone() }),
             Some(k) => Some(HmacSha256::new(k)),
         };
-        let by_column = rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.column.clone(), i))
-            .collect();
-        Ok(PiiRules {
-            rules,
-            by_column,
-            key,
-        })
+        let by_column = rules.iter().enumerate().map(|(i, r)| (r.column.clone(), i)).collect();
+        Ok(PiiRules { rules, by_column, key })
     }
 
     /// Resolves every rule against `schema`, or returns every problem.
@@ -337,10 +310,7 @@ impl PiiConfig {
         let mut seen: HashMap<&str, usize> = HashMap::new();
 
         if self.needs_key() && !valid_env_name(&self.key_env) {
-            problems.push(format!(
-                "key_env: {:?} is not a usable environment variable name",
-                self.key_env
-            ));
+            problems.push(format!("key_env: {:?} is not a usable environment variable name", self.key_env));
         }
 
         for (i, rule) in self.rules.iter().enumerate() {
@@ -350,46 +320,33 @@ impl PiiConfig {
             // Options that do not belong to the action.
             let options = [
                 ("mask", rule.mask.is_some(), rule.action == PiiAction::Mask),
-                (
-                    "to",
-                    rule.to.is_some(),
-                    rule.action == PiiAction::Generalize,
-                ),
-                (
-                    "bucket",
-                    rule.bucket.is_some(),
-                    rule.action == PiiAction::Generalize,
-                ),
+                ("to", rule.to.is_some(), rule.action == PiiAction::Generalize),
+                ("bucket", rule.bucket.is_some(), rule.action == PiiAction::Generalize),
             ];
             for (name, given, allowed) in options {
                 if given && !allowed {
-                    problems.push(format!(
-                        "{at}: `{name}:` does not apply to action {}",
-                        action_name(rule.action)
-                    ));
+                    problems.push(format!("{at}: `{name}:` does not apply to action {}", action_name(rule.action)));
                 }
             }
             match rule.action {
-                PiiAction::Mask if rule.mask.is_none() => problems.push(format!(
-                    "{at}: action mask needs `mask:` (email | ip | phone | card)"
-                )),
+                PiiAction::Mask if rule.mask.is_none() => {
+                    problems.push(format!("{at}: action mask needs `mask:` (email | ip | phone | card)"))
+                }
                 PiiAction::Generalize => match (rule.to, rule.bucket) {
                     (None, None) => problems.push(format!(
                         "{at}: action generalize needs `to:` (year | month | day | hour) for a \
                          timestamp or date column, or `bucket:` for a number column"
                     )),
-                    (Some(_), Some(_)) => problems.push(format!(
-                        "{at}: action generalize takes `to:` or `bucket:`, not both"
-                    )),
+                    (Some(_), Some(_)) => {
+                        problems.push(format!("{at}: action generalize takes `to:` or `bucket:`, not both"))
+                    }
                     _ => {}
                 },
                 _ => {}
             }
             if let Some(b) = rule.bucket {
                 if !(b.is_finite() && b > 0.0) {
-                    problems.push(format!(
-                        "{at}: `bucket:` must be a number greater than 0, got {b}"
-                    ));
+                    problems.push(format!("{at}: `bucket:` must be a number greater than 0, got {b}"));
                 }
             }
 
@@ -416,11 +373,7 @@ impl PiiConfig {
             }
 
             match resolve(rule, field) {
-                Ok(op) => rules.push(Rule {
-                    column: rule.column.clone(),
-                    data_type: field.data_type().clone(),
-                    op,
-                }),
+                Ok(op) => rules.push(Rule { column: rule.column.clone(), data_type: field.data_type().clone(), op }),
                 Err(message) => problems.push(format!("{at}: {message}")),
             }
         }
@@ -473,15 +426,11 @@ fn resolve(rule: &PiiRuleConfig, field: &Field) -> Result<Op, String> {
         PiiAction::Generalize => match (rule.to, rule.bucket) {
             (Some(to), None) => match dt {
                 DataType::Timestamp(..) => Ok(Op::Truncate(to)),
-                DataType::Date32 | DataType::Date64 if to != TimeUnit::Hour => {
-                    Ok(Op::Truncate(to))
+                DataType::Date32 | DataType::Date64 if to != TimeUnit::Hour => Ok(Op::Truncate(to)),
+                DataType::Date32 | DataType::Date64 => {
+                    Err(format!("`to: hour` does not apply to date column {name:?} ({dt}); use year, month or day"))
                 }
-                DataType::Date32 | DataType::Date64 => Err(format!(
-                    "`to: hour` does not apply to date column {name:?} ({dt}); use year, month or day"
-                )),
-                _ => Err(format!(
-                    "`to:` needs a timestamp or date column; {name:?} is {dt}"
-                )),
+                _ => Err(format!("`to:` needs a timestamp or date column; {name:?} is {dt}")),
             },
             (None, Some(bucket)) => resolve_bucket(bucket, name, dt).map(Op::Floor),
             _ => Err("action generalize takes exactly one of `to:` or `bucket:`".to_owned()),
@@ -497,21 +446,17 @@ fn resolve_bucket(bucket: f64, name: &str, dt: &DataType) -> Result<Bucket, Stri
         | DataType::Decimal64(_, s)
         | DataType::Decimal128(_, s)
         | DataType::Decimal256(_, s) => *s,
-        _ => {
-            return Err(format!(
-                "`bucket:` needs an integer, float or decimal column; {name:?} is {dt}"
-            ))
-        }
+        _ => return Err(format!("`bucket:` needs an integer, float or decimal column; {name:?} is {dt}")),
     };
     let max = generalize::native_max(dt).unwrap_or(i128::MAX);
     match generalize::bucket_units(bucket, scale) {
         Ok(units) if units <= max => Ok(Bucket::Units(units)),
-        Ok(_) | Err(BucketUnitsError::TooLarge) => Err(format!(
-            "`bucket: {bucket}` is too large for column {name:?} ({dt})"
-        )),
-        Err(BucketUnitsError::Fractional) if scale == 0 => Err(format!(
-            "`bucket: {bucket}` must be a whole number for integer column {name:?} ({dt})"
-        )),
+        Ok(_) | Err(BucketUnitsError::TooLarge) => {
+            Err(format!("`bucket: {bucket}` is too large for column {name:?} ({dt})"))
+        }
+        Err(BucketUnitsError::Fractional) if scale == 0 => {
+            Err(format!("`bucket: {bucket}` must be a whole number for integer column {name:?} ({dt})"))
+        }
         Err(BucketUnitsError::Fractional) => Err(format!(
             "`bucket: {bucket}` is not a multiple of the resolution of decimal column \
              {name:?} ({dt}, scale {scale})"
@@ -520,20 +465,11 @@ fn resolve_bucket(bucket: f64, name: &str, dt: &DataType) -> Result<Bucket, Stri
 }
 
 fn is_string(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 fn is_binary(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-            | DataType::FixedSizeBinary(_)
-    )
+    matches!(dt, DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_))
 }
 
 /// Flat types whose bytes or Utf8 cast can be hashed.
@@ -609,9 +545,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
+            let mut best =
+                (d[(i - 1) * width + j] + 1).min(d[i * width + j - 1] + 1).min(d[(i - 1) * width + j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[(i - 2) * width + j - 2] + 1);
             }
@@ -650,9 +585,7 @@ impl PiiRules {
             .iter()
             .filter_map(|field| match self.rule(field.name()).map(|r| r.op) {
                 Some(Op::Drop) => None,
-                Some(Op::Hash | Op::Mask(_)) => {
-                    Some(field.as_ref().clone().with_data_type(DataType::Utf8))
-                }
+                Some(Op::Hash | Op::Mask(_)) => Some(field.as_ref().clone().with_data_type(DataType::Utf8)),
                 _ => Some(field.as_ref().clone()),
             })
             .collect();
@@ -668,11 +601,7 @@ impl PiiRules {
         let schema = batch.schema();
         for rule in &self.rules {
             match schema.fields().iter().find(|f| f.name() == &rule.column) {
-                None => {
-                    return Err(PiiError::MissingColumn {
-                        column: rule.column.clone(),
-                    })
-                }
+                None => return Err(PiiError::MissingColumn { column: rule.column.clone() }),
                 Some(f) if f.data_type() != &rule.data_type => {
                     return Err(PiiError::TypeMismatch {
                         column: rule.column.clone(),
@@ -703,18 +632,11 @@ impl PiiRules {
                 Op::Truncate(to) => generalize::truncate(column, to),
                 Op::Floor(bucket) => generalize::floor_to_bucket(column, bucket),
             };
-            columns.push(out.map_err(|message| PiiError::Apply {
-                column: rule.column.clone(),
-                message,
-            })?);
+            columns.push(out.map_err(|message| PiiError::Apply { column: rule.column.clone(), message })?);
         }
 
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.output_schema(&schema),
-            columns,
-            &options,
-        )?)
+        Ok(RecordBatch::try_new_with_options(self.output_schema(&schema), columns, &options)?)
     }
 
     /// Hashes one value exactly as a `hash` rule does (64 lowercase hex
@@ -737,9 +659,7 @@ fn hash_column(key: &HmacSha256, column: &ArrayRef) -> Result<ArrayRef, String> 
     let len = column.len();
     let out = match column.data_type() {
         DataType::Utf8 => hash_values(key, len, column.as_string::<i32>().iter().map(to_bytes)),
-        DataType::LargeUtf8 => {
-            hash_values(key, len, column.as_string::<i64>().iter().map(to_bytes))
-        }
+        DataType::LargeUtf8 => hash_values(key, len, column.as_string::<i64>().iter().map(to_bytes)),
         DataType::Utf8View => hash_values(key, len, column.as_string_view().iter().map(to_bytes)),
         DataType::Binary => hash_values(key, len, column.as_binary::<i32>().iter()),
         DataType::LargeBinary => hash_values(key, len, column.as_binary::<i64>().iter()),
@@ -758,11 +678,7 @@ fn to_bytes(value: Option<&str>) -> Option<&[u8]> {
     value.map(str::as_bytes)
 }
 
-fn hash_values<'a>(
-    key: &HmacSha256,
-    len: usize,
-    values: impl Iterator<Item = Option<&'a [u8]>>,
-) -> ArrayRef {
+fn hash_values<'a>(key: &HmacSha256, len: usize, values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
     let mut builder = StringBuilder::with_capacity(len, len * 64);
     let mut buf = [0u8; 64];
     for value in values {
@@ -786,11 +702,7 @@ fn mask_column(kind: MaskKind, column: &ArrayRef) -> Result<ArrayRef, String> {
     Ok(out)
 }
 
-fn mask_values<'a>(
-    kind: MaskKind,
-    len: usize,
-    values: impl Iterator<Item = Option<&'a str>>,
-) -> ArrayRef {
+fn mask_values<'a>(kind: MaskKind, len: usize, values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     let mut builder = StringBuilder::with_capacity(len, len * 16);
     let mut scratch = String::new();
     for value in values {

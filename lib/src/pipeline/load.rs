@@ -25,11 +25,7 @@ pub fn load_pipeline(file: &Path) -> Result<LoadedPipeline> {
 }
 
 /// Parses and validates pipeline text; `env` looks up variables.
-pub fn parse_pipeline(
-    file: &Path,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<LoadedPipeline> {
+pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedPipeline> {
     let invalid = |problems| Error::InvalidPipeline { problems };
     let text = interpolate(file, text, env).map_err(invalid)?;
     let index = LineIndex::build(&text);
@@ -40,9 +36,7 @@ pub fn parse_pipeline(
         Err(e) => {
             let path = clean_path(&e.path().to_string());
             let inner = e.into_inner();
-            let line = index
-                .line_of(&path)
-                .or_else(|| inner.location().map(|l| l.line()));
+            let line = index.line_of(&path).or_else(|| inner.location().map(|l| l.line()));
             return Err(invalid(vec![Problem {
                 file: file.to_path_buf(),
                 line,
@@ -56,12 +50,7 @@ pub fn parse_pipeline(
     let problems: Vec<Problem> = loaded
         .validate()
         .into_iter()
-        .map(|(path, message)| Problem {
-            file: file.to_path_buf(),
-            line: index.line_of(&path),
-            path,
-            message,
-        })
+        .map(|(path, message)| Problem { file: file.to_path_buf(), line: index.line_of(&path), path, message })
         .collect();
     if problems.is_empty() {
         Ok(loaded)
@@ -102,11 +91,7 @@ pub fn interpolate(
                     None => (expr, None),
                 };
                 if !is_var_name(name) {
-                    problems.push(line_problem(
-                        file,
-                        n,
-                        &format!("`${{{expr}}}`: {name:?} is not a variable name"),
-                    ));
+                    problems.push(line_problem(file, n, &format!("`${{{expr}}}`: {name:?} is not a variable name")));
                 } else {
                     // An empty value counts as unset, as in the shell's `:-`.
                     match (env(name).filter(|v| !v.is_empty()), default) {
@@ -160,12 +145,7 @@ fn is_var_name(name: &str) -> bool {
 }
 
 fn line_problem(file: &Path, line0: usize, message: &str) -> Problem {
-    Problem {
-        file: file.to_path_buf(),
-        line: Some(line0 + 1),
-        path: String::new(),
-        message: message.to_string(),
-    }
+    Problem { file: file.to_path_buf(), line: Some(line0 + 1), path: String::new(), message: message.to_string() }
 }
 
 /// serde_path_to_error writes `.` for the root; the user wants nothing there.
@@ -311,7 +291,10 @@ mod tests {
         let f = PathBuf::from("p.yaml");
         let text = "a: ${A}\nb: ${B:-lake}/raw\nc: $${A}\nd: cost $5\ne: ${E:-}x\n# ${NOT_SET} in a comment\nf: '#${A}' # ${NOT_SET}\n";
         let out = interpolate(&f, text, &env(&[("A", "one")])).unwrap();
-        assert_eq!(out, "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n# ${NOT_SET} in a comment\nf: '#one' # ${NOT_SET}\n");
+        assert_eq!(
+            out,
+            "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n# ${NOT_SET} in a comment\nf: '#one' # ${NOT_SET}\n"
+        );
     }
 
     #[test]

@@ -13,10 +13,7 @@ impl LoadedPipeline {
         let mut bad = |path: &str, msg: String| problems.push((path.to_string(), msg));
 
         if p.name.is_empty()
-            || !p
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+            || !p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         {
             bad(
                 "name",
@@ -40,7 +37,10 @@ impl LoadedPipeline {
         if let Some(body) = &p.body {
             let file = self.base_dir().join(&body.schema);
             if !file.is_file() {
-                bad("body.schema", format!("cannot read {}; schema paths are relative to the pipeline file", file.display()));
+                bad(
+                    "body.schema",
+                    format!("cannot read {}; schema paths are relative to the pipeline file", file.display()),
+                );
             } else if let Err(e) = crate::body::BodySchema::from_file(&file) {
                 bad("body.schema", e.to_string());
             }
@@ -102,7 +102,8 @@ impl LoadedPipeline {
             }
         }
         // Unparseable locations are reported where they are checked.
-        let folder = |path: &str| Location::parse(path).ok().map(|l| l.url().as_str().trim_end_matches('/').to_string());
+        let folder =
+            |path: &str| Location::parse(path).ok().map(|l| l.url().as_str().trim_end_matches('/').to_string());
         let written: Vec<(String, String)> = written.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
         let read: Vec<(String, String)> = read.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
         let inside = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
@@ -110,7 +111,10 @@ impl LoadedPipeline {
         for (i, (key, at)) in written.iter().enumerate() {
             for (other, other_at) in &written[..i] {
                 if at == other_at {
-                    problems.push((key.clone(), format!("{other} is at the same location: two tables cannot share a folder")));
+                    problems.push((
+                        key.clone(),
+                        format!("{other} is at the same location: two tables cannot share a folder"),
+                    ));
                 } else if inside(at, other_at) || inside(other_at, at) {
                     let (inner, outer) = if inside(at, other_at) { (key, other) } else { (other, key) };
                     problems.push((key.clone(), format!(

@@ -37,10 +37,11 @@ pub fn dataset(location: &Location) -> (String, String) {
         }
         "az" | "azure" | "adl" => {
             let container = url.host_str().unwrap_or_default();
-            let namespace = match std::env::var("AZURE_STORAGE_ACCOUNT_NAME").or_else(|_| std::env::var("AZURE_STORAGE_ACCOUNT")) {
-                Ok(account) if !account.is_empty() => format!("abfss://{container}@{account}.dfs.core.windows.net"),
-                _ => format!("{}://{container}", url.scheme()),
-            };
+            let namespace =
+                match std::env::var("AZURE_STORAGE_ACCOUNT_NAME").or_else(|_| std::env::var("AZURE_STORAGE_ACCOUNT")) {
+                    Ok(account) if !account.is_empty() => format!("abfss://{container}@{account}.dfs.core.windows.net"),
+                    _ => format!("{}://{container}", url.scheme()),
+                };
             (namespace, url.path().trim_end_matches('/').to_string())
         }
         other => (format!("{other}://{}", url.host_str().unwrap_or_default()), url.path().to_string()),
@@ -56,13 +57,19 @@ fn datasets(loaded: &LoadedPipeline, job: &str) -> (Named, Named) {
     let t = &p.tables;
     let source = ("capture".to_string(), p.source.capture.url.clone());
     let raw = ("raw".to_string(), t.raw.path.clone());
-    let named = |name: &str, table: &Option<crate::pipeline::TableConfig>| table.as_ref().map(|c| (name.to_string(), c.path.clone()));
-    let process_out: Vec<(String, String)> =
-        [named("processed", &t.processed), named("quarantine", &t.quarantine), named("quality_metrics", &t.quality_metrics)]
-            .into_iter()
-            .flatten()
-            .collect();
-    let curated: Vec<(String, String)> = p.curate.iter().flat_map(|c| &c.tables).map(|c| (c.name.clone(), c.path.clone())).collect();
+    let named = |name: &str, table: &Option<crate::pipeline::TableConfig>| {
+        table.as_ref().map(|c| (name.to_string(), c.path.clone()))
+    };
+    let process_out: Vec<(String, String)> = [
+        named("processed", &t.processed),
+        named("quarantine", &t.quarantine),
+        named("quality_metrics", &t.quality_metrics),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let curated: Vec<(String, String)> =
+        p.curate.iter().flat_map(|c| &c.tables).map(|c| (c.name.clone(), c.path.clone())).collect();
     let references: Vec<(String, String)> =
         p.curate.iter().flat_map(|c| &c.references).map(|r| (r.name.clone(), r.path.clone())).collect();
     let processed: Vec<(String, String)> = named("processed", &t.processed).into_iter().collect();
@@ -97,7 +104,13 @@ fn facet(name: &str) -> Value {
 /// The event for `report` at `event_type` (`START`, `COMPLETE`, `FAIL`).
 /// `run_uuid` is the OpenLineage run id (a UUID; Weir's own run id goes in
 /// the `weir` run facet).
-pub fn event(loaded: &LoadedPipeline, report: &RunReport, run_uuid: &str, event_type: &str, at: DateTime<Utc>) -> Value {
+pub fn event(
+    loaded: &LoadedPipeline,
+    report: &RunReport,
+    run_uuid: &str,
+    event_type: &str,
+    at: DateTime<Utc>,
+) -> Value {
     let (inputs, outputs) = datasets(loaded, &report.job);
     let inputs: Vec<Value> = inputs.iter().filter_map(|(_, path)| dataset_json(path, json!({}))).collect();
     let outputs: Vec<Value> = outputs
@@ -181,8 +194,12 @@ pub async fn emit(target: &str, event: &Value) {
             .await;
         match sent {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = %r.status(), endpoint = %crate::storage::redact(target), "the lineage endpoint refused an event"),
-            Err(e) => tracing::warn!(error = %e, endpoint = %crate::storage::redact(target), "cannot send a lineage event"),
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), endpoint = %crate::storage::redact(target), "the lineage endpoint refused an event")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint = %crate::storage::redact(target), "cannot send a lineage event")
+            }
         }
         return;
     }

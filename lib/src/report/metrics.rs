@@ -40,7 +40,12 @@ pub fn render(report: &RunReport, exit_code: u8) -> String {
         "gauge",
         one(format!("{:.3}", (report.finished_at - report.started_at).num_milliseconds() as f64 / 1000.0)),
     );
-    metric("weir_last_run_exit_code", "Exit code of the last run (0 ok, 2 config, 3 data, 75 retryable).", "gauge", one(exit_code.to_string()));
+    metric(
+        "weir_last_run_exit_code",
+        "Exit code of the last run (0 ok, 2 config, 3 data, 75 retryable).",
+        "gauge",
+        one(exit_code.to_string()),
+    );
     metric(
         "weir_last_run_outcome",
         "1 for the last run's outcome, 0 for the others.",
@@ -61,10 +66,30 @@ pub fn render(report: &RunReport, exit_code: u8) -> String {
     let per_stage = |f: fn(&super::StageReport) -> u64| -> Vec<(String, String)> {
         report.stages.iter().map(|s| (format!("stage=\"{}\"", escape(&s.stage)), f(s).to_string())).collect()
     };
-    metric("weir_last_run_events_read", "Events (or rows) the stage read in the last run.", "gauge", per_stage(|s| s.events_read));
-    metric("weir_last_run_events_written", "Events (or rows) the stage wrote in the last run.", "gauge", per_stage(|s| s.events_written));
-    metric("weir_last_run_files_read", "Capture files the stage read in the last run.", "gauge", per_stage(|s| s.files_read));
-    metric("weir_last_run_bytes_read", "Bytes of input the stage read in the last run.", "gauge", per_stage(|s| s.bytes_read));
+    metric(
+        "weir_last_run_events_read",
+        "Events (or rows) the stage read in the last run.",
+        "gauge",
+        per_stage(|s| s.events_read),
+    );
+    metric(
+        "weir_last_run_events_written",
+        "Events (or rows) the stage wrote in the last run.",
+        "gauge",
+        per_stage(|s| s.events_written),
+    );
+    metric(
+        "weir_last_run_files_read",
+        "Capture files the stage read in the last run.",
+        "gauge",
+        per_stage(|s| s.files_read),
+    );
+    metric(
+        "weir_last_run_bytes_read",
+        "Bytes of input the stage read in the last run.",
+        "gauge",
+        per_stage(|s| s.bytes_read),
+    );
     metric(
         "weir_last_run_problems",
         "Data problems the last run reported (blocking ones exit 3).",
@@ -111,7 +136,13 @@ mod tests {
     #[test]
     fn renders_every_series_with_labels() {
         let started = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
-        let mut ingest = StageReport { stage: "ingest".into(), events_read: 10, events_written: 9, files_read: 2, ..Default::default() };
+        let mut ingest = StageReport {
+            stage: "ingest".into(),
+            events_read: 10,
+            events_written: 9,
+            files_read: 2,
+            ..Default::default()
+        };
         ingest.partitions.insert("0".into(), PartitionReport { watermark_after: Some(41), ..Default::default() });
         let report = RunReport {
             run_id: "r".into(),

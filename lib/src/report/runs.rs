@@ -76,7 +76,12 @@ pub fn location(loaded: &LoadedPipeline) -> Result<Option<Location>> {
 
 /// Appends the run's row. `partitions` is the `--partitions` selection of an
 /// ingest shard, if any.
-pub async fn append(loaded: &LoadedPipeline, report: &RunReport, exit_code: u8, partitions: Option<&str>) -> Result<()> {
+pub async fn append(
+    loaded: &LoadedPipeline,
+    report: &RunReport,
+    exit_code: u8,
+    partitions: Option<&str>,
+) -> Result<()> {
     let Some(location) = location(loaded)? else { return Ok(()) };
     let spec = TableSpec {
         name: format!("{}_runs", loaded.pipeline.name),

@@ -145,7 +145,8 @@ async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
     if let Some(c) = futures::StreamExt::next(&mut history).await.transpose().map_err(|e| Error::delta(&location, e))? {
         s.last_commit_at = c.timestamp.and_then(DateTime::from_timestamp_millis);
         s.last_operation = c.operation.clone();
-        s.last_job = c.info.get("weir.job").or_else(|| c.info.get("weir.stage")).and_then(|v| v.as_str()).map(str::to_string);
+        s.last_job =
+            c.info.get("weir.job").or_else(|| c.info.get("weir.stage")).and_then(|v| v.as_str()).map(str::to_string);
     }
     Ok(s)
 }
@@ -158,7 +159,11 @@ pub(crate) struct SourceState {
     pub windows: BTreeMap<String, DateTime<Utc>>,
 }
 
-pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &PartitionSet, prune: bool) -> Result<SourceState> {
+pub(crate) async fn source_state(
+    loaded: &LoadedPipeline,
+    partitions: &PartitionSet,
+    prune: bool,
+) -> Result<SourceState> {
     let p = &loaded.pipeline;
     let source = location(&p.source.capture.url)?;
     let format = PathFormat::parse(&p.source.capture.path_format)
@@ -242,7 +247,9 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
     };
     if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
         let consumed = match delta::open(&location(&t.path)?).await? {
-            Some(processed) => delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64),
+            Some(processed) => {
+                delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64)
+            }
             None => None,
         };
         out.push(lag("process".into(), "raw", consumed));

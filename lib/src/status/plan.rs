@@ -104,11 +104,8 @@ async fn added(table: &deltalake::DeltaTable, from: u64, to: u64) -> Result<(u64
     let mut files = 0;
     let mut bytes = 0;
     for v in from..=to {
-        let entry = table
-            .log_store()
-            .read_commit_entry(v as _)
-            .await
-            .map_err(|e| Error::delta(table.table_url(), e))?;
+        let entry =
+            table.log_store().read_commit_entry(v as _).await.map_err(|e| Error::delta(table.table_url(), e))?;
         let Some(entry) = entry else { continue };
         for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) {

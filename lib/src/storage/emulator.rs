@@ -31,11 +31,13 @@ pub fn create_container(endpoint: &str, container: &str) -> Result<(), String> {
         "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{ACCOUNT}/{ACCOUNT}/{container}\nrestype:container"
     );
     let key = base64::engine::general_purpose::STANDARD.decode(KEY).map_err(|e| e.to_string())?;
-    let signature = base64::engine::general_purpose::STANDARD.encode(crate::pii::hmac::HmacSha256::new(&key).mac(to_sign.as_bytes()));
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(crate::pii::hmac::HmacSha256::new(&key).mac(to_sign.as_bytes()));
     let request = format!(
         "PUT /{ACCOUNT}/{container}?restype=container HTTP/1.1\r\nHost: {host}:{port}\r\nx-ms-date: {date}\r\nx-ms-version: {version}\r\nAuthorization: SharedKey {ACCOUNT}:{signature}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    let mut stream = TcpStream::connect((host, port)).map_err(|e| format!("cannot reach Azurite at {endpoint}: {e}"))?;
+    let mut stream =
+        TcpStream::connect((host, port)).map_err(|e| format!("cannot reach Azurite at {endpoint}: {e}"))?;
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| e.to_string())?;

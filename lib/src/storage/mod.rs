@@ -59,13 +59,10 @@ impl Location {
         let abs = if path.is_absolute() {
             path.to_path_buf()
         } else {
-            std::env::current_dir()
-                .map_err(|e| format!("cannot resolve relative path {s:?}: {e}"))?
-                .join(path)
+            std::env::current_dir().map_err(|e| format!("cannot resolve relative path {s:?}: {e}"))?.join(path)
         };
         let abs = normalize(&abs);
-        let url = Url::from_directory_path(&abs)
-            .map_err(|_| format!("{s:?} is not a usable local path"))?;
+        let url = Url::from_directory_path(&abs).map_err(|_| format!("{s:?} is not a usable local path"))?;
         Ok(Location { url })
     }
 
@@ -102,13 +99,14 @@ impl Location {
     pub fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
         if let Some(dir) = self.local_path() {
             let store = object_store::local::LocalFileSystem::new();
-            let prefix = ObjectPath::from_filesystem_path(&dir).map_err(|e| Error::InvalidLocation {
-                location: self.to_string(),
-                reason: e.to_string(),
-            })?;
+            let prefix = ObjectPath::from_filesystem_path(&dir)
+                .map_err(|e| Error::InvalidLocation { location: self.to_string(), reason: e.to_string() })?;
             return Ok((Arc::new(store), prefix));
         }
-        let invalid = |e: &dyn std::fmt::Display| Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) };
+        let invalid = |e: &dyn std::fmt::Display| Error::InvalidLocation {
+            location: self.to_string(),
+            reason: scrub(&e.to_string()),
+        };
         let (scheme, prefix) = object_store::ObjectStoreScheme::parse(&self.url).map_err(|e| invalid(&e))?;
         if scheme == object_store::ObjectStoreScheme::MicrosoftAzure {
             use std::str::FromStr as _;
@@ -122,9 +120,8 @@ impl Location {
             }
             return Ok((Arc::new(builder.build().map_err(|e| invalid(&e))?), prefix));
         }
-        let (store, prefix) = object_store::parse_url_opts(&self.url, storage_options_from_env()).map_err(|e| {
-            Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) }
-        })?;
+        let (store, prefix) = object_store::parse_url_opts(&self.url, storage_options_from_env())
+            .map_err(|e| Error::InvalidLocation { location: self.to_string(), reason: scrub(&e.to_string()) })?;
         Ok((Arc::from(store), prefix))
     }
 }
@@ -134,10 +131,8 @@ impl Location {
 /// policy. Nothing is logged.
 pub fn storage_options_from_env() -> HashMap<String, String> {
     let retry = retry_config();
-    let mut options: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AZURE_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    let mut options: HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("AZURE_")).map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
     options.insert("max_retries".into(), retry.max_retries.to_string());
     options.insert("retry_timeout".into(), format!("{}s", retry.retry_timeout.as_secs()));
     options
@@ -149,7 +144,8 @@ pub fn storage_options_from_env() -> HashMap<String, String> {
 /// `WEIR_STORAGE_RETRY_TIMEOUT` seconds from the first attempt (default
 /// 180). What still fails is a retryable error (exit 75) naming the URL.
 pub fn retry_config() -> object_store::RetryConfig {
-    let number = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
+    let number =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default);
     object_store::RetryConfig {
         max_retries: number("WEIR_STORAGE_MAX_RETRIES", 10) as usize,
         retry_timeout: std::time::Duration::from_secs(number("WEIR_STORAGE_RETRY_TIMEOUT", 180)),
@@ -194,13 +190,13 @@ pub fn redact(s: &str) -> String {
 pub fn scrub(message: &str) -> String {
     static URL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = URL.get_or_init(|| {
-        regex::Regex::new(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?'\x22]*)\?[^\s'\x22]*")
-            .expect("valid regex")
+        regex::Regex::new(r"(?P<base>[a-z][a-z0-9+.-]*://[^\s?'\x22]*)\?[^\s'\x22]*").expect("valid regex")
     });
     let out = re.replace_all(message, "$base?REDACTED");
     // `sig=` outside a URL (e.g. a bare SAS token echoed back) goes too.
     static SIG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let sig = SIG.get_or_init(|| regex::Regex::new(r"(?i)(sig|se|sv|sp|st|spr|srt|ss)=[^&\s'\x22]+").expect("valid regex"));
+    let sig =
+        SIG.get_or_init(|| regex::Regex::new(r"(?i)(sig|se|sv|sp|st|spr|srt|ss)=[^&\s'\x22]+").expect("valid regex"));
     if out.contains("REDACTED") || !sig.is_match(&out) {
         return out.into_owned();
     }
