@@ -98,24 +98,19 @@ struct Target {
 }
 
 fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
-    let t = &loaded.pipeline.tables;
-    let mut out = vec![("raw".to_string(), t.raw.path.clone(), None)];
-    for (name, table) in [
-        ("processed", &t.processed),
-        ("quarantine", &t.quarantine),
-        ("quality_metrics", &t.quality_metrics),
-        ("erasure_log", &t.erasure_log),
-        ("runs", &t.runs),
-    ] {
-        if let Some(table) = table {
-            out.push((name.to_string(), table.path.clone(), None));
-        }
-    }
-    for c in loaded.pipeline.curate.iter().flat_map(|c| &c.tables) {
-        let zorder = (!c.zorder_by.is_empty()).then(|| c.zorder_by.clone());
-        out.push((c.name.clone(), c.path.clone(), zorder));
-    }
-    out
+    let curated = loaded.pipeline.curate.iter().flat_map(|c| &c.tables);
+    let zorder = |name: &str| {
+        curated.clone().find(|c| c.name == name).filter(|c| !c.zorder_by.is_empty()).map(|c| c.zorder_by.clone())
+    };
+    loaded
+        .tables_written()
+        .into_iter()
+        // Only curated tables z-order.
+        .map(|t| {
+            let z = if t.key.starts_with("curate.") { zorder(&t.name) } else { None };
+            (t.name, t.path.to_string(), z)
+        })
+        .collect()
 }
 
 /// Static checks of the `maintain:` section, as (key path, message).

@@ -64,6 +64,39 @@ impl LoadedPipeline {
     pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or_else(|| Path::new("."))
     }
+
+    /// Every table the pipeline writes, in declaration order: the
+    /// `tables:` section, then the curated tables.
+    pub fn tables_written(&self) -> Vec<DeclaredTable<'_>> {
+        let t = &self.pipeline.tables;
+        let mut out = vec![DeclaredTable { name: "raw".into(), key: "tables.raw.path".into(), path: &t.raw.path }];
+        for (name, table) in [
+            ("processed", &t.processed),
+            ("quarantine", &t.quarantine),
+            ("quality_metrics", &t.quality_metrics),
+            ("erasure_log", &t.erasure_log),
+            ("runs", &t.runs),
+        ] {
+            if let Some(table) = table {
+                out.push(DeclaredTable { name: name.into(), key: format!("tables.{name}.path"), path: &table.path });
+            }
+        }
+        for (i, c) in self.pipeline.curate.iter().flat_map(|c| &c.tables).enumerate() {
+            out.push(DeclaredTable { name: c.name.clone(), key: format!("curate.tables[{i}].path"), path: &c.path });
+        }
+        out
+    }
+}
+
+/// A table of the pipeline, as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredTable<'a> {
+    /// `raw`, `processed`, …, or a curated table's name.
+    pub name: String,
+    /// Key path of its location in the pipeline file (`tables.raw.path`).
+    pub key: String,
+    /// Its location as declared (after `${VAR}` interpolation).
+    pub path: &'a str,
 }
 
 /// A pipeline: where events come from and which tables they land in.

@@ -78,25 +78,9 @@ impl LoadedPipeline {
     /// reference (read, never written) may be one of the pipeline's own
     /// tables, but not inside one or around one.
     fn table_overlaps(&self) -> Vec<(String, String)> {
-        let p = &self.pipeline;
-        let t = &p.tables;
-        let mut written: Vec<(String, &str)> = vec![("tables.raw.path".into(), t.raw.path.as_str())];
-        for (key, table) in [
-            ("processed", &t.processed),
-            ("quarantine", &t.quarantine),
-            ("quality_metrics", &t.quality_metrics),
-            ("erasure_log", &t.erasure_log),
-            ("runs", &t.runs),
-        ] {
-            if let Some(table) = table {
-                written.push((format!("tables.{key}.path"), &table.path));
-            }
-        }
+        let written: Vec<(String, &str)> = self.tables_written().into_iter().map(|t| (t.key, t.path)).collect();
         let mut read = Vec::new();
-        if let Some(curate) = &p.curate {
-            for (i, table) in curate.tables.iter().enumerate() {
-                written.push((format!("curate.tables[{i}].path"), &table.path));
-            }
+        if let Some(curate) = &self.pipeline.curate {
             for (i, r) in curate.references.iter().enumerate() {
                 read.push((format!("curate.references[{i}].path"), r.path.as_str()));
             }

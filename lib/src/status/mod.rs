@@ -104,23 +104,7 @@ pub struct Status {
 
 /// Every table of the pipeline: (name, path).
 pub(crate) fn tables(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    let t = &loaded.pipeline.tables;
-    let mut out = vec![("raw".to_string(), t.raw.path.clone())];
-    for (name, table) in [
-        ("processed", &t.processed),
-        ("quarantine", &t.quarantine),
-        ("quality_metrics", &t.quality_metrics),
-        ("erasure_log", &t.erasure_log),
-        ("runs", &t.runs),
-    ] {
-        if let Some(table) = table {
-            out.push((name.to_string(), table.path.clone()));
-        }
-    }
-    for c in loaded.pipeline.curate.iter().flat_map(|c| &c.tables) {
-        out.push((c.name.clone(), c.path.clone()));
-    }
-    out
+    loaded.tables_written().into_iter().map(|t| (t.name, t.path.to_string())).collect()
 }
 
 pub(crate) fn location(path: &str) -> Result<Location> {
