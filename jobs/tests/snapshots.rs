@@ -1,0 +1,195 @@
+//! Snapshots of what `weir` prints: the help of every command, `weir
+//! validate`'s messages for broken pipelines, and the JSON run report of
+//! every job on the example pipeline and its committed test data.
+//!
+//! They pin behaviour while code moves: a change to any of these outputs
+//! shows up as a snapshot diff to be reviewed (`cargo insta review`, or
+//! read the `.snap.new` file next to the snapshot). Times, durations, run
+//! ids and temporary paths are replaced by placeholders; everything else
+//! is compared exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+const PII_KEY: &str = "a-test-key-of-32-bytes-length!!!";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// `weir` in the repository, with none of the caller's WEIR_*, AZURE_* or
+/// RUST_LOG settings.
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("WEIR_") || k.starts_with("AZURE_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(repo()).env("RUST_LOG", "error").env("COLUMNS", "100");
+    c
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn help_of_every_command() {
+    let out = weir().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!("help", text(&out));
+    for command in
+        ["validate", "ingest", "process", "curate", "maintain", "run", "erase", "plan", "status", "changes", "features"]
+    {
+        let out = weir().args([command, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        insta::assert_snapshot!(format!("help_{command}"), text(&out));
+    }
+}
+
+/// Broken pipelines: the example with one thing wrong each.
+const BROKEN: &[(&str, &str, &str)] = &[
+    ("unknown_key", "tables:\n  raw:", "tabels:\n  raw:"),
+    ("bad_name", "name: user_events", "name: User Events"),
+    ("unset_variable", "${WEIR_CAPTURE:-testdata/capture/user_events}", "${WEIR_NOT_SET_ANYWHERE}"),
+    ("missing_schema", "../schemas/user_event.avsc", "../schemas/nowhere.avsc"),
+    ("bad_path_format", "{PartitionId}/{Year}/{Month}", "{PartitionId}/{Yaer}/{Month}"),
+    ("table_at_lake_root", "path: ${WEIR_LAKE:-lake}/quality/user_events", "path: ${WEIR_LAKE:-lake}"),
+    (
+        "same_folder_twice",
+        "path: ${WEIR_LAKE:-lake}/quarantine/user_events",
+        "path: ${WEIR_LAKE:-lake}/processed/user_events",
+    ),
+    ("unknown_action", "      action: warn\n      max_failure_rate", "      action: shout\n      max_failure_rate"),
+    ("pii_unknown_column", "      - column: email\n", "      - column: e_mail\n"),
+    ("dedup_unknown_key", "key: [eventId]", "key: [event_id]"),
+    ("curate_bad_sql", "COUNT(DISTINCT sessionId) AS sessions", "COUNT(DISTINCT session_id) AS sessions"),
+    ("maintain_unknown_table", "  tables:\n    raw:\n      retention", "  tables:\n    rawr:\n      retention"),
+    ("zero_commit_bytes", "commit_bytes: 67108864", "commit_bytes: 0"),
+    ("yaml_syntax", "  raw:\n    path:", "  raw:\n   path: ["),
+];
+
+#[test]
+fn validate_messages_for_broken_pipelines() {
+    let example = std::fs::read_to_string(repo().join("pipelines/user_events.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(pipelines.join("user_events")).unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    for f in ["schemas/user_event.avsc", "pipelines/user_events/user_features.sql"] {
+        std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut all = String::new();
+    for (name, from, to) in BROKEN {
+        assert!(example.contains(from), "{name}: the example no longer holds {from:?}");
+        let file = pipelines.join(format!("{name}.yaml"));
+        std::fs::write(&file, example.replacen(from, to, 1)).unwrap();
+        let out = weir().arg("validate").arg(&file).env("WEIR_LAKE", dir.path().join("lake")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        all += &format!("== {name}: exit {}\n{}\n", out.status.code().unwrap(), text(&out));
+    }
+    insta::assert_snapshot!("validate_broken", all.replace(&dir.path().display().to_string(), "[dir]"));
+}
+
+/// The example pipeline job by job on one lake, then `weir run` again (up
+/// to date) and on a fresh lake as a dry run.
+#[test]
+fn run_reports_of_every_job_on_the_example() {
+    let lake = tempfile::tempdir().unwrap();
+    let job = |args: &[&str]| -> (i32, Value) {
+        let out = weir().args(args).env("WEIR_LAKE", lake.path()).env("WEIR_PII_KEY", PII_KEY).output().unwrap();
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
+        (out.status.code().unwrap_or(-1), normalise(report, lake.path()))
+    };
+    let example = "pipelines/user_events.yaml";
+    for (name, args) in [
+        ("plan_empty", vec!["plan", example, "--json"]),
+        ("ingest", vec!["ingest", example]),
+        ("process", vec!["process", example]),
+        ("curate", vec!["curate", example]),
+        ("status", vec!["status", example, "--json"]),
+        ("maintain", vec!["maintain", example]),
+        ("erase", vec!["erase", example, "--subject", "userId=u-1"]),
+        ("erase_dry_run", vec!["erase", example, "--subject", "userId=u-2", "--dry-run"]),
+        ("run_up_to_date", vec!["run", example]),
+    ] {
+        let (code, report) = job(&args);
+        assert_eq!(code, 0, "{name}: {report:#}");
+        insta::assert_snapshot!(format!("report_{name}"), serde_json::to_string_pretty(&report).unwrap());
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args(["run", example, "--dry-run"])
+        .env("WEIR_LAKE", fresh.path())
+        .env("WEIR_PII_KEY", PII_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = normalise(serde_json::from_slice(&out.stdout).unwrap(), fresh.path());
+    insta::assert_snapshot!("report_run_dry_run", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// Replaces what differs between two identical runs: times of the run
+/// itself, durations, table sizes, run ids and the lake's temporary folder.
+fn normalise(v: Value, lake: &Path) -> Value {
+    let lake = lake.display().to_string();
+    let now = Utc::now();
+    fn walk(v: Value, key: &str, lake: &str, now: DateTime<Utc>) -> Value {
+        match v {
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k.clone(), walk(v, &k, lake, now))).collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| walk(v, key, lake, now)).collect()),
+            Value::Null => Value::Null,
+            // Parquet sizes of tables that hold times vary with them.
+            v if key.ends_with("_ms")
+                || key == "minutes_behind"
+                || matches!(key, "bytes" | "bytes_before" | "bytes_after") =>
+            {
+                Value::String(format!("[{}]", kind(&v)))
+            }
+            Value::String(_) if key == "run_id" => Value::String("[run_id]".into()),
+            Value::String(s) => {
+                // A time within a day of now is the run's own clock.
+                if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+                    if (now - t.with_timezone(&Utc)).num_hours().abs() < 24 {
+                        return Value::String("[now]".into());
+                    }
+                }
+                Value::String(byte_counts(&s.replace(lake, "[lake]")))
+            }
+            v => v,
+        }
+    }
+    /// "3 files (18697 bytes)" → "3 files ([n] bytes)".
+    fn byte_counts(s: &str) -> String {
+        let mut out = String::new();
+        for (i, word) in s.split(' ').enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let digits = word.trim_start_matches('(');
+            let is_count = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit());
+            let next_is_bytes = s.split(' ').nth(i + 1).is_some_and(|n| n.starts_with("bytes"));
+            if is_count && next_is_bytes {
+                out += &word.replace(digits, "[n]");
+            } else {
+                out += word;
+            }
+        }
+        out
+    }
+    fn kind(v: &Value) -> &'static str {
+        if v.is_number() {
+            "number"
+        } else {
+            "value"
+        }
+    }
+    walk(v, "", &lake, now)
+}
