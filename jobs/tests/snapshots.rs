@@ -156,7 +156,7 @@ fn normalise(v: Value, lake: &Path) -> Value {
             }
             Value::String(_) if key == "run_id" => Value::String("[run_id]".into()),
             Value::String(_) if CLOCK_KEYS.contains(&key) => Value::String("[clock]".into()),
-            Value::String(s) => Value::String(byte_counts(&s.replace(lake, "[lake]"))),
+            Value::String(s) => Value::String(retention_cutoff(&byte_counts(&s.replace(lake, "[lake]")))),
             v => v,
         }
     }
@@ -177,6 +177,14 @@ fn normalise(v: Value, lake: &Path) -> Value {
             }
         }
         out
+    }
+    /// "rows with enqueued_time before 2026-10-08 14:55 UTC" (now minus
+    /// the retention) → "… before [clock] UTC".
+    fn retention_cutoff(s: &str) -> String {
+        match (s.find(" before "), s.rfind(" UTC")) {
+            (Some(b), Some(u)) if u > b => format!("{} before [clock]{}", &s[..b], &s[u..]),
+            _ => s.to_string(),
+        }
     }
     fn kind(v: &Value) -> &'static str {
         if v.is_number() {

@@ -32,7 +32,7 @@ pub enum Error {
     #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     InvalidPipeline {
         /// Every problem found, in file order.
-        problems: Vec<crate::pipeline::Problem>,
+        problems: Vec<Problem>,
     },
 
     /// A location in the pipeline is not usable.
@@ -265,5 +265,31 @@ fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         Some(ErrorClass::Retryable)
     } else {
         None
+    }
+}
+
+/// A problem found in a pipeline file, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `tables.raw.path` (empty for the whole file).
+    pub path: String,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }

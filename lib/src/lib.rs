@@ -37,6 +37,7 @@ pub mod error;
 pub mod expectations;
 pub mod export;
 pub mod ingest;
+pub mod lake;
 pub mod maintain;
 pub mod pii;
 pub mod pipeline;

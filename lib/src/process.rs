@@ -38,40 +38,24 @@ use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::kernel::Transaction;
 use deltalake::DeltaTable;
 
-use crate::body::{BodySchema, RESCUED_COLUMN};
+use crate::body::BodySchema;
 use crate::capture::decode::utc_micros;
 use crate::dedup::{self, DedupConfig};
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::expectations::{self, Action, Expectation};
+use crate::lake::commit::CommitInfo;
+use crate::lake::conform::{conform, schema_changes};
+use crate::lake::contract::{
+    self, metrics_schema, quarantine_schema, DEDUP_RULE, PROCESSED_PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN,
+    RAW_PARTITION_COLUMN, SCHEMA_RULE,
+};
+use crate::lake::fault::fault_point;
+use crate::lake::Marker;
 use crate::pii::PiiRules;
 use crate::pipeline::{LoadedPipeline, ProcessConfig};
 use crate::report::{DataProblem, QualityReport, RuleOutcome, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
-
-/// The processed table's partition column: the UTC date of `event_time`.
-pub const PARTITION_COLUMN: &str = "event_date";
-/// The quarantine table's partition column.
-pub const QUARANTINE_PARTITION_COLUMN: &str = "enqueued_date";
-/// Rule name under which parse failures are reported and quarantined.
-pub const SCHEMA_RULE: &str = "schema";
-/// Rule name under which dedup is reported in the metrics table.
-pub const DEDUP_RULE: &str = "dedup";
-
-/// The application transaction id of the process stage on each output table.
-pub fn progress_app_id(pipeline: &str) -> String {
-    format!("weir/{pipeline}/process")
-}
-
-/// Lineage columns every processed and quarantined row carries.
-fn lineage_fields() -> Vec<Field> {
-    vec![
-        Field::new("_partition_id", DataType::Utf8, false),
-        Field::new("_sequence_number", DataType::Int64, false),
-        Field::new("_enqueued_time", utc_micros(), false),
-        Field::new("_source_file", DataType::Utf8, false),
-    ]
-}
 
 /// Options of one process run.
 #[derive(Debug, Clone)]
@@ -124,143 +108,6 @@ impl std::fmt::Debug for ProcessPlan {
     }
 }
 
-fn checked_schema(body: &BodySchema) -> SchemaRef {
-    let mut fields: Vec<Field> =
-        body.arrow_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
-    fields.extend(lineage_fields());
-    Arc::new(Schema::new(fields))
-}
-
-fn pre_pii_schema(body: &BodySchema) -> SchemaRef {
-    let mut fields: Vec<Field> = body.arrow_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
-    fields.extend(lineage_fields());
-    fields.push(Field::new("_run_id", DataType::Utf8, false));
-    fields.push(Field::new("_processed_at", utc_micros(), false));
-    fields.push(Field::new(PARTITION_COLUMN, DataType::Date32, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// Static checks of the `process:` section (no storage, no secrets), as
-/// (key path, message). `weir validate` and every job run them.
-pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    let p = &loaded.pipeline;
-    let mut problems = Vec::new();
-    let Some(process) = &p.process else {
-        if p.tables.processed.is_some() {
-            problems.push((
-                "process".to_string(),
-                "tables.processed is declared but there is no process: section".to_string(),
-            ));
-        }
-        return problems;
-    };
-    let mut bad = |path: String, msg: String| problems.push((path, msg));
-    for (name, table) in [("processed", &p.tables.processed), ("quarantine", &p.tables.quarantine)] {
-        match table {
-            None => bad("tables".into(), format!("the process stage needs tables.{name}.path")),
-            Some(t) => {
-                if let Err(e) = Location::parse(&t.path) {
-                    bad(format!("tables.{name}.path"), e);
-                }
-            }
-        }
-    }
-    if let Some(t) = &p.tables.quality_metrics {
-        if let Err(e) = Location::parse(&t.path) {
-            bad("tables.quality_metrics.path".into(), e);
-        }
-    }
-    if process.raw_versions_per_commit == 0 {
-        bad("process.raw_versions_per_commit".into(), "must be greater than 0".into());
-    }
-    let Some(body_config) = &p.body else {
-        bad("process".into(), "the process stage needs body: (format and schema)".into());
-        return problems;
-    };
-    let body = match BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) {
-        Ok(b) => b,
-        // Reported under body.schema by the pipeline validation.
-        Err(_) => return problems,
-    };
-    let body_schema = body.arrow_schema();
-    for f in body_schema.fields() {
-        if f.name().starts_with('_') || f.name() == PARTITION_COLUMN {
-            bad(
-                "body.schema".into(),
-                format!("body field {:?} clashes with a column Weir adds (names starting with '_' and {PARTITION_COLUMN:?} are reserved)", f.name()),
-            );
-        }
-    }
-    match body_schema.field_with_name(&process.event_time) {
-        Err(_) => bad(
-            "process.event_time".into(),
-            format!("no body field {:?}; name a timestamp field of the schema", process.event_time),
-        ),
-        Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => bad(
-            "process.event_time".into(),
-            format!(
-                "{:?} is {}, not a timestamp (mark an ISO-8601 string field with \"weir.timestamp\": \"iso8601\" or use a timestamp logical type)",
-                process.event_time,
-                f.data_type()
-            ),
-        ),
-        Ok(_) => {}
-    }
-    let checked = checked_schema(&body);
-    let mut names = std::collections::HashSet::new();
-    for (i, e) in process.expectations.iter().enumerate() {
-        if !names.insert(e.name.as_str()) || e.name == SCHEMA_RULE || e.name == DEDUP_RULE {
-            bad(format!("process.expectations[{i}].name"), format!("rule name {:?} is used twice or reserved", e.name));
-        }
-        if let Err(m) = expectations::compile(e, &checked) {
-            bad(format!("process.expectations[{i}]"), format!("rule {:?}: {m}", e.name));
-        }
-    }
-    for m in process.pii.check(&body_schema) {
-        let (path, msg) = split_rule_path(&m);
-        bad(format!("process.pii.{path}"), msg);
-    }
-    // Privacy by default: a field the schema marks as personal data must
-    // have a rule. `subject` (the erasure key) and `none` are exempt.
-    for (field, kind) in body.annotations("weir.pii") {
-        if kind != "subject" && kind != "none" && !process.pii.rules.iter().any(|r| r.column == field) {
-            bad(
-                "process.pii".into(),
-                format!(
-                    "body field {field:?} is marked \"weir.pii\": {kind:?} in the schema but has no PII rule; add one (hash, mask, generalize or drop), or mark the field \"weir.pii\": \"none\" in the schema to publish it as is"
-                ),
-            );
-        }
-    }
-    if let Some(d) = &process.dedup {
-        let out = output_schema_for_check(&body, process);
-        for (path, m) in d.check(&out) {
-            bad(format!("process.dedup.{path}"), m);
-        }
-    }
-    problems
-}
-
-/// `rules[3]: message` → (`rules[3]`, `message`).
-fn split_rule_path(m: &str) -> (String, String) {
-    match m.split_once(": ") {
-        Some((p, rest)) if p.starts_with("rules[") => (p.to_string(), rest.to_string()),
-        _ => ("rules".to_string(), m.to_string()),
-    }
-}
-
-/// The processed schema with a stand-in key: hashing changes types, not
-/// names, so this is good for structural checks without the secret.
-pub(crate) fn output_schema_for_check(body: &BodySchema, process: &ProcessConfig) -> SchemaRef {
-    let pre = pre_pii_schema(body);
-    match process.pii.build_with_key(&body.arrow_schema(), Some(&[0u8; 32])) {
-        Ok(rules) => rules.output_schema(&pre),
-        Err(_) => pre,
-    }
-}
-
 impl ProcessPlan {
     /// Compiles the plan; reads the PII key from the environment.
     pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
@@ -276,7 +123,7 @@ impl ProcessPlan {
         let process = p.process.clone().ok_or_else(|| {
             config_error("process", "the pipeline has no process: section; add one to run the process stage".into())
         })?;
-        let problems = check(loaded);
+        let problems = crate::pipeline::check::process(loaded);
         if !problems.is_empty() {
             return Err(Error::InvalidPipeline {
                 problems: problems
@@ -293,7 +140,7 @@ impl ProcessPlan {
         let body_config = p.body.as_ref().ok_or_else(|| config_error("body", "missing".into()))?;
         let body = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema))
             .map_err(|e| config_error("body.schema", e.to_string()))?;
-        let checked = checked_schema(&body);
+        let checked = contract::checked_schema(&body);
         let expectations = process
             .expectations
             .iter()
@@ -301,7 +148,7 @@ impl ProcessPlan {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|m| config_error("process.expectations", m))?;
         let pii = process.pii.build(&body.arrow_schema()).map_err(|e| Error::Secret { message: e.to_string() })?;
-        let pre = pre_pii_schema(&body);
+        let pre = contract::pre_pii_schema(&body);
         let processed_schema = pii.output_schema(&pre);
         let loc = |t: &Option<crate::pipeline::TableConfig>, name: &str| -> Result<Location> {
             let t = t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
@@ -337,7 +184,7 @@ impl ProcessPlan {
             name: format!("{}_processed", self.pipeline),
             description: loaded.pipeline.tables.processed.as_ref().and_then(|t| t.description.clone()),
             schema: self.processed_schema.clone(),
-            partition_columns: vec![PARTITION_COLUMN.to_string()],
+            partition_columns: vec![PROCESSED_PARTITION_COLUMN.to_string()],
         }
     }
 
@@ -360,102 +207,6 @@ impl ProcessPlan {
     }
 }
 
-/// Schema of the quarantine table.
-pub fn quarantine_schema() -> SchemaRef {
-    let mut fields = lineage_fields();
-    fields.push(Field::new("_raw_version", DataType::Int64, false));
-    fields.push(Field::new("body", DataType::Binary, true));
-    fields.push(Field::new("rules", DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))), false));
-    fields.push(Field::new("reason", DataType::Utf8, false));
-    fields.push(Field::new("_run_id", DataType::Utf8, false));
-    fields.push(Field::new("_quarantined_at", utc_micros(), false));
-    fields.push(Field::new(QUARANTINE_PARTITION_COLUMN, DataType::Date32, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// Schema of the quality-metrics table.
-pub fn metrics_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("pipeline", DataType::Utf8, false),
-        Field::new("stage", DataType::Utf8, false),
-        Field::new("raw_version_from", DataType::Int64, false),
-        Field::new("raw_version_to", DataType::Int64, false),
-        Field::new("rule", DataType::Utf8, false),
-        Field::new("expression", DataType::Utf8, true),
-        Field::new("action", DataType::Utf8, false),
-        Field::new("rows_checked", DataType::Int64, false),
-        Field::new("rows_failed", DataType::Int64, false),
-        Field::new("failure_rate", DataType::Float64, true),
-        Field::new("max_failure_rate", DataType::Float64, true),
-        Field::new("outcome", DataType::Utf8, false),
-        Field::new("published", DataType::Boolean, false),
-        Field::new("recorded_at", utc_micros(), false),
-    ]))
-}
-
-/// Differences between a table's schema and the one the pipeline now
-/// produces: (columns that would be added, breaking changes with advice).
-pub fn schema_changes(table: &Schema, wanted: &Schema) -> (Vec<String>, Vec<String>) {
-    let mut added = Vec::new();
-    let mut breaking = Vec::new();
-    for f in wanted.fields() {
-        match table.field_with_name(f.name()) {
-            Err(_) if f.is_nullable() => added.push(f.name().clone()),
-            Err(_) => breaking.push(format!(
-                "new required field {:?}: rows already in the table have no value for it; make it optional (a union with null, default null) or write to a new table",
-                f.name()
-            )),
-            Ok(t) => {
-                if !same_type(t.data_type(), f.data_type()) {
-                    breaking.push(format!(
-                        "field {:?} changed type from {} to {}: existing files cannot be read as the new type; keep the old type, add a new field under a new name, or write to a new table",
-                        f.name(),
-                        t.data_type(),
-                        f.data_type()
-                    ));
-                } else if t.is_nullable() && !f.is_nullable() {
-                    breaking.push(format!(
-                        "field {:?} became required: rows already in the table may lack it; keep it optional",
-                        f.name()
-                    ));
-                } else if !t.is_nullable() && f.is_nullable() {
-                    breaking.push(format!(
-                        "field {:?} became optional but the table column is NOT NULL; keep it required, or drop the NOT NULL constraint on the table first",
-                        f.name()
-                    ));
-                }
-            }
-        }
-    }
-    for t in table.fields() {
-        if wanted.field_with_name(t.name()).is_err() {
-            breaking.push(format!(
-                "field {:?} was removed (or is now dropped by a PII rule) but the table has it; keep it in the schema as an optional field, or write to a new table",
-                t.name()
-            ));
-        }
-    }
-    (added, breaking)
-}
-
-/// Types equal up to names of list/map child fields and nested nullability
-/// (Delta names them differently from Arrow's defaults).
-fn same_type(a: &DataType, b: &DataType) -> bool {
-    use DataType as D;
-    match (a, b) {
-        (D::Utf8 | D::LargeUtf8 | D::Utf8View, D::Utf8 | D::LargeUtf8 | D::Utf8View) => true,
-        (D::Binary | D::LargeBinary | D::BinaryView, D::Binary | D::LargeBinary | D::BinaryView) => true,
-        (D::List(x) | D::LargeList(x), D::List(y) | D::LargeList(y)) => same_type(x.data_type(), y.data_type()),
-        (D::Map(x, _), D::Map(y, _)) => same_type(x.data_type(), y.data_type()),
-        (D::Struct(x), D::Struct(y)) => {
-            x.len() == y.len()
-                && x.iter().zip(y.iter()).all(|(p, q)| p.name() == q.name() && same_type(p.data_type(), q.data_type()))
-        }
-        _ => a == b,
-    }
-}
-
 /// Checks the processed table (when it exists) against the schema the
 /// pipeline now produces. Breaking changes are problems for `weir validate`.
 pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
@@ -466,7 +217,7 @@ pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, 
     let location =
         Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
     let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
-    let wanted = output_schema_for_check(&body, process);
+    let wanted = contract::processed_schema_for_check(&body, &process.pii);
     let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
     Ok(breaking
         .into_iter()
@@ -586,11 +337,11 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
             let batches = tokio::task::spawn_blocking(decode).await.map_err(|e| fail(&e))?.map_err(|e| fail(&e))?;
             let date = add
                 .partition_values
-                .get(crate::ingest::RAW_PARTITION_COLUMN)
+                .get(RAW_PARTITION_COLUMN)
                 .and_then(|v| v.as_deref())
                 .and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
                 .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
-                .ok_or_else(|| fail(&format!("no {} partition value", crate::ingest::RAW_PARTITION_COLUMN)))?;
+                .ok_or_else(|| fail(&format!("no {} partition value", RAW_PARTITION_COLUMN)))?;
             batches
                 .into_iter()
                 .map(|b| {
@@ -1048,26 +799,6 @@ fn rows_after(batch: &RecordBatch, versions: &[i64], after: Option<i64>) -> Resu
     }
 }
 
-/// Casts columns the table already has to the table's types (Delta's names
-/// for list and map children differ from Arrow's defaults); new columns pass.
-pub(crate) fn conform(batch: &RecordBatch, table: &Schema) -> Result<RecordBatch> {
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        match table.field_with_name(f.name()) {
-            Ok(t) if t.data_type() != f.data_type() => {
-                columns.push(cast(c, t.data_type()).map_err(arrow_err(f.name()))?);
-                fields.push(t.clone().with_nullable(f.is_nullable()));
-            }
-            _ => {
-                columns.push(c.clone());
-                fields.push(f.as_ref().clone());
-            }
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("conform"))
-}
-
 /// Reads the stored keys and lineage within the dedup lookback.
 async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Result<Vec<RecordBatch>> {
     let ctx = expectations::session();
@@ -1080,7 +811,8 @@ async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Re
     let cols: Vec<String> = dedup.stored_columns().iter().map(|k| format!("\"{}\"", k.replace('"', "\"\""))).collect();
     let from =
         chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163).unwrap_or_default();
-    let sql = format!("SELECT {} FROM processed WHERE \"{PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
+    let sql =
+        format!("SELECT {} FROM processed WHERE \"{PROCESSED_PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
     let batches = ctx.sql(&sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
@@ -1152,9 +884,9 @@ impl Output {
             .filter(|b| b.num_rows() > 0)
             .map(|b| conform(&b, schema.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        crate::ingest::fault_point("process_before_commit");
+        fault_point("process_before_commit");
         let table = delta::append_streamed(table, batches, options).await?;
-        crate::ingest::fault_point("process_after_commit");
+        fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);
         }
@@ -1176,9 +908,9 @@ impl Output {
     ) -> Result<()> {
         let table = self.table.take().ok_or_else(|| Error::Internal(format!("{} table not open", self.name)))?;
         let batch = conform(&batch, delta::arrow_schema(&table)?.as_ref())?;
-        crate::ingest::fault_point("process_before_commit");
+        fault_point("process_before_commit");
         let table = delta::upsert_with_progress(table, batch, key, scope, options).await?;
-        crate::ingest::fault_point("process_after_commit");
+        fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);
         }
@@ -1233,12 +965,10 @@ fn metrics_batch(
 }
 
 fn commit_metadata(plan: &ProcessPlan, run_id: &str, from: u64, to: u64) -> HashMap<String, serde_json::Value> {
-    HashMap::from([
-        ("weir.run_id".to_string(), serde_json::json!(run_id)),
-        ("weir.stage".to_string(), serde_json::json!("process")),
-        ("weir.raw_versions".to_string(), serde_json::json!([from, to])),
-        (CONFIG_HASH_KEY.to_string(), serde_json::json!(plan.config_hash)),
-    ])
+    CommitInfo::new(&plan.pipeline, "process", run_id)
+        .with("raw_versions", serde_json::json!([from, to]))
+        .with(CONFIG_HASH_KEY, plan.config_hash.clone())
+        .into_map()
 }
 
 const CONFIG_HASH_KEY: &str = "weir.process_config";
@@ -1299,7 +1029,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
         return Ok(report);
     };
     let latest = raw.version().unwrap_or(0);
-    let app_id = progress_app_id(&plan.pipeline);
+    let app_id = Marker::Process { pipeline: &plan.pipeline }.app_id();
     let create = !options.dry_run;
     let (ps, qs, ms) = (plan.processed_spec(loaded), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
     let processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), &app_id).await?;
@@ -1397,7 +1127,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                 let hashes = dedup::key_hashes(&tagged, d).map_err(Error::Internal)?;
                 let (mut keep, within) = dedup::within_batch_mask(&tagged, &hashes, d).map_err(Error::Internal)?;
                 let oldest = tagged
-                    .column_by_name(PARTITION_COLUMN)
+                    .column_by_name(PROCESSED_PARTITION_COLUMN)
                     .and_then(|c| c.as_primitive_opt::<deltalake::arrow::datatypes::Date32Type>())
                     .and_then(|a| a.iter().zip(&keep).filter_map(|(d, k)| d.filter(|_| *k)).min());
                 // Stored keys are read once per run (again only when a range
@@ -1512,7 +1242,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     .chain(["_sequence_number".to_string()])
                     .collect();
                 let processed_options =
-                    WriteOptions { merge_schema: true, no_dictionary, ..options_for(PARTITION_COLUMN) };
+                    WriteOptions { merge_schema: true, no_dictionary, ..options_for(PROCESSED_PARTITION_COLUMN) };
                 let metrics_options = options_for("");
                 let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
                 // In this order, as a run without overlap would: a crash leaves
@@ -1523,7 +1253,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     }
                     match (processed_rows, upsert_key) {
                         (Some(rows), Some(key)) if rows.iter().any(|b| b.num_rows() > 0) => {
-                            let scope = merge_from.map(|from| (PARTITION_COLUMN, from));
+                            let scope = merge_from.map(|from| (PROCESSED_PARTITION_COLUMN, from));
                             let rows = concat_batches(&rows[0].schema(), &rows).map_err(arrow_err("rows to merge"))?;
                             o.processed.upsert(rows, to, &key, scope, processed_options).await?;
                         }
@@ -1634,7 +1364,7 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
 /// rows, in one batch.
 fn dedup_columns(parts: &[RecordBatch], d: &dedup::DedupConfig) -> Result<RecordBatch> {
     let mut names = d.stored_columns();
-    for c in d.order_by.iter().map(String::as_str).chain([PARTITION_COLUMN]) {
+    for c in d.order_by.iter().map(String::as_str).chain([PROCESSED_PARTITION_COLUMN]) {
         if !names.iter().any(|n| n == c) {
             names.push(c.to_string());
         }

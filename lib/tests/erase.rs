@@ -14,10 +14,11 @@ use deltalake::arrow::util::display::array_value_to_string;
 use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
-use weir::erase::{erase, EraseOptions, ErasureReport, Subject};
+use weir::erase::{erase, EraseOptions, Subject};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
+use weir::report::ErasureReport;
 use weir::storage::Location;
 
 const TARGET: &str = "u-3";

@@ -11,7 +11,8 @@ use weir::capture::testgen::{
     DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
 };
 use weir::capture::PartitionSet;
-use weir::ingest::{ingest, progress_app_id, IngestOptions};
+use weir::ingest::{ingest, IngestOptions};
+use weir::lake::Marker;
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::report::StageReport;
 use weir::storage::Location;
@@ -202,7 +203,9 @@ async fn ingests_everything_once_and_reruns_are_no_ops() {
 
     let table = raw_table(dir.path()).await;
     for (partition, last) in &summary.per_partition_last_sequence {
-        let w = weir::delta::progress(&table, &progress_app_id("t", partition)).await.unwrap();
+        let w = weir::delta::progress(&table, &Marker::IngestWatermark { pipeline: "t", partition }.app_id())
+            .await
+            .unwrap();
         assert_eq!(w, Some(*last), "watermark of partition {partition}");
         assert_eq!(first.partitions[partition].watermark_after, Some(*last));
     }

@@ -11,9 +11,10 @@ use deltalake::arrow::datatypes::DataType;
 use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
-use weir::maintain::{maintain, MaintainOptions, MaintenanceAction};
+use weir::maintain::{maintain, MaintainOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
+use weir::report::MaintenanceAction;
 use weir::storage::Location;
 
 fn pipeline(dir: &Path, maintain_section: &str) -> LoadedPipeline {

@@ -31,7 +31,6 @@
 //!
 //! Hazard: changes to reference tables do not trigger a recompute.
 
-mod config;
 pub mod diff;
 pub mod features;
 
@@ -52,7 +51,9 @@ use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::kernel::Transaction;
 use deltalake::DeltaTable;
 
-pub use config::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn};
+use crate::lake::commit::{self, CommitInfo};
+use crate::lake::{conform, contract, fault, Marker};
+use crate::pipeline::{CuratedTableConfig, ScopeColumn, PROCESSED};
 
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::pipeline::{LoadedPipeline, Problem};
@@ -60,15 +61,8 @@ use crate::report::{ModelReport, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
 
-/// The name models use for the pipeline's processed table.
-pub const PROCESSED: &str = "processed";
 /// Commit metadata key holding the model fingerprint.
 const MODEL_KEY: &str = "weir.curate_model";
-
-/// The application transaction id of the curate stage on a curated table.
-pub fn progress_app_id(pipeline: &str, table: &str) -> String {
-    format!("weir/{pipeline}/curate/{table}")
-}
 
 /// Options of one curate run.
 #[derive(Debug, Clone, Default)]
@@ -95,97 +89,6 @@ pub struct Model {
     pub location: Location,
     /// Fingerprint of what decides the rows: SQL, key, scope.
     pub fingerprint: String,
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Static checks of the `curate:` section (no storage), as (key path,
-/// message). Models are planned by [`check_models`].
-pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    let p = &loaded.pipeline;
-    let mut problems = Vec::new();
-    let Some(curate) = &p.curate else { return problems };
-    let mut bad = |path: String, msg: String| problems.push((path, msg));
-    if !curate.tables.is_empty() && (p.process.is_none() || p.tables.processed.is_none()) {
-        bad(
-            "curate".into(),
-            "curated tables read the processed table: the pipeline needs a process: section and tables.processed"
-                .into(),
-        );
-    }
-    let mut names: Vec<&str> = vec![PROCESSED];
-    for (i, r) in curate.references.iter().enumerate() {
-        let at = format!("curate.references[{i}]");
-        if !is_identifier(&r.name) || names.contains(&r.name.as_str()) {
-            bad(
-                format!("{at}.name"),
-                format!(
-                    "{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?}",
-                    r.name
-                ),
-            );
-        }
-        names.push(&r.name);
-        if let Err(e) = Location::parse(&r.path) {
-            bad(format!("{at}.path"), e);
-        }
-    }
-    for (i, t) in curate.tables.iter().enumerate() {
-        let at = format!("curate.tables[{i}]");
-        if !is_identifier(&t.name) || names.contains(&t.name.as_str()) {
-            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?} or a reference name", t.name));
-        }
-        if let Err(e) = Location::parse(&t.path) {
-            bad(format!("{at}.path"), e);
-        }
-        match (&t.sql, &t.sql_file) {
-            (Some(_), Some(_)) => bad(at.clone(), "give sql or sql_file, not both".into()),
-            (None, None) => {
-                bad(at.clone(), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into())
-            }
-            (None, Some(f)) => {
-                let file = loaded.base_dir().join(f);
-                if !file.is_file() {
-                    bad(
-                        format!("{at}.sql_file"),
-                        format!("cannot read {}; paths are relative to the pipeline file", file.display()),
-                    );
-                }
-            }
-            (Some(_), None) => {}
-        }
-        if t.key.is_empty() {
-            bad(format!("{at}.key"), "name the output columns that identify a row".into());
-        }
-        if let Some(a) = &t.as_of {
-            if !t.key.contains(a) {
-                bad(
-                    format!("{at}.as_of"),
-                    format!("{a:?} must be one of the key columns (entity columns plus the as-of timestamp)"),
-                );
-            }
-        }
-        if let Some(inc) = &t.incremental {
-            if inc.by.is_empty() {
-                bad(
-                    format!("{at}.incremental.by"),
-                    "name at least one scope column, or remove incremental: to recompute fully".into(),
-                );
-            }
-            if !names[..].contains(&inc.source.as_str()) || curate.references.iter().any(|r| r.name == inc.source) {
-                bad(
-                    format!("{at}.incremental.source"),
-                    format!("{:?} is neither {PROCESSED:?} nor a curated table declared before this one", inc.source),
-                );
-            }
-        }
-        names.push(&t.name);
-    }
-    problems
 }
 
 /// Reads the models' SQL and parses their locations.
@@ -358,7 +261,7 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
     };
     if let (Some(process), Some(body)) = (&loaded.pipeline.process, &loaded.pipeline.body) {
         if let Ok(body) = crate::body::BodySchema::from_file(&loaded.base_dir().join(&body.schema)) {
-            let schema = crate::process::output_schema_for_check(&body, process);
+            let schema = contract::processed_schema_for_check(&body, &process.pii);
             ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
         }
     }
@@ -501,7 +404,7 @@ async fn run_model(
         return Ok((report, None));
     };
     let source_version = source.version().unwrap_or(0);
-    let app_id = progress_app_id(&loaded.pipeline.name, name);
+    let app_id = Marker::Curate { pipeline: &loaded.pipeline.name, table: name }.app_id();
     let target = catalog.tables.get(name).cloned();
     let marker = match &target {
         Some(table) => delta::progress(table, &app_id).await?,
@@ -628,7 +531,7 @@ async fn run_model(
         return Ok((report, None));
     }
 
-    crate::ingest::pause_point("curate_before_write");
+    fault::pause_point("curate_before_write");
     // Create the table on first write, refuse breaking schema changes.
     let table = match catalog.tables.get(name).cloned() {
         Some(table) => table,
@@ -657,7 +560,7 @@ async fn run_model(
     let version_before = table.version();
     let mut merge_schema = false;
     if let Some(schema) = &schema {
-        let (added, breaking) = crate::process::schema_changes(delta::arrow_schema(&table)?.as_ref(), schema);
+        let (added, breaking) = conform::schema_changes(delta::arrow_schema(&table)?.as_ref(), schema);
         if !breaking.is_empty() {
             return Err(Error::SchemaChange { table: model.location.to_string(), changes: breaking });
         }
@@ -665,13 +568,11 @@ async fn run_model(
     }
 
     let now = Utc::now();
-    let metadata = HashMap::from([
-        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
-        ("weir.stage".to_string(), serde_json::json!("curate")),
-        ("weir.source".to_string(), serde_json::json!(source_name)),
-        ("weir.source_versions".to_string(), serde_json::json!([from, source_version])),
-        (MODEL_KEY.to_string(), serde_json::json!(model.fingerprint)),
-    ]);
+    let metadata = CommitInfo::new(&loaded.pipeline.name, "curate", &options.run_id)
+        .with("source", source_name)
+        .with("source_versions", serde_json::json!([from, source_version]))
+        .with(MODEL_KEY, model.fingerprint.clone())
+        .into_map();
     let write = WriteOptions {
         partition_columns: t.partition_by.clone(),
         progress: vec![Transaction::new_with_last_update(&app_id, source_version as i64, Some(now.timestamp_millis()))],
@@ -682,13 +583,13 @@ async fn run_model(
     let table_schema = delta::arrow_schema(&table)?;
     let table = match changes {
         Some(c) if c.updated + c.deleted > 0 => {
-            let batch = crate::process::conform(&c.batch, &table_schema)?;
+            let batch = conform::conform(&c.batch, &table_schema)?;
             delta::apply_changes(table, batch, &t.key, diff::OP_COLUMN, write).await?
         }
         Some(c) if c.inserted > 0 => {
             let mut batch = c.batch;
             batch.remove_column(batch.schema().index_of(diff::OP_COLUMN).map_err(|e| Error::Internal(e.to_string()))?);
-            let batch = crate::process::conform(&batch, &table_schema)?;
+            let batch = conform::conform(&batch, &table_schema)?;
             delta::write_with_progress(table, vec![batch], write).await?
         }
         // Nothing moved: record the source version consumed.
@@ -880,7 +781,7 @@ async fn last_fingerprint(table: &DeltaTable) -> Option<String> {
     // Maintenance commits (optimize, vacuum) can come in between.
     let mut history = table.history(Some(100));
     while let Some(Ok(commit)) = history.next().await {
-        if commit.info.get("weir.stage").and_then(|v| v.as_str()) == Some("curate") {
+        if commit::stage_of(&commit.info) == Some("curate") {
             return commit.info.get(MODEL_KEY).and_then(|v| v.as_str()).map(str::to_string);
         }
     }

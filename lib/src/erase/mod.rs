@@ -54,21 +54,23 @@ use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch};
-use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::DeltaTable;
 use futures::StreamExt as _;
-use serde::Serialize;
 
 use crate::body::subject::{self, SubjectMatcher};
 use crate::body::BodySchema;
-use crate::capture::decode::utc_micros;
 use crate::curate::CurateOptions;
 use crate::delta::{self, TableSpec, WriteOptions};
-use crate::ingest::RAW_PARTITION_COLUMN;
+use crate::lake::commit::{self, CommitInfo};
+use crate::lake::contract::{
+    erasure_log_schema, PROCESSED_PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN, RAW_PARTITION_COLUMN,
+};
+use crate::lake::Marker;
 use crate::pii::PiiAction;
 use crate::pipeline::{LoadedPipeline, Problem};
-use crate::process::{ProcessOptions, PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN};
-use crate::report::{StageReport, TableWrite};
+use crate::process::ProcessOptions;
+use crate::report::{ErasedTable, ErasureReport, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -127,86 +129,6 @@ pub struct EraseOptions {
     pub dry_run: bool,
     /// Stored in commit metadata and the erasure log.
     pub run_id: String,
-}
-
-/// What an erase did, per table.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ErasureReport {
-    /// Subjects requested (after removing repeats).
-    pub subjects: u64,
-    /// Their subject-key fields.
-    pub fields: Vec<String>,
-    /// Whether the run purged.
-    pub purged: bool,
-    /// The raw version erased at (the version process had consumed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_version: Option<u64>,
-    /// Per table.
-    pub tables: Vec<ErasedTable>,
-    /// The erasure log table and the version holding this run's entries.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_version: Option<u64>,
-    /// Things a human should know.
-    pub warnings: Vec<String>,
-}
-
-/// One table's part of an erasure.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ErasedTable {
-    /// Table name in the pipeline.
-    pub table: String,
-    /// Its location (credentials removed).
-    pub location: String,
-    /// `delete` (rows deleted by lineage or key), `recomputed` (curated rows
-    /// dropped by the curate stage), `none` (nothing of the subjects), or
-    /// `planned` (dry run).
-    pub how: String,
-    /// Rows of the subjects found (before the delete).
-    pub rows_found: u64,
-    /// Rows deleted.
-    pub rows_deleted: u64,
-    /// The version that deleted them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// From when no file of the table holds the deleted rows: now after a
-    /// purge, else the delete time plus the table's vacuum retention (the
-    /// first `weir maintain` after it removes them). Absent when vacuum is
-    /// off for the table or nothing was deleted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unreadable_after: Option<DateTime<Utc>>,
-    /// Files deleted by the purge (removed data files, change-data files).
-    pub files_purged: u64,
-    /// Their bytes.
-    pub bytes_purged: u64,
-    /// Log files replaced by the purge checkpoint.
-    pub log_files_removed: u64,
-}
-
-/// The erasure log table's schema: one row per subject and table.
-pub fn log_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("erasure_id", DataType::Utf8, false),
-        Field::new("pipeline", DataType::Utf8, false),
-        Field::new("requested_at", utc_micros(), false),
-        Field::new("subject_field", DataType::Utf8, false),
-        Field::new("subject_hash", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("table_version", DataType::Int64, true),
-        Field::new("rows_deleted", DataType::Int64, false),
-        Field::new("purged", DataType::Boolean, false),
-        Field::new("unreadable_after", utc_micros(), true),
-    ]))
-}
-
-/// Static checks: the erasure log location, as (key path, message).
-pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    match &loaded.pipeline.tables.erasure_log {
-        Some(t) => match Location::parse(&t.path) {
-            Ok(_) => vec![],
-            Err(e) => vec![("tables.erasure_log.path".into(), e)],
-        },
-        None => vec![],
-    }
 }
 
 /// Matches rows of one table to subjects.
@@ -477,7 +399,7 @@ async fn find_processed(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result
         }
     }
     let extra: String = cols.iter().map(|c| format!(", {}", quote(c))).collect();
-    let sql = format!("SELECT _partition_id, _sequence_number, {PARTITION_COLUMN}{extra} FROM t");
+    let sql = format!("SELECT _partition_id, _sequence_number, {PROCESSED_PARTITION_COLUMN}{extra} FROM t");
     scan(table, &sql, 3, |b, row| {
         let by_column = cols
             .iter()
@@ -540,11 +462,7 @@ struct Plan<'a> {
 
 impl Plan<'_> {
     fn metadata(&self) -> HashMap<String, serde_json::Value> {
-        HashMap::from([
-            ("weir.pipeline".to_string(), self.loaded.pipeline.name.clone().into()),
-            ("weir.job".to_string(), "erase".into()),
-            ("weir.run_id".to_string(), self.options.run_id.clone().into()),
-        ])
+        CommitInfo::new(&self.loaded.pipeline.name, "erase", &self.options.run_id).into_map()
     }
 
     fn record(
@@ -562,8 +480,9 @@ impl Plan<'_> {
         let unreadable_after = match (deleted, self.options.purge) {
             (0, _) => None,
             (_, true) => Some(Utc::now()),
-            (_, false) => crate::maintain::vacuum_retention_hours(self.loaded, table)
-                .map(|h| Utc::now() + chrono::Duration::hours(h as i64)),
+            (_, false) => {
+                self.loaded.vacuum_retention_hours(table).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
+            }
         };
         self.report.tables.push(ErasedTable {
             table: table.to_string(),
@@ -641,7 +560,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         (None, _) => None,
         (Some(_), Some(pl)) if p.process.is_some() && !options.dry_run => match delta::open(pl).await? {
             Some(processed) => {
-                delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64)
+                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
             }
             None => None,
         },
@@ -743,8 +662,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
                     t.unreadable_after = if options.purge {
                         Some(Utc::now())
                     } else {
-                        crate::maintain::vacuum_retention_hours(loaded, &c.name)
-                            .map(|h| Utc::now() + chrono::Duration::hours(h as i64))
+                        loaded.vacuum_retention_hours(&c.name).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
                     };
                 }
             }
@@ -766,7 +684,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         for (name, location) in &written {
             let Some(table) = delta::open(location).await? else { continue };
             let mut metadata = plan.metadata();
-            metadata.insert("weir.action".into(), "purge".into());
+            metadata.insert(commit::ACTION.into(), "purge".into());
             let purged = purge::purge(&table, keep.get(name).copied(), metadata).await?;
             if let Some(t) = plan.report.tables.iter_mut().find(|t| &t.table == name) {
                 t.files_purged = purged.files;
@@ -808,7 +726,7 @@ async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location
     let spec = TableSpec {
         name: format!("{}_erasure_log", p.name),
         description: p.tables.erasure_log.as_ref().and_then(|t| t.description.clone()),
-        schema: log_schema(),
+        schema: erasure_log_schema(),
         partition_columns: vec![],
     };
     let table = delta::open_or_create(location, &spec).await?;
@@ -848,8 +766,8 @@ async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location
         Arc::new(BooleanArray::from(purged)),
         Arc::new(TimestampMicrosecondArray::from(unreadable).with_timezone("UTC")),
     ];
-    let batch =
-        RecordBatch::try_new(log_schema(), columns).map_err(|e| Error::Internal(format!("erasure log: {e}")))?;
+    let batch = RecordBatch::try_new(erasure_log_schema(), columns)
+        .map_err(|e| Error::Internal(format!("erasure log: {e}")))?;
     let table = delta::write_with_progress(
         table,
         vec![batch],

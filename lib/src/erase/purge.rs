@@ -26,6 +26,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::ObjectStoreExt as _;
 
+use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
 use crate::storage::Location;
 use crate::{delta, Error, Result};
@@ -55,7 +56,7 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
     };
     if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
         if let Some(processed) = delta::open(&location(&t.path)?).await? {
-            if let Some(v) = delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await? {
+            if let Some(v) = delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await? {
                 note("raw", v as u64);
             }
         }
@@ -63,7 +64,9 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
     for c in p.curate.iter().flat_map(|c| &c.tables) {
         let Some(inc) = &c.incremental else { continue };
         if let Some(table) = delta::open(&location(&c.path)?).await? {
-            if let Some(v) = delta::progress(&table, &crate::curate::progress_app_id(&p.name, &c.name)).await? {
+            if let Some(v) =
+                delta::progress(&table, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id()).await?
+            {
                 note(&inc.source, v as u64);
             }
         }

@@ -26,22 +26,26 @@
 //! told apart from events already ingested; sequence gaps are therefore
 //! reported loudly when they are first seen.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use deltalake::arrow::datatypes::Int64Type;
 use deltalake::kernel::Transaction;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::body::{subject, BodySchema};
-use crate::capture::decode::{capture_schema, utc_micros};
+use crate::capture::decode::capture_schema;
 use crate::capture::{discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
 use crate::delta::{self, TableSpec};
+use crate::lake::commit::CommitInfo;
+use crate::lake::contract::{raw_schema_with, RAW_PARTITION_COLUMN};
+use crate::lake::fault::{fault_point, pause_point};
+use crate::lake::Marker;
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
 use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
 use crate::storage::Location;
@@ -50,46 +54,6 @@ use crate::{Error, Result};
 mod read;
 mod sink;
 use sink::RawSink;
-
-/// The column the raw table is partitioned by.
-pub const RAW_PARTITION_COLUMN: &str = "enqueued_date";
-
-/// Schema of the raw table without subject-key columns.
-pub fn raw_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            let capture = capture_schema();
-            let field = |n: &str| capture.field_with_name(n).expect("capture column").clone();
-            Arc::new(Schema::new(vec![
-                Field::new("partition_id", DataType::Utf8, false),
-                field("sequence_number"),
-                field("offset"),
-                field("enqueued_time"),
-                Field::new(RAW_PARTITION_COLUMN, DataType::Date32, false),
-                field("system_properties"),
-                field("properties"),
-                field("body"),
-                Field::new("source_file", DataType::Utf8, false),
-                Field::new("ingested_at", utc_micros(), false),
-                Field::new("run_id", DataType::Utf8, false),
-            ]))
-        })
-        .clone()
-}
-
-/// Schema of the raw table of a pipeline whose body schema declares
-/// `subjects` (`"weir.pii": "subject"` fields): one nullable Utf8 column
-/// `subject_<field>` each, after the base columns.
-pub fn raw_schema_with(subjects: &[String]) -> SchemaRef {
-    if subjects.is_empty() {
-        return raw_schema();
-    }
-    let base = raw_schema();
-    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.extend(subjects.iter().map(|s| Field::new(subject::column_name(s), DataType::Utf8, true)));
-    Arc::new(Schema::new(fields))
-}
 
 /// The subject-key fields of the pipeline's body schema (none without one).
 pub fn subject_fields(loaded: &LoadedPipeline) -> Result<Vec<String>> {
@@ -103,17 +67,6 @@ pub fn subject_fields(loaded: &LoadedPipeline) -> Result<Vec<String>> {
         }],
     })?;
     Ok(subject::subject_fields(&schema))
-}
-
-/// The application transaction id holding a partition's watermark.
-pub fn progress_app_id(pipeline: &str, partition: &str) -> String {
-    format!("weir/{pipeline}/ingest/{partition}")
-}
-
-/// The application transaction id holding the newest capture window (epoch
-/// seconds) ingested for a partition: files far older are not read again.
-pub fn window_app_id(pipeline: &str, partition: &str) -> String {
-    format!("weir/{pipeline}/ingest/{partition}/window")
 }
 
 /// Options of one ingest run.
@@ -197,7 +150,10 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     if let (Some(t), true) = (&table, lookback > 0) {
         if let Some(partitions) = list_partitions(&source, &format).await? {
             for p in partitions.iter().filter(|p| options.partitions.contains(p)) {
-                if let Some(m) = delta::progress(t, &window_app_id(&pipeline.name, p)).await? {
+                if let Some(m) =
+                    delta::progress(t, &Marker::IngestWindow { pipeline: &pipeline.name, partition: p }.app_id())
+                        .await?
+                {
                     if let Some(cutoff) = chrono::DateTime::from_timestamp(m - lookback, 0) {
                         since.insert(p.clone(), cutoff);
                     }
@@ -226,11 +182,15 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     let mut work: Vec<CaptureFile> = Vec::new();
     for (partition, files) in &found.partitions {
         let watermark = match &table {
-            Some(t) => delta::progress(t, &progress_app_id(&pipeline.name, partition)).await?,
+            Some(t) => {
+                delta::progress(t, &Marker::IngestWatermark { pipeline: &pipeline.name, partition }.app_id()).await?
+            }
             None => None,
         };
         let window_marker = match &table {
-            Some(t) => delta::progress(t, &window_app_id(&pipeline.name, partition)).await?,
+            Some(t) => {
+                delta::progress(t, &Marker::IngestWindow { pipeline: &pipeline.name, partition }.app_id()).await?
+            }
             None => None,
         };
         let state = states.entry(partition.clone()).or_default();
@@ -812,18 +772,22 @@ async fn commit(
         let now = Utc::now().timestamp_millis();
         let mut txns = Vec::new();
         for (p, w) in watermarks(&batches) {
-            txns.push(Transaction::new_with_last_update(progress_app_id(run.pipeline, &p), w, Some(now)));
+            txns.push(Transaction::new_with_last_update(
+                Marker::IngestWatermark { pipeline: run.pipeline, partition: &p }.app_id(),
+                w,
+                Some(now),
+            ));
             let state = &states[&p];
             let window = windows.get(&p).copied().into_iter().chain(state.window_marker).max();
             if let Some(window) = window {
-                txns.push(Transaction::new_with_last_update(window_app_id(run.pipeline, &p), window, Some(now)));
+                txns.push(Transaction::new_with_last_update(
+                    Marker::IngestWindow { pipeline: run.pipeline, partition: &p }.app_id(),
+                    window,
+                    Some(now),
+                ));
             }
         }
-        let metadata: HashMap<String, serde_json::Value> = HashMap::from([
-            ("weir.pipeline".to_string(), run.pipeline.into()),
-            ("weir.job".to_string(), "ingest".into()),
-            ("weir.run_id".to_string(), run.run_id.into()),
-        ]);
+        let metadata = CommitInfo::new(run.pipeline, "ingest", run.run_id).into_map();
         match delta::commit_adds(table.clone(), adds.clone(), &spec.partition_columns, txns, metadata).await {
             Ok(t) => {
                 if let Some(v) = t.version() {
@@ -884,7 +848,8 @@ async fn drop_committed_elsewhere(
     let mut theirs: BTreeMap<String, Option<i64>> = BTreeMap::new();
     for (partition, _) in &batches {
         if !theirs.contains_key(partition) {
-            let w = delta::progress(table, &progress_app_id(run.pipeline, partition)).await?;
+            let w =
+                delta::progress(table, &Marker::IngestWatermark { pipeline: run.pipeline, partition }.app_id()).await?;
             theirs.insert(partition.clone(), w);
         }
     }
@@ -920,40 +885,4 @@ async fn drop_committed_elsewhere(
         }
     }
     Ok((kept, dropped_any))
-}
-
-/// Test hook: `WEIR_FAULT=<point>:<n>` aborts the process (as a kill -9
-/// would, no cleanup) the n-th time `point` is reached. Used by the crash
-/// tests; inert otherwise.
-/// Test hook: `WEIR_PAUSE=<point>:<millis>` sleeps at every hit of the
-/// point, so tests can hold a job between planning and committing while
-/// another one runs.
-pub(crate) fn pause_point(point: &str) {
-    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    let plan = PLAN.get_or_init(|| {
-        let v = std::env::var("WEIR_PAUSE").ok()?;
-        let (p, ms) = v.split_once(':')?;
-        Some((p.to_string(), ms.parse().ok()?))
-    });
-    if let Some((p, ms)) = plan {
-        if p == point {
-            std::thread::sleep(std::time::Duration::from_millis(*ms));
-        }
-    }
-}
-
-pub(crate) fn fault_point(point: &str) {
-    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let plan = PLAN.get_or_init(|| {
-        let v = std::env::var("WEIR_FAULT").ok()?;
-        let (p, n) = v.split_once(':')?;
-        Some((p.to_string(), n.parse().ok()?))
-    });
-    if let Some((p, n)) = plan {
-        if p == point && HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *n {
-            eprintln!("WEIR_FAULT: aborting at {point} #{n}");
-            std::process::abort();
-        }
-    }
 }

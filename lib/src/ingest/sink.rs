@@ -31,7 +31,7 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::RAW_PARTITION_COLUMN;
+use crate::lake::contract::RAW_PARTITION_COLUMN;
 use crate::{Error, Result};
 
 enum Command {

@@ -23,8 +23,6 @@
 //! re-plans on the new files. Nothing is lost or written twice either way,
 //! because every stage commits its rows and its progress marker together.
 
-mod config;
-
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::time::Instant;
@@ -39,12 +37,12 @@ use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::DeltaTable;
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
-use serde::Serialize;
 
-pub use config::{MaintainConfig, RowRetention, TablePolicy};
+use crate::lake::commit::{self, CommitInfo};
+use crate::pipeline::{RowRetention, TablePolicy};
 
 use crate::pipeline::{LoadedPipeline, Problem};
-use crate::report::StageReport;
+use crate::report::{MaintenanceAction, StageReport};
 use crate::storage::Location;
 use crate::{delta, Error, Result};
 
@@ -61,35 +59,9 @@ pub struct MaintainOptions {
     pub only: Vec<String>,
 }
 
-/// One action on one table.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MaintenanceAction {
-    /// Table name in the pipeline.
-    pub table: String,
-    /// `retention`, `optimize`, `zorder`, `vacuum` or `checkpoint`.
-    pub action: String,
-    /// `done`, `planned` (dry run), or `skipped` (nothing to do).
-    pub outcome: String,
-    /// Data files the current version references (retention, optimize,
-    /// zorder), stored data files (vacuum) or log files (checkpoint), before.
-    pub files_before: u64,
-    /// Their bytes before.
-    pub bytes_before: u64,
-    /// Files after (before, for a dry run).
-    pub files_after: u64,
-    /// Bytes after.
-    pub bytes_after: u64,
-    /// What was (or would be) done, for humans.
-    pub detail: String,
-    /// The table version this action committed, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// Wall time in milliseconds.
-    pub duration_ms: u64,
-}
-
 /// A table to maintain and its resolved policy.
 struct Target {
+    pipeline: String,
     name: String,
     location: Location,
     policy: TablePolicy,
@@ -111,34 +83,6 @@ fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<Strin
             (t.name, t.path.to_string(), z)
         })
         .collect()
-}
-
-/// Static checks of the `maintain:` section, as (key path, message).
-pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    let Some(m) = &loaded.pipeline.maintain else { return vec![] };
-    let mut problems = Vec::new();
-    let names: Vec<String> = table_names(loaded).into_iter().map(|(n, _, _)| n).collect();
-    if m.target_file_size_mb == 0 {
-        problems.push(("maintain.target_file_size_mb".into(), "must be greater than 0".into()));
-    }
-    for (name, policy) in &m.tables {
-        let at = format!("maintain.tables.{name}");
-        if !names.contains(name) {
-            problems.push((at.clone(), format!("no table {name:?} in this pipeline (tables: {})", names.join(", "))));
-        }
-        if policy.target_file_size_mb == Some(0) {
-            problems.push((format!("{at}.target_file_size_mb"), "must be greater than 0".into()));
-        }
-        if let Some(r) = &policy.retention {
-            if r.days == 0 {
-                problems.push((format!("{at}.retention.days"), "must be at least 1".into()));
-            }
-        }
-        if policy.zorder_by.as_ref().is_some_and(|z| z.is_empty()) {
-            problems.push((format!("{at}.zorder_by"), "name at least one column, or remove the key".into()));
-        }
-    }
-    problems
 }
 
 /// Checks the policies against the tables that exist: retention and z-order
@@ -197,6 +141,7 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
             let location =
                 Location::parse(&path).map_err(|reason| Error::InvalidLocation { location: path.clone(), reason })?;
             Ok(Target {
+                pipeline: loaded.pipeline.name.clone(),
                 target_size: policy.target_file_size_mb.unwrap_or(config.target_file_size_mb) * 1024 * 1024,
                 vacuum_hours: policy.vacuum_retention_hours.unwrap_or(config.vacuum_retention_hours),
                 name,
@@ -205,14 +150,6 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
             })
         })
         .collect()
-}
-
-/// The vacuum retention `weir maintain` applies to a table of the pipeline,
-/// in hours; `None` when its policy turns vacuum off (or no such table).
-pub fn vacuum_retention_hours(loaded: &LoadedPipeline, table: &str) -> Option<u64> {
-    let options = MaintainOptions { only: vec![table.to_string()], ..Default::default() };
-    let target = targets(loaded, &options).ok()?.into_iter().next()?;
-    target.policy.vacuum.then_some(target.vacuum_hours)
 }
 
 /// Runs the maintain job.
@@ -260,12 +197,10 @@ pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Res
     Ok(report)
 }
 
-fn commit(options: &MaintainOptions, action: &str) -> CommitProperties {
-    let properties = CommitProperties::default().with_metadata(HashMap::from([
-        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
-        ("weir.stage".to_string(), serde_json::json!("maintain")),
-        ("weir.action".to_string(), serde_json::json!(action)),
-    ]));
+fn commit(t: &Target, options: &MaintainOptions, action: &str) -> CommitProperties {
+    let properties = CommitProperties::default().with_metadata(
+        CommitInfo::new(&t.pipeline, "maintain", &options.run_id).with(commit::ACTION, action).into_map(),
+    );
     // Retention deletes exclude merges and each other; optimize drops
     // application transactions, so the lease covers it.
     if action == "retention" {
@@ -279,12 +214,8 @@ fn commit(options: &MaintainOptions, action: &str) -> CommitProperties {
 /// have given it back; a crashed run frees the table after this.
 const LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn lease_metadata(options: &MaintainOptions, what: &str) -> HashMap<String, serde_json::Value> {
-    HashMap::from([
-        ("weir.run_id".to_string(), serde_json::json!(options.run_id)),
-        ("weir.stage".to_string(), serde_json::json!("maintain")),
-        ("weir.action".to_string(), serde_json::json!(what)),
-    ])
+fn lease_metadata(t: &Target, options: &MaintainOptions, what: &str) -> HashMap<String, serde_json::Value> {
+    CommitInfo::new(&t.pipeline, "maintain", &options.run_id).with(commit::ACTION, what).into_map()
 }
 
 /// A lost commit race as the retryable error, anything else as it is.
@@ -315,7 +246,7 @@ async fn maintain_table(
         }
     }
     if rewrites {
-        table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(options, "lease")).await?;
+        table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(t, options, "lease")).await?;
     }
     let result = async {
         if let Some(r) = &t.policy.retention {
@@ -338,14 +269,14 @@ async fn maintain_table(
             // lease) is what the next runs see.
             if rewrites {
                 if let Ok(Some(t2)) = delta::open(&t.location).await {
-                    let _ = delta::release_rewrite_lease(t2, lease_metadata(options, "release")).await;
+                    let _ = delta::release_rewrite_lease(t2, lease_metadata(t, options, "release")).await;
                 }
             }
             return Err(e);
         }
     };
     if rewrites {
-        table = delta::release_rewrite_lease(table, lease_metadata(options, "release")).await?;
+        table = delta::release_rewrite_lease(table, lease_metadata(t, options, "release")).await?;
     }
     if t.policy.vacuum {
         let (next, action) = vacuum(t, table, options).await?;
@@ -441,7 +372,7 @@ async fn retention(
     let (table, metrics) = table
         .delete()
         .with_predicate(predicate)
-        .with_commit_properties(commit(options, "retention"))
+        .with_commit_properties(commit(t, options, "retention"))
         .await
         .map_err(|e| commit_error(&t.location, e))?;
     a.detail =
@@ -542,7 +473,7 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     let mut builder = table
         .optimize()
         .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-        .with_commit_properties(commit(options, name))
+        .with_commit_properties(commit(t, options, name))
         .with_filters(&filters);
     if let Some(z) = zorder {
         builder = builder.with_type(OptimizeType::ZOrder(z));
@@ -565,7 +496,7 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
         .with_retention_period(chrono::Duration::hours(t.vacuum_hours as i64))
         .with_enforce_retention_duration(!options.force)
         .with_dry_run(options.dry_run)
-        .with_commit_properties(commit(options, "vacuum"))
+        .with_commit_properties(commit(t, options, "vacuum"))
         .await
         .map_err(|e| Error::delta(&t.location, e))?;
     let n = metrics.files_deleted.len();

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The name models use for the pipeline's processed table.
+pub const PROCESSED: &str = "processed";
+
 /// `curate:` — curated tables computed by SQL from the processed table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -96,3 +96,17 @@ pub struct RowRetention {
     /// Age in days.
     pub days: u64,
 }
+
+impl super::LoadedPipeline {
+    /// The vacuum retention `weir maintain` applies to a table of the
+    /// pipeline, in hours; `None` when its policy turns vacuum off (or the
+    /// pipeline writes no such table).
+    pub fn vacuum_retention_hours(&self, table: &str) -> Option<u64> {
+        if !self.tables_written().iter().any(|t| t.name == table) {
+            return None;
+        }
+        let config = self.pipeline.maintain.clone().unwrap_or_default();
+        let policy = config.tables.get(table).cloned().unwrap_or_default();
+        policy.vacuum.then(|| policy.vacuum_retention_hours.unwrap_or(config.vacuum_retention_hours))
+    }
+}

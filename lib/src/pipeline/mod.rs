@@ -15,40 +15,20 @@
 //! the pipeline file's folder; data locations (capture source, tables) are
 //! local paths relative to the working directory, or URLs.
 
+pub mod check;
+mod curate;
 mod load;
+mod maintain;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::error::Problem;
+pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
 pub use load::{interpolate, load_pipeline, parse_pipeline};
-
-/// A problem found in a pipeline file, located as precisely as possible.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    /// The pipeline file.
-    pub file: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Dotted key path, e.g. `tables.raw.path` (empty for the whole file).
-    pub path: String,
-    /// What is wrong and, where possible, what to do.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline.
 #[derive(Debug, Clone)]
@@ -131,11 +111,11 @@ pub struct Pipeline {
 
     /// The curate stage: SQL models into curated and feature tables.
     #[serde(default)]
-    pub curate: Option<crate::curate::CurateConfig>,
+    pub curate: Option<CurateConfig>,
 
     /// Table upkeep: retention, compaction, vacuum, checkpoints.
     #[serde(default)]
-    pub maintain: Option<crate::maintain::MaintainConfig>,
+    pub maintain: Option<MaintainConfig>,
 }
 
 /// Event source.

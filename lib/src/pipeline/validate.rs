@@ -45,16 +45,16 @@ impl LoadedPipeline {
                 bad("body.schema", e.to_string());
             }
         }
-        for (path, msg) in crate::process::check(self) {
+        for (path, msg) in super::check::process(self) {
             bad(&path, msg);
         }
-        for (path, msg) in crate::curate::check(self) {
+        for (path, msg) in super::check::curate(self) {
             bad(&path, msg);
         }
-        for (path, msg) in crate::maintain::check(self) {
+        for (path, msg) in super::check::maintain(self) {
             bad(&path, msg);
         }
-        for (path, msg) in crate::erase::check(self) {
+        for (path, msg) in super::check::erase(self) {
             bad(&path, msg);
         }
 
@@ -70,50 +70,12 @@ impl LoadedPipeline {
         problems
     }
 
-    /// Tables whose folders coincide or nest: vacuuming the outer one would
-    /// delete the inner one's data files and log, as files no commit of the
-    /// outer table names. Checked on the resolved locations (after
-    /// `${VAR}` interpolation, relative paths against the working
-    /// directory), so two spellings of one folder are one folder. A
-    /// reference (read, never written) may be one of the pipeline's own
-    /// tables, but not inside one or around one.
+    /// Tables whose folders coincide or nest (see [`crate::lake::location`]).
     fn table_overlaps(&self) -> Vec<(String, String)> {
         let written: Vec<(String, &str)> = self.tables_written().into_iter().map(|t| (t.key, t.path)).collect();
-        let mut read = Vec::new();
-        if let Some(curate) = &self.pipeline.curate {
-            for (i, r) in curate.references.iter().enumerate() {
-                read.push((format!("curate.references[{i}].path"), r.path.as_str()));
-            }
-        }
-        // Unparseable locations are reported where they are checked.
-        let folder =
-            |path: &str| Location::parse(path).ok().map(|l| l.url().as_str().trim_end_matches('/').to_string());
-        let written: Vec<(String, String)> = written.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
-        let read: Vec<(String, String)> = read.into_iter().filter_map(|(k, v)| Some((k, folder(v)?))).collect();
-        let inside = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
-        let mut problems = Vec::new();
-        for (i, (key, at)) in written.iter().enumerate() {
-            for (other, other_at) in &written[..i] {
-                if at == other_at {
-                    problems.push((
-                        key.clone(),
-                        format!("{other} is at the same location: two tables cannot share a folder"),
-                    ));
-                } else if inside(at, other_at) || inside(other_at, at) {
-                    let (inner, outer) = if inside(at, other_at) { (key, other) } else { (other, key) };
-                    problems.push((key.clone(), format!(
-                        "{inner} is inside the folder of {outer}: vacuuming {outer} would delete {inner}'s files; give each table a folder of its own"
-                    )));
-                }
-            }
-            for (r, r_at) in &read {
-                if inside(r_at, at) || inside(at, r_at) {
-                    problems.push((r.clone(), format!(
-                        "{r} and {key} nest in one another: vacuuming the outer table would delete the inner one's files"
-                    )));
-                }
-            }
-        }
-        problems
+        let read: Vec<(String, &str)> = (self.pipeline.curate.iter().flat_map(|c| c.references.iter()).enumerate())
+            .map(|(i, r)| (format!("curate.references[{i}].path"), r.path.as_str()))
+            .collect();
+        crate::lake::location::overlaps(&written, &read)
     }
 }

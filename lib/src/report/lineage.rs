@@ -73,7 +73,12 @@ fn datasets(loaded: &LoadedPipeline, job: &str) -> (Named, Named) {
     let references: Vec<(String, String)> =
         p.curate.iter().flat_map(|c| &c.references).map(|r| (r.name.clone(), r.path.clone())).collect();
     let processed: Vec<(String, String)> = named("processed", &t.processed).into_iter().collect();
-    let all: Vec<(String, String)> = crate::status::tables(loaded).into_iter().filter(|(n, _)| n != "runs").collect();
+    let all: Vec<(String, String)> = loaded
+        .tables_written()
+        .into_iter()
+        .filter(|t| t.name != "runs")
+        .map(|t| (t.name, t.path.to_string()))
+        .collect();
     match job {
         "ingest" => (vec![source], vec![raw]),
         "process" => (vec![raw], process_out),

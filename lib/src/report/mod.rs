@@ -93,10 +93,10 @@ pub struct StageReport {
     pub models: Vec<ModelReport>,
     /// Per table and action (maintain job).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub maintenance: Vec<crate::maintain::MaintenanceAction>,
+    pub maintenance: Vec<MaintenanceAction>,
     /// What an erase found and deleted (erase job).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub erasure: Option<crate::erase::ErasureReport>,
+    pub erasure: Option<ErasureReport>,
 }
 
 /// What the curate stage did to one curated table.
@@ -247,3 +247,83 @@ impl RunReport {
 pub mod lineage;
 pub mod metrics;
 pub mod runs;
+
+/// One action on one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaintenanceAction {
+    /// Table name in the pipeline.
+    pub table: String,
+    /// `retention`, `optimize`, `zorder`, `vacuum` or `checkpoint`.
+    pub action: String,
+    /// `done`, `planned` (dry run), or `skipped` (nothing to do).
+    pub outcome: String,
+    /// Data files the current version references (retention, optimize,
+    /// zorder), stored data files (vacuum) or log files (checkpoint), before.
+    pub files_before: u64,
+    /// Their bytes before.
+    pub bytes_before: u64,
+    /// Files after (before, for a dry run).
+    pub files_after: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+    /// What was (or would be) done, for humans.
+    pub detail: String,
+    /// The table version this action committed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// What an erase did, per table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErasureReport {
+    /// Subjects requested (after removing repeats).
+    pub subjects: u64,
+    /// Their subject-key fields.
+    pub fields: Vec<String>,
+    /// Whether the run purged.
+    pub purged: bool,
+    /// The raw version erased at (the version process had consumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_version: Option<u64>,
+    /// Per table.
+    pub tables: Vec<ErasedTable>,
+    /// The erasure log table and the version holding this run's entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_version: Option<u64>,
+    /// Things a human should know.
+    pub warnings: Vec<String>,
+}
+
+/// One table's part of an erasure.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErasedTable {
+    /// Table name in the pipeline.
+    pub table: String,
+    /// Its location (credentials removed).
+    pub location: String,
+    /// `delete` (rows deleted by lineage or key), `recomputed` (curated rows
+    /// dropped by the curate stage), `none` (nothing of the subjects), or
+    /// `planned` (dry run).
+    pub how: String,
+    /// Rows of the subjects found (before the delete).
+    pub rows_found: u64,
+    /// Rows deleted.
+    pub rows_deleted: u64,
+    /// The version that deleted them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// From when no file of the table holds the deleted rows: now after a
+    /// purge, else the delete time plus the table's vacuum retention (the
+    /// first `weir maintain` after it removes them). Absent when vacuum is
+    /// off for the table or nothing was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable_after: Option<DateTime<Utc>>,
+    /// Files deleted by the purge (removed data files, change-data files).
+    pub files_purged: u64,
+    /// Their bytes.
+    pub bytes_purged: u64,
+    /// Log files replaced by the purge checkpoint.
+    pub log_files_removed: u64,
+}

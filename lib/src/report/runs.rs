@@ -13,38 +13,16 @@ use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::DataType;
 
 use super::{Outcome, RunReport};
 use crate::capture::decode::utc_micros;
 use crate::delta::{self, TableSpec, WriteOptions};
+use crate::lake::commit::CommitInfo;
+use crate::lake::contract::runs_schema;
 use crate::pipeline::LoadedPipeline;
 use crate::storage::Location;
 use crate::{Error, Result};
-
-/// Schema of the runs table.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("pipeline", DataType::Utf8, false),
-        Field::new("job", DataType::Utf8, false),
-        Field::new("started_at", utc_micros(), false),
-        Field::new("finished_at", utc_micros(), false),
-        Field::new("duration_ms", DataType::Int64, false),
-        Field::new("outcome", DataType::Utf8, false),
-        Field::new("exit_code", DataType::Int32, false),
-        Field::new("error_class", DataType::Utf8, true),
-        Field::new("error", DataType::Utf8, true),
-        Field::new("events_read", DataType::Int64, false),
-        Field::new("events_written", DataType::Int64, false),
-        Field::new("files_read", DataType::Int64, false),
-        Field::new("bytes_read", DataType::Int64, false),
-        Field::new("partitions", DataType::Utf8, true),
-        Field::new("host", DataType::Utf8, false),
-        Field::new("weir_version", DataType::Utf8, false),
-        Field::new("report", DataType::Utf8, false),
-    ]))
-}
 
 /// `success`, `data_problem` or `failed`.
 pub fn outcome_name(o: Outcome) -> &'static str {
@@ -86,7 +64,7 @@ pub async fn append(
     let spec = TableSpec {
         name: format!("{}_runs", loaded.pipeline.name),
         description: loaded.pipeline.tables.runs.as_ref().and_then(|t| t.description.clone()),
-        schema: schema(),
+        schema: runs_schema(),
         partition_columns: vec![],
     };
     let table = delta::open_or_create(&location, &spec).await?;
@@ -113,12 +91,8 @@ pub async fn append(
         Arc::new(StringArray::from(vec![env!("CARGO_PKG_VERSION")])),
         Arc::new(StringArray::from(vec![json])),
     ];
-    let batch = RecordBatch::try_new(schema(), columns).map_err(|e| Error::Internal(format!("runs row: {e}")))?;
-    let metadata = HashMap::from([
-        ("weir.pipeline".to_string(), serde_json::Value::from(report.pipeline.clone())),
-        ("weir.job".to_string(), "runs".into()),
-        ("weir.run_id".to_string(), report.run_id.clone().into()),
-    ]);
+    let batch = RecordBatch::try_new(runs_schema(), columns).map_err(|e| Error::Internal(format!("runs row: {e}")))?;
+    let metadata = CommitInfo::new(&report.pipeline, "runs", &report.run_id).into_map();
     delta::write_with_progress(table, vec![batch], WriteOptions { metadata, ..Default::default() }).await?;
     Ok(())
 }

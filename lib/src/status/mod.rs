@@ -19,7 +19,8 @@ pub use plan::{plan, Plan};
 
 use crate::capture::{discover, CaptureFile, PartitionSet, PathFormat};
 use crate::delta;
-use crate::ingest::{progress_app_id, window_app_id};
+use crate::lake::commit;
+use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
 use crate::report::runs::{last_runs, LastRun};
 use crate::storage::Location;
@@ -129,8 +130,7 @@ async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
     if let Some(c) = futures::StreamExt::next(&mut history).await.transpose().map_err(|e| Error::delta(&location, e))? {
         s.last_commit_at = c.timestamp.and_then(DateTime::from_timestamp_millis);
         s.last_operation = c.operation.clone();
-        s.last_job =
-            c.info.get("weir.job").or_else(|| c.info.get("weir.stage")).and_then(|v| v.as_str()).map(str::to_string);
+        s.last_job = commit::stage_of(&c.info).map(str::to_string);
     }
     Ok(s)
 }
@@ -159,10 +159,14 @@ pub(crate) async fn source_state(
     if let Some(raw) = &raw {
         if let Some(list) = crate::capture::list_partitions(&source, &format).await? {
             for id in list.iter().filter(|id| partitions.contains(id)) {
-                if let Some(w) = delta::progress(raw, &progress_app_id(&p.name, id)).await? {
+                if let Some(w) =
+                    delta::progress(raw, &Marker::IngestWatermark { pipeline: &p.name, partition: id }.app_id()).await?
+                {
                     watermarks.insert(id.clone(), w);
                 }
-                if let Some(m) = delta::progress(raw, &window_app_id(&p.name, id)).await? {
+                if let Some(m) =
+                    delta::progress(raw, &Marker::IngestWindow { pipeline: &p.name, partition: id }.app_id()).await?
+                {
                     if let Some(at) = DateTime::from_timestamp(m, 0) {
                         windows.insert(id.clone(), at);
                         let lookback = p.ingest.lookback_hours as i64 * 3600;
@@ -232,7 +236,7 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
     if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
         let consumed = match delta::open(&location(&t.path)?).await? {
             Some(processed) => {
-                delta::progress(&processed, &crate::process::progress_app_id(&p.name)).await?.map(|v| v as u64)
+                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
             }
             None => None,
         };
@@ -241,7 +245,9 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
     for c in p.curate.iter().flat_map(|c| &c.tables) {
         let source = c.incremental.as_ref().map_or("processed", |i| i.source.as_str());
         let consumed = match delta::open(&location(&c.path)?).await? {
-            Some(t) => delta::progress(&t, &crate::curate::progress_app_id(&p.name, &c.name)).await?.map(|v| v as u64),
+            Some(t) => delta::progress(&t, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id())
+                .await?
+                .map(|v| v as u64),
             None => None,
         };
         out.push(lag(format!("curate {}", c.name), source, consumed));

@@ -1,0 +1,22 @@
+//! The lake: what every stage shares about the tables Weir writes. It sits
+//! below the pipeline declaration and the stages, above storage and Delta
+//! access, so stages agree on the lake without importing one another.
+//!
+//! - [`contract`]: column names, partitioning and schemas of the raw,
+//!   processed, quarantine, quality-metrics, runs and erasure-log tables.
+//! - [`marker`]: progress markers (Delta application transactions), one
+//!   type naming every app id.
+//! - [`commit`]: the commit-metadata vocabulary.
+//! - [`conform`]: schema comparison (what an evolved output adds or
+//!   breaks) and conformance of batches to a table's types.
+//! - [`location`]: table folders that must neither coincide nor nest.
+//! - [`fault`]: crash and pause hooks of the crash tests.
+
+pub mod commit;
+pub mod conform;
+pub mod contract;
+pub mod fault;
+pub mod location;
+pub mod marker;
+
+pub use marker::Marker;
