@@ -24,7 +24,26 @@
 
 use std::sync::Arc;
 
-use super::decode::DecodeError;
+/// Why a capture file could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
+pub struct DecodeError {
+    /// 0-based index of the offending record, when known.
+    pub record: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl DecodeError {
+    pub(crate) fn file(reason: impl Into<String>) -> Self {
+        DecodeError { record: None, reason: reason.into() }
+    }
+
+    /// The same error at the 0-based record `record` of the file.
+    pub(crate) fn at(self, record: u64) -> Self {
+        DecodeError { record: Some(record), ..self }
+    }
+}
 
 /// A chunk is closed once its blocks hold this many bytes as stored (deflate
 /// capture blocks inflate 3-5x): large enough that a fresh decoder per chunk

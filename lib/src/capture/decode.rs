@@ -19,33 +19,12 @@ use std::sync::{Arc, OnceLock};
 
 use arrow_avro::reader::ReaderBuilder;
 
-use super::container::{put_long, Chunk, Header, Splitter, MAX_BLOCK_BYTES};
+use super::container::{put_long, Chunk, DecodeError, Header, Splitter, MAX_BLOCK_BYTES};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use deltalake::arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, MapArray, RecordBatch, TimestampMicrosecondArray, UnionArray};
 use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-
-/// Why a capture file could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{reason}", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
-pub struct DecodeError {
-    /// 0-based index of the offending record, when known.
-    pub record: Option<u64>,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl DecodeError {
-    pub(crate) fn file(reason: impl Into<String>) -> Self {
-        DecodeError { record: None, reason: reason.into() }
-    }
-
-    /// The same error at the 0-based record `record` of the file.
-    pub(crate) fn at(self, record: u64) -> Self {
-        DecodeError { record: Some(record), ..self }
-    }
-}
 
 /// The events of one capture file.
 #[derive(Debug, Clone)]

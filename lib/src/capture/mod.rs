@@ -23,8 +23,9 @@ pub mod discover;
 pub mod layout;
 pub mod testgen;
 
+pub use container::DecodeError;
 pub use container::{Chunk, Header, Splitter};
-pub use decode::{decode_capture_file, decode_chunk, CaptureBatch, DecodeError};
+pub use decode::{decode_capture_file, decode_chunk, CaptureBatch};
 pub use discover::{discover, list_partitions, CaptureFile, Discovery};
 pub use layout::PathFormat;
 
