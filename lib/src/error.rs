@@ -72,7 +72,7 @@ pub enum Error {
     },
 
     /// A Delta table operation failed.
-    #[error("delta table {table}: {}", crate::storage::scrub(&source.to_string()))]
+    #[error("delta table {table}: {}", crate::redact::scrub(&source.to_string()))]
     Delta {
         /// The table URL.
         table: String,
@@ -201,8 +201,8 @@ impl Error {
     /// An object-store failure at `url`: access problems are configuration,
     /// everything else (outages, throttling past the retries) retryable.
     pub(crate) fn storage(url: &impl std::fmt::Display, e: object_store::Error) -> Self {
-        let url = crate::storage::redact(&url.to_string());
-        let message = crate::storage::scrub(&e.to_string());
+        let url = crate::redact::redact(&url.to_string());
+        let message = crate::redact::scrub(&e.to_string());
         match e {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 Error::StorageAccess { url, message }
@@ -212,7 +212,7 @@ impl Error {
     }
 
     pub(crate) fn delta(table: &impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
-        Error::Delta { table: crate::storage::redact(&table.to_string()), source: Box::new(source) }
+        Error::Delta { table: crate::redact::redact(&table.to_string()), source: Box::new(source) }
     }
 }
 

@@ -42,6 +42,7 @@ pub mod maintain;
 pub mod pii;
 pub mod pipeline;
 pub mod process;
+pub mod redact;
 pub mod report;
 pub mod status;
 pub mod storage;

@@ -51,6 +51,10 @@ pub struct PathInfo {
 }
 
 impl PathFormat {
+    /// Capture's default file name format below the container, without
+    /// `.avro` (namespace and hub folders are part of the source URL).
+    pub const CAPTURE_DEFAULT: &'static str = "{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}";
+
     /// Compiles a format; the error says which token is unknown or missing.
     pub fn parse(format: &str) -> Result<Self, String> {
         let mut pattern = String::from("^");
@@ -138,7 +142,7 @@ mod tests {
 
     #[test]
     fn default_format_matches_capture_names() {
-        let f = PathFormat::parse(&crate::pipeline::default_path_format()).unwrap();
+        let f = PathFormat::parse(PathFormat::CAPTURE_DEFAULT).unwrap();
         let info = f.parse_path("12/2016/11/16/16/44/05.avro").unwrap();
         assert_eq!(info.partition_id, "12");
         assert_eq!(info.window.to_rfc3339(), "2016-11-16T16:44:05+00:00");
@@ -158,7 +162,7 @@ mod tests {
 
         assert!(PathFormat::parse("{PartitionId}/{Year}").unwrap_err().contains("lacks {Month}"));
         assert_eq!(f.folder_levels(), None, "dates not in folders of their own: listed in full");
-        let default = PathFormat::parse(&crate::pipeline::default_path_format()).unwrap();
+        let default = PathFormat::parse(PathFormat::CAPTURE_DEFAULT).unwrap();
         assert_eq!(default.folder_levels(), Some((vec![FolderLevel::Partition], 1)));
         let full =
             PathFormat::parse("{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}")

@@ -148,7 +148,7 @@ pub struct CaptureSource {
 
 /// The default Capture path format below the source folder.
 pub fn default_path_format() -> String {
-    "{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}".to_string()
+    crate::capture::PathFormat::CAPTURE_DEFAULT.to_string()
 }
 
 /// Policy for capture files that cannot be decoded.
