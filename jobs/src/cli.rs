@@ -63,22 +63,22 @@ enum Command {
         pipelines: Vec<PathBuf>,
     },
     /// Ingest new capture files into the raw table.
-    Ingest(JobArgs),
+    Ingest(IngestArgs),
     /// Parse, check, protect and dedup new raw events into the processed
     /// and quarantine tables.
-    Process(JobArgs),
+    Process(ProcessArgs),
     /// Recompute the curated tables from what changed in their sources.
-    Curate(JobArgs),
+    Curate(CurateArgs),
     /// Keep tables healthy: row retention, compaction or z-order, vacuum,
     /// checkpoints (per the pipeline's maintain: policies).
-    Maintain(JobArgs),
+    Maintain(MaintainArgs),
     /// Run every stage in order: ingest, process, curate (those declared).
-    Run(JobArgs),
+    Run(RunArgs),
     /// Right to be forgotten: delete data subjects' rows from every table,
     /// recompute curated tables, and log the request.
     Erase(EraseArgs),
     /// What the next `weir run` would read and write; changes nothing.
-    Plan(InspectArgs),
+    Plan(PlanArgs),
     /// Tables, ingest lag per partition, stages behind, last runs.
     Status(InspectArgs),
     /// Print or save a Delta table's change feed.
@@ -109,12 +109,18 @@ struct ChangesArgs {
 struct InspectArgs {
     /// Pipeline file.
     pipeline: PathBuf,
-    /// Plan: only these Event Hub partitions, e.g. `0,3,8-15`.
-    #[arg(long, value_parser = parse_partitions)]
-    partitions: Option<PartitionSet>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    inspect: InspectArgs,
+    /// Only these Event Hub partitions, e.g. `0,3,8-15`.
+    #[arg(long, value_parser = parse_partitions)]
+    partitions: Option<PartitionSet>,
 }
 
 #[derive(Args, Debug)]
@@ -173,33 +179,18 @@ struct FeaturesArgs {
     output: Option<PathBuf>,
 }
 
+/// What every job takes: the pipeline, a dry run, and where the outcome
+/// goes besides the exit code.
 #[derive(Args, Debug)]
-struct JobArgs {
+struct CommonArgs {
     /// Pipeline file.
     pipeline: PathBuf,
-    /// Only these Event Hub partitions, e.g. `0,3,8-15` (ingest only).
-    #[arg(long, value_parser = parse_partitions, conflicts_with = "shard")]
-    partitions: Option<PartitionSet>,
-    /// Only shard INDEX of COUNT, e.g. `2/8`: the partitions whose number
-    /// modulo COUNT is INDEX (ingest only; for Indexed Jobs and mapped tasks).
-    #[arg(long, value_parser = PartitionSet::parse_shard)]
-    shard: Option<PartitionSet>,
     /// Write the JSON run report here instead of stdout.
     #[arg(long)]
     report: Option<PathBuf>,
     /// Read and plan, but write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Curate: recompute every curated table from scratch (the change feed
-    /// still shows only rows whose values moved).
-    #[arg(long)]
-    full_refresh: bool,
-    /// Curate, maintain: only this table (repeatable).
-    #[arg(long = "table")]
-    tables: Vec<String>,
-    /// Maintain: vacuum even below the table's safety window.
-    #[arg(long)]
-    force: bool,
     /// Also write the run as Prometheus text-format metrics to this file
     /// (for the node_exporter textfile collector).
     #[arg(long)]
@@ -208,6 +199,102 @@ struct JobArgs {
     /// http(s):// endpoint (e.g. Marquez's /api/v1/lineage).
     #[arg(long)]
     lineage: Option<String>,
+}
+
+/// Which Event Hub partitions ingest reads.
+#[derive(Args, Debug)]
+struct PartitionArgs {
+    /// Only these Event Hub partitions, e.g. `0,3,8-15`.
+    #[arg(long, value_parser = parse_partitions, conflicts_with = "shard")]
+    partitions: Option<PartitionSet>,
+    /// Only shard INDEX of COUNT, e.g. `2/8`: the partitions whose number
+    /// modulo COUNT is INDEX (for Indexed Jobs and mapped tasks).
+    #[arg(long, value_parser = PartitionSet::parse_shard)]
+    shard: Option<PartitionSet>,
+}
+
+/// How curate recomputes.
+#[derive(Args, Debug)]
+struct CurateFlags {
+    /// Recompute every curated table from scratch (the change feed still
+    /// shows only rows whose values moved).
+    #[arg(long)]
+    full_refresh: bool,
+    /// Only this curated table (repeatable).
+    #[arg(long = "table")]
+    tables: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct IngestArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    partitions: PartitionArgs,
+}
+
+#[derive(Args, Debug)]
+struct ProcessArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct CurateArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    curate: CurateFlags,
+}
+
+#[derive(Args, Debug)]
+struct MaintainArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only this table (repeatable).
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Vacuum even below the table's safety window.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Ingest: only these partitions or this shard.
+    #[command(flatten)]
+    partitions: PartitionArgs,
+    /// Curate: how it recomputes.
+    #[command(flatten)]
+    curate: CurateFlags,
+}
+
+/// One job run, compiled from whichever subcommand asked for it: each
+/// subcommand accepts only the options it uses, so an option that would
+/// be ignored is a usage error instead.
+#[derive(Debug)]
+struct JobArgs {
+    common: CommonArgs,
+    partitions: Option<PartitionSet>,
+    full_refresh: bool,
+    tables: Vec<String>,
+    force: bool,
+}
+
+impl JobArgs {
+    fn new(common: CommonArgs) -> JobArgs {
+        JobArgs { common, partitions: None, full_refresh: false, tables: Vec::new(), force: false }
+    }
+
+    fn with_partitions(self, p: PartitionArgs) -> JobArgs {
+        JobArgs { partitions: p.partitions.or(p.shard), ..self }
+    }
+
+    fn with_curate(self, c: CurateFlags) -> JobArgs {
+        JobArgs { full_refresh: c.full_refresh, tables: c.tables, ..self }
+    }
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -232,14 +319,22 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Validate { pipelines } => runtime.block_on(validate(&pipelines)),
-        Command::Ingest(args) => runtime.block_on(run_job("ingest", args)),
-        Command::Process(args) => runtime.block_on(run_job("process", args)),
-        Command::Curate(args) => runtime.block_on(run_job("curate", args)),
-        Command::Maintain(args) => runtime.block_on(run_job("maintain", args)),
-        Command::Run(args) => runtime.block_on(run_job("run", args)),
+        Command::Ingest(a) => runtime.block_on(run_job("ingest", JobArgs::new(a.common).with_partitions(a.partitions))),
+        Command::Process(a) => runtime.block_on(run_job("process", JobArgs::new(a.common))),
+        Command::Curate(a) => runtime.block_on(run_job("curate", JobArgs::new(a.common).with_curate(a.curate))),
+        Command::Maintain(a) => {
+            let args = JobArgs { tables: a.tables, force: a.force, ..JobArgs::new(a.common) };
+            runtime.block_on(run_job("maintain", args))
+        }
+        Command::Run(a) => {
+            let args = JobArgs::new(a.common).with_partitions(a.partitions).with_curate(a.curate);
+            runtime.block_on(run_job("run", args))
+        }
         Command::Erase(args) => runtime.block_on(erase(args)),
-        Command::Plan(args) => runtime.block_on(inspect(args, false)),
-        Command::Status(args) => runtime.block_on(inspect(args, true)),
+        Command::Plan(args) => {
+            runtime.block_on(inspect(args.inspect, Some(args.partitions.unwrap_or_else(PartitionSet::all))))
+        }
+        Command::Status(args) => runtime.block_on(inspect(args, None)),
         Command::Changes(args) => runtime.block_on(changes(args)),
         Command::Features(args) => runtime.block_on(features(args)),
     };
@@ -414,21 +509,20 @@ async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
     .await
 }
 
-/// `weir status` and `weir plan`.
-async fn inspect(args: InspectArgs, status: bool) -> anyhow::Result<u8> {
+/// `weir status`, or `weir plan` for the partitions given.
+async fn inspect(args: InspectArgs, plan: Option<PartitionSet>) -> anyhow::Result<u8> {
     let result = async {
         let loaded = load_pipeline(&args.pipeline)?;
-        if status {
+        if let Some(partitions) = plan {
+            let p = weir::status::plan(&loaded, &partitions).await?;
+            Ok(if args.json { serde_json::to_string_pretty(&p).unwrap_or_default() } else { plan_text(&p) })
+        } else {
             let s = weir::status::status(&loaded).await?;
             Ok::<_, Error>(if args.json {
                 serde_json::to_string_pretty(&s).unwrap_or_default()
             } else {
                 status_text(&s)
             })
-        } else {
-            let partitions = args.partitions.clone().unwrap_or_else(PartitionSet::all);
-            let p = weir::status::plan(&loaded, &partitions).await?;
-            Ok(if args.json { serde_json::to_string_pretty(&p).unwrap_or_default() } else { plan_text(&p) })
         }
     }
     .await;
@@ -655,12 +749,12 @@ where
 async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
     let args = &args;
     let outputs = Outputs {
-        report: args.report.as_deref(),
-        metrics_file: args.metrics_file.as_deref(),
-        lineage: args.lineage.as_deref(),
-        partitions: args.partitions.as_ref().or(args.shard.as_ref()).map(|p| p.to_string()),
+        report: args.common.report.as_deref(),
+        metrics_file: args.common.metrics_file.as_deref(),
+        lineage: args.common.lineage.as_deref(),
+        partitions: args.partitions.as_ref().map(|p| p.to_string()),
     };
-    run_wrapped(job, &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
+    run_wrapped(job, &args.common.pipeline, args.common.dry_run, outputs, |loaded, run_id| async move {
         let mut stages = Vec::new();
         let result = run_stages(job, args, &loaded, &run_id, &mut stages).await;
         (stages, result)
@@ -682,14 +776,14 @@ async fn run_stages(
     }
     let process = job == "process" || (job == "run" && loaded.pipeline.process.is_some());
     if process {
-        let options = ProcessOptions { dry_run: args.dry_run, run_id: run_id.to_string() };
+        let options = ProcessOptions { dry_run: args.common.dry_run, run_id: run_id.to_string() };
         stages.push(weir::process::process(loaded, &options).await?);
     }
     let curate =
         job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
     if curate {
         let options = CurateOptions {
-            dry_run: args.dry_run,
+            dry_run: args.common.dry_run,
             run_id: run_id.to_string(),
             full_refresh: args.full_refresh,
             only: args.tables.clone(),
@@ -698,7 +792,7 @@ async fn run_stages(
     }
     if job == "maintain" {
         let options = weir::maintain::MaintainOptions {
-            dry_run: args.dry_run,
+            dry_run: args.common.dry_run,
             force: args.force,
             run_id: run_id.to_string(),
             only: args.tables.clone(),
@@ -724,8 +818,8 @@ async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> we
         }) as Arc<dyn Fn(u64, u64) + Send + Sync>
     });
     let options = IngestOptions {
-        partitions: args.partitions.clone().or_else(|| args.shard.clone()).unwrap_or_else(PartitionSet::all),
-        dry_run: args.dry_run,
+        partitions: args.partitions.clone().unwrap_or_else(PartitionSet::all),
+        dry_run: args.common.dry_run,
         run_id: run_id.to_string(),
         on_progress,
     };

@@ -1339,3 +1339,41 @@ fn lineage_events_name_what_each_job_read_and_wrote() {
     assert!(fail["run"]["facets"]["errorMessage"]["message"].as_str().unwrap().contains("WEIR_PII_KEY"), "{fail}");
     assert_eq!(names(&fail, "inputs"), [("file".to_string(), lake.join("raw").display().to_string())]);
 }
+
+/// Each subcommand takes only the options it uses: one it would ignore is
+/// a usage error (exit 2) naming the option, before anything runs.
+#[test]
+fn an_option_a_command_does_not_use_is_a_usage_error() {
+    let lake = tempfile::tempdir().unwrap();
+    for (args, option) in [
+        (vec!["process", "pipelines/user_events.yaml", "--force"], "--force"),
+        (vec!["process", "pipelines/user_events.yaml", "--partitions", "0"], "--partitions"),
+        (vec!["maintain", "pipelines/user_events.yaml", "--full-refresh"], "--full-refresh"),
+        (vec!["ingest", "pipelines/user_events.yaml", "--table", "raw"], "--table"),
+        (vec!["curate", "pipelines/user_events.yaml", "--shard", "1/2"], "--shard"),
+        (vec!["run", "pipelines/user_events.yaml", "--force"], "--force"),
+        (vec!["status", "pipelines/user_events.yaml", "--partitions", "0"], "--partitions"),
+    ] {
+        let out = weir().args(&args).current_dir(repo()).env("WEIR_LAKE", lake.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(option), "{args:?} names {option}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: no run report");
+    }
+    assert!(std::fs::read_dir(lake.path()).unwrap().next().is_none(), "nothing was written");
+    // The options each command does use still parse.
+    for args in [
+        vec!["maintain", "pipelines/user_events.yaml", "--force", "--table", "raw", "--dry-run"],
+        vec!["run", "pipelines/user_events.yaml", "--full-refresh", "--partitions", "0", "--dry-run"],
+        vec!["plan", "pipelines/user_events.yaml", "--partitions", "0-1", "--json"],
+    ] {
+        let out = weir()
+            .args(&args)
+            .current_dir(repo())
+            .env("WEIR_LAKE", lake.path())
+            .env("WEIR_PII_KEY", "a-test-key-of-32-bytes-length!!!")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
