@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
-use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
 use weir::storage::Location;
+use weir_testkit::capture::{generate_dataset, Codec, DatasetSpec};
 
 const PII_KEY: &str = "pii-key-for-the-azure-cli-tests!";
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::datatypes::Int64Type;
-use weir::capture::testgen::{corrupt, generate_dataset, Codec, Corruption, DatasetSpec};
+use weir_testkit::capture::{corrupt, generate_dataset, Codec, Corruption, DatasetSpec};
 
 fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
+use weir_testkit::capture::{generate_dataset, Codec, DatasetSpec};
 
 const PII_KEY: &str = "orchestration-test-key-0123456789";
 

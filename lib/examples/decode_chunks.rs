@@ -10,8 +10,8 @@
 
 use std::time::Instant;
 
-use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
 use weir::capture::{decode_chunk, Splitter};
+use weir_testkit::capture::{generate_dataset, Codec, DatasetSpec};
 
 fn decode(file: &[u8], bytes: usize, records: u64) -> (usize, u64) {
     let mut s = Splitter::new(bytes, records);

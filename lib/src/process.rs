@@ -53,7 +53,9 @@ use crate::lake::fault::fault_point;
 use crate::lake::Marker;
 use crate::pii::PiiRules;
 use crate::pipeline::{LoadedPipeline, ProcessConfig};
-use crate::report::{DataProblem, QualityReport, RuleOutcome, StageReport, TableWrite};
+use crate::report::{
+    DataProblem, ProblemKind, QualityReport, RuleOutcome, RuleVerdict, Stage, StageReport, TableWrite,
+};
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -438,7 +440,7 @@ struct RuleFigures {
     checked: u64,
     failed: u64,
     max_failure_rate: Option<f64>,
-    outcome: &'static str,
+    outcome: RuleVerdict,
 }
 
 /// What one chunk of raw rows turns into, before dedup against the table.
@@ -514,7 +516,7 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
         checked: n as u64,
         failed: (n - parsed_ok) as u64,
         max_failure_rate: None,
-        outcome: if parsed_ok == n { "passed" } else { "quarantined" },
+        outcome: if parsed_ok == n { RuleVerdict::Passed } else { RuleVerdict::Quarantined },
     }];
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
@@ -526,14 +528,14 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
         let exceeded = e.max_failure_rate.is_some_and(|max| rate > max);
         let row_level = e.max_failure_rate.is_none();
         let outcome = match (e.action, failed == 0) {
-            (_, true) => "passed",
-            (Action::Fail, false) if row_level || exceeded => "failed",
-            (Action::Fail | Action::Warn, false) if exceeded => "warned",
-            (Action::Fail | Action::Warn, false) => "kept",
-            (Action::Drop, false) if exceeded => "failed",
-            (Action::Drop, false) => "dropped",
-            (Action::Quarantine, false) if exceeded => "failed",
-            (Action::Quarantine, false) => "quarantined",
+            (_, true) => RuleVerdict::Passed,
+            (Action::Fail, false) if row_level || exceeded => RuleVerdict::Failed,
+            (Action::Fail | Action::Warn, false) if exceeded => RuleVerdict::Warned,
+            (Action::Fail | Action::Warn, false) => RuleVerdict::Kept,
+            (Action::Drop, false) if exceeded => RuleVerdict::Failed,
+            (Action::Drop, false) => RuleVerdict::Dropped,
+            (Action::Quarantine, false) if exceeded => RuleVerdict::Failed,
+            (Action::Quarantine, false) => RuleVerdict::Quarantined,
         };
         let summary = format!(
             "rule {:?} ({}): {} of {} rows failed ({:.2}%{}); sample: {}",
@@ -545,10 +547,10 @@ fn evaluate(plan: &ProcessPlan, raw: Vec<RecordBatch>, run_id: &str, now: DateTi
             e.max_failure_rate.map(|m| format!(", allowed {:.2}%", m * 100.0)).unwrap_or_default(),
             if samples.is_empty() { "none".to_string() } else { samples.join(", ") }
         );
-        if outcome == "failed" {
-            failures.push(problem("expectation_failed", summary, true));
-        } else if outcome == "warned" {
-            warnings.push(problem("expectation_threshold", summary, false));
+        if outcome == RuleVerdict::Failed {
+            failures.push(problem(ProblemKind::ExpectationFailed, summary, true));
+        } else if outcome == RuleVerdict::Warned {
+            warnings.push(problem(ProblemKind::ExpectationThreshold, summary, false));
         }
         rules.push(RuleFigures {
             rule: e.name.clone(),
@@ -668,8 +670,8 @@ fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: Date
     })
 }
 
-fn problem(kind: &str, message: String, blocking: bool) -> DataProblem {
-    DataProblem { kind: kind.to_string(), partition: None, file: None, record: None, message, blocking }
+fn problem(kind: ProblemKind, message: String, blocking: bool) -> DataProblem {
+    DataProblem { kind, partition: None, file: None, record: None, message, blocking }
 }
 
 /// Columns that identify a row to a human: the dedup key when declared.
@@ -956,7 +958,7 @@ fn metrics_batch(
                 rules.iter().map(|r| (r.checked > 0).then(|| r.failed as f64 / r.checked as f64)).collect::<Vec<_>>(),
             )),
             Arc::new(Float64Array::from(rules.iter().map(|r| r.max_failure_rate).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.outcome).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())),
             Arc::new(BooleanArray::from(vec![published; k])),
             Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
         ],
@@ -1021,7 +1023,7 @@ async fn check_repair_config(plan: &ProcessPlan, outputs: &[&Output]) -> Result<
 pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
     let started = Instant::now();
     let plan = ProcessPlan::build(loaded)?;
-    let mut report = StageReport { stage: "process".to_string(), ..Default::default() };
+    let mut report = StageReport { stage: Stage::Process, ..Default::default() };
     let mut quality = QualityReport::default();
     let Some(raw) = delta::open(&plan.tables.raw).await? else {
         tracing::info!(table = %plan.tables.raw, "the raw table does not exist yet: nothing to process");
@@ -1163,7 +1165,7 @@ pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Resul
                     checked: tagged.num_rows() as u64,
                     failed: duplicates,
                     max_failure_rate: None,
-                    outcome: if duplicates == 0 { "passed" } else { "dropped" },
+                    outcome: if duplicates == 0 { RuleVerdict::Passed } else { RuleVerdict::Dropped },
                 });
                 kept = filter_parts(kept, &keep)?;
                 kept_versions = flagged(&kept_versions, &keep);
@@ -1346,6 +1348,7 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
                 quality.rules.push(RuleOutcome {
                     rule: r.rule.clone(),
                     action: r.action.to_string(),
+                    outcome: r.outcome,
                     ..Default::default()
                 });
                 quality.rules.last_mut().expect("just pushed")
@@ -1354,8 +1357,8 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
         entry.rows_checked += r.checked;
         entry.rows_failed += r.failed;
         // The most serious outcome of any chunk is the run's outcome.
-        if entry.outcome.is_empty() || (r.outcome != "passed" && r.outcome != "kept") {
-            entry.outcome = r.outcome.to_string();
+        if !matches!(r.outcome, RuleVerdict::Passed | RuleVerdict::Kept) {
+            entry.outcome = r.outcome;
         }
     }
 }

@@ -11,13 +11,13 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
-use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
 use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::storage::Location;
+use weir_testkit::capture::{generate_dataset, Codec, DatasetSpec};
 
 /// The Azurite blob endpoint, with the environment set for emulator mode.
 fn azurite() -> String {
@@ -382,7 +382,7 @@ async fn a_409_without_an_existing_commit_is_a_storage_error_not_a_race() {
 /// Writes a capture file of `n` events for `partition` at `window`, with
 /// sequence numbers from `first`, below `root` (a local folder or a URL).
 async fn put_capture(root: &Location, partition: &str, window: chrono::DateTime<chrono::Utc>, first: i64, n: i64) {
-    use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
+    use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
     let mut rng = Rng::new(first as u64 * 31 + partition.len() as u64);
     let events: Vec<CaptureEvent> = (first..first + n)
         .map(|s| CaptureEvent {

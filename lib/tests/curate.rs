@@ -14,7 +14,6 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::util::display::array_value_to_string;
 use std::sync::Arc;
-use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
 use weir::ingest::{ingest, IngestOptions};
@@ -22,6 +21,7 @@ use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::report::ModelReport;
 use weir::storage::Location;
+use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -246,7 +246,7 @@ async fn incremental_runs_equal_a_full_recompute_on_randomized_multi_run_inputs(
         // First run full, then incremental: the comparison above is not a
         // full recompute checking itself.
         assert_eq!(modes[..2], ["full", "full"]);
-        assert!(modes[2..].iter().all(|m| m == "incremental"), "{modes:?}");
+        assert!(modes[2..].iter().all(|m| *m == "incremental"), "{modes:?}");
         // Re-sent events moved rows between days and users.
         let daily = &totals["user_daily_activity"];
         assert!(daily.1 > 0 && daily.2 > 0, "updates and deletes happened: {daily:?}");

@@ -11,7 +11,6 @@ use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
-use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
 use weir::erase::{erase, EraseOptions, Subject};
@@ -20,6 +19,7 @@ use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::report::ErasureReport;
 use weir::storage::Location;
+use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 
 const TARGET: &str = "u-3";
 const OTHER_TARGET: &str = "u-7";

@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use weir::capture::testgen::{
-    capture_path, corrupt, generate_dataset, user_event_body, write_capture_file, CaptureEvent, Codec, Corruption,
-    DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
-};
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::lake::Marker;
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::report::StageReport;
 use weir::storage::Location;
+use weir_testkit::capture::{
+    capture_path, corrupt, generate_dataset, user_event_body, write_capture_file, CaptureEvent, Codec, Corruption,
+    DatasetSpec, FileSpec, PropValue, Rng, TimeFormat, UnionStyle,
+};
 
 fn pipeline(dir: &Path, capture: &Path, extra: &str) -> LoadedPipeline {
     let text = format!(

@@ -11,12 +11,12 @@ use chrono::{Duration, NaiveDateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
-use weir::capture::testgen::{capture_path, capture_schema_json, user_event_body, Codec, Rng, UnionStyle};
 use weir::capture::{decode_capture_file, decode_chunk, PartitionSet, Splitter};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::storage::Location;
+use weir_testkit::capture::{capture_path, capture_schema_json, user_event_body, Codec, Rng, UnionStyle};
 
 /// One decoded event, in a form both readers can produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,9 +380,9 @@ async fn large_files_are_ingested_and_processed_exactly_once() {
 }
 
 /// Events with the given sequence numbers, plain JSON bodies of ~300 bytes.
-fn events_with(seqs: impl Iterator<Item = i64>) -> Vec<weir::capture::testgen::CaptureEvent> {
+fn events_with(seqs: impl Iterator<Item = i64>) -> Vec<weir_testkit::capture::CaptureEvent> {
     let at = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
-    seqs.map(|s| weir::capture::testgen::CaptureEvent {
+    seqs.map(|s| weir_testkit::capture::CaptureEvent {
         sequence_number: s,
         offset: (s * 400).to_string(),
         enqueued_time: at,
@@ -393,12 +393,11 @@ fn events_with(seqs: impl Iterator<Item = i64>) -> Vec<weir::capture::testgen::C
     .collect()
 }
 
-fn put(dir: &Path, minute: i64, events: &[weir::capture::testgen::CaptureEvent]) -> u64 {
+fn put(dir: &Path, minute: i64, events: &[weir_testkit::capture::CaptureEvent]) -> u64 {
     let window = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::minutes(minute);
     let path = dir.join("capture").join(capture_path("0", window));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let bytes =
-        weir::capture::testgen::write_capture_file(events, &weir::capture::testgen::FileSpec::default()).unwrap();
+    let bytes = weir_testkit::capture::write_capture_file(events, &weir_testkit::capture::FileSpec::default()).unwrap();
     std::fs::write(path, &bytes).unwrap();
     bytes.len() as u64
 }

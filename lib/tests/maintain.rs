@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, Utc};
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
-use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::maintain::{maintain, MaintainOptions};
@@ -16,6 +15,7 @@ use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::report::MaintenanceAction;
 use weir::storage::Location;
+use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 
 fn pipeline(dir: &Path, maintain_section: &str) -> LoadedPipeline {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc");

@@ -8,13 +8,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type};
-use weir::capture::testgen::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
 use weir::report::StageReport;
 use weir::storage::Location;
+use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
 
 const KEY: &str = "0123456789abcdef-test-key";
 

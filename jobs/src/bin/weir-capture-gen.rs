@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
-use weir::capture::testgen::{generate_dataset, Codec, DatasetSpec};
+use weir_testkit::capture::{generate_dataset, Codec, DatasetSpec};
 
 /// Write a synthetic Event Hubs Capture folder.
 #[derive(Debug, Parser)]

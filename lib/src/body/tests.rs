@@ -11,7 +11,7 @@ use deltalake::arrow::datatypes::{
 
 use super::convert::{is_uuid, parse_decimal};
 use super::*;
-use crate::capture::testgen::{user_event_body, Rng};
+use weir_testkit::capture::{user_event_body, Rng};
 
 fn example_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc")
@@ -874,7 +874,7 @@ fn throughput_200k_testgen_bodies() {
 
 #[test]
 fn parallel_decode_equals_decode_row_for_row() {
-    use crate::capture::testgen::{user_event_body, Rng};
+    use weir_testkit::capture::{user_event_body, Rng};
     let s = example();
     let at = chrono::DateTime::from_timestamp(1_793_000_000, 0).unwrap();
     let mut rng = Rng::new(5);

@@ -491,7 +491,7 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::testgen::{corrupt, write_capture_file, CaptureEvent, Codec, Corruption, FileSpec};
+    use weir_testkit::capture::{corrupt, write_capture_file, CaptureEvent, Codec, Corruption, FileSpec};
 
     fn events(n: i64) -> Vec<CaptureEvent> {
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();

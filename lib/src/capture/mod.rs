@@ -8,7 +8,6 @@
 //!   bounded memory.
 //! - [`decode`]: chunks → Arrow, with the schema embedded in each file
 //!   (Capture changed its Properties union over the years).
-//! - [`testgen`]: writing realistic capture files for tests and benchmarks.
 //!
 //! Facts that shape this module: Capture writes one block blob per partition
 //! per time window, complete when it appears; windows without events produce
@@ -21,7 +20,6 @@ pub mod container;
 pub mod decode;
 pub mod discover;
 pub mod layout;
-pub mod testgen;
 
 pub use container::DecodeError;
 pub use container::{Chunk, Header, Splitter};

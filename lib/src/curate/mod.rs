@@ -57,7 +57,7 @@ use crate::pipeline::{CuratedTableConfig, ScopeColumn, PROCESSED};
 
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::pipeline::{LoadedPipeline, Problem};
-use crate::report::{ModelReport, StageReport, TableWrite};
+use crate::report::{ModelMode, ModelReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -338,7 +338,7 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
 /// Runs the curate stage.
 pub async fn curate(loaded: &LoadedPipeline, options: &CurateOptions) -> Result<StageReport> {
     let started = Instant::now();
-    let mut report = StageReport { stage: "curate".to_string(), ..Default::default() };
+    let mut report = StageReport { stage: Stage::Curate, ..Default::default() };
     let models = models(loaded)?;
     for name in &options.only {
         if !models.iter().any(|m| &m.config.name == name) {
@@ -400,7 +400,7 @@ async fn run_model(
     let mut report = ModelReport { table: t.name.clone(), source: source_name.clone(), ..Default::default() };
     let Some(source) = catalog.tables.get(&source_name).cloned() else {
         tracing::info!(table = name, source = %source_name, "the source table does not exist yet: nothing to curate");
-        report.mode = "no_source".into();
+        report.mode = ModelMode::NoSource;
         return Ok((report, None));
     };
     let source_version = source.version().unwrap_or(0);
@@ -417,7 +417,7 @@ async fn run_model(
     let from = marker.map_or(0, |m| (m + 1) as u64);
     let model_changed = stored_fingerprint.as_deref().is_some_and(|f| f != model.fingerprint);
     if marker.is_some_and(|m| m >= source_version as i64) && !options.full_refresh && !model_changed {
-        report.mode = "up_to_date".into();
+        report.mode = ModelMode::UpToDate;
         report.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((report, None));
     }
@@ -450,12 +450,12 @@ async fn run_model(
         Mode::Full { reason } => {
             tracing::info!(table = name, reason = %reason, "full recompute");
             report.source_versions = Some((0, source_version));
-            report.mode = "full".into();
+            report.mode = ModelMode::Full;
             report.reason = Some(reason.clone());
         }
         Mode::Incremental { .. } => {
             tracing::info!(table = name, from, to = source_version, scope_values = scope_rows, "incremental recompute");
-            report.mode = "incremental".into();
+            report.mode = ModelMode::Incremental;
         }
     }
 

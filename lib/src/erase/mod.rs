@@ -70,7 +70,7 @@ use crate::lake::Marker;
 use crate::pii::PiiAction;
 use crate::pipeline::{LoadedPipeline, Problem};
 use crate::process::ProcessOptions;
-use crate::report::{ErasedTable, ErasureReport, StageReport, TableWrite};
+use crate::report::{ErasedTable, ErasureHow, ErasureReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -472,7 +472,7 @@ impl Plan<'_> {
         found: &Found,
         deleted: u64,
         version: Option<u64>,
-        how: &str,
+        how: ErasureHow,
     ) {
         for s in &found.subject {
             *self.per_subject.entry((*s, table.to_string())).or_default() += 1;
@@ -487,7 +487,7 @@ impl Plan<'_> {
         self.report.tables.push(ErasedTable {
             table: table.to_string(),
             location: location.to_string(),
-            how: if self.options.dry_run && found.rows() > 0 { "planned".into() } else { how.into() },
+            how: if self.options.dry_run && found.rows() > 0 { ErasureHow::Planned } else { how },
             rows_found: found.rows(),
             rows_deleted: deleted,
             version,
@@ -512,7 +512,7 @@ impl Plan<'_> {
             }
             _ => (table, 0, None),
         };
-        let how = if deleted > 0 { "delete" } else { "none" };
+        let how = if deleted > 0 { ErasureHow::Delete } else { ErasureHow::None };
         self.record(name, location, &found, deleted, version, how);
         Ok(table)
     }
@@ -649,12 +649,19 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
             ));
             plan.delete(&c.name, &location, table, found).await?;
         } else if options.dry_run {
-            plan.record(&c.name, &location, &found, 0, None, "none");
+            plan.record(&c.name, &location, &found, 0, None, ErasureHow::None);
         } else {
             let version = table.version();
             let recomputed =
                 stages.iter().flat_map(|s| &s.models).any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
-            plan.record(&c.name, &location, &found, 0, version, if recomputed { "recomputed" } else { "none" });
+            plan.record(
+                &c.name,
+                &location,
+                &found,
+                0,
+                version,
+                if recomputed { ErasureHow::Recomputed } else { ErasureHow::None },
+            );
             if recomputed {
                 // The curate stage deleted or rewrote this table's rows of the
                 // subjects: their old versions wait for vacuum too.
@@ -671,7 +678,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     }
 
     if options.dry_run {
-        let mut report = StageReport { stage: "erase".into(), ..Default::default() };
+        let mut report = StageReport { stage: Stage::Erase, ..Default::default() };
         report.erasure = Some(plan.report);
         report.duration_ms = started_at.elapsed().as_millis() as u64;
         stages.push(report);
@@ -690,7 +697,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
                 t.files_purged = purged.files;
                 t.bytes_purged = purged.bytes;
                 t.log_files_removed = purged.log_files;
-                if t.rows_deleted > 0 || t.how == "recomputed" {
+                if t.rows_deleted > 0 || t.how == ErasureHow::Recomputed {
                     t.unreadable_after = Some(Utc::now());
                 }
             }
@@ -704,7 +711,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     // 5. The erasure log.
     let log_version = write_log(loaded, &plan, &log_location).await?;
     plan.report.log_version = log_version;
-    let mut report = StageReport { stage: "erase".into(), ..Default::default() };
+    let mut report = StageReport { stage: Stage::Erase, ..Default::default() };
     for t in &plan.report.tables {
         report.tables.push(TableWrite {
             table: t.table.clone(),
@@ -746,7 +753,7 @@ async fn write_log(loaded: &LoadedPipeline, plan: &Plan<'_>, location: &Location
             hash.push(plan.finder.hashes[i].clone());
             name.push(t.table.clone());
             let rows = plan.per_subject.get(&(i, t.table.clone())).copied().unwrap_or(0);
-            let rows = if t.how == "delete" { rows } else { 0 };
+            let rows = if t.how == ErasureHow::Delete { rows } else { 0 };
             version.push(t.version.map(|v| v as i64));
             deleted.push(rows as i64);
             purged.push(plan.options.purge);

@@ -47,7 +47,9 @@ use crate::lake::contract::{raw_schema_with, RAW_PARTITION_COLUMN};
 use crate::lake::fault::{fault_point, pause_point};
 use crate::lake::Marker;
 use crate::pipeline::{LoadedPipeline, OnCorruptFile};
-use crate::report::{DataProblem, PartitionReport, SequenceGap, StageReport, TableWrite, UnmatchedFiles};
+use crate::report::{
+    DataProblem, PartitionReport, ProblemKind, SequenceGap, Stage, StageReport, TableWrite, UnmatchedFiles,
+};
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -126,7 +128,7 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     let format = PathFormat::parse(&pipeline.source.capture.path_format)
         .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
 
-    let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
+    let mut report = StageReport { stage: Stage::Ingest, ..Default::default() };
     let subjects = subject_fields(loaded)?;
     let spec = TableSpec {
         name: format!("{}_raw", pipeline.name),
@@ -367,7 +369,7 @@ impl Intake {
         if last {
             if let Some((lo, hi)) = self.current.out_of_order.take() {
                 self.report.problems.push(DataProblem {
-                    kind: "out_of_order".into(),
+                    kind: ProblemKind::OutOfOrder,
                     partition: Some(file.partition_id.clone()),
                     file: Some(file.name.clone()),
                     record: None,
@@ -428,7 +430,7 @@ impl Intake {
                 }
                 tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "corrupt capture file");
                 self.report.problems.push(DataProblem {
-                    kind: "corrupt_file".into(),
+                    kind: ProblemKind::CorruptFile,
                     partition: Some(file.partition_id.clone()),
                     file: Some(file.name.clone()),
                     record: e.record,
@@ -647,7 +649,7 @@ fn take_new_events(
                 };
                 tracing::warn!(partition = %gap.partition, from = gap.from, to = gap.to, file = %file.name, "sequence gap: a capture file may be missing");
                 report.problems.push(DataProblem {
-                    kind: "sequence_gap".into(),
+                    kind: ProblemKind::SequenceGap,
                     partition: Some(gap.partition.clone()),
                     file: Some(file.name.clone()),
                     record: None,

@@ -282,7 +282,7 @@ fn with_subject_columns(batch: &RecordBatch, subjects: &[String]) -> std::result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::testgen::{corrupt, write_capture_file, CaptureEvent, Codec, Corruption, FileSpec};
+    use weir_testkit::capture::{corrupt, write_capture_file, CaptureEvent, Codec, Corruption, FileSpec};
 
     fn file_of(n: i64) -> Vec<u8> {
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();

@@ -42,7 +42,7 @@ use crate::lake::commit::{self, CommitInfo};
 use crate::pipeline::{RowRetention, TablePolicy};
 
 use crate::pipeline::{LoadedPipeline, Problem};
-use crate::report::{MaintenanceAction, StageReport};
+use crate::report::{ActionKind, ActionOutcome, MaintenanceAction, Stage, StageReport};
 use crate::storage::Location;
 use crate::{delta, Error, Result};
 
@@ -155,7 +155,7 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
 /// Runs the maintain job.
 pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<StageReport> {
     let started = Instant::now();
-    let mut report = StageReport { stage: "maintain".to_string(), ..Default::default() };
+    let mut report = StageReport { stage: Stage::Maintain, ..Default::default() };
     let targets = targets(loaded, options)?;
     // Refuse unsafe vacuum settings before touching anything.
     let mut tables = Vec::new();
@@ -239,10 +239,10 @@ async fn maintain_table(
     if !options.dry_run {
         let probe = MaintainOptions { dry_run: true, ..options.clone() };
         if let Some(r) = &t.policy.retention {
-            rewrites |= retention(t, table.clone(), r, &probe).await?.1.outcome == "planned";
+            rewrites |= retention(t, table.clone(), r, &probe).await?.1.outcome == ActionOutcome::Planned;
         }
         if t.policy.optimize && !rewrites {
-            rewrites |= optimize(t, table.clone(), &probe).await?.1.outcome == "planned";
+            rewrites |= optimize(t, table.clone(), &probe).await?.1.outcome == ActionOutcome::Planned;
         }
     }
     if rewrites {
@@ -308,10 +308,10 @@ pub(crate) async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> 
         .fold((0, 0), |(n, b), m| (n + 1, b + m.size)))
 }
 
-fn action(t: &Target, name: &str, before: (u64, u64)) -> MaintenanceAction {
+fn action(t: &Target, kind: ActionKind, before: (u64, u64)) -> MaintenanceAction {
     MaintenanceAction {
         table: t.name.clone(),
-        action: name.to_string(),
+        action: kind,
         files_before: before.0,
         bytes_before: before.1,
         files_after: before.0,
@@ -327,7 +327,7 @@ async fn retention(
     options: &MaintainOptions,
 ) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
-    let mut a = action(t, "retention", active(&table)?);
+    let mut a = action(t, ActionKind::Retention, active(&table)?);
     let cutoff = Utc::now() - chrono::Duration::days(r.days as i64);
     let schema = delta::arrow_schema(&table)?;
     let field = schema.field_with_name(&r.column).map_err(|_| Error::InvalidPipeline {
@@ -360,12 +360,12 @@ async fn retention(
     let matching = count_rows(&table, predicate.clone()).await?;
     a.detail = format!("{matching} rows with {} before {}", r.column, cutoff.format("%Y-%m-%d %H:%M UTC"));
     if matching == 0 {
-        a.outcome = "skipped".into();
+        a.outcome = ActionOutcome::Skipped;
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((table, a));
     }
     if options.dry_run {
-        a.outcome = "planned".into();
+        a.outcome = ActionOutcome::Planned;
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((table, a));
     }
@@ -379,7 +379,7 @@ async fn retention(
         format!("{} ({} files rewritten, {} removed)", a.detail, metrics.num_added_files, metrics.num_removed_files);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
-    a.outcome = "done".into();
+    a.outcome = ActionOutcome::Done;
     a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
@@ -427,8 +427,8 @@ fn plan(table: &DeltaTable, target_size: u64, zorder: bool) -> Result<BTreeMap<S
 async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
     let zorder = t.policy.zorder_by.clone().filter(|z| !z.is_empty());
-    let name = if zorder.is_some() { "zorder" } else { "optimize" };
-    let mut a = action(t, name, active(&table)?);
+    let kind = if zorder.is_some() { ActionKind::Zorder } else { ActionKind::Optimize };
+    let mut a = action(t, kind, active(&table)?);
     let target = t.target_size.max(1);
     let parts = plan(&table, target, zorder.is_some())?;
     let files: u64 = parts.values().map(|p| p.files).sum();
@@ -444,12 +444,12 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
         }
     );
     if parts.is_empty() {
-        a.outcome = "skipped".into();
+        a.outcome = ActionOutcome::Skipped;
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((table, a));
     }
     if options.dry_run {
-        a.outcome = "planned".into();
+        a.outcome = ActionOutcome::Planned;
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok((table, a));
     }
@@ -473,7 +473,7 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     let mut builder = table
         .optimize()
         .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-        .with_commit_properties(commit(t, options, name))
+        .with_commit_properties(commit(t, options, kind.as_str()))
         .with_filters(&filters);
     if let Some(z) = zorder {
         builder = builder.with_type(OptimizeType::ZOrder(z));
@@ -482,14 +482,14 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     a.detail = format!("{}; {} files removed, {} added", a.detail, metrics.num_files_removed, metrics.num_files_added);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
-    a.outcome = "done".into();
+    a.outcome = ActionOutcome::Done;
     a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
 
 async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
-    let mut a = action(t, "vacuum", stored(&table, false).await?);
+    let mut a = action(t, ActionKind::Vacuum, stored(&table, false).await?);
     let (table, metrics) = table
         .vacuum()
         .with_mode(VacuumMode::Full)
@@ -510,11 +510,10 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
         }
     );
     a.outcome = match (n, options.dry_run) {
-        (0, _) => "skipped",
-        (_, true) => "planned",
-        _ => "done",
-    }
-    .into();
+        (0, _) => ActionOutcome::Skipped,
+        (_, true) => ActionOutcome::Planned,
+        _ => ActionOutcome::Done,
+    };
     if !options.dry_run {
         (a.files_after, a.bytes_after) = stored(&table, false).await?;
         a.version = (n > 0).then(|| table.version()).flatten();
@@ -525,7 +524,7 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
 
 async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -> Result<MaintenanceAction> {
     let started = Instant::now();
-    let mut a = action(t, "checkpoint", stored(table, true).await?);
+    let mut a = action(t, ActionKind::Checkpoint, stored(table, true).await?);
     let version = table.version().unwrap_or(0);
     let store = table.log_store().object_store(None);
     let marker = object_store::path::Path::from(format!("_delta_log/{version:020}.checkpoint.parquet"));
@@ -538,7 +537,7 @@ async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -
         retention.as_secs() / 86_400
     );
     if options.dry_run {
-        a.outcome = if has { "skipped" } else { "planned" }.into();
+        a.outcome = if has { ActionOutcome::Skipped } else { ActionOutcome::Planned };
         a.duration_ms = started.elapsed().as_millis() as u64;
         return Ok(a);
     }
@@ -549,7 +548,7 @@ async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -
         deltalake::checkpoints::cleanup_metadata(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
     a.detail = format!("{}; {removed} expired log files removed", a.detail);
     (a.files_after, a.bytes_after) = stored(table, true).await?;
-    a.outcome = if has && removed == 0 { "skipped" } else { "done" }.into();
+    a.outcome = if has && removed == 0 { ActionOutcome::Skipped } else { ActionOutcome::Done };
     a.duration_ms = started.elapsed().as_millis() as u64;
     Ok(a)
 }

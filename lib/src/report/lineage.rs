@@ -134,7 +134,10 @@ pub fn event(
                     .stages
                     .iter()
                     .filter(|s| s.tables.iter().any(|w| &w.table == name && !w.versions_written.is_empty()))
-                    .filter(|s| (name == "raw" && s.stage == "ingest") || (name == "processed" && s.stage == "process"))
+                    .filter(|s| {
+                        (name == "raw" && s.stage == super::Stage::Ingest)
+                            || (name == "processed" && s.stage == super::Stage::Process)
+                    })
                     .map(|s| s.events_written)
                     .sum();
                 if rows > 0 {

@@ -64,7 +64,7 @@ pub fn render(report: &RunReport, exit_code: u8) -> String {
         );
     }
     let per_stage = |f: fn(&super::StageReport) -> u64| -> Vec<(String, String)> {
-        report.stages.iter().map(|s| (format!("stage=\"{}\"", escape(&s.stage)), f(s).to_string())).collect()
+        report.stages.iter().map(|s| (format!("stage=\"{}\"", escape(s.stage.as_str())), f(s).to_string())).collect()
     };
     metric(
         "weir_last_run_events_read",
@@ -137,7 +137,7 @@ mod tests {
     fn renders_every_series_with_labels() {
         let started = Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap();
         let mut ingest = StageReport {
-            stage: "ingest".into(),
+            stage: crate::report::Stage::Ingest,
             events_read: 10,
             events_written: 9,
             files_read: 2,

@@ -9,6 +9,155 @@ use serde::Serialize;
 
 use crate::ErrorClass;
 
+/// A closed set of names a report field takes: serialised (and stored in
+/// tables) as the given strings, compared as values.
+macro_rules! names {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v),+
+        }
+
+        impl $name {
+            /// The name in reports, metrics and tables.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s),+
+                }
+            }
+        }
+
+        /// Compares with the serialised name, as a reader of the report would.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names! {
+    /// The stage (or job) a [`StageReport`] is about.
+    Stage {
+        /// Capture files → raw. (The default only serves struct-update
+        /// syntax: every stage names itself.)
+        #[default]
+        Ingest = "ingest",
+        /// Raw → processed, quarantine, quality metrics.
+        Process = "process",
+        /// Processed → curated tables.
+        Curate = "curate",
+        /// Table upkeep.
+        Maintain = "maintain",
+        /// Right to be forgotten.
+        Erase = "erase",
+    }
+}
+
+names! {
+    /// How curate brought a table up to date.
+    ModelMode {
+        /// Only the scope values the source changes touched.
+        Incremental = "incremental",
+        /// Everything, from scratch.
+        Full = "full",
+        /// Nothing changed in the source.
+        #[default]
+        UpToDate = "up_to_date",
+        /// The source table does not exist yet.
+        NoSource = "no_source",
+    }
+}
+
+names! {
+    /// What happened to the rows a rule checked.
+    RuleVerdict {
+        /// No row failed.
+        #[default]
+        Passed = "passed",
+        /// Rows failed a `warn` rule within its threshold and were kept.
+        Kept = "kept",
+        /// Rows failed a `warn` rule above its threshold and were kept.
+        Warned = "warned",
+        /// Failing rows were dropped.
+        Dropped = "dropped",
+        /// Failing rows went to quarantine.
+        Quarantined = "quarantined",
+        /// A `fail` rule failed: nothing of the range was published.
+        Failed = "failed",
+    }
+}
+
+names! {
+    /// What kind of input problem a [`DataProblem`] is.
+    ProblemKind {
+        /// A capture file that cannot be decoded.
+        #[default]
+        CorruptFile = "corrupt_file",
+        /// Sequence numbers missing between files of a partition.
+        SequenceGap = "sequence_gap",
+        /// A file whose events are below the partition's watermark.
+        OutOfOrder = "out_of_order",
+        /// A `fail` rule failed (or a rule's failure rate passed its
+        /// threshold): nothing of the range was published.
+        ExpectationFailed = "expectation_failed",
+        /// A `warn` rule's failure rate passed its threshold.
+        ExpectationThreshold = "expectation_threshold",
+    }
+}
+
+names! {
+    /// A maintenance action.
+    ActionKind {
+        /// Rows older than the retention deleted.
+        #[default]
+        Retention = "retention",
+        /// Small files compacted.
+        Optimize = "optimize",
+        /// Files rewritten z-ordered.
+        Zorder = "zorder",
+        /// Unreferenced files deleted.
+        Vacuum = "vacuum",
+        /// A checkpoint written.
+        Checkpoint = "checkpoint",
+    }
+}
+
+names! {
+    /// What came of a maintenance action.
+    ActionOutcome {
+        /// Committed.
+        Done = "done",
+        /// Would be done (dry run).
+        Planned = "planned",
+        /// Nothing to do.
+        #[default]
+        Skipped = "skipped",
+    }
+}
+
+names! {
+    /// How an erasure reached a table.
+    ErasureHow {
+        /// Rows deleted by lineage or key.
+        Delete = "delete",
+        /// Curated rows dropped by recomputing the table.
+        Recomputed = "recomputed",
+        /// Nothing of the subjects was there.
+        #[default]
+        None = "none",
+        /// Found and counted (dry run).
+        Planned = "planned",
+    }
+}
+
 /// Everything a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -59,7 +208,7 @@ pub struct ErrorReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageReport {
     /// Stage name.
-    pub stage: String,
+    pub stage: Stage,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
     /// Files read.
@@ -105,7 +254,7 @@ pub struct ModelReport {
     /// Curated table name.
     pub table: String,
     /// `incremental`, `full` or `up_to_date`.
-    pub mode: String,
+    pub mode: ModelMode,
     /// Why a full recompute was chosen (first run, model changed, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -157,7 +306,7 @@ pub struct RuleOutcome {
     /// Rows that failed it.
     pub rows_failed: u64,
     /// `passed`, `kept`, `warned`, `dropped`, `quarantined` or `failed`.
-    pub outcome: String,
+    pub outcome: RuleVerdict,
 }
 
 /// One partition's progress in a run.
@@ -210,8 +359,9 @@ pub struct TableWrite {
 /// Something about the input that needs attention.
 #[derive(Debug, Clone, Serialize)]
 pub struct DataProblem {
-    /// Machine-readable kind: `corrupt_file`, `sequence_gap`, `out_of_order`.
-    pub kind: String,
+    /// Machine-readable kind: `corrupt_file`, `sequence_gap`, `out_of_order`,
+    /// `expectation_failed`, `expectation_threshold`.
+    pub kind: ProblemKind,
     /// Partition, when the problem belongs to one.
     pub partition: Option<String>,
     /// File, when the problem belongs to one.
@@ -254,9 +404,9 @@ pub struct MaintenanceAction {
     /// Table name in the pipeline.
     pub table: String,
     /// `retention`, `optimize`, `zorder`, `vacuum` or `checkpoint`.
-    pub action: String,
+    pub action: ActionKind,
     /// `done`, `planned` (dry run), or `skipped` (nothing to do).
-    pub outcome: String,
+    pub outcome: ActionOutcome,
     /// Data files the current version references (retention, optimize,
     /// zorder), stored data files (vacuum) or log files (checkpoint), before.
     pub files_before: u64,
@@ -306,7 +456,7 @@ pub struct ErasedTable {
     /// `delete` (rows deleted by lineage or key), `recomputed` (curated rows
     /// dropped by the curate stage), `none` (nothing of the subjects), or
     /// `planned` (dry run).
-    pub how: String,
+    pub how: ErasureHow,
     /// Rows of the subjects found (before the delete).
     pub rows_found: u64,
     /// Rows deleted.

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{lags, location, source_state, table_status, tables};
 use crate::capture::PartitionSet;
 use crate::pipeline::LoadedPipeline;
+use crate::report::ModelMode;
 use crate::{delta, Error, Result};
 
 /// One partition's share of the next ingest.
@@ -61,7 +62,7 @@ pub struct SourcePlan {
     pub source: String,
     /// `incremental` (versions to read), `full` (a first run or a model
     /// without `incremental:`), or `up_to_date`.
-    pub mode: String,
+    pub mode: ModelMode,
     /// First source version it would read.
     pub from_version: Option<u64>,
     /// Last one (the source's current version).
@@ -164,19 +165,18 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         let target = lag.stage.strip_prefix("curate ").unwrap_or("processed");
         let mut sp = SourcePlan { stage: lag.stage.clone(), source: lag.source.clone(), ..Default::default() };
         let Some(to) = lag.source_version else {
-            sp.mode = "up_to_date".into();
+            sp.mode = ModelMode::UpToDate;
             out.stages.push(sp);
             continue;
         };
         let from = lag.consumed_version.map_or(0, |c| c + 1);
         sp.mode = if !exists(target) || (!incremental(&lag.stage) && from <= to) || lag.consumed_version.is_none() {
-            "full"
+            ModelMode::Full
         } else if from > to {
-            "up_to_date"
+            ModelMode::UpToDate
         } else {
-            "incremental"
-        }
-        .into();
+            ModelMode::Incremental
+        };
         if from <= to {
             let path = tables(loaded).into_iter().find(|(n, _)| *n == lag.source).map(|(_, p)| p);
             if let Some(path) = path {

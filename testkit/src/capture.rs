@@ -1475,7 +1475,7 @@ mod tests {
     }
 
     /// Rebuilds the generated files under `testdata/` (not `real-capture/`):
-    /// `cargo test -p weir regenerate_testdata -- --ignored`.
+    /// `cargo test -p weir-testkit regenerate_testdata -- --ignored`.
     #[test]
     #[ignore = "writes testdata/; run explicitly to regenerate it"]
     fn regenerate_testdata() {

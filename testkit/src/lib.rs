@@ -1,0 +1,10 @@
+//! Weir's test kit: what tests, samples and benchmarks need to make input
+//! for Weir, kept out of the `weir` library so production code never links
+//! it.
+//!
+//! - [`capture`]: synthetic Event Hubs Capture files (Capture's container
+//!   layout and schema, every codec, both union styles), whole datasets of
+//!   JSON user events with malformed bodies and re-sends, and the ways
+//!   files get damaged.
+
+pub mod capture;
