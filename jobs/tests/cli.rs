@@ -239,8 +239,7 @@ fn sigkill_at_random_instants_then_rerun_is_exactly_once() {
     let delays = [40u64, 150, 250, 350, 500, 700, 900, 1500, 2500];
     let mut mid_run = 0;
     for ms in delays {
-        let mut child =
-            f.cmd("ingest").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = f.cmd("ingest").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill(); // SIGKILL on Unix
         let _ = child.wait();
@@ -270,8 +269,8 @@ fn overlapping_workers_still_give_exactly_once() {
         (out.status.code(), ())
     };
     assert_eq!(code, Some(0));
-    let a = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let b = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let a = f.cmd("ingest").stdout(Stdio::piped()).spawn().unwrap();
+    let b = f.cmd("ingest").stdout(Stdio::piped()).spawn().unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
     assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
@@ -294,13 +293,8 @@ fn an_ingest_that_lost_the_race_after_writing_deletes_its_files() {
     assert_eq!(out.status.code(), Some(0));
     // A writes its files, then waits before committing; B ingests
     // everything meanwhile.
-    let a = f
-        .cmd("ingest")
-        .env("WEIR_PAUSE", "ingest_before_commit:4000")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let a = f.cmd("ingest").env("WEIR_PAUSE", "ingest_before_commit:4000").stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
     let b = f.cmd("ingest").output().unwrap();
     assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
     let a = a.wait_with_output().unwrap();
@@ -539,12 +533,7 @@ fn process_sigkill_at_random_instants_then_rerun_is_exact() {
     assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
     let mut mid_run = 0;
     for ms in [30u64, 120, 250, 400, 600, 900] {
-        let mut child = f
-            .with_key("process")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = f.with_key("process").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -653,6 +642,7 @@ fn process_repair_with_a_changed_pipeline_is_refused() {
 /// in two runs: the second updates aggregates the first wrote. Python
 /// (polars, deltalake) recomputes every curated value from the processed
 /// table and reads the change feed, directly and as `weir changes` wrote it.
+#[expect(clippy::too_many_lines, reason = "one end-to-end scenario, read top to bottom")]
 #[test]
 fn curated_tables_and_their_change_feed_read_back_in_polars() {
     let spec = DatasetSpec { duplicate_rate_ppm: 20_000, ..spec() };
@@ -836,7 +826,7 @@ fn maintain_racing_ingest_loses_nothing_and_duplicates_nothing() {
     // Half the partitions first, so maintain has files to compact.
     let out = f.cmd("ingest").args(["--partitions", "0,1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let mut ingest = f.cmd("ingest").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut ingest = f.cmd("ingest").stdout(Stdio::piped()).spawn().unwrap();
     let mut maintained = 0;
     let mut compacted = 0;
     loop {

@@ -1365,7 +1365,7 @@ fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
 
 /// The columns dedup reads (key, order, lineage, event date) of the kept
 /// rows, in one batch.
-fn dedup_columns(parts: &[RecordBatch], d: &dedup::DedupConfig) -> Result<RecordBatch> {
+fn dedup_columns(parts: &[RecordBatch], d: &DedupConfig) -> Result<RecordBatch> {
     let mut names = d.stored_columns();
     for c in d.order_by.iter().map(String::as_str).chain([PROCESSED_PARTITION_COLUMN]) {
         if !names.iter().any(|n| n == c) {

@@ -166,10 +166,7 @@ async fn the_whole_pipeline_on_azurite_equals_the_same_run_on_local_folders() {
     }
     // Maintenance did the same on both.
     let actions = |r: &weir::report::StageReport| {
-        r.maintenance
-            .iter()
-            .map(|a| (a.table.clone(), a.action.clone(), a.outcome.clone(), a.files_after))
-            .collect::<Vec<_>>()
+        r.maintenance.iter().map(|a| (a.table.clone(), a.action, a.outcome, a.files_after)).collect::<Vec<_>>()
     };
     assert_eq!(actions(&local_reports[3]), actions(&azure_reports[3]));
     assert!(

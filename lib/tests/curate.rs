@@ -239,7 +239,7 @@ async fn incremental_runs_equal_a_full_recompute_on_randomized_multi_run_inputs(
                 t.0 += m.rows_inserted;
                 t.1 += m.rows_updated;
                 t.2 += m.rows_deleted;
-                modes.push(m.mode.clone());
+                modes.push(m.mode);
             }
             assert_equals_full_recompute(dir.path(), &p, r).await;
         }
@@ -464,6 +464,7 @@ struct Expected {
     last_active: Option<i64>,
 }
 
+#[expect(clippy::too_many_lines, reason = "one end-to-end scenario, read top to bottom")]
 #[tokio::test]
 async fn point_in_time_features_match_a_brute_force_computation_and_never_see_the_future() {
     set_key();

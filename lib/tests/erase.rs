@@ -325,6 +325,7 @@ fn count(rows: &[Vec<String>], belongs: impl Fn(&Vec<String>) -> bool) -> u64 {
     rows.iter().filter(|r| belongs(r)).count() as u64
 }
 
+#[expect(clippy::too_many_lines, reason = "one end-to-end scenario, read top to bottom")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_deletes_the_subjects_everywhere_logs_them_and_leaves_old_files_until_vacuum() {
     let dir = tempfile::tempdir().unwrap();

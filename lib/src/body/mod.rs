@@ -228,7 +228,7 @@ impl BodySchema {
             batches.push(part.batch);
         }
         let schema = batches[0].schema();
-        let batch = deltalake::arrow::compute::concat_batches(&schema, &batches).map_err(|e| SchemaError {
+        let batch = concat_batches(&schema, &batches).map_err(|e| SchemaError {
             origin: "body".into(),
             path: String::new(),
             message: format!("joining decoded slices: {e}"),

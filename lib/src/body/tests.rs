@@ -667,10 +667,7 @@ fn arrays_and_maps() {
     );
     let a = s.arrow_schema();
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    assert_eq!(
-        a.field(0).data_type(),
-        &DataType::List(Arc::new(deltalake::arrow::datatypes::Field::new("item", DataType::Utf8, true)))
-    );
+    assert_eq!(a.field(0).data_type(), &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))));
     let DataType::Map(entries, false) = a.field(4).data_type() else {
         panic!("not a map");
     };
@@ -876,7 +873,7 @@ fn throughput_200k_testgen_bodies() {
 fn parallel_decode_equals_decode_row_for_row() {
     use weir_testkit::capture::{user_event_body, Rng};
     let s = example();
-    let at = chrono::DateTime::from_timestamp(1_793_000_000, 0).unwrap();
+    let at = DateTime::from_timestamp(1_793_000_000, 0).unwrap();
     let mut rng = Rng::new(5);
     let owned: Vec<Option<Vec<u8>>> = (0..40_000)
         .map(|i| match i % 97 {

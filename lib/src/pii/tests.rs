@@ -146,7 +146,7 @@ fn hash_is_deterministic_keyed_and_keeps_nulls() {
     // It is HMAC-SHA256(key, value).
     assert_eq!(built.hash_value("a@example.com").unwrap(), {
         let mut buf = [0u8; 64];
-        hmac::HmacSha256::new(KEY).mac_hex(b"a@example.com", &mut buf).to_owned()
+        HmacSha256::new(KEY).mac_hex(b"a@example.com", &mut buf).to_owned()
     });
 }
 
