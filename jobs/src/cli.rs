@@ -6,28 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir::capture::PartitionSet;
 use weir::curate::features::FeatureRequest;
-use weir::curate::CurateOptions;
 use weir::export::Format;
-use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{load_pipeline, LoadedPipeline};
-use weir::process::ProcessOptions;
-use weir::report::{ErrorReport, Outcome, RunReport, StageReport};
-use weir::{Error, ErrorClass};
-
-/// Exit code: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: a defect in Weir.
-pub const EXIT_INTERNAL: u8 = 1;
-/// Exit code: invalid usage or configuration; do not retry.
-pub const EXIT_CONFIG: u8 = 2;
-/// Exit code: input data needs a human.
-pub const EXIT_DATA: u8 = 3;
-/// Exit code: retryable failure (EX_TEMPFAIL).
-pub const EXIT_RETRYABLE: u8 = 75;
+use weir::report::RunReport;
+use weir::run::{self, exit, Finished, Job, JobRequest, Outputs};
+use weir::Error;
 
 #[derive(Parser, Debug)]
 #[command(name = "weir", version, about = "Land Event Hubs Capture files in Delta Lake, exactly once", long_about = None)]
@@ -271,30 +257,8 @@ struct RunArgs {
     curate: CurateFlags,
 }
 
-/// One job run, compiled from whichever subcommand asked for it: each
-/// subcommand accepts only the options it uses, so an option that would
-/// be ignored is a usage error instead.
-#[derive(Debug)]
-struct JobArgs {
-    common: CommonArgs,
-    partitions: Option<PartitionSet>,
-    full_refresh: bool,
-    tables: Vec<String>,
-    force: bool,
-}
-
-impl JobArgs {
-    fn new(common: CommonArgs) -> JobArgs {
-        JobArgs { common, partitions: None, full_refresh: false, tables: Vec::new(), force: false }
-    }
-
-    fn with_partitions(self, p: PartitionArgs) -> JobArgs {
-        JobArgs { partitions: p.partitions.or(p.shard), ..self }
-    }
-
-    fn with_curate(self, c: CurateFlags) -> JobArgs {
-        JobArgs { full_refresh: c.full_refresh, tables: c.tables, ..self }
-    }
+fn partitions(p: PartitionArgs) -> Option<PartitionSet> {
+    p.partitions.or(p.shard)
 }
 
 fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
@@ -306,7 +270,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK });
+            return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { exit::OK });
         }
     };
     init_logging(&cli);
@@ -314,21 +278,33 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weir: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_INTERNAL);
+            return ExitCode::from(exit::INTERNAL);
         }
     };
     let code = match cli.command {
         Command::Validate { pipelines } => runtime.block_on(validate(&pipelines)),
-        Command::Ingest(a) => runtime.block_on(run_job("ingest", JobArgs::new(a.common).with_partitions(a.partitions))),
-        Command::Process(a) => runtime.block_on(run_job("process", JobArgs::new(a.common))),
-        Command::Curate(a) => runtime.block_on(run_job("curate", JobArgs::new(a.common).with_curate(a.curate))),
+        Command::Ingest(a) => {
+            let request = JobRequest { partitions: partitions(a.partitions), ..Default::default() };
+            runtime.block_on(run_job(Job::Ingest, a.common, request))
+        }
+        Command::Process(a) => runtime.block_on(run_job(Job::Process, a.common, JobRequest::default())),
+        Command::Curate(a) => {
+            let request =
+                JobRequest { full_refresh: a.curate.full_refresh, tables: a.curate.tables, ..Default::default() };
+            runtime.block_on(run_job(Job::Curate, a.common, request))
+        }
         Command::Maintain(a) => {
-            let args = JobArgs { tables: a.tables, force: a.force, ..JobArgs::new(a.common) };
-            runtime.block_on(run_job("maintain", args))
+            let request = JobRequest { tables: a.tables, force: a.force, ..Default::default() };
+            runtime.block_on(run_job(Job::Maintain, a.common, request))
         }
         Command::Run(a) => {
-            let args = JobArgs::new(a.common).with_partitions(a.partitions).with_curate(a.curate);
-            runtime.block_on(run_job("run", args))
+            let request = JobRequest {
+                partitions: partitions(a.partitions),
+                full_refresh: a.curate.full_refresh,
+                tables: a.curate.tables,
+                ..Default::default()
+            };
+            runtime.block_on(run_job(Job::Run, a.common, request))
         }
         Command::Erase(args) => runtime.block_on(erase(args)),
         Command::Plan(args) => {
@@ -345,7 +321,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("weir: {e:#}");
-            ExitCode::from(EXIT_INTERNAL)
+            ExitCode::from(exit::INTERNAL)
         }
     }
 }
@@ -392,7 +368,7 @@ async fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if invalid == 0 { EXIT_OK } else { EXIT_CONFIG })
+    Ok(if invalid == 0 { exit::OK } else { exit::CONFIG })
 }
 
 /// Checks that need storage: the processed table can take what the pipeline
@@ -414,7 +390,7 @@ fn fail(e: &Error) -> u8 {
         }
         e => eprintln!("weir: {e}"),
     }
-    exit_code(e.class())
+    exit::of(e.class())
 }
 
 async fn changes(args: ChangesArgs) -> anyhow::Result<u8> {
@@ -437,7 +413,7 @@ async fn changes(args: ChangesArgs) -> anyhow::Result<u8> {
     match result {
         Ok(rows) => {
             tracing::info!(rows, table = %location, "change feed written");
-            Ok(EXIT_OK)
+            Ok(exit::OK)
         }
         Err(e) => Ok(fail(&e)),
     }
@@ -463,7 +439,7 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
             } else {
                 tracing::info!(rows = report.rows, matched = report.matched, "features written");
             }
-            Ok(EXIT_OK)
+            Ok(exit::OK)
         }
         Err(e) => Ok(fail(&e)),
     }
@@ -471,13 +447,9 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
 
 async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
     let args = &args;
-    let outputs = Outputs {
-        report: args.report.as_deref(),
-        metrics_file: args.metrics_file.as_deref(),
-        lineage: args.lineage.as_deref(),
-        partitions: None,
-    };
-    run_wrapped("erase", &args.pipeline, args.dry_run, outputs, |loaded, run_id| async move {
+    let outputs =
+        Outputs { metrics_file: args.metrics_file.as_deref(), lineage: args.lineage.as_deref(), partitions: None };
+    let finished = run::drive("erase", &args.pipeline, args.dry_run, &outputs, |loaded, run_id| async move {
         let result = async {
             let fields = weir::ingest::subject_fields(&loaded)?;
             let default_field = (fields.len() == 1).then(|| fields[0].as_str());
@@ -506,7 +478,8 @@ async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
             Err(e) => (Vec::new(), Err(e)),
         }
     })
-    .await
+    .await;
+    finish(finished, args.report.as_deref())
 }
 
 /// `weir status`, or `weir plan` for the partitions given.
@@ -529,7 +502,7 @@ async fn inspect(args: InspectArgs, plan: Option<PartitionSet>) -> anyhow::Resul
     match result {
         Ok(text) => {
             println!("{text}");
-            Ok(EXIT_OK)
+            Ok(exit::OK)
         }
         Err(e) => Ok(fail(&e)),
     }
@@ -636,174 +609,10 @@ fn plan_text(p: &weir::status::Plan) -> String {
     out
 }
 
-fn exit_code(class: ErrorClass) -> u8 {
-    match class {
-        ErrorClass::Config => EXIT_CONFIG,
-        ErrorClass::Data => EXIT_DATA,
-        ErrorClass::Retryable => EXIT_RETRYABLE,
-        ErrorClass::Internal => EXIT_INTERNAL,
-    }
-}
-
-fn new_run_id() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
-}
-
-/// Where a run's outcome goes besides the exit code.
-struct Outputs<'a> {
-    report: Option<&'a Path>,
-    metrics_file: Option<&'a Path>,
-    lineage: Option<&'a str>,
-    /// The `--partitions` selection, recorded in the runs table.
-    partitions: Option<String>,
-}
-
-/// Runs `body` as one job run: a run id, the run report, the runs table
-/// row (unless a dry run) and the metrics file, then the exit code.
-async fn run_wrapped<F, Fut>(
-    job: &str,
-    pipeline: &Path,
-    dry_run: bool,
-    outputs: Outputs<'_>,
-    body: F,
-) -> anyhow::Result<u8>
-where
-    F: FnOnce(LoadedPipeline, String) -> Fut,
-    Fut: std::future::Future<Output = (Vec<StageReport>, weir::Result<()>)>,
-{
-    let started_at = Utc::now();
-    let run_id = new_run_id();
-    let mut report = RunReport {
-        run_id: run_id.clone(),
-        pipeline: String::new(),
-        pipeline_file: pipeline.display().to_string(),
-        job: job.to_string(),
-        dry_run,
-        started_at,
-        finished_at: started_at,
-        outcome: Outcome::Success,
-        stages: Vec::new(),
-        error: None,
-    };
-    let lineage_run = uuid::Uuid::new_v4().to_string();
-    let (loaded, result) = match load_pipeline(pipeline) {
-        Ok(loaded) => {
-            report.pipeline = loaded.pipeline.name.clone();
-            tracing::info!(pipeline = %loaded.pipeline.name, run_id = %run_id, job, "run started");
-            if let Some(target) = outputs.lineage {
-                let event = weir::report::lineage::event(&loaded, &report, &lineage_run, "START", started_at);
-                weir::report::lineage::emit(target, &event).await;
-            }
-            let (stages, result) = body(loaded.clone(), run_id.clone()).await;
-            report.stages = stages;
-            (Some(loaded), result)
-        }
-        Err(e) => (None, Err(e)),
-    };
-    report.finished_at = Utc::now();
-    let code = match result {
-        Ok(()) => {
-            report.outcome = RunReport::outcome_from_stages(&report.stages);
-            if report.outcome == Outcome::DataProblem {
-                EXIT_DATA
-            } else {
-                EXIT_OK
-            }
-        }
-        Err(e) => {
-            report.outcome = Outcome::Failed;
-            if let Error::InvalidPipeline { problems } = &e {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-            } else {
-                tracing::error!(error = %e, "run failed");
-            }
-            report.error = Some(ErrorReport { class: e.class(), message: e.to_string() });
-            exit_code(e.class())
-        }
-    };
-    // The audit trail and metrics never change the run's exit code: the
-    // report on stdout still tells what happened.
-    if let (Some(loaded), false) = (&loaded, dry_run) {
-        if let Err(e) = weir::report::runs::append(loaded, &report, code, outputs.partitions.as_deref()).await {
-            tracing::error!(error = %e, "cannot append the run to the runs table");
-        }
-    }
-    if let Some(path) = outputs.metrics_file {
-        if let Err(e) = weir::report::metrics::write(path, &report, code) {
-            tracing::error!(error = %e, "cannot write the metrics file");
-        }
-    }
-    if let (Some(target), Some(loaded)) = (outputs.lineage, &loaded) {
-        let kind = if report.outcome == Outcome::Failed { "FAIL" } else { "COMPLETE" };
-        let event = weir::report::lineage::event(loaded, &report, &lineage_run, kind, report.finished_at);
-        weir::report::lineage::emit(target, &event).await;
-    }
-    write_report(&report, outputs.report)?;
-    tracing::info!(outcome = ?report.outcome, exit_code = code, "run finished");
-    Ok(code)
-}
-
-async fn run_job(job: &str, args: JobArgs) -> anyhow::Result<u8> {
-    let args = &args;
-    let outputs = Outputs {
-        report: args.common.report.as_deref(),
-        metrics_file: args.common.metrics_file.as_deref(),
-        lineage: args.common.lineage.as_deref(),
-        partitions: args.partitions.as_ref().map(|p| p.to_string()),
-    };
-    run_wrapped(job, &args.common.pipeline, args.common.dry_run, outputs, |loaded, run_id| async move {
-        let mut stages = Vec::new();
-        let result = run_stages(job, args, &loaded, &run_id, &mut stages).await;
-        (stages, result)
-    })
-    .await
-}
-
-async fn run_stages(
-    job: &str,
-    args: &JobArgs,
-    loaded: &LoadedPipeline,
-    run_id: &str,
-    stages: &mut Vec<StageReport>,
-) -> weir::Result<()> {
-    if job == "ingest" || job == "run" {
-        // A halted partition or a gap still lets process publish what
-        // did land; the data problem is reported (and exits 3) either way.
-        stages.push(run_ingest(loaded, args, run_id).await?);
-    }
-    let process = job == "process" || (job == "run" && loaded.pipeline.process.is_some());
-    if process {
-        let options = ProcessOptions { dry_run: args.common.dry_run, run_id: run_id.to_string() };
-        stages.push(weir::process::process(loaded, &options).await?);
-    }
-    let curate =
-        job == "curate" || (job == "run" && loaded.pipeline.curate.as_ref().is_some_and(|c| !c.tables.is_empty()));
-    if curate {
-        let options = CurateOptions {
-            dry_run: args.common.dry_run,
-            run_id: run_id.to_string(),
-            full_refresh: args.full_refresh,
-            only: args.tables.clone(),
-        };
-        stages.push(weir::curate::curate(loaded, &options).await?);
-    }
-    if job == "maintain" {
-        let options = weir::maintain::MaintainOptions {
-            dry_run: args.common.dry_run,
-            force: args.force,
-            run_id: run_id.to_string(),
-            only: args.tables.clone(),
-        };
-        stages.push(weir::maintain::maintain(loaded, &options).await?);
-    }
-    Ok(())
-}
-
-async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> weir::Result<StageReport> {
-    let bar = std::io::stderr().is_terminal().then(|| {
+/// A stage job through the driver, with a progress bar on a terminal.
+async fn run_job(job: Job, common: CommonArgs, mut request: JobRequest) -> anyhow::Result<u8> {
+    request.dry_run = common.dry_run;
+    let bar = (matches!(job, Job::Ingest | Job::Run) && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template("ingest {bar:30} {pos}/{len} files {elapsed}")
@@ -811,23 +620,43 @@ async fn run_ingest(loaded: &LoadedPipeline, args: &JobArgs, run_id: &str) -> we
         );
         bar
     });
-    let on_progress = bar.clone().map(|bar| {
+    request.on_progress = bar.clone().map(|bar| {
         Arc::new(move |done: u64, total: u64| {
             bar.set_length(total);
             bar.set_position(done);
         }) as Arc<dyn Fn(u64, u64) + Send + Sync>
     });
-    let options = IngestOptions {
-        partitions: args.partitions.clone().unwrap_or_else(PartitionSet::all),
-        dry_run: args.common.dry_run,
-        run_id: run_id.to_string(),
-        on_progress,
+    let outputs = Outputs {
+        metrics_file: common.metrics_file.as_deref(),
+        lineage: common.lineage.as_deref(),
+        partitions: request.partitions.as_ref().map(ToString::to_string),
     };
-    let result = ingest(loaded, &options).await;
+    let request = &request;
+    let finished = run::drive(job.name(), &common.pipeline, common.dry_run, &outputs, |loaded, run_id| async move {
+        let mut stages = Vec::new();
+        let result = run::run_stages(job, request, &loaded, &run_id, &mut stages).await;
+        (stages, result)
+    })
+    .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    result
+    finish(finished, common.report.as_deref())
+}
+
+/// Tells what ended a run, prints its report and returns its exit code.
+fn finish(finished: Finished, report: Option<&Path>) -> anyhow::Result<u8> {
+    match &finished.error {
+        Some(Error::InvalidPipeline { problems }) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+        }
+        Some(e) => tracing::error!(error = %e, "run failed"),
+        None => {}
+    }
+    write_report(&finished.report, report)?;
+    Ok(finished.exit_code)
 }
 
 fn write_report(report: &RunReport, path: Option<&Path>) -> anyhow::Result<()> {

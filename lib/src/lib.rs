@@ -21,6 +21,10 @@
 //! - [`maintain`]: the maintain job (retention, compaction, z-order,
 //!   vacuum, checkpoints).
 //! - [`report`]: the JSON run report every job prints.
+//! - [`run`]: the job driver (a run's lifecycle, exit codes) and the
+//!   stage jobs; [`erase`] is the other job.
+//! - [`lake`]: what the stages share about the tables (contracts, progress
+//!   markers, commit metadata, schema conformance).
 //! - [`error`]: the crate's error type and its exit-code classes.
 //!
 //! Hazard: call the async jobs from a multi-thread tokio runtime. On object
@@ -44,6 +48,7 @@ pub mod pipeline;
 pub mod process;
 pub mod redact;
 pub mod report;
+pub mod run;
 pub mod status;
 pub mod storage;
 
