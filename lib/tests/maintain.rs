@@ -379,3 +379,45 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
         "a normal Delta delete, in the change feed: {feed_types:?}"
     );
 }
+
+/// A Delta table the pipeline does not declare, inside one of its tables'
+/// folders (another pipeline's table, say): vacuum on the outer table spares
+/// every file of it, and says why it ran in lite mode.
+#[tokio::test]
+async fn vacuum_never_deletes_a_nested_delta_table_the_pipeline_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let outer = pipeline(dir.path(), "maintain:\n  vacuum_retention_hours: 0\n");
+    let mut next = BTreeMap::new();
+    write_capture(dir.path(), Utc::now() - Duration::hours(2), 3, 20, &mut next);
+    load(&outer).await;
+    // A second pipeline whose raw table sits inside the first one's
+    // processed folder.
+    let inner_dir = dir.path().join("inner");
+    std::fs::create_dir_all(&inner_dir).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("capture"), inner_dir.join("capture")).unwrap();
+    let text = format!(
+        "name: inner\nsource:\n  capture:\n    url: {}\ntables:\n  raw: {{path: {}}}\n",
+        inner_dir.join("capture").display(),
+        dir.path().join("lake/processed/nested_raw").display()
+    );
+    std::fs::write(inner_dir.join("p.yaml"), &text).unwrap();
+    let inner = parse_pipeline(&inner_dir.join("p.yaml"), &text, &|_| None).unwrap();
+    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i".into(), on_progress: None };
+    ingest(&inner, &opts).await.unwrap();
+    let nested = dir.path().join("lake/processed/nested_raw");
+    let files_before = parquet_files(&nested);
+    assert!(!files_before.is_empty());
+    let rows_before = rows(dir.path(), "processed/nested_raw", &["partition_id", "sequence_number"]).await;
+    assert_eq!(rows_before.len(), 120);
+
+    let report =
+        maintain(&outer, &MaintainOptions { run_id: "v".into(), force: true, ..Default::default() }).await.unwrap();
+    let v = find(&report.maintenance, "processed", "vacuum");
+    assert!(v.detail.contains("lite mode") && v.detail.contains("nested_raw"), "{v:?}");
+    assert_eq!(parquet_files(&nested), files_before, "no file of the nested table was deleted");
+    assert!(nested.join("_delta_log").read_dir().unwrap().count() > 0);
+    assert_eq!(rows(dir.path(), "processed/nested_raw", &["partition_id", "sequence_number"]).await, rows_before);
+    // A table with nothing inside it still vacuums in full mode.
+    let raw = find(&report.maintenance, "raw", "vacuum");
+    assert!(!raw.detail.contains("lite mode"), "{raw:?}");
+}

@@ -585,6 +585,31 @@ pub fn missing_columns(table: &DeltaTable, wanted: &deltalake::arrow::datatypes:
     Ok(wanted.fields().iter().filter(|f| have.field_with_name(f.name()).is_err()).map(|f| f.name().clone()).collect())
 }
 
+/// Folders below the table's root that hold a Delta table of their own (a
+/// `_delta_log/` below the root's): another table's files, which nothing
+/// done to this table may delete. Pipelines refuse nested tables they
+/// declare; this finds the ones they do not know, by listing the folder.
+pub async fn nested_tables(table: &DeltaTable) -> Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    let store = table.log_store().object_store(None);
+    let keys: Vec<String> = store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .map_err(|e| Error::storage(table.table_url(), e))?;
+    let mut folders: Vec<String> =
+        keys.iter().filter_map(|k| k.find("/_delta_log/").map(|i| k[..i].to_string())).collect();
+    folders.sort();
+    folders.dedup();
+    Ok(folders)
+}
+
+/// Whether `path` (relative to a table's root) lies in one of `folders`.
+pub fn inside_any(path: &str, folders: &[String]) -> bool {
+    folders.iter().any(|f| path.strip_prefix(f.as_str()).is_some_and(|rest| rest.starts_with('/')))
+}
+
 /// The table's current schema as Arrow.
 pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;

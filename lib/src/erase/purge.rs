@@ -108,9 +108,14 @@ pub(super) async fn purge(
         .await
         .map_err(|e| Error::delta(&url, e))?;
     let old: HashSet<String> = old.files_deleted.into_iter().collect();
+    // Another Delta table inside this one's folder: its files are never ours.
+    let nested = delta::nested_tables(table).await?;
     let mut doomed = Vec::new();
     let mut spared = 0u64;
     for f in everything.files_deleted {
+        if delta::inside_any(&f, &nested) {
+            continue;
+        }
         if old.contains(&f) || tombstones.contains(&f) || f.starts_with("_change_data/") || f.contains("/_change_data/")
         {
             doomed.push(f);
