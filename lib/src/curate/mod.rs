@@ -27,7 +27,8 @@
 //! A full recompute (same diff, whole table) runs on the first run, when the
 //! model's fingerprint (SQL, key, scope) differs from the one stored with the
 //! table's last curate commit, when the source's change feed cannot be read
-//! (e.g. vacuumed), without `incremental:`, and on `--full-refresh`.
+//! (e.g. vacuumed), without `incremental:`, and on `--full-refresh`
+//! ([`crate::lake::refresh`] decides, before the change feed is read).
 //!
 //! Hazard: changes to reference tables do not trigger a recompute.
 
@@ -52,6 +53,7 @@ use deltalake::kernel::Transaction;
 use deltalake::DeltaTable;
 
 use crate::lake::commit::{self, CommitInfo};
+use crate::lake::refresh::{Catchup, Definition, FullReason, Refresh};
 use crate::lake::{conform, contract, fault, Marker};
 use crate::pipeline::{CuratedTableConfig, ScopeColumn, PROCESSED};
 
@@ -387,6 +389,24 @@ fn scope_name(i: usize) -> String {
     format!("__weir_scope_{i}")
 }
 
+/// The progress a model's commit records: the source versions consumed,
+/// under the table's marker.
+struct Progress {
+    app_id: String,
+    source: String,
+    from: u64,
+    to: u64,
+}
+
+/// The model's rows for the recomputed scope and the stored rows of that
+/// scope, both in the table's schema; no schema when an incremental run's
+/// scope is empty (nothing was computed).
+struct Computed {
+    new: Vec<RecordBatch>,
+    old: Vec<RecordBatch>,
+    schema: Option<SchemaRef>,
+}
+
 async fn run_model(
     loaded: &LoadedPipeline,
     model: &Model,
@@ -403,163 +423,216 @@ async fn run_model(
         report.mode = ModelMode::NoSource;
         return Ok((report, None));
     };
-    let source_version = source.version().unwrap_or(0);
     let app_id = Marker::Curate { pipeline: &loaded.pipeline.name, table: name }.app_id();
-    let target = catalog.tables.get(name).cloned();
-    let marker = match &target {
-        Some(table) => delta::progress(table, &app_id).await?,
-        None => None,
-    };
-    let stored_fingerprint = match &target {
-        Some(table) => last_fingerprint(table).await,
-        None => None,
-    };
-    let from = marker.map_or(0, |m| (m + 1) as u64);
-    let model_changed = stored_fingerprint.as_deref().is_some_and(|f| f != model.fingerprint);
-    if marker.is_some_and(|m| m >= source_version as i64) && !options.full_refresh && !model_changed {
-        report.mode = ModelMode::UpToDate;
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((report, None));
-    }
-    report.source_versions = Some((from, source_version));
-
-    let mode = if options.full_refresh {
-        Mode::Full { reason: "--full-refresh".into() }
-    } else if target.is_none() || marker.is_none() {
-        Mode::Full { reason: "first run".into() }
-    } else if model_changed {
-        Mode::Full { reason: "the model (SQL, key or scope) changed since the last run".into() }
-    } else if stored_fingerprint.is_none() {
-        Mode::Full { reason: "no curate commit found in the table's recent history".into() }
-    } else if let Some(inc) = &t.incremental {
-        match changed_scope(&source, from, source_version, &inc.by).await {
-            Ok(scope) => Mode::Incremental { scope },
-            Err(e) => Mode::Full { reason: format!("the change feed of {source_name} could not be read ({e})") },
+    let catchup = catchup(model, catalog.tables.get(name), &source, &app_id, options.full_refresh).await?;
+    let progress = Progress { app_id, source: source_name, from: catchup.from(), to: catchup.source_version };
+    let mode = match catchup.decide() {
+        Refresh::UpToDate => {
+            report.mode = ModelMode::UpToDate;
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return Ok((report, None));
         }
-    } else {
-        Mode::Full { reason: "the model has no incremental: scope".into() }
+        Refresh::Full(reason) => Mode::Full { reason: reason.to_string() },
+        Refresh::Incremental { from, to } => incremental_scope(&source, &progress.source, from, to, t).await,
     };
+    note_mode(&mut report, name, &mode, &progress);
 
     let ctx = catalog.session().await?;
-    let scope_rows: usize = match &mode {
+    let computed = match (&mode, &t.incremental) {
+        (Mode::Incremental { scope }, Some(inc)) => {
+            compute_scope(&ctx, model, catalog, scope, &inc.by, &progress.source).await?
+        }
+        _ => compute_all(&ctx, model, catalog).await?,
+    };
+    report.rows_computed = computed.new.iter().map(|b| b.num_rows() as u64).sum();
+    let changes = diff_rows(name, &t.key, &computed, &mut report)?;
+    let written = if options.dry_run {
+        None
+    } else {
+        write_model(loaded, model, catalog, &options.run_id, progress, computed.schema.as_ref(), changes).await?
+    };
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((report, written))
+}
+
+/// What decides how the table catches up: its marker, the source's
+/// version, and the model against the one stored with the last commit.
+async fn catchup(
+    model: &Model,
+    target: Option<&DeltaTable>,
+    source: &DeltaTable,
+    app_id: &str,
+    full_refresh: bool,
+) -> Result<Catchup> {
+    let (marker, stored_fingerprint) = match target {
+        Some(table) => (delta::progress(table, app_id).await?, last_fingerprint(table).await),
+        None => (None, None),
+    };
+    let definition = match stored_fingerprint {
+        None => Definition::NotStored,
+        Some(f) if f != model.fingerprint => Definition::Changed,
+        Some(_) => Definition::Same,
+    };
+    Ok(Catchup {
+        target_exists: target.is_some(),
+        marker,
+        source_version: source.version().unwrap_or(0),
+        incremental: model.config.incremental.is_some(),
+        full_refresh,
+        definition,
+    })
+}
+
+/// The scope values that source versions `from..=to` touched; a change
+/// feed that cannot be read (e.g. vacuumed) makes the run a full one.
+async fn incremental_scope(source: &DeltaTable, source_name: &str, from: u64, to: u64, t: &CuratedTableConfig) -> Mode {
+    let Some(inc) = &t.incremental else { return Mode::Full { reason: FullReason::NotIncremental.to_string() } };
+    match changed_scope(source, from, to, &inc.by).await {
+        Ok(scope) => Mode::Incremental { scope },
+        Err(e) => Mode::Full { reason: format!("the change feed of {source_name} could not be read ({e})") },
+    }
+}
+
+/// Reports and logs the mode chosen: a full run reads every source version.
+fn note_mode(report: &mut ModelReport, table: &str, mode: &Mode, progress: &Progress) {
+    report.source_versions = Some((progress.from, progress.to));
+    let scope_rows: usize = match mode {
         Mode::Incremental { scope } => scope.iter().map(|b| b.num_rows()).sum(),
         Mode::Full { .. } => 0,
     };
     report.scope_values = scope_rows as u64;
-    match &mode {
+    match mode {
         Mode::Full { reason } => {
-            tracing::info!(table = name, reason = %reason, "full recompute");
-            report.source_versions = Some((0, source_version));
+            tracing::info!(table, reason = %reason, "full recompute");
+            report.source_versions = Some((0, progress.to));
             report.mode = ModelMode::Full;
             report.reason = Some(reason.clone());
         }
         Mode::Incremental { .. } => {
-            tracing::info!(table = name, from, to = source_version, scope_values = scope_rows, "incremental recompute");
+            tracing::info!(
+                table,
+                from = progress.from,
+                to = progress.to,
+                scope_values = scope_rows,
+                "incremental recompute"
+            );
             report.mode = ModelMode::Incremental;
         }
     }
+}
 
-    // The model's rows for the scope, and the stored rows of that scope.
-    let (new, old, schema) = if let (Mode::Incremental { scope }, Some(inc)) = (&mode, &t.incremental) {
-        if scope_rows == 0 {
-            (vec![], vec![], None)
-        } else {
-            let scope_df = ctx.read_batches(scope.clone()).map_err(df_error(name))?;
-            let source_df = ctx.table(source_name.as_str()).await.map_err(df_error(name))?;
-            let restricted =
-                restrict(source_df, scope_df.clone(), inc.by.iter().map(|s| s.source.as_str()).collect(), name).await?;
-            ctx.deregister_table(source_name.as_str()).map_err(df_error(name))?;
-            ctx.register_table(source_name.as_str(), restricted.into_view()).map_err(df_error(name))?;
-            let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
-            let schema = table_schema(output.schema().as_arrow(), &t.key);
-            let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
-            check_in_scope(name, &new, scope, &inc.by)?;
-            let old = match catalog.tables.get(name) {
-                Some(table) => {
-                    let stored = ctx
-                        .read_table(table.table_provider().await.map_err(df_error(name))?)
-                        .map_err(df_error(name))?;
-                    let stored =
-                        restrict(stored, scope_df, inc.by.iter().map(|s| s.column.as_str()).collect(), name).await?;
-                    stored_rows(name, stored, &schema).await?
-                }
-                None => vec![],
-            };
-            (new, old, Some(schema))
-        }
-    } else {
-        let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
-        let schema = table_schema(output.schema().as_arrow(), &t.key);
-        let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
-        let old = match catalog.tables.get(name) {
-            Some(table) => {
-                let stored =
-                    ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
-                stored_rows(name, stored, &schema).await?
-            }
-            None => vec![],
-        };
-        (new, old, Some(schema))
-    };
-    report.rows_computed = new.iter().map(|b| b.num_rows() as u64).sum();
+/// Runs the model's SQL in `ctx`, cast to the table's schema.
+async fn model_rows(ctx: &SessionContext, model: &Model) -> Result<(Vec<RecordBatch>, SchemaRef)> {
+    let name = model.config.name.as_str();
+    let output = ctx.sql(&model.sql).await.map_err(df_error(name))?;
+    let schema = table_schema(output.schema().as_arrow(), &model.config.key);
+    let new = to_schema(name, output.collect().await.map_err(df_error(name))?, &schema)?;
+    Ok((new, schema))
+}
 
-    let changes = match &schema {
-        Some(schema) => {
-            let nullable: SchemaRef = Arc::new(Schema::new(
-                schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-            ));
-            let c = diff::diff(&nullable, &t.key, &new, &old).map_err(|e| match e {
-                diff::DiffError::DuplicateKey(k) => {
-                    model_error(name, format!("the model produced two rows for key {k}; the key must identify one row"))
-                }
-                diff::DiffError::NullKey(k) => model_error(
-                    name,
-                    format!("the model produced a row with a null key ({k}); key columns must never be null"),
-                ),
-                diff::DiffError::Arrow(m) => Error::Internal(format!("diff of {name}: {m}")),
-            })?;
-            report.rows_inserted = c.inserted;
-            report.rows_updated = c.updated;
-            report.rows_deleted = c.deleted;
-            report.rows_unchanged = c.unchanged;
-            Some(c)
-        }
-        None => None,
-    };
-    if options.dry_run {
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((report, None));
+/// The model over the source restricted to `scope`, and the stored rows of
+/// the same scope.
+async fn compute_scope(
+    ctx: &SessionContext,
+    model: &Model,
+    catalog: &Catalog,
+    scope: &[RecordBatch],
+    by: &[ScopeColumn],
+    source_name: &str,
+) -> Result<Computed> {
+    let name = model.config.name.as_str();
+    if scope.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
+        return Ok(Computed { new: vec![], old: vec![], schema: None });
     }
+    let scope_df = ctx.read_batches(scope.to_vec()).map_err(df_error(name))?;
+    let source_df = ctx.table(source_name).await.map_err(df_error(name))?;
+    let restricted =
+        restrict(source_df, scope_df.clone(), by.iter().map(|s| s.source.as_str()).collect(), name).await?;
+    ctx.deregister_table(source_name).map_err(df_error(name))?;
+    ctx.register_table(source_name, restricted.into_view()).map_err(df_error(name))?;
+    let (new, schema) = model_rows(ctx, model).await?;
+    check_in_scope(name, &new, scope, by)?;
+    let old = match catalog.tables.get(name) {
+        Some(table) => {
+            let stored =
+                ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
+            let stored = restrict(stored, scope_df, by.iter().map(|s| s.column.as_str()).collect(), name).await?;
+            stored_rows(name, stored, &schema).await?
+        }
+        None => vec![],
+    };
+    Ok(Computed { new, old, schema: Some(schema) })
+}
 
+/// The model over the whole source, and every stored row.
+async fn compute_all(ctx: &SessionContext, model: &Model, catalog: &Catalog) -> Result<Computed> {
+    let name = model.config.name.as_str();
+    let (new, schema) = model_rows(ctx, model).await?;
+    let old = match catalog.tables.get(name) {
+        Some(table) => {
+            let stored =
+                ctx.read_table(table.table_provider().await.map_err(df_error(name))?).map_err(df_error(name))?;
+            stored_rows(name, stored, &schema).await?
+        }
+        None => vec![],
+    };
+    Ok(Computed { new, old, schema: Some(schema) })
+}
+
+/// Diffs the computed rows against the stored ones on the key and reports
+/// the counts (nothing when nothing was computed).
+fn diff_rows(
+    name: &str,
+    key: &[String],
+    computed: &Computed,
+    report: &mut ModelReport,
+) -> Result<Option<diff::Changes>> {
+    let Some(schema) = &computed.schema else { return Ok(None) };
+    let nullable: SchemaRef = Arc::new(Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    let c = diff::diff(&nullable, key, &computed.new, &computed.old).map_err(|e| match e {
+        diff::DiffError::DuplicateKey(k) => {
+            model_error(name, format!("the model produced two rows for key {k}; the key must identify one row"))
+        }
+        diff::DiffError::NullKey(k) => {
+            model_error(name, format!("the model produced a row with a null key ({k}); key columns must never be null"))
+        }
+        diff::DiffError::Arrow(m) => Error::Internal(format!("diff of {name}: {m}")),
+    })?;
+    report.rows_inserted = c.inserted;
+    report.rows_updated = c.updated;
+    report.rows_deleted = c.deleted;
+    report.rows_unchanged = c.unchanged;
+    Ok(Some(c))
+}
+
+/// Commits the changes with the progress marker, creating the table on its
+/// first write (nothing without a schema: an empty scope and no table) and
+/// refusing breaking schema changes; the catalog then holds the new version.
+async fn write_model(
+    loaded: &LoadedPipeline,
+    model: &Model,
+    catalog: &mut Catalog,
+    run_id: &str,
+    progress: Progress,
+    schema: Option<&SchemaRef>,
+    changes: Option<diff::Changes>,
+) -> Result<Option<TableWrite>> {
+    let t = &model.config;
+    let name = t.name.as_str();
     fault::pause_point("curate_before_write");
-    // Create the table on first write, refuse breaking schema changes.
+    let existed = catalog.tables.contains_key(name);
     let table = match catalog.tables.get(name).cloned() {
         Some(table) => table,
         None => {
-            let Some(schema) = &schema else {
-                report.duration_ms = started.elapsed().as_millis() as u64;
-                return Ok((report, None));
-            };
-            let spec = TableSpec {
-                name: format!("{}_{}", loaded.pipeline.name, name),
-                description: t.description.clone(),
-                schema: schema.clone(),
-                partition_columns: t.partition_by.clone(),
-            };
-            let table = delta::open_or_create(&model.location, &spec).await?;
-            delta::check_owner(&table, &model.location, &spec)?;
-            // Another run may have created the table and committed to it
-            // since this one planned against no table: writing on top of its
-            // commit would not conflict, and would add its rows twice.
-            if delta::progress(&table, &app_id).await?.is_some() {
-                return Err(Error::ConcurrentProgress { table: model.location.to_string(), app_id });
-            }
-            table
+            let Some(schema) = schema else { return Ok(None) };
+            create_table(loaded, model, schema, &progress.app_id).await?
         }
     };
     let version_before = table.version();
     let mut merge_schema = false;
-    if let Some(schema) = &schema {
+    if let Some(schema) = schema {
         let (added, breaking) = conform::schema_changes(delta::arrow_schema(&table)?.as_ref(), schema);
         if !breaking.is_empty() {
             return Err(Error::SchemaChange { table: model.location.to_string(), changes: breaking });
@@ -568,14 +641,18 @@ async fn run_model(
     }
 
     let now = Utc::now();
-    let metadata = CommitInfo::new(&loaded.pipeline.name, "curate", &options.run_id)
-        .with("source", source_name)
-        .with("source_versions", serde_json::json!([from, source_version]))
+    let metadata = CommitInfo::new(&loaded.pipeline.name, "curate", run_id)
+        .with("source", progress.source)
+        .with("source_versions", serde_json::json!([progress.from, progress.to]))
         .with(MODEL_KEY, model.fingerprint.clone())
         .into_map();
     let write = WriteOptions {
         partition_columns: t.partition_by.clone(),
-        progress: vec![Transaction::new_with_last_update(&app_id, source_version as i64, Some(now.timestamp_millis()))],
+        progress: vec![Transaction::new_with_last_update(
+            &progress.app_id,
+            progress.to as i64,
+            Some(now.timestamp_millis()),
+        )],
         metadata,
         merge_schema,
         ..Default::default()
@@ -598,12 +675,31 @@ async fn run_model(
     let written = TableWrite {
         table: name.to_string(),
         location: model.location.to_string(),
-        version_before: if catalog.tables.contains_key(name) { version_before } else { None },
+        version_before: if existed { version_before } else { None },
         versions_written: table.version().into_iter().collect(),
     };
     catalog.tables.insert(name.to_string(), table);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok((report, Some(written)))
+    Ok(Some(written))
+}
+
+/// Creates the model's table on its first write.
+async fn create_table(loaded: &LoadedPipeline, model: &Model, schema: &SchemaRef, app_id: &str) -> Result<DeltaTable> {
+    let t = &model.config;
+    let spec = TableSpec {
+        name: format!("{}_{}", loaded.pipeline.name, t.name),
+        description: t.description.clone(),
+        schema: schema.clone(),
+        partition_columns: t.partition_by.clone(),
+    };
+    let table = delta::open_or_create(&model.location, &spec).await?;
+    delta::check_owner(&table, &model.location, &spec)?;
+    // Another run may have created the table and committed to it since this
+    // one planned against no table: writing on top of its commit would not
+    // conflict, and would add its rows twice.
+    if delta::progress(&table, app_id).await?.is_some() {
+        return Err(Error::ConcurrentProgress { table: model.location.to_string(), app_id: app_id.to_string() });
+    }
+    Ok(table)
 }
 
 /// The distinct scope values of every change in `from..=to`, with columns

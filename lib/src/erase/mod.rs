@@ -68,7 +68,7 @@ use crate::lake::contract::{
 };
 use crate::lake::Marker;
 use crate::pii::PiiAction;
-use crate::pipeline::{LoadedPipeline, Problem};
+use crate::pipeline::{CuratedTableConfig, LoadedPipeline, Pipeline, Problem};
 use crate::process::ProcessOptions;
 use crate::report::{ErasedTable, ErasureHow, ErasureReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
@@ -458,11 +458,23 @@ struct Plan<'a> {
     /// Rows deleted per (subject, table).
     per_subject: HashMap<(usize, String), u64>,
     started: DateTime<Utc>,
+    /// Tables erased from (or checked), in order: what a purge cleans.
+    written: Vec<(String, Location)>,
 }
 
 impl Plan<'_> {
     fn metadata(&self) -> HashMap<String, serde_json::Value> {
         CommitInfo::new(&self.loaded.pipeline.name, "erase", &self.options.run_id).into_map()
+    }
+
+    /// When the old files holding `table`'s rows of the subjects become
+    /// unreadable: now after a purge, else after the next vacuum.
+    fn unreadable_after(&self, table: &str) -> Option<DateTime<Utc>> {
+        if self.options.purge {
+            Some(Utc::now())
+        } else {
+            self.loaded.vacuum_retention_hours(table).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
+        }
     }
 
     fn record(
@@ -477,12 +489,9 @@ impl Plan<'_> {
         for s in &found.subject {
             *self.per_subject.entry((*s, table.to_string())).or_default() += 1;
         }
-        let unreadable_after = match (deleted, self.options.purge) {
-            (0, _) => None,
-            (_, true) => Some(Utc::now()),
-            (_, false) => {
-                self.loaded.vacuum_retention_hours(table).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
-            }
+        let unreadable_after = match deleted {
+            0 => None,
+            _ => self.unreadable_after(table),
         };
         self.report.tables.push(ErasedTable {
             table: table.to_string(),
@@ -516,10 +525,157 @@ impl Plan<'_> {
         self.record(name, location, &found, deleted, version, how);
         Ok(table)
     }
+
+    /// Finds and deletes the raw rows as of version `v` (the one process
+    /// consumed); returns their lineage, by which processed and quarantine
+    /// rows are found.
+    async fn erase_raw(&mut self, location: &Location, v: u64) -> Result<Lineage> {
+        let mut raw_lineage = Lineage::new();
+        // An ingest appending to the same partitions may win the commit; the
+        // delete is then planned again on the same version.
+        for attempt in 0.. {
+            let mut raw = delta::open(location).await?.ok_or_else(|| Error::Internal("raw table vanished".into()))?;
+            raw.load_version(v).await.map_err(|e| Error::delta(location, e))?;
+            let (found, lineage) = find_raw(&raw, &self.finder).await?;
+            match self.delete("raw", location, raw, found).await {
+                Ok(_) => {
+                    raw_lineage = lineage;
+                    break;
+                }
+                Err(Error::ConcurrentProgress { .. }) if attempt < 5 => {
+                    tracing::warn!(attempt, "an ingest committed beside the raw delete; planning it again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.written.push(("raw".into(), location.clone()));
+        Ok(raw_lineage)
+    }
+
+    /// Finds and deletes the processed and quarantine rows (where those
+    /// tables exist).
+    async fn erase_processed(&mut self, locations: &Locations, raw_lineage: &Lineage) -> Result<()> {
+        if let Some(pl) = &locations.processed {
+            if let Some(table) = delta::open(pl).await? {
+                let found = find_processed(&table, &self.finder, raw_lineage).await?;
+                self.delete("processed", pl, table, found).await?;
+                self.written.push(("processed".into(), pl.clone()));
+            }
+        }
+        if let Some(ql) = &locations.quarantine {
+            if let Some(table) = delta::open(ql).await? {
+                let found = find_quarantine(&table, &self.finder, raw_lineage).await?;
+                self.delete("quarantine", ql, table, found).await?;
+                self.written.push(("quarantine".into(), ql.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks for the subjects in every curated table after the recompute
+    /// (`stages` holds the curate report): rows still there are deleted by
+    /// key and warned about; a dry run only counts them.
+    async fn check_curated(&mut self, curated: &[CuratedTableConfig], stages: &[StageReport]) -> Result<()> {
+        for c in curated {
+            let location = loc(&c.path)?;
+            let Some(table) = delta::open(&location).await? else { continue };
+            let found = find_curated(&table, &c.key, &self.finder).await?;
+            if found.rows() > 0 && !self.options.dry_run {
+                self.report.warnings.push(format!(
+                    "curated table {}: {} rows of the subjects remained after the recompute (its model reads data beyond processed, e.g. a reference table); they were deleted by key, and a later recompute may bring them back",
+                    c.name,
+                    found.rows()
+                ));
+                self.delete(&c.name, &location, table, found).await?;
+            } else if self.options.dry_run {
+                self.record(&c.name, &location, &found, 0, None, ErasureHow::None);
+            } else {
+                let recomputed = stages
+                    .iter()
+                    .flat_map(|s| &s.models)
+                    .any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
+                let how = if recomputed { ErasureHow::Recomputed } else { ErasureHow::None };
+                self.record(&c.name, &location, &found, 0, table.version(), how);
+                if recomputed {
+                    // The curate stage deleted or rewrote this table's rows of
+                    // the subjects: their old versions wait for vacuum too.
+                    let unreadable_after = self.unreadable_after(&c.name);
+                    if let Some(t) = self.report.tables.last_mut() {
+                        t.unreadable_after = unreadable_after;
+                    }
+                }
+            }
+            self.written.push((c.name.clone(), location));
+        }
+        Ok(())
+    }
+
+    /// Purges every table written, after every consumer has read the
+    /// deletes.
+    async fn purge(&mut self) -> Result<()> {
+        let keep = purge::consumer_versions(self.loaded).await?;
+        for (name, location) in &self.written {
+            let Some(table) = delta::open(location).await? else { continue };
+            let mut metadata = self.metadata();
+            metadata.insert(commit::ACTION.into(), "purge".into());
+            let purged = purge::purge(&table, keep.get(name).copied(), metadata).await?;
+            if let Some(t) = self.report.tables.iter_mut().find(|t| &t.table == name) {
+                t.files_purged = purged.files;
+                t.bytes_purged = purged.bytes;
+                t.log_files_removed = purged.log_files;
+                if t.rows_deleted > 0 || t.how == ErasureHow::Recomputed {
+                    t.unreadable_after = Some(Utc::now());
+                }
+            }
+            self.report.warnings.extend(purged.warnings.into_iter().map(|w| format!("{name}: {w}")));
+        }
+        self.report.warnings.push(
+            "purged: time travel and change feeds before this erase are gone for every table above (their old files and log history were deleted)".into(),
+        );
+        Ok(())
+    }
+
+    /// The erase stage's report; `log_version` is the erasure log's commit
+    /// (none on a dry run, which lists no table as written).
+    fn into_report(mut self, log_version: Option<u64>, started_at: Instant) -> StageReport {
+        let mut report = StageReport { stage: Stage::Erase, ..Default::default() };
+        if !self.options.dry_run {
+            self.report.log_version = log_version;
+            for t in &self.report.tables {
+                report.tables.push(TableWrite {
+                    table: t.table.clone(),
+                    location: t.location.clone(),
+                    version_before: None,
+                    versions_written: t.version.filter(|_| t.rows_deleted > 0).into_iter().collect(),
+                });
+            }
+            report.events_written = self.report.tables.iter().map(|t| t.rows_deleted).sum();
+        }
+        report.erasure = Some(self.report);
+        report.duration_ms = started_at.elapsed().as_millis() as u64;
+        report
+    }
 }
 
 fn loc(path: &str) -> Result<Location> {
     Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
+}
+
+/// The tables rows are found in by lineage.
+struct Locations {
+    raw: Location,
+    processed: Option<Location>,
+    quarantine: Option<Location>,
+}
+
+impl Locations {
+    fn of(pipeline: &Pipeline) -> Result<Locations> {
+        Ok(Locations {
+            raw: loc(&pipeline.tables.raw.path)?,
+            processed: pipeline.tables.processed.as_ref().map(|t| loc(&t.path)).transpose()?,
+            quarantine: pipeline.tables.quarantine.as_ref().map(|t| loc(&t.path)).transpose()?,
+        })
+    }
 }
 
 /// Runs the erase job. Returns the stages it ran: process (catching up,
@@ -527,24 +683,7 @@ fn loc(path: &str) -> Result<Location> {
 pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Vec<StageReport>> {
     let started_at = Instant::now();
     let p = &loaded.pipeline;
-    let mut subjects = options.subjects.clone();
-    let mut seen = HashSet::new();
-    subjects.retain(|s| seen.insert(s.clone()));
-    if subjects.is_empty() {
-        return Err(Error::Request {
-            message: "no subject to erase: give --subject FIELD=VALUE or --subjects-file".into(),
-        });
-    }
-    let finder = Finder::build(loaded, subjects)?;
-    let log_table = p.tables.erasure_log.as_ref().ok_or_else(|| Error::InvalidPipeline {
-        problems: vec![Problem {
-            file: loaded.file.clone(),
-            line: None,
-            path: "tables.erasure_log".into(),
-            message: "erase records every request in an audit table: declare tables.erasure_log.path".into(),
-        }],
-    })?;
-    let log_location = loc(&log_table.path)?;
+    let (finder, log_location) = request(loaded, options)?;
     let mut stages = Vec::new();
     let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone() };
 
@@ -552,21 +691,8 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     if p.process.is_some() && !options.dry_run {
         stages.push(crate::process::process(loaded, &process_options).await?);
     }
-    let raw_location = loc(&p.tables.raw.path)?;
-    let processed_location = p.tables.processed.as_ref().map(|t| loc(&t.path)).transpose()?;
-    let quarantine_location = p.tables.quarantine.as_ref().map(|t| loc(&t.path)).transpose()?;
-    // A dry run counts everything ingested: the real run processes it first.
-    let raw_version = match (delta::open(&raw_location).await?, &processed_location) {
-        (None, _) => None,
-        (Some(_), Some(pl)) if p.process.is_some() && !options.dry_run => match delta::open(pl).await? {
-            Some(processed) => {
-                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
-            }
-            None => None,
-        },
-        (Some(raw), _) => raw.version(),
-    };
-
+    let locations = Locations::of(p)?;
+    let raw_version = raw_version(loaded, &locations, options.dry_run).await?;
     let mut plan = Plan {
         loaded,
         options,
@@ -580,150 +706,97 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         finder,
         per_subject: HashMap::new(),
         started: Utc::now(),
+        written: Vec::new(),
     };
-    let mut written: Vec<(String, Location)> = Vec::new();
 
     // 2-3. Find and delete: raw (at the consumed version), processed, quarantine.
-    let mut raw_lineage = Lineage::new();
-    if let Some(v) = raw_version {
-        // An ingest appending to the same partitions may win the commit; the
-        // delete is then planned again on the same version.
-        for attempt in 0.. {
-            let mut raw =
-                delta::open(&raw_location).await?.ok_or_else(|| Error::Internal("raw table vanished".into()))?;
-            raw.load_version(v).await.map_err(|e| Error::delta(&raw_location, e))?;
-            let (found, lineage) = find_raw(&raw, &plan.finder).await?;
-            match plan.delete("raw", &raw_location, raw, found).await {
-                Ok(_) => {
-                    raw_lineage = lineage;
-                    break;
-                }
-                Err(Error::ConcurrentProgress { .. }) if attempt < 5 => {
-                    tracing::warn!(attempt, "an ingest committed beside the raw delete; planning it again");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        written.push(("raw".into(), raw_location.clone()));
-    }
-    if let Some(pl) = &processed_location {
-        if let Some(table) = delta::open(pl).await? {
-            let found = find_processed(&table, &plan.finder, &raw_lineage).await?;
-            plan.delete("processed", pl, table, found).await?;
-            written.push(("processed".into(), pl.clone()));
-        }
-    }
-    if let Some(ql) = &quarantine_location {
-        if let Some(table) = delta::open(ql).await? {
-            let found = find_quarantine(&table, &plan.finder, &raw_lineage).await?;
-            plan.delete("quarantine", ql, table, found).await?;
-            written.push(("quarantine".into(), ql.clone()));
-        }
-    }
+    let raw_lineage = match raw_version {
+        Some(v) => plan.erase_raw(&locations.raw, v).await?,
+        None => Lineage::new(),
+    };
+    plan.erase_processed(&locations, &raw_lineage).await?;
 
     // 4. Recompute: process consumes the raw delete, curate the processed one.
     let curated: Vec<_> = p.curate.iter().flat_map(|c| c.tables.clone()).collect();
     if !options.dry_run {
-        if p.process.is_some() {
-            stages.push(crate::process::process(loaded, &process_options).await?);
-        }
-        if !curated.is_empty() {
-            let curate_options =
-                CurateOptions { dry_run: false, run_id: options.run_id.clone(), full_refresh: false, only: vec![] };
-            let report = crate::curate::curate(loaded, &curate_options).await?;
-            for m in &report.models {
-                tracing::info!(table = %m.table, mode = %m.mode, deleted = m.rows_deleted, updated = m.rows_updated, "curated table recomputed");
-            }
-            stages.push(report);
-        }
+        stages.extend(recompute(loaded, &process_options, !curated.is_empty()).await?);
     }
-    for c in &curated {
-        let location = loc(&c.path)?;
-        let Some(table) = delta::open(&location).await? else { continue };
-        let found = find_curated(&table, &c.key, &plan.finder).await?;
-        if found.rows() > 0 && !options.dry_run {
-            plan.report.warnings.push(format!(
-                "curated table {}: {} rows of the subjects remained after the recompute (its model reads data beyond processed, e.g. a reference table); they were deleted by key, and a later recompute may bring them back",
-                c.name,
-                found.rows()
-            ));
-            plan.delete(&c.name, &location, table, found).await?;
-        } else if options.dry_run {
-            plan.record(&c.name, &location, &found, 0, None, ErasureHow::None);
-        } else {
-            let version = table.version();
-            let recomputed =
-                stages.iter().flat_map(|s| &s.models).any(|m| m.table == c.name && m.rows_deleted + m.rows_updated > 0);
-            plan.record(
-                &c.name,
-                &location,
-                &found,
-                0,
-                version,
-                if recomputed { ErasureHow::Recomputed } else { ErasureHow::None },
-            );
-            if recomputed {
-                // The curate stage deleted or rewrote this table's rows of the
-                // subjects: their old versions wait for vacuum too.
-                if let Some(t) = plan.report.tables.last_mut() {
-                    t.unreadable_after = if options.purge {
-                        Some(Utc::now())
-                    } else {
-                        loaded.vacuum_retention_hours(&c.name).map(|h| Utc::now() + chrono::Duration::hours(h as i64))
-                    };
-                }
-            }
-        }
-        written.push((c.name.clone(), location));
-    }
-
+    plan.check_curated(&curated, &stages).await?;
     if options.dry_run {
-        let mut report = StageReport { stage: Stage::Erase, ..Default::default() };
-        report.erasure = Some(plan.report);
-        report.duration_ms = started_at.elapsed().as_millis() as u64;
-        stages.push(report);
+        stages.push(plan.into_report(None, started_at));
         return Ok(stages);
     }
 
     // 6. Purge, after every consumer has read the deletes.
     if options.purge {
-        let keep = purge::consumer_versions(loaded).await?;
-        for (name, location) in &written {
-            let Some(table) = delta::open(location).await? else { continue };
-            let mut metadata = plan.metadata();
-            metadata.insert(commit::ACTION.into(), "purge".into());
-            let purged = purge::purge(&table, keep.get(name).copied(), metadata).await?;
-            if let Some(t) = plan.report.tables.iter_mut().find(|t| &t.table == name) {
-                t.files_purged = purged.files;
-                t.bytes_purged = purged.bytes;
-                t.log_files_removed = purged.log_files;
-                if t.rows_deleted > 0 || t.how == ErasureHow::Recomputed {
-                    t.unreadable_after = Some(Utc::now());
-                }
-            }
-            plan.report.warnings.extend(purged.warnings.into_iter().map(|w| format!("{name}: {w}")));
-        }
-        plan.report.warnings.push(
-            "purged: time travel and change feeds before this erase are gone for every table above (their old files and log history were deleted)".into(),
-        );
+        plan.purge().await?;
     }
-
     // 5. The erasure log.
     let log_version = write_log(loaded, &plan, &log_location).await?;
-    plan.report.log_version = log_version;
-    let mut report = StageReport { stage: Stage::Erase, ..Default::default() };
-    for t in &plan.report.tables {
-        report.tables.push(TableWrite {
-            table: t.table.clone(),
-            location: t.location.clone(),
-            version_before: None,
-            versions_written: t.version.filter(|_| t.rows_deleted > 0).into_iter().collect(),
+    stages.push(plan.into_report(log_version, started_at));
+    Ok(stages)
+}
+
+/// Checks the request: the subjects, each once (at least one), matched by
+/// a finder, and the erasure log table it is recorded in.
+fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, Location)> {
+    let mut subjects = options.subjects.clone();
+    let mut seen = HashSet::new();
+    subjects.retain(|s| seen.insert(s.clone()));
+    if subjects.is_empty() {
+        return Err(Error::Request {
+            message: "no subject to erase: give --subject FIELD=VALUE or --subjects-file".into(),
         });
     }
-    report.events_written = plan.report.tables.iter().map(|t| t.rows_deleted).sum();
-    report.erasure = Some(plan.report);
-    report.duration_ms = started_at.elapsed().as_millis() as u64;
-    stages.push(report);
+    let finder = Finder::build(loaded, subjects)?;
+    let log_table = loaded.pipeline.tables.erasure_log.as_ref().ok_or_else(|| Error::InvalidPipeline {
+        problems: vec![Problem {
+            file: loaded.file.clone(),
+            line: None,
+            path: "tables.erasure_log".into(),
+            message: "erase records every request in an audit table: declare tables.erasure_log.path".into(),
+        }],
+    })?;
+    Ok((finder, loc(&log_table.path)?))
+}
+
+/// The raw version rows are erased at: the one process consumed (none
+/// without a raw table). A dry run counts everything ingested: the real run
+/// processes it first.
+async fn raw_version(loaded: &LoadedPipeline, locations: &Locations, dry_run: bool) -> Result<Option<u64>> {
+    let p = &loaded.pipeline;
+    Ok(match (delta::open(&locations.raw).await?, &locations.processed) {
+        (None, _) => None,
+        (Some(_), Some(pl)) if p.process.is_some() && !dry_run => match delta::open(pl).await? {
+            Some(processed) => {
+                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
+            }
+            None => None,
+        },
+        (Some(raw), _) => raw.version(),
+    })
+}
+
+/// Runs process again (it consumes the raw delete) and curate (it consumes
+/// the processed one), and returns their reports.
+async fn recompute(
+    loaded: &LoadedPipeline,
+    process_options: &ProcessOptions,
+    curate: bool,
+) -> Result<Vec<StageReport>> {
+    let mut stages = Vec::new();
+    if loaded.pipeline.process.is_some() {
+        stages.push(crate::process::process(loaded, process_options).await?);
+    }
+    if curate {
+        let curate_options =
+            CurateOptions { dry_run: false, run_id: process_options.run_id.clone(), full_refresh: false, only: vec![] };
+        let report = crate::curate::curate(loaded, &curate_options).await?;
+        for m in &report.models {
+            tracing::info!(table = %m.table, mode = %m.mode, deleted = m.rows_deleted, updated = m.rows_updated, "curated table recomputed");
+        }
+        stages.push(report);
+    }
     Ok(stages)
 }
 

@@ -46,7 +46,7 @@ use crate::lake::commit::CommitInfo;
 use crate::lake::contract::{raw_schema_with, RAW_PARTITION_COLUMN};
 use crate::lake::fault::{fault_point, pause_point};
 use crate::lake::Marker;
-use crate::pipeline::{LoadedPipeline, OnCorruptFile};
+use crate::pipeline::{IngestConfig, LoadedPipeline, OnCorruptFile, Pipeline};
 use crate::report::{
     DataProblem, PartitionReport, ProblemKind, SequenceGap, Stage, StageReport, TableWrite, UnmatchedFiles,
 };
@@ -130,40 +130,115 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
 
     let mut report = StageReport { stage: Stage::Ingest, ..Default::default() };
     let subjects = subject_fields(loaded)?;
+    let RawTable { table, spec } = open_raw(loaded, &raw_location, &subjects, options.dry_run).await?;
+    let plan = plan_files(pipeline, &source, &format, table.as_ref(), &options.partitions, &mut report).await?;
+    let write = TableWrite {
+        table: "raw".into(),
+        location: raw_location.to_string(),
+        version_before: table.as_ref().and_then(|t| t.version()),
+        versions_written: Vec::new(),
+    };
+
+    let width = Width::of(&pipeline.ingest, &source);
+    let (store, _) = source.object_store()?;
+    let reader = Reader { files: read::Files { store, source: source.to_string(), subjects: subjects.clone() }, width };
+    let run = RunContext {
+        pipeline: &pipeline.name,
+        run_id: &options.run_id,
+        ingested_at: Utc::now().timestamp_micros(),
+        subjects: &subjects,
+    };
+    let mut intake = Intake {
+        states: plan.states,
+        report,
+        pending: Pending::default(),
+        current: FileProgress::default(),
+        halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
+        park_budget: pipeline.ingest.commit_bytes,
+        parked_bytes: 0,
+    };
+    let mut out = Output {
+        table,
+        sink: None,
+        write,
+        spec: &spec,
+        location: &raw_location,
+        writers: width.decoders,
+        dry_run: options.dry_run,
+        commit_bytes: pipeline.ingest.commit_bytes,
+        commit_events: pipeline.ingest.commit_events,
+    };
+    take_all(plan.work, &reader, options, &mut intake, &mut out, &run).await?;
+    finish(&reader, &mut intake, &mut out, &run).await?;
+
+    let Intake { states, mut report, .. } = intake;
+    let Output { table, write, .. } = out;
+    drop(table);
+    for (partition, state) in states {
+        report.events_written += state.report.events_written;
+        report.partitions.insert(partition, state.report);
+    }
+    report.tables.push(write);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The raw table (none on a dry run before the first real one) and the
+/// contract it is created with and checked against.
+struct RawTable {
+    table: Option<deltalake::DeltaTable>,
+    spec: TableSpec,
+}
+
+/// Opens the raw table, creating it unless this is a dry run, and checks
+/// that it belongs to this pipeline.
+async fn open_raw(
+    loaded: &LoadedPipeline,
+    raw_location: &Location,
+    subjects: &[String],
+    dry_run: bool,
+) -> Result<RawTable> {
+    let pipeline = &loaded.pipeline;
     let spec = TableSpec {
         name: format!("{}_raw", pipeline.name),
         description: pipeline.tables.raw.description.clone(),
-        schema: raw_schema_with(&subjects),
+        schema: raw_schema_with(subjects),
         partition_columns: vec![RAW_PARTITION_COLUMN.to_string()],
     };
-    let table = if options.dry_run {
-        delta::open(&raw_location).await?
+    let table = if dry_run {
+        delta::open(raw_location).await?
     } else {
-        Some(delta::open_or_create(&raw_location, &spec).await?)
+        Some(delta::open_or_create(raw_location, &spec).await?)
     };
     if let Some(t) = &table {
-        delta::check_owner(t, &raw_location, &spec)?;
+        delta::check_owner(t, raw_location, &spec)?;
     }
+    Ok(RawTable { table, spec })
+}
 
-    // Partitions whose newest ingested window is known are listed only from
-    // the lookback before it (when the path format has date folders).
+/// What a run reads: each partition's state from its progress markers, and
+/// the files to read in (window, partition) order.
+struct FilePlan {
+    states: BTreeMap<String, PartitionState>,
+    work: Vec<CaptureFile>,
+}
+
+/// Lists the capture files and plans the run. Adds the unmatched objects
+/// and the files skipped as done (older than the lookback) to `report`.
+async fn plan_files(
+    pipeline: &Pipeline,
+    source: &Location,
+    format: &PathFormat,
+    table: Option<&deltalake::DeltaTable>,
+    selected: &PartitionSet,
+    report: &mut StageReport,
+) -> Result<FilePlan> {
     let lookback = pipeline.ingest.lookback_hours as i64 * 3600;
-    let mut since = BTreeMap::new();
-    if let (Some(t), true) = (&table, lookback > 0) {
-        if let Some(partitions) = list_partitions(&source, &format).await? {
-            for p in partitions.iter().filter(|p| options.partitions.contains(p)) {
-                if let Some(m) =
-                    delta::progress(t, &Marker::IngestWindow { pipeline: &pipeline.name, partition: p }.app_id())
-                        .await?
-                {
-                    if let Some(cutoff) = chrono::DateTime::from_timestamp(m - lookback, 0) {
-                        since.insert(p.clone(), cutoff);
-                    }
-                }
-            }
-        }
-    }
-    let found = discover(&source, &format, &options.partitions, &since).await?;
+    let since = match table {
+        Some(t) if lookback > 0 => listing_cutoffs(t, &pipeline.name, source, format, selected, lookback).await?,
+        _ => BTreeMap::new(),
+    };
+    let found = discover(source, format, selected, &since).await?;
     report.unmatched_files = UnmatchedFiles {
         count: found.unmatched.len() as u64,
         sample: found.unmatched.iter().take(20).cloned().collect(),
@@ -172,28 +247,15 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
     }
 
-    let write = TableWrite {
-        table: "raw".into(),
-        location: raw_location.to_string(),
-        version_before: table.as_ref().and_then(|t| t.version()),
-        versions_written: Vec::new(),
-    };
-
-    // Watermarks, and the work list in (window, partition) order.
     let mut states: BTreeMap<String, PartitionState> = BTreeMap::new();
     let mut work: Vec<CaptureFile> = Vec::new();
     for (partition, files) in &found.partitions {
-        let watermark = match &table {
-            Some(t) => {
-                delta::progress(t, &Marker::IngestWatermark { pipeline: &pipeline.name, partition }.app_id()).await?
-            }
-            None => None,
-        };
-        let window_marker = match &table {
-            Some(t) => {
-                delta::progress(t, &Marker::IngestWindow { pipeline: &pipeline.name, partition }.app_id()).await?
-            }
-            None => None,
+        let (watermark, window_marker) = match table {
+            Some(t) => (
+                delta::progress(t, &Marker::IngestWatermark { pipeline: &pipeline.name, partition }.app_id()).await?,
+                delta::progress(t, &Marker::IngestWindow { pipeline: &pipeline.name, partition }.app_id()).await?,
+            ),
+            None => (None, None),
         };
         let state = states.entry(partition.clone()).or_default();
         state.window_marker = window_marker;
@@ -212,50 +274,73 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
         }
     }
     work.sort_by(|a, b| (a.window, &a.partition_id, &a.name).cmp(&(b.window, &b.partition_id, &b.name)));
+    Ok(FilePlan { states, work })
+}
 
+/// Partitions whose newest ingested window is known are listed only from
+/// the lookback before it (when the path format has date folders).
+async fn listing_cutoffs(
+    table: &deltalake::DeltaTable,
+    pipeline: &str,
+    source: &Location,
+    format: &PathFormat,
+    selected: &PartitionSet,
+    lookback: i64,
+) -> Result<BTreeMap<String, chrono::DateTime<Utc>>> {
+    let mut since = BTreeMap::new();
+    let Some(partitions) = list_partitions(source, format).await? else { return Ok(since) };
+    for p in partitions.iter().filter(|p| selected.contains(p)) {
+        let marker = delta::progress(table, &Marker::IngestWindow { pipeline, partition: p }.app_id()).await?;
+        if let Some(cutoff) = marker.and_then(|m| chrono::DateTime::from_timestamp(m - lookback, 0)) {
+            since.insert(p.clone(), cutoff);
+        }
+    }
+    Ok(since)
+}
+
+/// How many chunks decode at once, and how many files are opened ahead.
+#[derive(Clone, Copy)]
+struct Width {
+    decoders: usize,
+    fetches: usize,
+}
+
+impl Width {
+    fn of(config: &IngestConfig, source: &Location) -> Width {
+        let decoders = match config.decode_parallelism {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
+        // Remote storage is latency-bound: open more files ahead than there
+        // are decoders (each holds its first range in memory until it is
+        // decoded).
+        let fetches = match config.fetch_parallelism {
+            0 if source.is_local() => decoders,
+            0 => decoders.max(16),
+            n => n,
+        };
+        Width { decoders, fetches }
+    }
+}
+
+/// Reads capture files into decoded chunks, as wide as configured.
+struct Reader {
+    files: read::Files,
+    width: Width,
+}
+
+/// Reads the planned files and takes their chunks, committing as commits
+/// fill; a file that closes a gap brings back the files parked behind it.
+async fn take_all(
+    work: Vec<CaptureFile>,
+    reader: &Reader,
+    options: &IngestOptions,
+    intake: &mut Intake,
+    out: &mut Output<'_>,
+    run: &RunContext<'_>,
+) -> Result<()> {
     let total = work.len() as u64;
-    let parallelism = match pipeline.ingest.decode_parallelism {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-        n => n,
-    };
-    // Remote storage is latency-bound: open more files ahead than there are
-    // decoders (each holds its first range in memory until it is decoded).
-    let fetches = match pipeline.ingest.fetch_parallelism {
-        0 if source.is_local() => parallelism,
-        0 => parallelism.max(16),
-        n => n,
-    };
-    let (store, _) = source.object_store()?;
-    let source_name = source.to_string();
-    let mut pieces = read::pieces(store.clone(), source_name.clone(), work, fetches, parallelism, subjects.clone());
-    let files = read::Files { store, source: source_name, subjects: subjects.clone() };
-
-    let run = RunContext {
-        pipeline: &pipeline.name,
-        run_id: &options.run_id,
-        ingested_at: Utc::now().timestamp_micros(),
-        subjects: &subjects,
-    };
-    let mut intake = Intake {
-        states,
-        report,
-        pending: Pending::default(),
-        current: FileProgress::default(),
-        halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
-        park_budget: pipeline.ingest.commit_bytes,
-        parked_bytes: 0,
-    };
-    let mut out = Output {
-        table,
-        sink: None,
-        write,
-        spec: &spec,
-        location: &raw_location,
-        writers: parallelism,
-        dry_run: options.dry_run,
-        commit_bytes: pipeline.ingest.commit_bytes,
-        commit_events: pipeline.ingest.commit_events,
-    };
+    let mut pieces = reader.files.read(work, reader.width.fetches, reader.width.decoders);
     let mut done = 0u64;
     while let Some(next) = pieces.next().await {
         let piece = next?;
@@ -265,16 +350,21 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
                 cb(done, total);
             }
         }
-        let finished = intake.take(piece, &run, true)?;
-        out.settle(&mut intake, &run).await?;
+        let finished = intake.take(piece, run, true)?;
+        out.settle(intake, run).await?;
         // The file may have closed a gap that held others back.
         if let Some(partition) = finished {
             while let Some(parked) = intake.unpark(&partition) {
-                let mut reread = files.read(vec![parked.file.clone()], 1, 1);
-                out.replay(parked, &mut reread, true, &mut intake, &run).await?;
+                let mut reread = reader.files.read(vec![parked.file.clone()], 1, 1);
+                out.replay(parked, &mut reread, true, intake, run).await?;
             }
         }
     }
+    Ok(())
+}
+
+/// Ingests what is still parked and commits the rest.
+async fn finish(reader: &Reader, intake: &mut Intake, out: &mut Output<'_>, run: &RunContext<'_>) -> Result<()> {
     // What is still parked follows a real gap: ingest it in sequence order,
     // reporting the gap. Files not held are read again on every core.
     let mut parked: Vec<(String, Parked)> = Vec::new();
@@ -285,25 +375,15 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     }
     let again: Vec<CaptureFile> =
         parked.iter().filter(|(_, p)| p.held.is_none()).map(|(_, p)| p.file.clone()).collect();
-    let mut reread = files.read(again, fetches, parallelism);
+    let mut reread = reader.files.read(again, reader.width.fetches, reader.width.decoders);
     for (_, p) in parked {
-        out.replay(p, &mut reread, false, &mut intake, &run).await?;
+        out.replay(p, &mut reread, false, intake, run).await?;
     }
-    out.settle(&mut intake, &run).await?;
+    out.settle(intake, run).await?;
     if intake.pending.events > 0 {
-        out.commit(&mut intake, &run).await?;
+        out.commit(intake, run).await?;
     }
-    let Intake { states, mut report, .. } = intake;
-    let Output { table, write, .. } = out;
-    drop(table);
-
-    for (partition, state) in states {
-        report.events_written += state.report.events_written;
-        report.partitions.insert(partition, state.report);
-    }
-    report.tables.push(write);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok(())
 }
 
 fn first_sequence(batch: &RecordBatch) -> i64 {

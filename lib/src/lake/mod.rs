@@ -10,6 +10,9 @@
 //! - [`conform`]: schema comparison (what an evolved output adds or
 //!   breaks) and conformance of batches to a table's types.
 //! - [`location`]: table folders that must neither coincide nor nest.
+//! - [`refresh`]: how a table computed from another's versions catches
+//!   up (up to date, incremental, or full and why): curate decides by it,
+//!   `weir plan` predicts with it.
 //! - [`fault`]: crash and pause hooks of the crash tests.
 
 pub mod commit;
@@ -18,5 +21,6 @@ pub mod contract;
 pub mod fault;
 pub mod location;
 pub mod marker;
+pub mod refresh;
 
 pub use marker::Marker;

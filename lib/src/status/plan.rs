@@ -5,6 +5,9 @@
 //! partition's watermark are skipped inside them); "new" files are those with
 //! a window after the newest one ingested. Process reads the raw versions
 //! after its marker; each curated table the source versions after its own.
+//! Whether a stage is up to date, incremental or full is decided by
+//! [`crate::lake::refresh`], the decision curate runs by, except that the
+//! plan reads no models and so cannot see one that changed.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +16,7 @@ use serde::Serialize;
 
 use super::{lags, location, source_state, table_status, tables};
 use crate::capture::PartitionSet;
+use crate::lake::refresh::{Catchup, Definition, Refresh};
 use crate::pipeline::LoadedPipeline;
 use crate::report::ModelMode;
 use crate::{delta, Error, Result};
@@ -169,14 +173,21 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
             out.stages.push(sp);
             continue;
         };
-        let from = lag.consumed_version.map_or(0, |c| c + 1);
-        sp.mode = if !exists(target) || (!incremental(&lag.stage) && from <= to) || lag.consumed_version.is_none() {
-            ModelMode::Full
-        } else if from > to {
-            ModelMode::UpToDate
-        } else {
-            ModelMode::Incremental
+        let catchup = Catchup {
+            target_exists: exists(target),
+            marker: lag.consumed_version.map(|c| c as i64),
+            source_version: to,
+            incremental: incremental(&lag.stage),
+            full_refresh: false,
+            // The plan reads no SQL: a changed model shows only in the run.
+            definition: Definition::Same,
         };
+        sp.mode = match catchup.decide() {
+            Refresh::UpToDate => ModelMode::UpToDate,
+            Refresh::Incremental { .. } => ModelMode::Incremental,
+            Refresh::Full(_) => ModelMode::Full,
+        };
+        let from = catchup.from();
         if from <= to {
             let path = tables(loaded).into_iter().find(|(n, _)| *n == lag.source).map(|(_, p)| p);
             if let Some(path) = path {
