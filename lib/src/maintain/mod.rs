@@ -490,9 +490,14 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
 async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
     let mut a = action(t, ActionKind::Vacuum, stored(&table, false).await?);
+    // Full mode deletes every file no version of this table names, which
+    // includes a nested table's files; lite mode only the files this
+    // table's own log removed.
+    let nested = delta::nested_tables(&table).await?;
+    let mode = if nested.is_empty() { VacuumMode::Full } else { VacuumMode::Lite };
     let (table, metrics) = table
         .vacuum()
-        .with_mode(VacuumMode::Full)
+        .with_mode(mode)
         .with_retention_period(chrono::Duration::hours(t.vacuum_hours as i64))
         .with_enforce_retention_duration(!options.force)
         .with_dry_run(options.dry_run)
@@ -509,6 +514,17 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
             format!(", e.g. {}", metrics.files_deleted.iter().take(3).cloned().collect::<Vec<_>>().join(", "))
         }
     );
+    if !nested.is_empty() {
+        a.detail += &format!(
+            "; lite mode (only files this table's log removed): another Delta table is inside its folder at {}",
+            nested.join(", ")
+        );
+        tracing::warn!(
+            table = %t.name,
+            nested = %nested.join(", "),
+            "another Delta table is inside this table's folder: vacuum spares it (lite mode)"
+        );
+    }
     a.outcome = match (n, options.dry_run) {
         (0, _) => ActionOutcome::Skipped,
         (_, true) => ActionOutcome::Planned,
