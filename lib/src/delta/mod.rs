@@ -20,6 +20,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::merge::{MergeBuilder, MergeMetrics};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 
@@ -226,12 +227,7 @@ pub async fn commit_adds(
         }
         Err(e) => Err(e),
     };
-    result.map_err(|e| match e {
-        DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
-        e => Error::delta(&url, e),
-    })
+    result.map_err(|e| commit_error(&url, Race::Append(&conflict_ids), e))
 }
 
 /// Adds the columns of `wanted` the table lacks (nullable, at the end), in
@@ -314,12 +310,7 @@ pub async fn write_with_progress(
         }
         write.await
     };
-    result.map_err(|e| match e {
-        DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
-        e => Error::delta(&url, e),
-    })
+    result.map_err(|e| commit_error(&url, Race::Append(&conflict_ids), e))
 }
 
 /// Snappy (delta-rs's default), without a dictionary for `no_dictionary`.
@@ -406,6 +397,73 @@ pub async fn append_streamed(
     commit_adds(table, adds, &options.partition_columns, options.progress, options.metadata).await
 }
 
+/// A merge of a source batch into a table, joined on key columns.
+struct MergeOn<'a> {
+    /// Columns equal on both sides.
+    key: &'a [String],
+    /// A date partition column and its oldest value (days since the epoch):
+    /// keeps the merge from reading the whole table.
+    scope: Option<(&'a str, i32)>,
+    /// Markers committed with it (the rewrite marker is always added).
+    progress: Vec<Transaction>,
+    /// Commit metadata.
+    metadata: HashMap<String, serde_json::Value>,
+    /// New source columns become table columns.
+    merge_schema: bool,
+    /// What the merge is, for errors.
+    what: &'static str,
+}
+
+fn side(side: &str, name: &str) -> deltalake::datafusion::prelude::Expr {
+    use deltalake::datafusion::common::Column;
+    deltalake::datafusion::prelude::col(Column::new(Some(side.to_string()), name))
+}
+
+/// Runs one merge: source `batch` (alias `source`) into `table` (alias
+/// `target`) on `m.key`, with the clauses `clauses` adds, under the
+/// rewrite lease's marker. A lost race is [`Error::ConcurrentProgress`]
+/// naming the contended markers.
+async fn merge_on(
+    table: DeltaTable,
+    batch: RecordBatch,
+    m: MergeOn<'_>,
+    clauses: impl FnOnce(MergeBuilder) -> std::result::Result<MergeBuilder, DeltaTableError>,
+) -> Result<(DeltaTable, MergeMetrics)> {
+    use deltalake::datafusion::common::ScalarValue;
+    use deltalake::datafusion::prelude::{lit, SessionContext};
+    check_rewrite_lease(&table).await?;
+    let url = crate::storage::redact(table.table_url().as_str());
+    let mut contended: Vec<String> = m.progress.iter().map(|t| t.app_id.clone()).collect();
+    if contended.is_empty() {
+        contended.push(REWRITE_APP_ID.to_string());
+    }
+    let mut predicate = m
+        .key
+        .iter()
+        .map(|k| side("target", k).eq(side("source", k)))
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| Error::Internal(format!("{} without a key", m.what)))?;
+    if let Some((column, from)) = m.scope {
+        predicate = predicate.and(side("target", column).gt_eq(lit(ScalarValue::Date32(Some(from)))));
+    }
+    let source =
+        SessionContext::new().read_batch(batch).map_err(|e| Error::Internal(format!("{} {url}: {e}", m.what)))?;
+    let commit = CommitProperties::default()
+        .with_application_transactions(m.progress.into_iter().chain([rewrite_marker()]).collect())
+        .with_metadata(m.metadata);
+    let merge = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(m.merge_schema)
+        .with_commit_properties(commit);
+    let result = match clauses(merge) {
+        Ok(merge) => merge.await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| commit_error(&url, Race::Rewrite(&contended), e))
+}
+
 /// Upserts `batch` on `key` and records the progress markers in the same
 /// commit: a stored row with the key is replaced by the batch's row, other
 /// rows are inserted. `scope` (a date partition column and its oldest value,
@@ -419,42 +477,22 @@ pub async fn upsert_with_progress(
     scope: Option<(&str, i32)>,
     options: WriteOptions,
 ) -> Result<DeltaTable> {
-    use deltalake::datafusion::common::{Column, ScalarValue};
-    use deltalake::datafusion::prelude::{col, lit, SessionContext};
-    check_rewrite_lease(&table).await?;
-    let url = crate::storage::redact(table.table_url().as_str());
-    let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
-    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
-    let mut predicate = key
-        .iter()
-        .map(|k| side("target", k).eq(side("source", k)))
-        .reduce(|a, b| a.and(b))
-        .ok_or_else(|| Error::Internal("upsert without a key".into()))?;
-    if let Some((column, from)) = scope {
-        predicate = predicate.and(side("target", column).gt_eq(lit(ScalarValue::Date32(Some(from)))));
-    }
     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let source =
-        SessionContext::new().read_batch(batch).map_err(|e| Error::Internal(format!("upsert into {url}: {e}")))?;
-    let commit = CommitProperties::default()
-        .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
-        .with_metadata(options.metadata);
-    let merge = table
-        .merge(source, predicate)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_merge_schema(options.merge_schema)
-        .with_commit_properties(commit)
-        .when_matched_update(|u| names.iter().fold(u, |u, n| u.update(n.as_str(), side("source", n))))
-        .and_then(|m| m.when_not_matched_insert(|i| names.iter().fold(i, |i, n| i.set(n.as_str(), side("source", n)))));
-    let result = match merge {
-        Ok(merge) => merge.await.map(|(table, _metrics)| table),
-        Err(e) => Err(e),
+    let m = MergeOn {
+        key,
+        scope,
+        progress: options.progress,
+        metadata: options.metadata,
+        merge_schema: options.merge_schema,
+        what: "upsert into",
     };
-    result.map_err(|e| match e {
-        e if is_commit_conflict(&e) => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
-        e => Error::delta(&url, e),
+    let (table, _) = merge_on(table, batch, m, |merge| {
+        merge.when_matched_update(|u| names.iter().fold(u, |u, n| u.update(n.as_str(), side("source", n)))).and_then(
+            |m| m.when_not_matched_insert(|i| names.iter().fold(i, |i, n| i.set(n.as_str(), side("source", n)))),
+        )
     })
+    .await?;
+    Ok(table)
 }
 
 /// Applies a change batch (rows tagged `insert`, `update` or `delete` in
@@ -468,50 +506,34 @@ pub async fn apply_changes(
     op_column: &str,
     options: WriteOptions,
 ) -> Result<DeltaTable> {
-    use deltalake::datafusion::common::Column;
-    use deltalake::datafusion::prelude::{col, lit, SessionContext};
-    check_rewrite_lease(&table).await?;
-    let url = crate::storage::redact(table.table_url().as_str());
-    let conflict_ids: Vec<String> = options.progress.iter().map(|t| t.app_id.clone()).collect();
-    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
-    let predicate = key
-        .iter()
-        .map(|k| side("target", k).eq(side("source", k)))
-        .reduce(|a, b| a.and(b))
-        .ok_or_else(|| Error::Internal("merge without a key".into()))?;
+    use deltalake::datafusion::prelude::lit;
     let names: Vec<String> =
         batch.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != op_column).collect();
-    let source =
-        SessionContext::new().read_batch(batch).map_err(|e| Error::Internal(format!("merge into {url}: {e}")))?;
-    let commit = CommitProperties::default()
-        .with_application_transactions(options.progress.into_iter().chain([rewrite_marker()]).collect())
-        .with_metadata(options.metadata);
     let op = |value: &str| side("source", op_column).eq(lit(value.to_string()));
-    let merge = table
-        .merge(source, predicate)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_merge_schema(options.merge_schema)
-        .with_commit_properties(commit)
-        .when_matched_delete(|d| d.predicate(op("delete")))
-        .and_then(|m| {
-            m.when_matched_update(|u| {
-                names.iter().fold(u.predicate(op("update")), |u, n| u.update(n.as_str(), side("source", n)))
-            })
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|i| {
-                names.iter().fold(i.predicate(op("insert")), |i, n| i.set(n.as_str(), side("source", n)))
-            })
-        });
-    let result = match merge {
-        Ok(merge) => merge.await.map(|(table, _metrics)| table),
-        Err(e) => Err(e),
+    let m = MergeOn {
+        key,
+        scope: None,
+        progress: options.progress,
+        metadata: options.metadata,
+        merge_schema: options.merge_schema,
+        what: "merge into",
     };
-    result.map_err(|e| match e {
-        e if is_commit_conflict(&e) => Error::ConcurrentProgress { table: url.clone(), app_id: conflict_ids.join(",") },
-        e => Error::delta(&url, e),
+    let (table, _) = merge_on(table, batch, m, |merge| {
+        merge
+            .when_matched_delete(|d| d.predicate(op("delete")))
+            .and_then(|m| {
+                m.when_matched_update(|u| {
+                    names.iter().fold(u.predicate(op("update")), |u, n| u.update(n.as_str(), side("source", n)))
+                })
+            })
+            .and_then(|m| {
+                m.when_not_matched_insert(|i| {
+                    names.iter().fold(i.predicate(op("insert")), |i, n| i.set(n.as_str(), side("source", n)))
+                })
+            })
     })
+    .await?;
+    Ok(table)
 }
 
 /// Deletes the rows whose values in every column of `keys` equal a row of
@@ -523,38 +545,42 @@ pub async fn delete_keys(
     keys: RecordBatch,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<(DeltaTable, u64)> {
-    use deltalake::datafusion::common::Column;
-    use deltalake::datafusion::prelude::{col, SessionContext};
-    check_rewrite_lease(&table).await?;
-    let url = crate::storage::redact(table.table_url().as_str());
-    let side = |side: &str, name: &str| col(Column::new(Some(side.to_string()), name));
-    let predicate = keys
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| side("target", f.name()).eq(side("source", f.name())))
-        .reduce(|a, b| a.and(b))
-        .ok_or_else(|| Error::Internal("delete without key columns".into()))?;
-    let source =
-        SessionContext::new().read_batch(keys).map_err(|e| Error::Internal(format!("delete from {url}: {e}")))?;
-    let merge = table
-        .merge(source, predicate)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_commit_properties(
-            CommitProperties::default().with_metadata(metadata).with_application_transactions(vec![rewrite_marker()]),
-        )
-        .when_matched_delete(|d| d);
-    let result = match merge {
-        Ok(merge) => merge.await.map(|(table, metrics)| (table, metrics.num_target_rows_deleted as u64)),
-        Err(e) => Err(e),
+    let key: Vec<String> = keys.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let m = MergeOn { key: &key, scope: None, progress: vec![], metadata, merge_schema: false, what: "delete from" };
+    let (table, metrics) = merge_on(table, keys, m, |merge| merge.when_matched_delete(|d| d)).await?;
+    Ok((table, metrics.num_target_rows_deleted as u64))
+}
+
+/// What a lost commit race contended for. An append loses only to a
+/// commit of the same markers (other concurrent appends are fine); a
+/// rewrite (merge, delete) loses to any conflicting commit, since it read
+/// files another writer may have changed.
+enum Race<'a> {
+    Append(&'a [String]),
+    Rewrite(&'a [String]),
+}
+
+/// A delta-rs error as Weir's: a lost race is [`Error::ConcurrentProgress`]
+/// naming the contended markers (retryable: the loser re-plans), anything
+/// else a Delta error.
+fn commit_error(url: &str, race: Race<'_>, e: DeltaTableError) -> Error {
+    let (lost, ids) = match race {
+        Race::Append(ids) => (
+            matches!(
+                &e,
+                DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+                }
+            ),
+            ids,
+        ),
+        Race::Rewrite(ids) => (is_commit_conflict(&e), ids),
     };
-    result.map_err(|e| match e {
-        DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) } => {
-            Error::ConcurrentProgress { table: url.clone(), app_id: REWRITE_APP_ID.to_string() }
-        }
-        e => Error::delta(&url, e),
-    })
+    if lost {
+        Error::ConcurrentProgress { table: url.to_string(), app_id: ids.join(",") }
+    } else {
+        Error::delta(&url, e)
+    }
 }
 
 /// Parquet settings for raw rows: snappy (delta-rs's default), and no
