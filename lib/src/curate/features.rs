@@ -23,7 +23,7 @@ use deltalake::datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
 
 use super::{models, quote};
 use crate::export::Format;
-use crate::pipeline::{LoadedPipeline, Problem};
+use crate::pipeline::LoadedPipeline;
 use crate::{delta, Error, Result};
 
 /// A point-in-time lookup.
@@ -65,9 +65,7 @@ fn bad(path: &Path, message: String) -> Error {
 /// Runs a point-in-time lookup and writes the result.
 pub async fn lookup(loaded: &LoadedPipeline, request: &FeatureRequest) -> Result<FeatureReport> {
     let models = models(loaded)?;
-    let config_error = |message: String| Error::InvalidPipeline {
-        problems: vec![Problem { file: loaded.file.clone(), line: None, path: "curate.tables".into(), message }],
-    };
+    let config_error = |message: String| loaded.invalid("curate.tables", message);
     let model = models
         .iter()
         .find(|m| m.config.name == request.table)

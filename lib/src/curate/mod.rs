@@ -58,7 +58,7 @@ use crate::lake::{conform, contract, fault, Marker};
 use crate::pipeline::{CuratedTableConfig, ScopeColumn, PROCESSED};
 
 use crate::delta::{self, TableSpec, WriteOptions};
-use crate::pipeline::{LoadedPipeline, Problem};
+use crate::pipeline::LoadedPipeline;
 use crate::report::{ModelMode, ModelReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
 use crate::{Error, Result};
@@ -261,11 +261,9 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
     let empty = |schema: SchemaRef| -> Result<Arc<MemTable>> {
         MemTable::try_new(schema, vec![vec![]]).map(Arc::new).map_err(|e| Error::Internal(e.to_string()))
     };
-    if let (Some(process), Some(body)) = (&loaded.pipeline.process, &loaded.pipeline.body) {
-        if let Ok(body) = crate::body::BodySchema::from_file(&loaded.base_dir().join(&body.schema)) {
-            let schema = contract::processed_schema_for_check(&body, &process.pii);
-            ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
-        }
+    if let (Some(process), Ok(Some(body))) = (&loaded.pipeline.process, loaded.body_schema()) {
+        let schema = contract::processed_schema_for_check(&body, &process.pii);
+        ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
     }
     for (i, r) in curate.references.iter().enumerate() {
         let Ok(location) = Location::parse(&r.path) else { continue };
@@ -344,24 +342,12 @@ pub async fn curate(loaded: &LoadedPipeline, options: &CurateOptions) -> Result<
     let models = models(loaded)?;
     for name in &options.only {
         if !models.iter().any(|m| &m.config.name == name) {
-            return Err(Error::InvalidPipeline {
-                problems: vec![Problem {
-                    file: loaded.file.clone(),
-                    line: None,
-                    path: "curate.tables".into(),
-                    message: format!("no curated table named {name:?}"),
-                }],
-            });
+            return Err(loaded.invalid("curate.tables", format!("no curated table named {name:?}")));
         }
     }
     let problems = check_models(loaded).await?;
     if !problems.is_empty() {
-        return Err(Error::InvalidPipeline {
-            problems: problems
-                .into_iter()
-                .map(|(path, message)| Problem { file: loaded.file.clone(), line: None, path, message })
-                .collect(),
-        });
+        return Err(loaded.invalid_all(problems));
     }
     let mut catalog = Catalog::open(loaded, &models).await?;
     for model in models.iter().filter(|m| options.only.is_empty() || options.only.contains(&m.config.name)) {

@@ -59,7 +59,6 @@ use deltalake::DeltaTable;
 use futures::StreamExt as _;
 
 use crate::body::subject::{self, SubjectMatcher};
-use crate::body::BodySchema;
 use crate::curate::CurateOptions;
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::lake::commit::{self, CommitInfo};
@@ -68,7 +67,7 @@ use crate::lake::contract::{
 };
 use crate::lake::Marker;
 use crate::pii::PiiAction;
-use crate::pipeline::{CuratedTableConfig, LoadedPipeline, Pipeline, Problem};
+use crate::pipeline::{CuratedTableConfig, LoadedPipeline, Pipeline};
 use crate::process::ProcessOptions;
 use crate::report::{ErasedTable, ErasureHow, ErasureReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
@@ -148,14 +147,10 @@ struct Finder {
 impl Finder {
     fn build(loaded: &LoadedPipeline, subjects: Vec<Subject>) -> Result<Finder> {
         let p = &loaded.pipeline;
-        let config_error = |path: &str, message: String| Error::InvalidPipeline {
-            problems: vec![Problem { file: loaded.file.clone(), line: None, path: path.into(), message }],
-        };
-        let body = p.body.as_ref().ok_or_else(|| {
+        let config_error = |path: &str, message: String| loaded.invalid(path, message);
+        let schema = loaded.body_schema()?.ok_or_else(|| {
             config_error("body", "erase finds subjects by body fields: declare body: with a schema that marks them \"weir.pii\": \"subject\"".into())
         })?;
-        let schema = BodySchema::from_file(&loaded.base_dir().join(&body.schema))
-            .map_err(|e| config_error("body.schema", e.to_string()))?;
         let declared = subject::subject_fields(&schema);
         if declared.is_empty() {
             return Err(config_error("body.schema", "no field is marked \"weir.pii\": \"subject\": mark the data-subject key (e.g. userId) so ingest keeps it at hand for erasure".into()));
@@ -166,7 +161,7 @@ impl Finder {
                     message: format!(
                         "{:?} is not a subject-key field of {} (declared: {})",
                         s.field,
-                        body.schema.display(),
+                        p.body.as_ref().map(|b| b.schema.display().to_string()).unwrap_or_default(),
                         declared.join(", ")
                     ),
                 });
@@ -749,13 +744,11 @@ fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, L
         });
     }
     let finder = Finder::build(loaded, subjects)?;
-    let log_table = loaded.pipeline.tables.erasure_log.as_ref().ok_or_else(|| Error::InvalidPipeline {
-        problems: vec![Problem {
-            file: loaded.file.clone(),
-            line: None,
-            path: "tables.erasure_log".into(),
-            message: "erase records every request in an audit table: declare tables.erasure_log.path".into(),
-        }],
+    let log_table = loaded.pipeline.tables.erasure_log.as_ref().ok_or_else(|| {
+        loaded.invalid(
+            "tables.erasure_log",
+            "erase records every request in an audit table: declare tables.erasure_log.path",
+        )
     })?;
     Ok((finder, loc(&log_table.path)?))
 }

@@ -38,7 +38,7 @@ use deltalake::kernel::Transaction;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::body::{subject, BodySchema};
+use crate::body::subject;
 use crate::capture::decode::capture_schema;
 use crate::capture::{discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
 use crate::delta::{self, TableSpec};
@@ -59,16 +59,7 @@ use sink::RawSink;
 
 /// The subject-key fields of the pipeline's body schema (none without one).
 pub fn subject_fields(loaded: &LoadedPipeline) -> Result<Vec<String>> {
-    let Some(body) = &loaded.pipeline.body else { return Ok(Vec::new()) };
-    let schema = BodySchema::from_file(&loaded.base_dir().join(&body.schema)).map_err(|e| Error::InvalidPipeline {
-        problems: vec![crate::pipeline::Problem {
-            file: loaded.file.clone(),
-            line: None,
-            path: "body.schema".into(),
-            message: e.to_string(),
-        }],
-    })?;
-    Ok(subject::subject_fields(&schema))
+    Ok(loaded.body_schema()?.map(|schema| subject::subject_fields(&schema)).unwrap_or_default())
 }
 
 /// Options of one ingest run.

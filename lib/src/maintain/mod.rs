@@ -41,7 +41,7 @@ use object_store::ObjectStoreExt as _;
 use crate::lake::commit::{self, CommitInfo};
 use crate::pipeline::{RowRetention, TablePolicy};
 
-use crate::pipeline::{LoadedPipeline, Problem};
+use crate::pipeline::LoadedPipeline;
 use crate::report::{ActionKind, ActionOutcome, MaintenanceAction, Stage, StageReport};
 use crate::storage::Location;
 use crate::{delta, Error, Result};
@@ -61,6 +61,8 @@ pub struct MaintainOptions {
 
 /// A table to maintain and its resolved policy.
 struct Target {
+    /// The pipeline, for problems that name a key of its file.
+    loaded: LoadedPipeline,
     pipeline: String,
     name: String,
     location: Location,
@@ -121,14 +123,7 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
     let all = table_names(loaded);
     for name in &options.only {
         if !all.iter().any(|(n, _, _)| n == name) {
-            return Err(Error::InvalidPipeline {
-                problems: vec![Problem {
-                    file: loaded.file.clone(),
-                    line: None,
-                    path: "tables".into(),
-                    message: format!("no table named {name:?}"),
-                }],
-            });
+            return Err(loaded.invalid("tables", format!("no table named {name:?}")));
         }
     }
     all.into_iter()
@@ -141,6 +136,7 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
             let location =
                 Location::parse(&path).map_err(|reason| Error::InvalidLocation { location: path.clone(), reason })?;
             Ok(Target {
+                loaded: loaded.clone(),
                 pipeline: loaded.pipeline.name.clone(),
                 target_size: policy.target_file_size_mb.unwrap_or(config.target_file_size_mb) * 1024 * 1024,
                 vacuum_hours: policy.vacuum_retention_hours.unwrap_or(config.vacuum_retention_hours),
@@ -330,14 +326,10 @@ async fn retention(
     let mut a = action(t, ActionKind::Retention, active(&table)?);
     let cutoff = Utc::now() - chrono::Duration::days(r.days as i64);
     let schema = delta::arrow_schema(&table)?;
-    let field = schema.field_with_name(&r.column).map_err(|_| Error::InvalidPipeline {
-        problems: vec![Problem {
-            file: Default::default(),
-            line: None,
-            path: format!("maintain.tables.{}.retention.column", t.name),
-            message: format!("table {} has no column {:?}", t.name, r.column),
-        }],
-    })?;
+    let at = format!("maintain.tables.{}.retention.column", t.name);
+    let field = schema
+        .field_with_name(&r.column)
+        .map_err(|_| t.loaded.invalid(&at, format!("table {} has no column {:?}", t.name, r.column)))?;
     let bound = match field.data_type() {
         deltalake::arrow::datatypes::DataType::Date32 => {
             ScalarValue::Date32(Some((cutoff.timestamp().div_euclid(86_400)) as i32))
@@ -345,16 +337,7 @@ async fn retention(
         deltalake::arrow::datatypes::DataType::Timestamp(_, tz) => {
             ScalarValue::TimestampMicrosecond(Some(cutoff.timestamp_micros()), tz.clone())
         }
-        other => {
-            return Err(Error::InvalidPipeline {
-                problems: vec![Problem {
-                    file: Default::default(),
-                    line: None,
-                    path: format!("maintain.tables.{}.retention.column", t.name),
-                    message: format!("{:?} is {other}, not a date or timestamp", r.column),
-                }],
-            })
-        }
+        other => return Err(t.loaded.invalid(&at, format!("{:?} is {other}, not a date or timestamp", r.column))),
     };
     let predicate: Expr = col(format!("\"{}\"", r.column.replace('"', "\"\""))).lt(lit(bound));
     let matching = count_rows(&table, predicate.clone()).await?;

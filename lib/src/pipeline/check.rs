@@ -7,7 +7,6 @@
 use deltalake::arrow::datatypes::DataType;
 
 use super::{LoadedPipeline, PROCESSED};
-use crate::body::BodySchema;
 use crate::expectations;
 use crate::lake::contract::{self, PROCESSED_PARTITION_COLUMN};
 use crate::storage::Location;
@@ -45,14 +44,14 @@ pub fn process(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     if process.raw_versions_per_commit == 0 {
         bad("process.raw_versions_per_commit".into(), "must be greater than 0".into());
     }
-    let Some(body_config) = &p.body else {
+    if p.body.is_none() {
         bad("process".into(), "the process stage needs body: (format and schema)".into());
         return problems;
-    };
-    let body = match BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) {
-        Ok(b) => b,
+    }
+    let body = match loaded.body_schema() {
+        Ok(Some(b)) => b,
         // Reported under body.schema by the pipeline validation.
-        Err(_) => return problems,
+        _ => return problems,
     };
     let body_schema = body.arrow_schema();
     for f in body_schema.fields() {

@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 use super::{LoadedPipeline, Pipeline, Problem};
+use crate::body::BodySchema;
 use crate::{Error, Result};
 
 /// Reads, interpolates, parses and validates a pipeline file using the
@@ -46,16 +48,21 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         }
     };
 
-    let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline };
-    let problems: Vec<Problem> = loaded
-        .validate()
-        .into_iter()
-        .map(|(path, message)| Problem { file: file.to_path_buf(), line: index.line_of(&path), path, message })
-        .collect();
+    let base = file.parent().unwrap_or_else(|| Path::new("."));
+    let body = pipeline.body.as_ref().map(|b| {
+        let schema = base.join(&b.schema);
+        if schema.is_file() {
+            BodySchema::from_file(&schema).map(Arc::new).map_err(|e| e.to_string())
+        } else {
+            Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()))
+        }
+    });
+    let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body };
+    let problems = loaded.validate();
     if problems.is_empty() {
         Ok(loaded)
     } else {
-        Err(invalid(problems))
+        Err(loaded.invalid_all(problems))
     }
 }
 
@@ -176,7 +183,7 @@ fn serde_message(e: &serde_yaml_ng::Error, path: &str) -> String {
 /// Maps dotted key paths (`tables.raw.path`, `items[2].name`) to the line
 /// where the key (or sequence item) starts.
 #[derive(Debug, Default)]
-pub(crate) struct LineIndex {
+pub struct LineIndex {
     lines: HashMap<String, usize>,
 }
 

@@ -22,24 +22,65 @@ mod maintain;
 mod validate;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
+
+use crate::body::BodySchema;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
 pub use load::{interpolate, load_pipeline, parse_pipeline};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
-/// A loaded, validated pipeline.
+/// A loaded, validated pipeline, compiled once: the body schema parsed,
+/// and the file's line index kept so a problem found at run time still
+/// names its line.
 #[derive(Debug, Clone)]
 pub struct LoadedPipeline {
     /// Where the file was read from.
     pub file: PathBuf,
     /// The declaration.
     pub pipeline: Pipeline,
+    /// Line of each key path in the file.
+    lines: Arc<load::LineIndex>,
+    /// The body schema, parsed at load (`None` without `body:`); the error
+    /// is reported under `body.schema` by validation.
+    body: Option<Result<Arc<BodySchema>, String>>,
 }
 
 impl LoadedPipeline {
+    /// A problem at `path` (a dotted key path), with its line when the file
+    /// has the key.
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            file: self.file.clone(),
+            line: self.lines.line_of(path),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The configuration error of one problem at `path`.
+    pub fn invalid(&self, path: &str, message: impl Into<String>) -> crate::Error {
+        crate::Error::InvalidPipeline { problems: vec![self.problem(path, message)] }
+    }
+
+    /// The configuration error of problems given as (key path, message).
+    pub fn invalid_all(&self, problems: Vec<(String, String)>) -> crate::Error {
+        crate::Error::InvalidPipeline { problems: problems.into_iter().map(|(p, m)| self.problem(&p, m)).collect() }
+    }
+
+    /// The body schema, parsed once at load; `None` when the pipeline
+    /// declares no `body:`.
+    pub fn body_schema(&self) -> crate::Result<Option<Arc<BodySchema>>> {
+        match &self.body {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b.clone())),
+            Some(Err(e)) => Err(self.invalid("body.schema", e.clone())),
+        }
+    }
+
     /// The folder that pipeline-relative files resolve against.
     pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or_else(|| Path::new("."))

@@ -34,16 +34,8 @@ impl LoadedPipeline {
             bad("tables.runs.path", e);
         }
 
-        if let Some(body) = &p.body {
-            let file = self.base_dir().join(&body.schema);
-            if !file.is_file() {
-                bad(
-                    "body.schema",
-                    format!("cannot read {}; schema paths are relative to the pipeline file", file.display()),
-                );
-            } else if let Err(e) = crate::body::BodySchema::from_file(&file) {
-                bad("body.schema", e.to_string());
-            }
+        if let Some(Err(e)) = &self.body {
+            bad("body.schema", e.clone());
         }
         for (path, msg) in super::check::process(self) {
             bad(&path, msg);
