@@ -33,6 +33,8 @@ mod read;
 mod run;
 mod schema;
 mod select;
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
