@@ -223,12 +223,47 @@ struct SliceEval {
 
 /// Parses, checks, routes and protects one raw batch.
 fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<SliceEval> {
+    let checks = check_rows(plan, raw)?;
+    let Routes { keep, quarantine, dropped } = route(plan, &checks);
+    let versions = raw_column(raw, "_commit_version")?;
+    let versions = versions.as_primitive::<Int64Type>();
+    let quarantine_rows = quarantine_rows(plan, raw, &quarantine, &checks, run_id, now)?;
+    let kept = kept_rows(plan, &checks.rows, &keep, run_id, now)?;
+    Ok(SliceEval {
+        parsed_ok: checks.schema_reason.iter().filter(|r| r.is_none()).count(),
+        rule_failed: checks.rule_failed,
+        rule_samples: checks.rule_samples,
+        quarantine_versions: quarantine.iter().map(|&i| versions.value(i)).collect(),
+        kept_versions: keep.iter().map(|&i| versions.value(i)).collect(),
+        quarantine: quarantine_rows,
+        kept,
+        dropped,
+    })
+}
+
+fn raw_column(raw: &RecordBatch, name: &str) -> Result<ArrayRef> {
+    raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")))
+}
+
+/// One slice's rows as the rules see them, and what each failed.
+struct RowChecks {
+    /// Parsed bodies, `_rescued` and lineage, in the plan's checked schema.
+    rows: RecordBatch,
+    /// Per row: why its body did not parse, if it did not.
+    schema_reason: Vec<Option<String>>,
+    /// Per row: the expectations it failed (indices into the plan's); a
+    /// row that did not parse fails none.
+    failed_rules: Vec<Vec<usize>>,
+    /// Per expectation: rows that failed it, and up to [`SAMPLES`] of them.
+    rule_failed: Vec<usize>,
+    rule_samples: Vec<Vec<String>>,
+}
+
+/// Parses the bodies of `raw` and checks every expectation on the rows
+/// that parsed.
+fn check_rows(plan: &ProcessPlan, raw: &RecordBatch) -> Result<RowChecks> {
     let n = raw.num_rows();
-    let col = |name: &str| {
-        raw.column_by_name(name).cloned().ok_or_else(|| Error::Internal(format!("raw column {name} missing")))
-    };
-    let body_col = col("body")?;
-    let parsed = plan.body.decode(body_col.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    let parsed = plan.body.decode(raw_column(raw, "body")?.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
     let mut schema_reason: Vec<Option<String>> = vec![None; n];
     for (row, reason) in parsed.failures {
         schema_reason[row] = Some(reason);
@@ -237,17 +272,16 @@ fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: Date
     // The rows the rules see: parsed body, `_rescued`, lineage.
     let mut columns: Vec<ArrayRef> = parsed.batch.columns().to_vec();
     for name in ["partition_id", "sequence_number", "enqueued_time", "source_file"] {
-        columns.push(col(name)?);
+        columns.push(raw_column(raw, name)?);
     }
-    let checked = RecordBatch::try_new(plan.checked_schema.clone(), columns).map_err(arrow_err("rows to check"))?;
+    let rows = RecordBatch::try_new(plan.checked_schema.clone(), columns).map_err(arrow_err("rows to check"))?;
 
-    let parsed_ok = n - schema_reason.iter().filter(|r| r.is_some()).count();
     let mut failed_rules: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let keys = sample_key_columns(plan, &checked);
+    let keys = sample_key_columns(plan, &rows);
     let mut rule_failed = Vec::with_capacity(plan.expectations.len());
     let mut rule_samples = Vec::with_capacity(plan.expectations.len());
     for (r, e) in plan.expectations.iter().enumerate() {
-        let pass = e.evaluate(&checked).map_err(|message| Error::RuleError { rule: e.name.clone(), message })?;
+        let pass = e.evaluate(&rows).map_err(|message| Error::RuleError { rule: e.name.clone(), message })?;
         let mut failing = Vec::new();
         for (i, ok) in pass.iter().enumerate() {
             if schema_reason[i].is_none() && ok != Some(true) {
@@ -258,40 +292,36 @@ fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: Date
         rule_failed.push(failing.len());
         rule_samples.push(sample_keys(&keys, &failing));
     }
+    Ok(RowChecks { rows, schema_reason, failed_rules, rule_failed, rule_samples })
+}
 
-    // Route every row: quarantine wins over drop (keep the evidence).
-    let mut keep = Vec::new();
-    let mut quarantine = Vec::new();
-    let mut dropped = 0u64;
-    for i in 0..n {
-        let actions = failed_rules[i].iter().map(|&r| plan.expectations[r].action);
-        let mut q = schema_reason[i].is_some();
+/// Where the rows of a slice go, by index.
+struct Routes {
+    keep: Vec<usize>,
+    quarantine: Vec<usize>,
+    dropped: u64,
+}
+
+/// Routes every row: quarantine wins over drop (keep the evidence).
+fn route(plan: &ProcessPlan, checks: &RowChecks) -> Routes {
+    let mut routes = Routes { keep: Vec::new(), quarantine: Vec::new(), dropped: 0 };
+    for (i, failed) in checks.failed_rules.iter().enumerate() {
+        let actions = failed.iter().map(|&r| plan.expectations[r].action);
+        let mut q = checks.schema_reason[i].is_some();
         let mut d = false;
         for a in actions {
             q |= a == Action::Quarantine;
             d |= a == Action::Drop;
         }
         if q {
-            quarantine.push(i);
+            routes.quarantine.push(i);
         } else if d {
-            dropped += 1;
+            routes.dropped += 1;
         } else {
-            keep.push(i);
+            routes.keep.push(i);
         }
     }
-
-    let versions = col("_commit_version")?;
-    let versions = versions.as_primitive::<Int64Type>();
-    Ok(SliceEval {
-        parsed_ok,
-        rule_failed,
-        rule_samples,
-        quarantine_versions: quarantine.iter().map(|&i| versions.value(i)).collect(),
-        kept_versions: keep.iter().map(|&i| versions.value(i)).collect(),
-        quarantine: quarantine_rows(plan, raw, &quarantine, &schema_reason, &failed_rules, run_id, now)?,
-        kept: kept_rows(plan, &checked, &keep, run_id, now)?,
-        dropped,
-    })
+    routes
 }
 
 /// A data problem of the whole chunk (no file or record to name).
@@ -336,8 +366,7 @@ fn quarantine_rows(
     plan: &ProcessPlan,
     raw: &RecordBatch,
     rows: &[usize],
-    schema_reason: &[Option<String>],
-    failed_rules: &[Vec<usize>],
+    checks: &RowChecks,
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<RecordBatch> {
@@ -351,11 +380,11 @@ fn quarantine_rows(
     let mut reasons = StringBuilder::new();
     for &i in rows {
         let mut text = Vec::new();
-        if let Some(reason) = &schema_reason[i] {
+        if let Some(reason) = &checks.schema_reason[i] {
             names.values().append_value(SCHEMA_RULE);
             text.push(format!("{SCHEMA_RULE}: {reason}"));
         }
-        for &r in &failed_rules[i] {
+        for &r in &checks.failed_rules[i] {
             let e = &plan.expectations[r];
             names.values().append_value(&e.name);
             text.push(format!("{} ({}): not true: {}", e.name, e.action.as_str(), e.sql));

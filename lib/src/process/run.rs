@@ -127,8 +127,9 @@ impl<'a> Run<'a> {
             return Ok(false);
         }
         let Evaluated { kept, kept_versions, quarantine, quarantine_versions, dropped, mut rules, .. } = ev;
-        let unique = self.deduplicate(KeptRows { batches: kept, versions: kept_versions, hashes: Vec::new() }).await?;
-        rules.extend(unique.figures.clone());
+        let mut unique =
+            self.deduplicate(KeptRows { batches: kept, versions: kept_versions, hashes: Vec::new() }).await?;
+        rules.extend(unique.figures.take());
         merge_rules(&mut self.quality, &rules);
         self.quality.events_quarantined += quarantine.num_rows() as u64;
         self.quality.events_dropped += dropped;
