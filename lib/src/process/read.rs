@@ -175,8 +175,8 @@ fn shrunk(batch: RecordBatch) -> std::result::Result<RecordBatch, deltalake::arr
 
 /// [`read_raw`] through the change feed (any kind of version).
 async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
-    // One partition: the read runs beside the previous range's checks (see
-    // `process`), and DataFusion's repartitioning only copied rows here.
+    // One partition: the read runs beside the previous range's writes (see
+    // `Run` in run.rs), and DataFusion's repartitioning only copied rows here.
     let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(
         expectations::session().copied_config().with_target_partitions(1),
     );
