@@ -14,7 +14,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 
 use super::prepass::truncate;
-use super::schema::{Kind, Node, UTC};
+use super::schema::{EnumDef, Kind, Node, RecordDef, UTC};
 
 /// A failed element: its index in the array being converted, its path
 /// relative to that array ("" for the element itself, "page",
@@ -43,158 +43,181 @@ pub(crate) fn convert(array: &ArrayRef, node: &Node, fails: &mut Vec<Fail>) -> R
     }
     match &node.kind {
         Kind::Uuid => {
-            let strings = array.as_string::<i32>();
-            for (i, v) in strings.iter().enumerate() {
-                if let Some(v) = v {
-                    if !is_uuid(v) {
-                        fails.push(Fail {
-                            index: i,
-                            path: String::new(),
-                            detail: format!("'{}' is not a UUID", truncate(v)),
-                        });
-                    }
-                }
-            }
+            check_uuids(array, fails);
             Ok(array.clone())
         }
         Kind::Enum(def) => {
-            let strings = array.as_string::<i32>();
-            for (i, v) in strings.iter().enumerate() {
-                if let Some(v) = v {
-                    if !def.contains(v) {
-                        fails.push(Fail {
-                            index: i,
-                            path: String::new(),
-                            detail: format!(
-                                "'{}' is not a symbol of enum {} ({})",
-                                truncate(v),
-                                def.name,
-                                def.describe_symbols()
-                            ),
-                        });
-                    }
-                }
-            }
+            check_symbols(array, def, fails);
             Ok(array.clone())
         }
         Kind::IsoTimestamp => iso_timestamps(array, fails),
-        Kind::TimestampMillis | Kind::TimestampMicros => {
-            let ints: &Int64Array = array.as_primitive::<Int64Type>();
-            let factor = if matches!(node.kind, Kind::TimestampMillis) { 1000 } else { 1 };
-            let mut values = Vec::with_capacity(ints.len());
-            let mut valid = Vec::with_capacity(ints.len());
-            for (i, v) in ints.iter().enumerate() {
-                match v.map(|v| (v, v.checked_mul(factor))) {
-                    None => {
-                        values.push(0);
-                        valid.push(false);
-                    }
-                    Some((_, Some(us))) => {
-                        values.push(us);
-                        valid.push(true);
-                    }
-                    Some((v, None)) => {
-                        fails.push(Fail {
-                            index: i,
-                            path: String::new(),
-                            detail: format!("{v} is out of range for timestamp-millis"),
-                        });
-                        values.push(0);
-                        valid.push(false);
-                    }
-                }
-            }
-            let out = TimestampMicrosecondArray::new(values.into(), Some(NullBuffer::from(valid))).with_timezone(UTC);
-            Ok(Arc::new(out))
-        }
-        Kind::Decimal { precision, scale } => {
-            let strings = array.as_string::<i32>();
-            let mut out = Vec::with_capacity(strings.len());
-            for (i, v) in strings.iter().enumerate() {
-                out.push(match v {
-                    None => None,
-                    Some(text) => match parse_decimal(text, *precision, *scale) {
-                        Ok(v) => Some(v),
-                        Err(detail) => {
-                            fails.push(Fail { index: i, path: String::new(), detail });
-                            None
-                        }
-                    },
-                });
-            }
-            let out = Decimal128Array::from(out).with_precision_and_scale(*precision, *scale)?;
-            Ok(Arc::new(out))
-        }
-        Kind::Date => {
-            let strings = array.as_string::<i32>();
-            let mut out = Vec::with_capacity(strings.len());
-            for (i, v) in strings.iter().enumerate() {
-                out.push(match v {
-                    None => None,
-                    Some(text) => match parse_date(text) {
-                        Some(d) => Some(d),
-                        None => {
-                            fails.push(Fail {
-                                index: i,
-                                path: String::new(),
-                                detail: format!(
-                                    "'{}' is not a date (days since 1970-01-01 or YYYY-MM-DD)",
-                                    truncate(text)
-                                ),
-                            });
-                            None
-                        }
-                    },
-                });
-            }
-            Ok(Arc::new(Date32Array::from(out)))
-        }
-        Kind::Record(rec) => {
-            let s = array.as_struct();
-            let mut children = Vec::with_capacity(rec.fields.len());
-            for (f, child) in rec.fields.iter().zip(s.columns()) {
-                let mut sub = Vec::new();
-                children.push(convert(child, &f.node, &mut sub)?);
-                fails.extend(sub.into_iter().map(|x| Fail {
-                    index: x.index,
-                    path: prefixed(&f.name, &x.path),
-                    detail: x.detail,
-                }));
-            }
-            let DataType::Struct(fields) = node.arrow_type() else {
-                return Err(ArrowError::SchemaError("record is not a struct".into()));
-            };
-            let out = StructArray::try_new(fields, children, s.nulls().cloned())?;
-            Ok(Arc::new(out))
-        }
-        Kind::Array(item) => {
-            let list: &ListArray = array.as_list::<i32>();
-            let mut sub = Vec::new();
-            let values = convert(list.values(), item, &mut sub)?;
-            map_to_rows(list.value_offsets(), sub, fails, |_, pos| format!("[{pos}]"));
-            let field = Arc::new(Field::new("item", item.arrow_type(), true));
-            let out = ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
-            Ok(Arc::new(out))
-        }
-        Kind::Map(value) => {
-            let map: &MapArray = array.as_map();
-            let keys = map.keys().as_string::<i32>();
-            let mut sub = Vec::new();
-            let values = convert(map.values(), value, &mut sub)?;
-            map_to_rows(map.value_offsets(), sub, fails, |elem, _| keys.value(elem).to_string());
-            let DataType::Map(entries_field, sorted) = node.arrow_type() else {
-                return Err(ArrowError::SchemaError("map is not a map".into()));
-            };
-            let DataType::Struct(entry_fields) = entries_field.data_type().clone() else {
-                return Err(ArrowError::SchemaError("map entries are not a struct".into()));
-            };
-            let entries =
-                StructArray::try_new(entry_fields, vec![map.keys().clone(), values], map.entries().nulls().cloned())?;
-            let out = MapArray::try_new(entries_field, map.offsets().clone(), entries, map.nulls().cloned(), sorted)?;
-            Ok(Arc::new(out))
-        }
+        Kind::TimestampMillis => epoch_timestamps(array, 1000, fails),
+        Kind::TimestampMicros => epoch_timestamps(array, 1, fails),
+        Kind::Decimal { precision, scale } => decimals(array, *precision, *scale, fails),
+        Kind::Date => dates(array, fails),
+        Kind::Record(rec) => record(array, node, rec, fails),
+        Kind::Array(item) => list(array, item, fails),
+        Kind::Map(value) => map(array, node, value, fails),
         _ => Ok(array.clone()),
     }
+}
+
+/// Fails the strings that are not UUIDs.
+fn check_uuids(array: &ArrayRef, fails: &mut Vec<Fail>) {
+    let strings = array.as_string::<i32>();
+    for (i, v) in strings.iter().enumerate() {
+        if let Some(v) = v {
+            if !is_uuid(v) {
+                fails.push(Fail { index: i, path: String::new(), detail: format!("'{}' is not a UUID", truncate(v)) });
+            }
+        }
+    }
+}
+
+/// Fails the strings that are not symbols of the enum `def`.
+fn check_symbols(array: &ArrayRef, def: &EnumDef, fails: &mut Vec<Fail>) {
+    let strings = array.as_string::<i32>();
+    for (i, v) in strings.iter().enumerate() {
+        if let Some(v) = v {
+            if !def.contains(v) {
+                fails.push(Fail {
+                    index: i,
+                    path: String::new(),
+                    detail: format!(
+                        "'{}' is not a symbol of enum {} ({})",
+                        truncate(v),
+                        def.name,
+                        def.describe_symbols()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Epoch integers times `factor` (1000 for timestamp-millis, 1 for
+/// timestamp-micros) as `Timestamp(Microsecond, "UTC")`; a value out of
+/// range fails its row.
+fn epoch_timestamps(array: &ArrayRef, factor: i64, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let ints: &Int64Array = array.as_primitive::<Int64Type>();
+    let mut values = Vec::with_capacity(ints.len());
+    let mut valid = Vec::with_capacity(ints.len());
+    for (i, v) in ints.iter().enumerate() {
+        match v.map(|v| (v, v.checked_mul(factor))) {
+            None => {
+                values.push(0);
+                valid.push(false);
+            }
+            Some((_, Some(us))) => {
+                values.push(us);
+                valid.push(true);
+            }
+            Some((v, None)) => {
+                fails.push(Fail {
+                    index: i,
+                    path: String::new(),
+                    detail: format!("{v} is out of range for timestamp-millis"),
+                });
+                values.push(0);
+                valid.push(false);
+            }
+        }
+    }
+    let out = TimestampMicrosecondArray::new(values.into(), Some(NullBuffer::from(valid))).with_timezone(UTC);
+    Ok(Arc::new(out))
+}
+
+/// Decimal strings to `Decimal128(precision, scale)`, never rounded.
+fn decimals(array: &ArrayRef, precision: u8, scale: i8, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let strings = array.as_string::<i32>();
+    let mut out = Vec::with_capacity(strings.len());
+    for (i, v) in strings.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(text) => match parse_decimal(text, precision, scale) {
+                Ok(v) => Some(v),
+                Err(detail) => {
+                    fails.push(Fail { index: i, path: String::new(), detail });
+                    None
+                }
+            },
+        });
+    }
+    let out = Decimal128Array::from(out).with_precision_and_scale(precision, scale)?;
+    Ok(Arc::new(out))
+}
+
+/// Day numbers or `YYYY-MM-DD` strings to `Date32`.
+fn dates(array: &ArrayRef, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let strings = array.as_string::<i32>();
+    let mut out = Vec::with_capacity(strings.len());
+    for (i, v) in strings.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(text) => match parse_date(text) {
+                Some(d) => Some(d),
+                None => {
+                    fails.push(Fail {
+                        index: i,
+                        path: String::new(),
+                        detail: format!("'{}' is not a date (days since 1970-01-01 or YYYY-MM-DD)", truncate(text)),
+                    });
+                    None
+                }
+            },
+        });
+    }
+    Ok(Arc::new(Date32Array::from(out)))
+}
+
+/// A record's fields, each converted; failures are named by field.
+fn record(array: &ArrayRef, node: &Node, rec: &RecordDef, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let s = array.as_struct();
+    let mut children = Vec::with_capacity(rec.fields.len());
+    for (f, child) in rec.fields.iter().zip(s.columns()) {
+        let mut sub = Vec::new();
+        children.push(convert(child, &f.node, &mut sub)?);
+        fails.extend(sub.into_iter().map(|x| Fail {
+            index: x.index,
+            path: prefixed(&f.name, &x.path),
+            detail: x.detail,
+        }));
+    }
+    let DataType::Struct(fields) = node.arrow_type() else {
+        return Err(ArrowError::SchemaError("record is not a struct".into()));
+    };
+    let out = StructArray::try_new(fields, children, s.nulls().cloned())?;
+    Ok(Arc::new(out))
+}
+
+/// An array's items converted; a failing item fails its row, named by
+/// position.
+fn list(array: &ArrayRef, item: &Node, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let list: &ListArray = array.as_list::<i32>();
+    let mut sub = Vec::new();
+    let values = convert(list.values(), item, &mut sub)?;
+    map_to_rows(list.value_offsets(), sub, fails, |_, pos| format!("[{pos}]"));
+    let field = Arc::new(Field::new("item", item.arrow_type(), true));
+    let out = ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?;
+    Ok(Arc::new(out))
+}
+
+/// A map's values converted; a failing value fails its row, named by key.
+fn map(array: &ArrayRef, node: &Node, value: &Node, fails: &mut Vec<Fail>) -> Result<ArrayRef, ArrowError> {
+    let map: &MapArray = array.as_map();
+    let keys = map.keys().as_string::<i32>();
+    let mut sub = Vec::new();
+    let values = convert(map.values(), value, &mut sub)?;
+    map_to_rows(map.value_offsets(), sub, fails, |elem, _| keys.value(elem).to_string());
+    let DataType::Map(entries_field, sorted) = node.arrow_type() else {
+        return Err(ArrowError::SchemaError("map is not a map".into()));
+    };
+    let DataType::Struct(entry_fields) = entries_field.data_type().clone() else {
+        return Err(ArrowError::SchemaError("map entries are not a struct".into()));
+    };
+    let entries = StructArray::try_new(entry_fields, vec![map.keys().clone(), values], map.entries().nulls().cloned())?;
+    let out = MapArray::try_new(entries_field, map.offsets().clone(), entries, map.nulls().cloned(), sorted)?;
+    Ok(Arc::new(out))
 }
 
 /// Moves element failures of a list's or map's values to the rows holding

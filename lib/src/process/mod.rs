@@ -1,0 +1,91 @@
+//! The process stage: raw table → processed, quarantine and quality-metrics
+//! tables.
+//!
+//! Per run: read the raw rows added since the version last consumed (the
+//! versions' added files, or the change feed for a version that did more
+//! than append), parse each body by the pipeline's `.avsc` ([`crate::body`]), check the
+//! expectations ([`crate::expectations`]), apply the PII rules
+//! ([`crate::pii`]), drop duplicates ([`crate::dedup`]) and append.
+//!
+//! Exactly once without multi-table transactions: each of the three output
+//! tables carries its own application transaction `weir/<pipeline>/process`
+//! whose version is the last raw version it holds the output of, committed
+//! with its rows. A run starts at the oldest of the three, recomputes that
+//! range (the stage is deterministic) and writes to each table only what it
+//! lacks; a crash between two commits is repaired by the next run. A range
+//! whose output for a table is empty still commits the marker alone.
+//!
+//! Work is cut into commits of at most `raw_versions_per_commit` raw
+//! versions. A `fail` rule stops the run at the first commit holding a
+//! failing row; nothing of that range is published (the metrics table still
+//! records the failure, without a progress marker).
+//!
+//! Hazard: dedup against the table only looks back `dedup.lookback_days` of
+//! event dates; a re-send older than that is written again.
+
+mod background;
+mod duplicates;
+mod evaluate;
+mod metrics;
+mod output;
+mod plan;
+mod read;
+mod run;
+mod schema;
+mod select;
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+pub use plan::ProcessPlan;
+pub use schema::check_table_schema;
+
+use crate::delta;
+use crate::lake::Marker;
+use crate::pipeline::LoadedPipeline;
+use crate::report::{Stage, StageReport};
+use crate::{Error, Result};
+use output::Outputs;
+use run::{Ranges, Run};
+
+/// Options of one process run.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Compute and report, write nothing.
+    pub dry_run: bool,
+    /// Stored in every row written.
+    pub run_id: String,
+}
+
+/// Runs the process stage.
+pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
+    let started = Instant::now();
+    let plan = ProcessPlan::build(loaded)?;
+    let mut report = StageReport { stage: Stage::Process, ..Default::default() };
+    let Some(raw) = delta::open(&plan.tables.raw).await? else {
+        tracing::info!(table = %plan.tables.raw, "the raw table does not exist yet: nothing to process");
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    };
+    let latest = raw.version().unwrap_or(0);
+    let app_id = Marker::Process { pipeline: &plan.pipeline }.app_id();
+    let outputs = Outputs::open(&plan, loaded, &app_id, !options.dry_run).await?;
+    let ranges = Ranges::new(&outputs, latest, plan.config.raw_versions_per_commit);
+    let mut run = Run::new(&plan, options, app_id, report, outputs);
+    // A failing range must not leave a write in flight: it would land after
+    // the run has reported its error.
+    if let Err(e) = run.all(&raw, &ranges).await {
+        // The earlier error is the one to report; this only waits.
+        run.settle().await;
+        return Err(e);
+    }
+    let mut report = run.finish().await?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// An Arrow error as an internal error, with what was being built.
+fn arrow_err(context: &str) -> impl Fn(deltalake::arrow::error::ArrowError) -> Error + '_ {
+    move |e| Error::Internal(format!("{context}: {e}"))
+}

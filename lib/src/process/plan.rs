@@ -1,0 +1,167 @@
+//! The process plan: everything a run needs, compiled from the pipeline
+//! before any data is read (expectations, PII rules with their key, dedup,
+//! the output schemas and table locations).
+
+use crate::body::BodySchema;
+use crate::dedup::DedupConfig;
+use crate::delta::TableSpec;
+use crate::expectations::{self, Expectation};
+use crate::lake::contract::{
+    self, metrics_schema, quarantine_schema, PROCESSED_PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN,
+};
+use crate::pii::PiiRules;
+use crate::pipeline::{LoadedPipeline, ProcessConfig};
+use crate::storage::Location;
+use crate::{Error, Result};
+use deltalake::arrow::datatypes::SchemaRef;
+
+/// Everything the stage needs, compiled from the pipeline before any data is
+/// read: a broken rule or a missing key stops the run before it starts.
+pub struct ProcessPlan {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The body schema.
+    pub body: BodySchema,
+    /// The rows the expectations see: body fields (all nullable), `_rescued`
+    /// and the lineage columns.
+    pub checked_schema: SchemaRef,
+    /// Compiled expectations, in declaration order.
+    pub expectations: Vec<Expectation>,
+    /// PII rules.
+    pub pii: PiiRules,
+    /// Dedup declaration.
+    pub dedup: Option<DedupConfig>,
+    /// Schema of the processed table.
+    pub processed_schema: SchemaRef,
+    /// The schema kept rows are cast to before PII rules: required fields
+    /// non-nullable.
+    pub(super) pre_pii_schema: SchemaRef,
+    pub(super) config: ProcessConfig,
+    /// Fingerprint of everything that decides the output: the `process:`
+    /// section and the body schema. Stored in every commit.
+    pub(super) config_hash: String,
+    pub(super) tables: OutputLocations,
+}
+
+/// Where the stage reads and writes.
+#[derive(Debug, Clone)]
+pub(super) struct OutputLocations {
+    pub(super) raw: Location,
+    pub(super) processed: Location,
+    pub(super) quarantine: Location,
+    pub(super) metrics: Option<Location>,
+}
+
+impl std::fmt::Debug for ProcessPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPlan").field("pipeline", &self.pipeline).finish_non_exhaustive()
+    }
+}
+
+impl ProcessPlan {
+    /// Compiles the plan; reads the PII key from the environment.
+    pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
+        let p = &loaded.pipeline;
+        let config_error = |path: &str, message: String| Error::InvalidPipeline {
+            problems: vec![crate::pipeline::Problem {
+                file: loaded.file.clone(),
+                line: None,
+                path: path.into(),
+                message,
+            }],
+        };
+        let process = p.process.clone().ok_or_else(|| {
+            config_error("process", "the pipeline has no process: section; add one to run the process stage".into())
+        })?;
+        let problems = crate::pipeline::check::process(loaded);
+        if !problems.is_empty() {
+            return Err(Error::InvalidPipeline {
+                problems: problems
+                    .into_iter()
+                    .map(|(path, message)| crate::pipeline::Problem {
+                        file: loaded.file.clone(),
+                        line: None,
+                        path,
+                        message,
+                    })
+                    .collect(),
+            });
+        }
+        let body_config = p.body.as_ref().ok_or_else(|| config_error("body", "missing".into()))?;
+        let body = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema))
+            .map_err(|e| config_error("body.schema", e.to_string()))?;
+        let checked = contract::checked_schema(&body);
+        let expectations = process
+            .expectations
+            .iter()
+            .map(|e| expectations::compile(e, &checked))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| config_error("process.expectations", m))?;
+        let pii = process.pii.build(&body.arrow_schema()).map_err(|e| Error::Secret { message: e.to_string() })?;
+        let pre = contract::pre_pii_schema(&body);
+        let processed_schema = pii.output_schema(&pre);
+        let loc = |t: &Option<crate::pipeline::TableConfig>, name: &str| -> Result<Location> {
+            let t = t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
+            Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })
+        };
+        let tables = OutputLocations {
+            raw: Location::parse(&p.tables.raw.path)
+                .map_err(|reason| Error::InvalidLocation { location: p.tables.raw.path.clone(), reason })?,
+            processed: loc(&p.tables.processed, "processed")?,
+            quarantine: loc(&p.tables.quarantine, "quarantine")?,
+            metrics: match &p.tables.quality_metrics {
+                None => None,
+                Some(_) => Some(loc(&p.tables.quality_metrics, "quality_metrics")?),
+            },
+        };
+        Ok(ProcessPlan {
+            pipeline: p.name.clone(),
+            body,
+            checked_schema: checked,
+            expectations,
+            pii,
+            dedup: process.dedup.clone(),
+            processed_schema,
+            pre_pii_schema: pre,
+            config_hash: config_hash(&process, &body_config.schema, loaded),
+            config: process,
+            tables,
+        })
+    }
+
+    pub(super) fn processed_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_processed", self.pipeline),
+            description: loaded.pipeline.tables.processed.as_ref().and_then(|t| t.description.clone()),
+            schema: self.processed_schema.clone(),
+            partition_columns: vec![PROCESSED_PARTITION_COLUMN.to_string()],
+        }
+    }
+
+    pub(super) fn quarantine_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_quarantine", self.pipeline),
+            description: loaded.pipeline.tables.quarantine.as_ref().and_then(|t| t.description.clone()),
+            schema: quarantine_schema(),
+            partition_columns: vec![QUARANTINE_PARTITION_COLUMN.to_string()],
+        }
+    }
+
+    pub(super) fn metrics_spec(&self, loaded: &LoadedPipeline) -> TableSpec {
+        TableSpec {
+            name: format!("{}_quality_metrics", self.pipeline),
+            description: loaded.pipeline.tables.quality_metrics.as_ref().and_then(|t| t.description.clone()),
+            schema: metrics_schema(),
+            partition_columns: vec![],
+        }
+    }
+}
+
+/// The fingerprint of the `process:` section and the body schema file.
+fn config_hash(process: &ProcessConfig, schema: &std::path::Path, loaded: &LoadedPipeline) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(process).unwrap_or_default());
+    h.update(std::fs::read(loaded.base_dir().join(schema)).unwrap_or_default());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,219 @@
+//! Reading a range of raw versions: the rows they added, with only the
+//! columns processing needs.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, RecordBatch, RecordBatchOptions};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::delta_datafusion::DeltaCdfTableProvider;
+use deltalake::DeltaTable;
+
+use crate::capture::decode::utc_micros;
+use crate::expectations;
+use crate::lake::contract::RAW_PARTITION_COLUMN;
+use crate::{Error, Result};
+
+/// Reads raw rows committed in versions `from..=to`, with normalised types:
+/// partition and file as Utf8, body as Binary, `_commit_version` last.
+///
+/// Raw versions are almost always appends: their inserted rows are the
+/// rows of the files they add, read here straight from Parquet with only the
+/// columns processing needs (the Capture maps and the other raw columns are
+/// never decoded). A range holding any other change (an erase or retention
+/// delete, a deletion vector, column mapping) is read from the change feed,
+/// whose inserts are what a plain append would have given.
+pub(super) async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+    match appended_files(raw, from, to).await? {
+        Some(files) => read_appended(raw, files).await,
+        None => read_raw_changes(raw, from, to).await,
+    }
+}
+
+/// Columns of raw rows as processing reads them.
+pub(super) fn raw_read_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition_id", DataType::Utf8, false),
+        Field::new("sequence_number", DataType::Int64, false),
+        Field::new("enqueued_time", utc_micros(), false),
+        Field::new("enqueued_date", DataType::Date32, false),
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("body", DataType::Binary, true),
+        Field::new("_commit_version", DataType::Int64, false),
+    ]))
+}
+
+/// The files versions `from..=to` added with their versions, or `None` when
+/// a version did anything but append (then the change feed is read).
+async fn appended_files(raw: &DeltaTable, from: u64, to: u64) -> Result<Option<Vec<(u64, deltalake::kernel::Add)>>> {
+    use deltalake::kernel::Action;
+    let mapped = raw
+        .snapshot()
+        .map_err(|e| Error::delta(raw.table_url(), e))?
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode")
+        .is_some_and(|m| !m.eq_ignore_ascii_case("none"));
+    if mapped {
+        return Ok(None);
+    }
+    let log = raw.log_store();
+    let mut files = Vec::new();
+    for version in from..=to {
+        let bytes = log
+            .read_commit_entry(version as _)
+            .await
+            .map_err(|e| Error::delta(raw.table_url(), e))?
+            .ok_or_else(|| Error::Internal(format!("raw version {version} is missing from the log")))?;
+        for action in
+            deltalake::logstore::get_actions(version as _, &bytes).map_err(|e| Error::delta(raw.table_url(), e))?
+        {
+            match action {
+                Action::Add(add) if add.data_change => {
+                    if add.deletion_vector.is_some() {
+                        return Ok(None);
+                    }
+                    files.push((version, add));
+                }
+                Action::Remove(r) if r.data_change => return Ok(None),
+                Action::Cdc(_) => return Ok(None),
+                Action::Metadata(m) if m.configuration().contains_key("delta.columnMapping.mode") => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(files))
+}
+
+/// Reads the processing columns of appended raw files, in log order.
+async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add)>) -> Result<Vec<RecordBatch>> {
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use deltalake::parquet::arrow::ProjectionMask;
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use object_store::ObjectStoreExt as _;
+    let schema = raw_read_schema();
+    let store = raw.log_store().object_store(None);
+    let url = raw.table_url().clone();
+    let read_one = |(version, add): (u64, deltalake::kernel::Add)| {
+        let (store, schema, url) = (store.clone(), schema.clone(), url.clone());
+        async move {
+            let fail = |e: &dyn std::fmt::Display| {
+                Error::Internal(format!(
+                    "reading raw file {} of {}: {e}",
+                    add.path,
+                    crate::storage::redact(url.as_str())
+                ))
+            };
+            let path = object_store::path::Path::parse(&add.path)
+                .unwrap_or_else(|_| object_store::path::Path::from(add.path.as_str()));
+            // Whole files: raw files are bounded by the writer's rotation, and
+            // one request each is cheaper than one per column chunk on Azure.
+            let bytes = store.get(&path).await.map_err(|e| fail(&e))?.bytes().await.map_err(|e| fail(&e))?;
+            let decode = move || -> std::result::Result<Vec<RecordBatch>, String> {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+                let wanted = ["partition_id", "sequence_number", "enqueued_time", "source_file", "body"];
+                let roots = wanted
+                    .iter()
+                    .map(|n| builder.schema().index_of(n).map_err(|_| format!("no column {n}")))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
+                reader
+                    .map(|b| b.and_then(shrunk))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            };
+            let batches = tokio::task::spawn_blocking(decode).await.map_err(|e| fail(&e))?.map_err(|e| fail(&e))?;
+            let date = add
+                .partition_values
+                .get(RAW_PARTITION_COLUMN)
+                .and_then(|v| v.as_deref())
+                .and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
+                .ok_or_else(|| fail(&format!("no {} partition value", RAW_PARTITION_COLUMN)))?;
+            batches
+                .into_iter()
+                .map(|b| {
+                    let n = b.num_rows();
+                    let column = |name: &str, t: &DataType| -> Result<ArrayRef> {
+                        let c = b.column_by_name(name).ok_or_else(|| fail(&format!("no column {name}")))?;
+                        cast(c, t).map_err(|e| fail(&e))
+                    };
+                    let columns = vec![
+                        column("partition_id", &DataType::Utf8)?,
+                        column("sequence_number", &DataType::Int64)?,
+                        column("enqueued_time", &utc_micros())?,
+                        Arc::new(Date32Array::from(vec![date; n])) as ArrayRef,
+                        column("source_file", &DataType::Utf8)?,
+                        column("body", &DataType::Binary)?,
+                        Arc::new(Int64Array::from(vec![version as i64; n])) as ArrayRef,
+                    ];
+                    RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(&e))
+                })
+                .collect::<Result<Vec<_>>>()
+        }
+    };
+    // Two files at a time: latency hides behind the other's decoding.
+    let parts: Vec<Vec<RecordBatch>> = futures::stream::iter(files).map(read_one).buffered(2).try_collect().await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// `batch` with its buffers cut to their length. The Parquet reader grows
+/// a batch's bodies by doubling, so they hold up to twice their size; a
+/// range's raw rows are held while they are checked (and the next range's
+/// meanwhile), and the slack measured ~0.2 GB of a 10M run's peak.
+fn shrunk(batch: RecordBatch) -> std::result::Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    let (schema, mut columns, rows) = batch.into_parts();
+    for column in &mut columns {
+        // Only a column no one else holds can give memory back.
+        if let Some(c) = Arc::get_mut(column) {
+            c.shrink_to_fit();
+        }
+    }
+    RecordBatch::try_new_with_options(schema, columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
+}
+
+/// [`read_raw`] through the change feed (any kind of version).
+async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+    // One partition: the read runs beside the previous range's writes (see
+    // `Run` in run.rs), and DataFusion's repartitioning only copied rows here.
+    let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(
+        expectations::session().copied_config().with_target_partitions(1),
+    );
+    let builder = raw.clone().scan_cdf().with_starting_version(from as _).with_ending_version(to as _);
+    let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(raw.table_url(), e))?;
+    let df_err = |e: deltalake::datafusion::error::DataFusionError| {
+        Error::Internal(format!(
+            "reading the change feed of {}: {}",
+            crate::storage::redact(raw.table_url().as_str()),
+            e
+        ))
+    };
+    ctx.register_table("raw_changes", Arc::new(provider)).map_err(df_err)?;
+    let batches = ctx
+        .sql(
+            "SELECT partition_id, sequence_number, enqueued_time, enqueued_date, source_file, body, _commit_version \
+             FROM raw_changes WHERE _change_type = 'insert'",
+        )
+        .await
+        .map_err(df_err)?
+        .collect()
+        .await
+        .map_err(df_err)?;
+    let schema = raw_read_schema();
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, c)| cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?;
+        out.push(
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?,
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,46 @@
+//! The processed table's schema against the one the pipeline now produces:
+//! optional fields added to the body schema are added to the table, any
+//! other change stops the run (and is a problem for `weir validate`).
+
+use deltalake::arrow::datatypes::Schema;
+use deltalake::DeltaTable;
+
+use crate::body::BodySchema;
+use crate::delta;
+use crate::lake::conform::schema_changes;
+use crate::lake::contract;
+use crate::pipeline::LoadedPipeline;
+use crate::storage::Location;
+use crate::{Error, Result};
+
+/// Checks the processed table (when it exists) against the schema the
+/// pipeline now produces. Breaking changes are problems for `weir validate`.
+pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
+    let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
+    let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
+    let Some(body_config) = &loaded.pipeline.body else { return Ok(vec![]) };
+    let Ok(body) = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) else { return Ok(vec![]) };
+    let location =
+        Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+    let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
+    let wanted = contract::processed_schema_for_check(&body, &process.pii);
+    let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
+    Ok(breaking
+        .into_iter()
+        .map(|m| ("body.schema".to_string(), format!("incompatible with the processed table {location}: {m}")))
+        .collect())
+}
+
+/// Stops a run before it writes when the processed table cannot take the
+/// rows the pipeline now produces; optional fields the body schema gained
+/// are added to the table by the first write (schema merge).
+pub(super) fn check_processed_table(table: &DeltaTable, location: &Location, produced: &Schema) -> Result<()> {
+    let (added, breaking) = schema_changes(delta::arrow_schema(table)?.as_ref(), produced);
+    if !breaking.is_empty() {
+        return Err(Error::SchemaChange { table: location.to_string(), changes: breaking });
+    }
+    if !added.is_empty() {
+        tracing::info!(columns = ?added, "the body schema gained optional fields: adding them to the processed table");
+    }
+    Ok(())
+}
