@@ -2,6 +2,8 @@
 //! before any data is read (expectations, PII rules with their key, dedup,
 //! the output schemas and table locations).
 
+use std::sync::Arc;
+
 use crate::body::BodySchema;
 use crate::dedup::DedupConfig;
 use crate::delta::TableSpec;
@@ -21,7 +23,7 @@ pub struct ProcessPlan {
     /// Pipeline name.
     pub pipeline: String,
     /// The body schema.
-    pub body: BodySchema,
+    pub body: Arc<BodySchema>,
     /// The rows the expectations see: body fields (all nullable), `_rescued`
     /// and the lineage columns.
     pub checked_schema: SchemaRef,
@@ -62,34 +64,16 @@ impl ProcessPlan {
     /// Compiles the plan; reads the PII key from the environment.
     pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
         let p = &loaded.pipeline;
-        let config_error = |path: &str, message: String| Error::InvalidPipeline {
-            problems: vec![crate::pipeline::Problem {
-                file: loaded.file.clone(),
-                line: None,
-                path: path.into(),
-                message,
-            }],
-        };
+        let config_error = |path: &str, message: String| loaded.invalid(path, message);
         let process = p.process.clone().ok_or_else(|| {
             config_error("process", "the pipeline has no process: section; add one to run the process stage".into())
         })?;
         let problems = crate::pipeline::check::process(loaded);
         if !problems.is_empty() {
-            return Err(Error::InvalidPipeline {
-                problems: problems
-                    .into_iter()
-                    .map(|(path, message)| crate::pipeline::Problem {
-                        file: loaded.file.clone(),
-                        line: None,
-                        path,
-                        message,
-                    })
-                    .collect(),
-            });
+            return Err(loaded.invalid_all(problems));
         }
         let body_config = p.body.as_ref().ok_or_else(|| config_error("body", "missing".into()))?;
-        let body = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema))
-            .map_err(|e| config_error("body.schema", e.to_string()))?;
+        let body = loaded.body_schema()?.ok_or_else(|| config_error("body", "missing".into()))?;
         let checked = contract::checked_schema(&body);
         let expectations = process
             .expectations

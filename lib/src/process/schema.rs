@@ -5,7 +5,6 @@
 use deltalake::arrow::datatypes::Schema;
 use deltalake::DeltaTable;
 
-use crate::body::BodySchema;
 use crate::delta;
 use crate::lake::conform::schema_changes;
 use crate::lake::contract;
@@ -18,8 +17,7 @@ use crate::{Error, Result};
 pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
     let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
     let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
-    let Some(body_config) = &loaded.pipeline.body else { return Ok(vec![]) };
-    let Ok(body) = BodySchema::from_file(&loaded.base_dir().join(&body_config.schema)) else { return Ok(vec![]) };
+    let Ok(Some(body)) = loaded.body_schema() else { return Ok(vec![]) };
     let location =
         Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
     let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
