@@ -13,6 +13,7 @@
 #   FILES_PER_PARTITION=1 ...       # one large file per partition
 #   STAGES=ingest ...               # only these stages (and no erase)
 #   PROFILE=dev bench/stages.sh     # without a release build (slower figures)
+#   BUILD=0 bench/stages.sh         # the binaries already built, as they are
 #   STORAGE=azurite bench/stages.sh # capture files and lake in Azurite (the
 #                                   # Azure Storage emulator, in memory)
 #
@@ -31,11 +32,12 @@ OUT=${OUT:-bench/out}
 export STORAGE=${STORAGE:-local}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 
+# BUILD=0 measures the binaries already in the target dir as they are.
 if [[ $PROFILE == release ]]; then
-  cargo build --release --locked -p weir-jobs --bins >&2
+  [[ ${BUILD:-1} == 0 ]] || cargo build --release --locked -p weir-jobs --bins >&2
   BIN=$CARGO_TARGET_DIR/release
 else
-  cargo build --locked -p weir-jobs --bins >&2
+  [[ ${BUILD:-1} == 0 ]] || cargo build --locked -p weir-jobs --bins >&2
   BIN=$CARGO_TARGET_DIR/debug
 fi
 

@@ -304,6 +304,18 @@ pub(crate) async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> 
         .fold((0, 0), |(n, b), m| (n + 1, b + m.size)))
 }
 
+/// An action that ends before committing: skipped when there is nothing
+/// to do, planned on a dry run.
+fn nothing_to_commit(nothing: bool, dry_run: bool) -> Option<ActionOutcome> {
+    if nothing {
+        Some(ActionOutcome::Skipped)
+    } else if dry_run {
+        Some(ActionOutcome::Planned)
+    } else {
+        None
+    }
+}
+
 fn action(t: &Target, kind: ActionKind, before: (u64, u64)) -> MaintenanceAction {
     MaintenanceAction {
         table: t.name.clone(),
@@ -342,15 +354,8 @@ async fn retention(
     let predicate: Expr = col(format!("\"{}\"", r.column.replace('"', "\"\""))).lt(lit(bound));
     let matching = count_rows(&table, predicate.clone()).await?;
     a.detail = format!("{matching} rows with {} before {}", r.column, cutoff.format("%Y-%m-%d %H:%M UTC"));
-    if matching == 0 {
-        a.outcome = ActionOutcome::Skipped;
-        a.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((table, a));
-    }
-    if options.dry_run {
-        a.outcome = ActionOutcome::Planned;
-        a.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((table, a));
+    if let Some(outcome) = nothing_to_commit(matching == 0, options.dry_run) {
+        return Ok((table, a.ended(outcome, started)));
     }
     let (table, metrics) = table
         .delete()
@@ -426,15 +431,8 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
             format!(": {}", parts.keys().take(10).cloned().collect::<Vec<_>>().join(", "))
         }
     );
-    if parts.is_empty() {
-        a.outcome = ActionOutcome::Skipped;
-        a.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((table, a));
-    }
-    if options.dry_run {
-        a.outcome = ActionOutcome::Planned;
-        a.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok((table, a));
+    if let Some(outcome) = nothing_to_commit(parts.is_empty(), options.dry_run) {
+        return Ok((table, a.ended(outcome, started)));
     }
     let partition_columns =
         table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.metadata().partition_columns().to_vec();

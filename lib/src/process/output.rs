@@ -210,15 +210,7 @@ impl Output {
             .filter(|b| b.num_rows() > 0)
             .map(|b| conform(&b, schema.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        fault_point("process_before_commit");
-        let table = delta::append_streamed(table, batches, options).await?;
-        fault_point("process_after_commit");
-        if let Some(v) = table.version() {
-            self.written.push(v);
-        }
-        self.table = Some(table);
-        self.progress = Some(to as i64);
-        Ok(())
+        self.committed(to, delta::append_streamed(table, batches, options)).await
     }
 
     /// Like [`write`](Self::write), but rows whose key the table holds
@@ -234,8 +226,18 @@ impl Output {
     ) -> Result<()> {
         let table = self.table.take().ok_or_else(|| Error::Internal(format!("{} table not open", self.name)))?;
         let batch = conform(&batch, delta::arrow_schema(&table)?.as_ref())?;
+        self.committed(to, delta::upsert_with_progress(table, batch, key, scope, options)).await
+    }
+
+    /// Runs `commit` (a write carrying the marker of raw version `to`) between
+    /// the crash tests' fault points, and keeps the table it leaves.
+    async fn committed(
+        &mut self,
+        to: u64,
+        commit: impl std::future::Future<Output = Result<DeltaTable>>,
+    ) -> Result<()> {
         fault_point("process_before_commit");
-        let table = delta::upsert_with_progress(table, batch, key, scope, options).await?;
+        let table = commit.await?;
         fault_point("process_after_commit");
         if let Some(v) = table.version() {
             self.written.push(v);

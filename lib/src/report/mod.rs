@@ -425,6 +425,15 @@ pub struct MaintenanceAction {
     pub duration_ms: u64,
 }
 
+impl MaintenanceAction {
+    /// The action with its outcome and its time since `started`.
+    pub fn ended(mut self, outcome: ActionOutcome, started: std::time::Instant) -> MaintenanceAction {
+        self.outcome = outcome;
+        self.duration_ms = started.elapsed().as_millis() as u64;
+        self
+    }
+}
+
 /// What an erase did, per table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ErasureReport {
