@@ -26,7 +26,11 @@ if [[ ${STAGES:-1} != 0 ]]; then
   bench/stages.sh
 fi
 BIN=$CARGO_TARGET_DIR/release
-data="$OUT/capture-$EVENTS-${CODEC:-deflate}"
+# The folder bench/stages.sh generated (named by events, codec and events per file).
+PARTITIONS=${PARTITIONS:-32}
+FILES_PER_PARTITION=${FILES_PER_PARTITION:-72}
+per_file=$(( (EVENTS + PARTITIONS * FILES_PER_PARTITION - 1) / (PARTITIONS * FILES_PER_PARTITION) ))
+data="$OUT/capture-$EVENTS-${CODEC:-deflate}-$per_file"
 bytes=$(du -sb --exclude=.summary.json "$data" | cut -f1)
 
 # /usr/bin/time -v output -> "wall cpu rss_mb"
