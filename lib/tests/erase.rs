@@ -543,3 +543,55 @@ async fn requests_that_cannot_be_carried_out_are_refused_before_anything_changes
     let e = weir::erase::read_subjects_file(&file, None).unwrap_err();
     assert!(e.to_string().contains("subjects.txt") && e.to_string().contains("line 4"), "{e}");
 }
+
+/// A Delta table the pipeline does not declare, inside the raw table's
+/// folder, whose files are old enough for a purge to take: the purge of the
+/// raw table deletes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_spares_a_nested_delta_table_the_pipeline_does_not_know() {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::Int64Array;
+    use deltalake::arrow::datatypes::{Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = build(dir.path()).await;
+    let nested = dir.path().join("lake/raw/nested");
+    let spec = weir::delta::TableSpec {
+        name: "nested".into(),
+        description: None,
+        schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
+        partition_columns: vec![],
+    };
+    let table = weir::delta::open_or_create(&Location::parse(nested.to_str().unwrap()).unwrap(), &spec).await.unwrap();
+    let batch = RecordBatch::try_new(spec.schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+    weir::delta::write_with_progress(table, vec![batch], Default::default()).await.unwrap();
+    // Old enough that a purge would take any unreferenced file.
+    let aged = std::process::Command::new("find")
+        .arg(&nested)
+        .args(["-exec", "touch", "-d", "10 days ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let files = |d: &Path| {
+        let mut out = Vec::new();
+        let mut todo = vec![d.to_path_buf()];
+        while let Some(p) = todo.pop() {
+            if p.is_dir() {
+                todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                out.push(p.strip_prefix(d).unwrap().display().to_string());
+            }
+        }
+        out.sort();
+        out
+    };
+    let before = files(&nested);
+    assert!(before.iter().any(|f| f.ends_with(".parquet")) && before.iter().any(|f| f.starts_with("_delta_log")));
+
+    let report = run_erase(&p, &[TARGET], true, false).await;
+    assert!(report.purged);
+    assert_eq!(files(&nested), before, "the purge deleted none of the nested table's files");
+    let table = weir::delta::open(&Location::parse(nested.to_str().unwrap()).unwrap()).await.unwrap().unwrap();
+    let rows: usize = weir::delta::read_all(&table).await.unwrap().iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 3);
+}
