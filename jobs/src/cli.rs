@@ -487,7 +487,7 @@ async fn inspect(args: InspectArgs, plan: Option<PartitionSet>) -> anyhow::Resul
     let result = async {
         let loaded = load_pipeline(&args.pipeline)?;
         if let Some(partitions) = plan {
-            let p = weir::status::plan(&loaded, &partitions).await?;
+            let p = weir::plan::plan(&loaded, &partitions).await?;
             Ok(if args.json { serde_json::to_string_pretty(&p).unwrap_or_default() } else { plan_text(&p) })
         } else {
             let s = weir::status::status(&loaded).await?;
@@ -568,7 +568,7 @@ fn status_text(s: &weir::status::Status) -> String {
     out
 }
 
-fn plan_text(p: &weir::status::Plan) -> String {
+fn plan_text(p: &weir::plan::Plan) -> String {
     let i = &p.ingest;
     let mut out = format!(
         "pipeline {}: a run now would\n\ningest {} capture files ({}), of which {} new ({})\n",

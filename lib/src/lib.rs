@@ -22,7 +22,7 @@
 //!   vacuum, checkpoints).
 //! - [`report`]: the JSON run report every job prints.
 //! - [`run`]: the job driver (a run's lifecycle, exit codes) and the
-//!   stage jobs; [`erase`] is the other job.
+//!   stage jobs; [`erase`] and [`plan`] (`weir plan`) are the other jobs.
 //! - [`lake`]: what the stages share about the tables (contracts, progress
 //!   markers, commit metadata, schema conformance).
 //! - [`error`]: the crate's error type and its exit-code classes.
@@ -45,6 +45,7 @@ pub mod lake;
 pub mod maintain;
 pub mod pii;
 pub mod pipeline;
+pub mod plan;
 pub mod process;
 pub mod redact;
 pub mod report;

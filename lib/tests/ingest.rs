@@ -466,8 +466,13 @@ async fn files_far_behind_the_newest_window_are_not_read_again() {
 
     // A back-fill within the 24 h lookback is found; older files are not re-read.
     write(&capture, "0", t0() + h(10), &events(15, 5, t0()), &spec);
+    // `weir plan` asks ingest's own planning: it names the files the run reads.
+    let plan = weir::ingest::plan(&p, &PartitionSet::all()).await.unwrap();
     let r = run(&p).await;
     assert_eq!(r.events_written, 5);
+    assert_eq!((plan.files, plan.partitions["0"].files), (r.files_read, r.files_read), "{plan:?}");
+    assert_eq!(plan.partitions["0"].watermark, Some(14));
+    assert_eq!(plan.new_files, 0, "the back-fill is older than the newest window ingested");
     assert_eq!(r.files_skipped_as_done, 2, "the files of hours 0 and 1");
     assert_eq!(r.files_read, 2);
     assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 19)])));

@@ -19,7 +19,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     ("pipeline", &["pipeline"], false),
     ("report", &["report"], false),
     ("stages", &["ingest", "process", "curate", "maintain", "status"], false),
-    ("jobs", &["erase", "run"], true),
+    ("jobs", &["erase", "plan", "run"], true),
 ];
 
 fn layer_of(module: &str) -> Option<(usize, bool)> {

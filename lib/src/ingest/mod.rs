@@ -174,6 +174,83 @@ pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<
     Ok(report)
 }
 
+/// One partition's share of the next ingest.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PartitionPlan {
+    /// Last sequence number ingested.
+    pub watermark: Option<i64>,
+    /// Capture files the ingest would read (the lookback keeps them).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Of those, files with a window after the newest one ingested.
+    pub new_files: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// First file it would read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_file: Option<String>,
+    /// Last file it would read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_file: Option<String>,
+}
+
+/// The next ingest: the files a run would read now.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IngestPlan {
+    /// Files to read, all partitions.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// New files (window after the newest ingested), all partitions.
+    pub new_files: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Per partition.
+    pub partitions: BTreeMap<String, PartitionPlan>,
+}
+
+/// What an ingest of `partitions` would read now, planned by the same
+/// listing, markers and lookback the run plans with, so `weir plan` and
+/// the run cannot disagree. Creates nothing.
+pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<IngestPlan> {
+    let pipeline = &loaded.pipeline;
+    let source = location(&pipeline.source.capture.url, "source.capture.url")?;
+    let raw_location = location(&pipeline.tables.raw.path, "tables.raw.path")?;
+    let format = PathFormat::parse(&pipeline.source.capture.path_format)
+        .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
+    let subjects = subject_fields(loaded)?;
+    let RawTable { table, .. } = open_raw(loaded, &raw_location, &subjects, true).await?;
+    let mut report = StageReport::default();
+    let FilePlan { states, work } =
+        plan_files(pipeline, &source, &format, table.as_ref(), partitions, &mut report).await?;
+    let mut out = IngestPlan::default();
+    for (partition, state) in &states {
+        let ingested = state.window_marker;
+        let files: Vec<&CaptureFile> = work.iter().filter(|f| &f.partition_id == partition).collect();
+        let mut part = PartitionPlan {
+            watermark: state.committed,
+            first_file: files.first().map(|f| f.name.clone()),
+            last_file: files.last().map(|f| f.name.clone()),
+            ..Default::default()
+        };
+        for f in files {
+            part.files += 1;
+            part.bytes += f.size;
+            if ingested.is_none_or(|w| f.window.timestamp() > w) {
+                part.new_files += 1;
+                part.new_bytes += f.size;
+            }
+        }
+        out.files += part.files;
+        out.bytes += part.bytes;
+        out.new_files += part.new_files;
+        out.new_bytes += part.new_bytes;
+        out.partitions.insert(partition.clone(), part);
+    }
+    Ok(out)
+}
+
 /// The raw table (none on a dry run before the first real one) and the
 /// contract it is created with and checked against.
 struct RawTable {

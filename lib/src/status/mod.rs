@@ -8,14 +8,10 @@
 //! read. Row counts come from file statistics: a table written without them
 //! reports `rows: null`.
 
-pub mod plan;
-
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-pub use plan::{plan, Plan};
 
 use crate::capture::{discover, CaptureFile, PartitionSet, PathFormat};
 use crate::delta;
@@ -112,7 +108,7 @@ pub(crate) fn location(path: &str) -> Result<Location> {
     Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
 }
 
-async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
+pub(crate) async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
     let location = location(path)?;
     let mut s = TableStatus { table: name.to_string(), location: location.to_string(), ..Default::default() };
     let Some(table) = delta::open(&location).await? else { return Ok(s) };
@@ -143,11 +139,7 @@ pub(crate) struct SourceState {
     pub windows: BTreeMap<String, DateTime<Utc>>,
 }
 
-pub(crate) async fn source_state(
-    loaded: &LoadedPipeline,
-    partitions: &PartitionSet,
-    prune: bool,
-) -> Result<SourceState> {
+pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<SourceState> {
     let p = &loaded.pipeline;
     let source = location(&p.source.capture.url)?;
     let format = PathFormat::parse(&p.source.capture.path_format)
@@ -155,7 +147,6 @@ pub(crate) async fn source_state(
     let raw = delta::open(&location(&p.tables.raw.path)?).await?;
     let mut watermarks = BTreeMap::new();
     let mut windows = BTreeMap::new();
-    let mut since = BTreeMap::new();
     if let Some(raw) = &raw {
         if let Some(list) = crate::capture::list_partitions(&source, &format).await? {
             for id in list.iter().filter(|id| partitions.contains(id)) {
@@ -169,18 +160,13 @@ pub(crate) async fn source_state(
                 {
                     if let Some(at) = DateTime::from_timestamp(m, 0) {
                         windows.insert(id.clone(), at);
-                        let lookback = p.ingest.lookback_hours as i64 * 3600;
-                        if prune && lookback > 0 {
-                            if let Some(cutoff) = DateTime::from_timestamp(m - lookback, 0) {
-                                since.insert(id.clone(), cutoff);
-                            }
-                        }
                     }
                 }
             }
         }
     }
-    let found = discover(&source, &format, partitions, &since).await?;
+    // Status lists everything: lag counts every file not yet ingested.
+    let found = discover(&source, &format, partitions, &BTreeMap::new()).await?;
     Ok(SourceState { files: found.partitions, watermarks, windows })
 }
 
@@ -191,7 +177,7 @@ pub async fn status(loaded: &LoadedPipeline) -> Result<Status> {
     for (name, path) in tables(loaded) {
         out.tables.push(table_status(&name, &path).await?);
     }
-    let source = source_state(loaded, &PartitionSet::all(), false).await?;
+    let source = source_state(loaded, &PartitionSet::all()).await?;
     for (id, files) in &source.files {
         let ingested = source.windows.get(id).copied();
         let behind: Vec<&CaptureFile> = files.iter().filter(|f| ingested.is_none_or(|w| f.window > w)).collect();

@@ -1,61 +1,26 @@
 //! `weir plan`: what the next `weir run` would read and write, from one
-//! listing of the capture source and the Delta logs. Changes nothing.
+//! listing of the capture source and the Delta logs. Changes nothing. A job:
+//! it asks each stage for its plan rather than working it out again.
 //!
-//! Ingest reads every file the lookback keeps (events at or below a
-//! partition's watermark are skipped inside them); "new" files are those with
-//! a window after the newest one ingested. Process reads the raw versions
+//! Ingest's part is [`crate::ingest::plan`], the planning the run itself
+//! does: every file the lookback keeps (events at or below a partition's
+//! watermark are skipped inside them); "new" files are those with a window
+//! after the newest one ingested. Process reads the raw versions
 //! after its marker; each curated table the source versions after its own.
 //! Whether a stage is up to date, incremental or full is decided by
 //! [`crate::lake::refresh`], the decision curate runs by, except that the
 //! plan reads no models and so cannot see one that changed.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{lags, location, source_state, table_status, tables};
 use crate::capture::PartitionSet;
+use crate::ingest::IngestPlan;
 use crate::lake::refresh::{Catchup, Definition, Refresh};
 use crate::pipeline::LoadedPipeline;
 use crate::report::ModelMode;
+use crate::status::{lags, location, table_status, tables};
 use crate::{delta, Error, Result};
-
-/// One partition's share of the next ingest.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PartitionPlan {
-    /// Last sequence number ingested.
-    pub watermark: Option<i64>,
-    /// Capture files the ingest would read (the lookback keeps them).
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Of those, files with a window after the newest one ingested.
-    pub new_files: u64,
-    /// Their bytes.
-    pub new_bytes: u64,
-    /// First file it would read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_file: Option<String>,
-    /// Last file it would read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_file: Option<String>,
-}
-
-/// The next ingest.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IngestPlan {
-    /// Files to read, all partitions.
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// New files (window after the newest ingested), all partitions.
-    pub new_files: u64,
-    /// Their bytes.
-    pub new_bytes: u64,
-    /// Per partition.
-    pub partitions: BTreeMap<String, PartitionPlan>,
-}
 
 /// A stage that reads another table's versions.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -128,29 +93,7 @@ async fn added(table: &deltalake::DeltaTable, from: u64, to: u64) -> Result<(u64
 pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<Plan> {
     let p = &loaded.pipeline;
     let mut out = Plan { pipeline: p.name.clone(), planned_at: Utc::now(), ..Default::default() };
-    let source = source_state(loaded, partitions, true).await?;
-    for (id, files) in &source.files {
-        let ingested = source.windows.get(id).copied();
-        let mut part = PartitionPlan {
-            watermark: source.watermarks.get(id).copied(),
-            first_file: files.first().map(|f| f.name.clone()),
-            last_file: files.last().map(|f| f.name.clone()),
-            ..Default::default()
-        };
-        for f in files {
-            part.files += 1;
-            part.bytes += f.size;
-            if ingested.is_none_or(|w| f.window > w) {
-                part.new_files += 1;
-                part.new_bytes += f.size;
-            }
-        }
-        out.ingest.files += part.files;
-        out.ingest.bytes += part.bytes;
-        out.ingest.new_files += part.new_files;
-        out.ingest.new_bytes += part.new_bytes;
-        out.ingest.partitions.insert(id.clone(), part);
-    }
+    out.ingest = crate::ingest::plan(loaded, partitions).await?;
 
     let mut statuses = Vec::new();
     for (name, path) in tables(loaded) {
