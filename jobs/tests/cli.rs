@@ -1367,3 +1367,38 @@ fn an_option_a_command_does_not_use_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// After a crash between process's commits, `weir plan` (run without the
+/// PII key) starts process where the run will: at the first raw version
+/// the output table furthest behind lacks.
+#[test]
+fn plan_after_a_crash_between_commits_starts_where_the_repair_run_will() {
+    let f = process_fixture();
+    assert_eq!(f.with_key("ingest").output().unwrap().status.code(), Some(0));
+    // Every table commits the first range; quarantine and processed the
+    // second, metrics not (three commits a range).
+    let out = f.with_key("process").env("WEIR_FAULT", "process_after_commit:5").output().unwrap();
+    assert!(!out.status.success());
+    let marker = |table: &str| -> Option<i64> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let loc = weir::storage::Location::parse(f.dir.path().join("lake").join(table).to_str().unwrap()).unwrap();
+            let t = weir::delta::open(&loc).await.unwrap()?;
+            weir::delta::progress(&t, "weir/crash/process").await.unwrap()
+        })
+    };
+    let (processed, metrics) = (marker("processed"), marker("quality"));
+    assert!(metrics.is_some() && metrics < processed, "the crash left metrics behind: {processed:?} {metrics:?}");
+
+    let out = f.cmd("plan").arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let process = plan["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "process").unwrap();
+    assert_eq!(process["from_version"], metrics.unwrap() + 1, "{process}");
+    // The repair run indeed starts there: it writes to metrics and only the
+    // rows the other tables lack.
+    let out = f.with_key("process").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["stages"][0]["quality"]["already_written"].as_u64().unwrap() > 0, "{report}");
+}

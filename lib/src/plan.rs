@@ -107,6 +107,8 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
             Some(name) => p.curate.iter().flat_map(|c| &c.tables).any(|c| c.name == name && c.incremental.is_some()),
         }
     };
+    // Process starts where its output table furthest behind is, as the run does.
+    let process_marker = crate::process::pending(loaded).await?.map(|(from, _)| from as i64 - 1);
     for lag in lags(loaded, &statuses).await? {
         let exists = |name: &str| statuses.iter().any(|t| t.table == name && t.exists);
         let target = lag.stage.strip_prefix("curate ").unwrap_or("processed");
@@ -118,7 +120,10 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         };
         let catchup = Catchup {
             target_exists: exists(target),
-            marker: lag.consumed_version.map(|c| c as i64),
+            marker: match (lag.stage == "process", process_marker) {
+                (true, Some(m)) => (m >= 0).then_some(m),
+                _ => lag.consumed_version.map(|c| c as i64),
+            },
             source_version: to,
             incremental: incremental(&lag.stage),
             full_refresh: false,

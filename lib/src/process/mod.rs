@@ -45,6 +45,7 @@ use crate::delta;
 use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
 use crate::report::{Stage, StageReport};
+use crate::storage::Location;
 use crate::{Error, Result};
 use output::Outputs;
 use run::{Ranges, Run};
@@ -56,6 +57,43 @@ pub struct ProcessOptions {
     pub dry_run: bool,
     /// Stored in every row written.
     pub run_id: String,
+}
+
+/// The raw versions the next run would read, as the run takes them: from
+/// the first one some output table lacks (after a crash between commits,
+/// the table furthest behind decides) to the raw table's latest. `None`
+/// when the outputs hold everything or there is no raw table yet. Reads
+/// the progress markers only: no PII key is needed.
+pub async fn pending(loaded: &LoadedPipeline) -> Result<Option<(u64, u64)>> {
+    let p = &loaded.pipeline;
+    let Some(raw) = open_at(&p.tables.raw.path).await? else { return Ok(None) };
+    let latest = raw.version().unwrap_or(0);
+    let app_id = Marker::Process { pipeline: &p.name }.app_id();
+    let processed = marker_of(p.tables.processed.as_ref(), &app_id).await?.flatten();
+    let quarantine = marker_of(p.tables.quarantine.as_ref(), &app_id).await?.flatten();
+    let metrics = marker_of(p.tables.quality_metrics.as_ref(), &app_id)
+        .await?
+        .map(|m| output::metrics_start(m, processed, quarantine));
+    let markers: Vec<i64> =
+        [Some(processed), Some(quarantine), metrics].into_iter().flatten().map(|m| m.unwrap_or(-1)).collect();
+    let from = run::first_missing(&markers);
+    Ok((from <= latest).then_some((from, latest)))
+}
+
+async fn open_at(path: &str) -> Result<Option<deltalake::DeltaTable>> {
+    let location =
+        Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })?;
+    delta::open(&location).await
+}
+
+/// A declared table's marker: `None` when not declared, `Some(None)` when
+/// it has none yet.
+async fn marker_of(table: Option<&crate::pipeline::TableConfig>, app_id: &str) -> Result<Option<Option<i64>>> {
+    let Some(t) = table else { return Ok(None) };
+    Ok(Some(match open_at(&t.path).await? {
+        Some(t) => delta::progress(&t, app_id).await?,
+        None => None,
+    }))
 }
 
 /// Runs the process stage.

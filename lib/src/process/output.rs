@@ -56,9 +56,7 @@ impl Outputs {
         // A metrics table added to a running pipeline starts where the data
         // tables are, rather than making the stage re-read the raw history.
         if let Some(m) = metrics.as_mut() {
-            if m.progress.is_none() {
-                m.progress = processed.progress.zip(quarantine.progress).map(|(a, b)| a.min(b));
-            }
+            m.progress = metrics_start(m.progress, processed.progress, quarantine.progress);
         }
         let outputs = Outputs { processed, quarantine, metrics };
         check_repair_config(plan, &outputs.all()).await?;
@@ -69,6 +67,12 @@ impl Outputs {
     pub(super) fn all(&self) -> Vec<&Output> {
         [Some(&self.processed), Some(&self.quarantine), self.metrics.as_ref()].into_iter().flatten().collect()
     }
+}
+
+/// The metrics table's marker as a run takes it: one added to a running
+/// pipeline starts where both data tables are.
+pub(super) fn metrics_start(metrics: Option<i64>, processed: Option<i64>, quarantine: Option<i64>) -> Option<i64> {
+    metrics.or_else(|| processed.zip(quarantine).map(|(a, b)| a.min(b)))
 }
 
 /// What one range commits: to each table the rows it lacks (`None`: the

@@ -26,6 +26,12 @@ pub(super) struct RawRange {
     pub(super) now: DateTime<Utc>,
 }
 
+/// The first raw version some output table lacks, from their markers (-1:
+/// none yet).
+pub(super) fn first_missing(markers: &[i64]) -> u64 {
+    (markers.iter().copied().min().unwrap_or(-1) + 1) as u64
+}
+
 /// How the raw versions a run processes are cut into ranges.
 pub(super) struct Ranges {
     /// Each output table's progress marker (-1: none yet).
@@ -43,7 +49,7 @@ impl Ranges {
 
     /// The first raw version some table lacks.
     fn first(&self) -> u64 {
-        (self.markers.iter().copied().min().unwrap_or(-1) + 1) as u64
+        first_missing(&self.markers)
     }
 
     /// The last version of the range that starts at `from`.
