@@ -19,7 +19,8 @@ use crate::ingest::IngestPlan;
 use crate::lake::refresh::{Catchup, Definition, Refresh};
 use crate::pipeline::LoadedPipeline;
 use crate::report::ModelMode;
-use crate::status::{lags, location, table_status, tables};
+use crate::status::{lags, table_status, tables};
+use crate::storage::Location;
 use crate::{delta, Error, Result};
 
 /// A stage that reads another table's versions.
@@ -139,7 +140,7 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         if from <= to {
             let path = tables(loaded).into_iter().find(|(n, _)| *n == lag.source).map(|(_, p)| p);
             if let Some(path) = path {
-                if let Some(table) = delta::open(&location(&path)?).await? {
+                if let Some(table) = delta::open(&Location::resolve(&path)?).await? {
                     (sp.files, sp.bytes) = added(&table, from, to).await?;
                 }
             }

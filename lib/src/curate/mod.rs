@@ -108,8 +108,7 @@ pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
                 }
                 (None, None) => return Err(model_error(&t.name, "no sql".into())),
             };
-            let location = Location::parse(&t.path)
-                .map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+            let location = Location::resolve(&t.path)?;
             let fingerprint = fingerprint(&sql, t);
             Ok(Model { config: t.clone(), sql, location, fingerprint })
         })
@@ -216,15 +215,13 @@ impl Catalog {
     async fn open(loaded: &LoadedPipeline, models: &[Model]) -> Result<Catalog> {
         let mut tables = HashMap::new();
         if let Some(t) = &loaded.pipeline.tables.processed {
-            let location = Location::parse(&t.path)
-                .map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+            let location = Location::resolve(&t.path)?;
             if let Some(table) = delta::open(&location).await? {
                 tables.insert(PROCESSED.to_string(), table);
             }
         }
         for r in loaded.pipeline.curate.iter().flat_map(|c| &c.references) {
-            let location = Location::parse(&r.path)
-                .map_err(|reason| Error::InvalidLocation { location: r.path.clone(), reason })?;
+            let location = Location::resolve(&r.path)?;
             let table = delta::open(&location).await?.ok_or_else(|| Error::InvalidLocation {
                 location: location.to_string(),
                 reason: format!("reference table {:?} does not exist", r.name),

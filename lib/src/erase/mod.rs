@@ -572,7 +572,7 @@ impl Plan<'_> {
     /// key and warned about; a dry run only counts them.
     async fn check_curated(&mut self, curated: &[CuratedTableConfig], stages: &[StageReport]) -> Result<()> {
         for c in curated {
-            let location = loc(&c.path)?;
+            let location = Location::resolve(&c.path)?;
             let Some(table) = delta::open(&location).await? else { continue };
             let found = find_curated(&table, &c.key, &self.finder).await?;
             if found.rows() > 0 && !self.options.dry_run {
@@ -652,10 +652,6 @@ impl Plan<'_> {
     }
 }
 
-fn loc(path: &str) -> Result<Location> {
-    Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
-}
-
 /// The tables rows are found in by lineage.
 struct Locations {
     raw: Location,
@@ -666,9 +662,9 @@ struct Locations {
 impl Locations {
     fn of(pipeline: &Pipeline) -> Result<Locations> {
         Ok(Locations {
-            raw: loc(&pipeline.tables.raw.path)?,
-            processed: pipeline.tables.processed.as_ref().map(|t| loc(&t.path)).transpose()?,
-            quarantine: pipeline.tables.quarantine.as_ref().map(|t| loc(&t.path)).transpose()?,
+            raw: Location::resolve(&pipeline.tables.raw.path)?,
+            processed: pipeline.tables.processed.as_ref().map(|t| Location::resolve(&t.path)).transpose()?,
+            quarantine: pipeline.tables.quarantine.as_ref().map(|t| Location::resolve(&t.path)).transpose()?,
         })
     }
 }
@@ -750,7 +746,7 @@ fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, L
             "erase records every request in an audit table: declare tables.erasure_log.path",
         )
     })?;
-    Ok((finder, loc(&log_table.path)?))
+    Ok((finder, Location::resolve(&log_table.path)?))
 }
 
 /// The raw version rows are erased at: the one process consumed (none

@@ -55,7 +55,7 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
         *e = (*e).min(version);
     };
     if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
-        if let Some(processed) = delta::open(&location(&t.path)?).await? {
+        if let Some(processed) = delta::open(&Location::resolve(&t.path)?).await? {
             if let Some(v) = delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await? {
                 note("raw", v as u64);
             }
@@ -63,7 +63,7 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
     }
     for c in p.curate.iter().flat_map(|c| &c.tables) {
         let Some(inc) = &c.incremental else { continue };
-        if let Some(table) = delta::open(&location(&c.path)?).await? {
+        if let Some(table) = delta::open(&Location::resolve(&c.path)?).await? {
             if let Some(v) =
                 delta::progress(&table, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id()).await?
             {
@@ -72,10 +72,6 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
         }
     }
     Ok(out)
-}
-
-fn location(path: &str) -> Result<Location> {
-    Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
 }
 
 /// Purges one table; `consumed` is the last version a downstream stage has

@@ -114,8 +114,8 @@ struct Pending {
 pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<StageReport> {
     let started = Instant::now();
     let pipeline = &loaded.pipeline;
-    let source = location(&pipeline.source.capture.url, "source.capture.url")?;
-    let raw_location = location(&pipeline.tables.raw.path, "tables.raw.path")?;
+    let source = Location::resolve(&pipeline.source.capture.url)?;
+    let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
     let format = PathFormat::parse(&pipeline.source.capture.path_format)
         .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
 
@@ -215,8 +215,8 @@ pub struct IngestPlan {
 /// the run cannot disagree. Creates nothing.
 pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<IngestPlan> {
     let pipeline = &loaded.pipeline;
-    let source = location(&pipeline.source.capture.url, "source.capture.url")?;
-    let raw_location = location(&pipeline.tables.raw.path, "tables.raw.path")?;
+    let source = Location::resolve(&pipeline.source.capture.url)?;
+    let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
     let format = PathFormat::parse(&pipeline.source.capture.path_format)
         .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
     let subjects = subject_fields(loaded)?;
@@ -753,10 +753,6 @@ struct RunContext<'a> {
     ingested_at: i64,
     /// Body fields copied into `subject_<field>` columns.
     subjects: &'a [String],
-}
-
-fn location(s: &str, key: &str) -> Result<Location> {
-    Location::parse(s).map_err(|reason| Error::InvalidLocation { location: key.to_string(), reason })
 }
 
 /// Keeps the events above the partition's high mark; reports gaps; widens

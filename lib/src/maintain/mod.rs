@@ -133,8 +133,7 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
             if policy.zorder_by.is_none() {
                 policy.zorder_by = curated_zorder;
             }
-            let location =
-                Location::parse(&path).map_err(|reason| Error::InvalidLocation { location: path.clone(), reason })?;
+            let location = Location::resolve(&path)?;
             Ok(Target {
                 loaded: loaded.clone(),
                 pipeline: loaded.pipeline.name.clone(),

@@ -81,9 +81,7 @@ pub async fn pending(loaded: &LoadedPipeline) -> Result<Option<(u64, u64)>> {
 }
 
 async fn open_at(path: &str) -> Result<Option<deltalake::DeltaTable>> {
-    let location =
-        Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })?;
-    delta::open(&location).await
+    delta::open(&Location::resolve(path)?).await
 }
 
 /// A declared table's marker: `None` when not declared, `Some(None)` when

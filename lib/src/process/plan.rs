@@ -86,11 +86,10 @@ impl ProcessPlan {
         let processed_schema = pii.output_schema(&pre);
         let loc = |t: &Option<crate::pipeline::TableConfig>, name: &str| -> Result<Location> {
             let t = t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
-            Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })
+            Location::resolve(&t.path)
         };
         let tables = OutputLocations {
-            raw: Location::parse(&p.tables.raw.path)
-                .map_err(|reason| Error::InvalidLocation { location: p.tables.raw.path.clone(), reason })?,
+            raw: Location::resolve(&p.tables.raw.path)?,
             processed: loc(&p.tables.processed, "processed")?,
             quarantine: loc(&p.tables.quarantine, "quarantine")?,
             metrics: match &p.tables.quality_metrics {

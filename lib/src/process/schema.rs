@@ -18,8 +18,7 @@ pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, 
     let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
     let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
     let Ok(Some(body)) = loaded.body_schema() else { return Ok(vec![]) };
-    let location =
-        Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason })?;
+    let location = Location::resolve(&t.path)?;
     let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
     let wanted = contract::processed_schema_for_check(&body, &process.pii);
     let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);

@@ -43,13 +43,7 @@ fn host() -> String {
 
 /// The runs table's location, when the pipeline declares one.
 pub fn location(loaded: &LoadedPipeline) -> Result<Option<Location>> {
-    loaded
-        .pipeline
-        .tables
-        .runs
-        .as_ref()
-        .map(|t| Location::parse(&t.path).map_err(|reason| Error::InvalidLocation { location: t.path.clone(), reason }))
-        .transpose()
+    loaded.pipeline.tables.runs.as_ref().map(|t| Location::resolve(&t.path)).transpose()
 }
 
 /// Appends the run's row. `partitions` is the `--partitions` selection of an

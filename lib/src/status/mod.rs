@@ -104,12 +104,8 @@ pub(crate) fn tables(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     loaded.tables_written().into_iter().map(|t| (t.name, t.path.to_string())).collect()
 }
 
-pub(crate) fn location(path: &str) -> Result<Location> {
-    Location::parse(path).map_err(|reason| Error::InvalidLocation { location: path.to_string(), reason })
-}
-
 pub(crate) async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
-    let location = location(path)?;
+    let location = Location::resolve(path)?;
     let mut s = TableStatus { table: name.to_string(), location: location.to_string(), ..Default::default() };
     let Some(table) = delta::open(&location).await? else { return Ok(s) };
     s.exists = true;
@@ -141,10 +137,10 @@ pub(crate) struct SourceState {
 
 pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<SourceState> {
     let p = &loaded.pipeline;
-    let source = location(&p.source.capture.url)?;
+    let source = Location::resolve(&p.source.capture.url)?;
     let format = PathFormat::parse(&p.source.capture.path_format)
         .map_err(|reason| Error::InvalidLocation { location: p.source.capture.path_format.clone(), reason })?;
-    let raw = delta::open(&location(&p.tables.raw.path)?).await?;
+    let raw = delta::open(&Location::resolve(&p.tables.raw.path)?).await?;
     let mut watermarks = BTreeMap::new();
     let mut windows = BTreeMap::new();
     if let Some(raw) = &raw {
@@ -220,7 +216,7 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
         StageLag { stage, source: source.to_string(), consumed_version: consumed, source_version, versions_behind }
     };
     if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
-        let consumed = match delta::open(&location(&t.path)?).await? {
+        let consumed = match delta::open(&Location::resolve(&t.path)?).await? {
             Some(processed) => {
                 delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
             }
@@ -230,7 +226,7 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
     }
     for c in p.curate.iter().flat_map(|c| &c.tables) {
         let source = c.incremental.as_ref().map_or("processed", |i| i.source.as_str());
-        let consumed = match delta::open(&location(&c.path)?).await? {
+        let consumed = match delta::open(&Location::resolve(&c.path)?).await? {
             Some(t) => delta::progress(&t, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id())
                 .await?
                 .map(|v| v as u64),

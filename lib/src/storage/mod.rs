@@ -38,6 +38,12 @@ pub struct Location {
 }
 
 impl Location {
+    /// Parses a location as written in a pipeline file, as the crate's
+    /// configuration error naming it.
+    pub fn resolve(s: &str) -> Result<Location> {
+        Location::parse(s).map_err(|reason| Error::InvalidLocation { location: s.to_string(), reason })
+    }
+
     /// Parses a location as written in a pipeline file.
     pub fn parse(s: &str) -> std::result::Result<Location, String> {
         let s = s.trim();
