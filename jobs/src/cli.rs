@@ -274,6 +274,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
+    // The crash tests' hooks (WEIR_FAULT, WEIR_PAUSE) act in the binary only.
+    weir::lake::fault::arm();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -9,9 +9,16 @@ use deltalake::arrow::array::AsArray;
 use deltalake::arrow::datatypes::Int64Type;
 use weir_testkit::capture::{corrupt, generate_dataset, Codec, Corruption, DatasetSpec};
 
+/// `weir` with none of the caller's WEIR_*, AZURE_* or RUST_LOG settings.
 fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.env_remove("WEIR_CAPTURE").env_remove("WEIR_LAKE").env_remove("WEIR_FAULT").env("RUST_LOG", "warn");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("WEIR_") || k.starts_with("AZURE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn");
     c
 }
 

@@ -26,6 +26,13 @@ fn azurite() -> String {
             "WEIR_AZURITE_BLOB_URL is not set: these tests need Azurite. Run scripts/test.sh, which installs azurite@3.35.0 from npm and starts it, or start it yourself and set the variable to its blob endpoint (http://127.0.0.1:PORT)"
         )
     });
+    // A shell's own Azure or Weir settings must not reach the tests.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("AZURE_") || (k.starts_with("WEIR_") && k != "WEIR_AZURITE_BLOB_URL") {
+            std::env::remove_var(k);
+        }
+    }
     std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
     std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
     std::env::set_var("WEIR_TEST_PII_KEY", "0123456789abcdef-azure-test-key");
