@@ -31,7 +31,8 @@ pub struct SourcePlan {
     /// The table it reads.
     pub source: String,
     /// `incremental` (versions to read), `full` (a first run or a model
-    /// without `incremental:`), or `up_to_date`.
+    /// without `incremental:`), `up_to_date`, or `no_source` (a curated
+    /// table whose source does not exist yet, as the run reports it).
     pub mode: ModelMode,
     /// First source version it would read.
     pub from_version: Option<u64>,
@@ -115,7 +116,9 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         let target = lag.stage.strip_prefix("curate ").unwrap_or("processed");
         let mut sp = SourcePlan { stage: lag.stage.clone(), source: lag.source.clone(), ..Default::default() };
         let Some(to) = lag.source_version else {
-            sp.mode = ModelMode::UpToDate;
+            // As the runs say it: curate reports a missing source as such;
+            // process without a raw table has nothing to do.
+            sp.mode = if lag.stage.starts_with("curate ") { ModelMode::NoSource } else { ModelMode::UpToDate };
             out.stages.push(sp);
             continue;
         };

@@ -253,7 +253,7 @@ pub struct StageReport {
 pub struct ModelReport {
     /// Curated table name.
     pub table: String,
-    /// `incremental`, `full` or `up_to_date`.
+    /// `incremental`, `full`, `up_to_date` or `no_source`.
     pub mode: ModelMode,
     /// Why a full recompute was chosen (first run, model changed, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
