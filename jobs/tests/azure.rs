@@ -37,12 +37,7 @@ impl AzureFixture {
         let endpoint = azurite();
         // The uploads below run in this process: a shell's own Azure settings
         // must not reach them.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("AZURE_") {
-                std::env::remove_var(k);
-            }
-        }
+        weir_testkit::env::clean_process(&["AZURE_"], &[]);
         std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
         std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
         let dir = tempfile::tempdir().unwrap();
@@ -83,12 +78,7 @@ impl AzureFixture {
     fn cmd(&self, job: &str) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
         // A shell's own Azure or Weir settings must not reach the job.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("WEIR_") || k.starts_with("AZURE_") {
-                c.env_remove(k);
-            }
-        }
+        weir_testkit::env::clean(&mut c);
         c.arg(job)
             .arg(self.dir.path().join("p.yaml"))
             .env("RUST_LOG", "warn")

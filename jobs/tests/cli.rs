@@ -12,13 +12,7 @@ use weir_testkit::capture::{corrupt, generate_dataset, Codec, Corruption, Datase
 /// `weir` with none of the caller's WEIR_*, AZURE_* or RUST_LOG settings.
 fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("WEIR_") || k.starts_with("AZURE_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("RUST_LOG", "warn");
+    weir_testkit::env::clean(&mut c).env("RUST_LOG", "warn");
     c
 }
 

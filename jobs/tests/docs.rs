@@ -16,13 +16,7 @@ fn repo() -> PathBuf {
 /// `weir` with none of the caller's WEIR_*, AZURE_* or RUST_LOG settings.
 fn weir(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("WEIR_") || k.starts_with("AZURE_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.current_dir(dir).env("RUST_LOG", "error");
+    weir_testkit::env::clean(&mut c).current_dir(dir).env("RUST_LOG", "error");
     c
 }
 

@@ -31,9 +31,7 @@ impl Lake {
     fn new() -> Lake {
         // The schedulers' commands inherit this environment: a shell's crash
         // hooks must not reach the jobs they launch.
-        for hook in ["WEIR_FAULT", "WEIR_PAUSE"] {
-            std::env::remove_var(hook);
-        }
+        weir_testkit::env::clean_process(&["WEIR_FAULT", "WEIR_PAUSE"], &[]);
         let dir = tempfile::tempdir().unwrap();
         let spec = DatasetSpec {
             partitions: 6,

@@ -23,13 +23,7 @@ fn repo() -> PathBuf {
 /// RUST_LOG settings.
 fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("WEIR_") || k.starts_with("AZURE_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.current_dir(repo()).env("RUST_LOG", "error").env("COLUMNS", "100");
+    weir_testkit::env::clean(&mut c).current_dir(repo()).env("RUST_LOG", "error").env("COLUMNS", "100");
     c
 }
 

@@ -27,12 +27,7 @@ fn azurite() -> String {
         )
     });
     // A shell's own Azure or Weir settings must not reach the tests.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("AZURE_") || (k.starts_with("WEIR_") && k != "WEIR_AZURITE_BLOB_URL") {
-            std::env::remove_var(k);
-        }
-    }
+    weir_testkit::env::clean_process(&["AZURE_", "WEIR_"], &["WEIR_AZURITE_BLOB_URL"]);
     std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
     std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
     std::env::set_var("WEIR_TEST_PII_KEY", "0123456789abcdef-azure-test-key");

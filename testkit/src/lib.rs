@@ -6,5 +6,8 @@
 //!   layout and schema, every codec, both union styles), whole datasets of
 //!   JSON user events with malformed bodies and re-sends, and the ways
 //!   files get damaged.
+//! - [`env`]: commands and processes cleaned of a shell's `WEIR_*`,
+//!   `AZURE_*` and `RUST_LOG`.
 
 pub mod capture;
+pub mod env;
