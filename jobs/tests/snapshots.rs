@@ -103,9 +103,12 @@ fn run_reports_of_every_job_on_the_example() {
     for (name, args) in [
         ("plan_empty", vec!["plan", example, "--json"]),
         ("ingest", vec!["ingest", example]),
+        ("plan_after_ingest", vec!["plan", example, "--json"]),
         ("process", vec!["process", example]),
+        ("curate_dry_run", vec!["curate", example, "--dry-run"]),
         ("curate", vec!["curate", example]),
         ("status", vec!["status", example, "--json"]),
+        ("maintain_dry_run", vec!["maintain", example, "--dry-run"]),
         ("maintain", vec!["maintain", example]),
         ("erase", vec!["erase", example, "--subject", "userId=u-1071"]),
         ("erase_dry_run", vec!["erase", example, "--subject", "userId=u-753", "--dry-run"]),

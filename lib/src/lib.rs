@@ -50,6 +50,7 @@ pub mod process;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod stage;
 pub mod status;
 pub mod storage;
 

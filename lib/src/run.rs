@@ -24,6 +24,7 @@ use crate::maintain::MaintainOptions;
 use crate::pipeline::{load_pipeline, LoadedPipeline};
 use crate::process::ProcessOptions;
 use crate::report::{ErrorReport, Outcome, RunReport, StageReport};
+use crate::stage;
 use crate::{Error, Result};
 
 /// Exit codes, the contract with schedulers.
@@ -198,8 +199,9 @@ fn conclude(report: &mut RunReport, result: Result<()>) -> (u8, Option<Error>) {
     }
 }
 
-/// The stages `job` runs, in order, each report pushed as it completes (so
-/// a failing stage leaves the earlier ones in the run report).
+/// The stages `job` runs, in order, each planned then executed
+/// ([`stage::run`]) and its report pushed as it completes (so a failing
+/// stage leaves the earlier ones in the run report).
 pub async fn run_stages(
     job: Job,
     request: &JobRequest,
@@ -217,11 +219,11 @@ pub async fn run_stages(
             run_id: run_id.to_string(),
             on_progress: request.on_progress.clone(),
         };
-        stages.push(crate::ingest::ingest(loaded, &options).await?);
+        stages.push(stage::run(loaded, &options).await?);
     }
     if job == Job::Process || (job == Job::Run && p.process.is_some()) {
         let options = ProcessOptions { dry_run: request.dry_run, run_id: run_id.to_string() };
-        stages.push(crate::process::process(loaded, &options).await?);
+        stages.push(stage::run(loaded, &options).await?);
     }
     if job == Job::Curate || (job == Job::Run && p.curate.as_ref().is_some_and(|c| !c.tables.is_empty())) {
         let options = CurateOptions {
@@ -230,7 +232,7 @@ pub async fn run_stages(
             full_refresh: request.full_refresh,
             only: request.tables.clone(),
         };
-        stages.push(crate::curate::curate(loaded, &options).await?);
+        stages.push(stage::run(loaded, &options).await?);
     }
     if job == Job::Maintain {
         let options = MaintainOptions {
@@ -239,7 +241,7 @@ pub async fn run_stages(
             run_id: run_id.to_string(),
             only: request.tables.clone(),
         };
-        stages.push(crate::maintain::maintain(loaded, &options).await?);
+        stages.push(stage::run(loaded, &options).await?);
     }
     Ok(())
 }

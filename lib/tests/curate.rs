@@ -19,6 +19,7 @@ use weir::curate::{curate, CurateOptions};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
+use weir::report::plan::{SourcePlan, StagePlan};
 use weir::report::ModelReport;
 use weir::storage::Location;
 use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
@@ -359,11 +360,34 @@ async fn a_changed_model_is_recomputed_fully_and_only_moved_rows_reach_the_feed(
     let p = pipeline(dir.path(), &edited);
     // A dry run reports what would change and commits nothing.
     let before = table(dir.path(), "curated/user_daily_activity").await.version();
-    let dry =
-        curate(&p, &CurateOptions { run_id: "dry".into(), dry_run: true, ..Default::default() }).await.unwrap().models;
+    let dry_report = curate(&p, &CurateOptions { run_id: "dry".into(), dry_run: true, ..Default::default() }).await;
+    let dry_report = dry_report.unwrap();
+    let dry = dry_report.models.clone();
     assert!(dry[0].mode == "full" && dry[0].rows_updated > 0, "{dry:?}");
     assert_eq!(table(dir.path(), "curated/user_daily_activity").await.version(), before);
+    // `weir plan` sees the changed model, and says what the dry run's own
+    // plan says.
+    let planned = weir::plan::plan(&p, &PartitionSet::all()).await.unwrap();
+    let curate_plans: Vec<SourcePlan> =
+        planned.stages.iter().filter(|s| s.stage.starts_with("curate ")).cloned().collect();
+    let modes: Vec<(&str, String, Option<&str>)> =
+        curate_plans.iter().map(|s| (s.stage.as_str(), s.mode.to_string(), s.reason.as_deref())).collect();
+    assert_eq!(
+        modes,
+        [
+            (
+                "curate user_daily_activity",
+                "full".into(),
+                Some("the model (SQL, key or scope) changed since the last run")
+            ),
+            ("curate user_features", "up_to_date".into(), None)
+        ]
+    );
+    let Some(StagePlan::Curate(dry_plans)) = &dry_report.plan else { panic!("a dry run carries its plan") };
+    assert_eq!(dry_plans, &curate_plans);
     let models = curate(&p, &CurateOptions { run_id: "r2".into(), ..Default::default() }).await.unwrap().models;
+    // The run did what was planned.
+    assert_eq!(models[0].source_versions, Some((0, curate_plans[0].to_version.unwrap())));
     assert_eq!((models[0].rows_updated, models[0].rows_unchanged), (dry[0].rows_updated, dry[0].rows_unchanged));
     let daily = models.iter().find(|m| m.table == "user_daily_activity").unwrap();
     assert_eq!(daily.mode, "full");

@@ -467,7 +467,9 @@ async fn files_far_behind_the_newest_window_are_not_read_again() {
     // A back-fill within the 24 h lookback is found; older files are not re-read.
     write(&capture, "0", t0() + h(10), &events(15, 5, t0()), &spec);
     // `weir plan` asks ingest's own planning: it names the files the run reads.
-    let plan = weir::ingest::plan(&p, &PartitionSet::all()).await.unwrap();
+    let options =
+        IngestOptions { partitions: PartitionSet::all(), dry_run: true, run_id: String::new(), on_progress: None };
+    let plan = weir::stage::plan(&p, &options).await.unwrap();
     let r = run(&p).await;
     assert_eq!(r.events_written, 5);
     assert_eq!((plan.files, plan.partitions["0"].files), (r.files_read, r.files_read), "{plan:?}");

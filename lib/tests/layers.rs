@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     ("lake", &["lake"], false),
     ("pipeline", &["pipeline"], false),
     ("report", &["report"], false),
+    ("stage shape", &["stage"], false),
     ("stages", &["ingest", "process", "curate", "maintain", "status"], false),
     ("jobs", &["erase", "plan", "run"], true),
 ];

@@ -59,7 +59,9 @@ use crate::pipeline::{CuratedTableConfig, ScopeColumn, PROCESSED};
 
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::pipeline::LoadedPipeline;
+use crate::report::plan::SourcePlan;
 use crate::report::{ModelMode, ModelReport, Stage, StageReport, TableWrite};
+use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -332,32 +334,112 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
     Ok(problems)
 }
 
-/// Runs the curate stage.
+/// Runs the curate stage: plans it, then executes the plan.
 pub async fn curate(loaded: &LoadedPipeline, options: &CurateOptions) -> Result<StageReport> {
-    let started = Instant::now();
-    let mut report = StageReport { stage: Stage::Curate, ..Default::default() };
-    let models = models(loaded)?;
-    for name in &options.only {
-        if !models.iter().any(|m| &m.config.name == name) {
-            return Err(loaded.invalid("curate.tables", format!("no curated table named {name:?}")));
+    crate::stage::run(loaded, options).await
+}
+
+/// What planning a curate run found: the tables models read and, per
+/// selected model in declaration order, how it catches up.
+pub struct Planned {
+    catalog: Catalog,
+    models: Vec<ModelPlan>,
+}
+
+/// One model's plan.
+struct ModelPlan {
+    model: Model,
+    /// `None` when its source does not exist yet.
+    catchup: Option<Catchup>,
+    plan: SourcePlan,
+}
+
+impl StageWork for CurateOptions {
+    type Plan = Planned;
+    type Summary = Vec<SourcePlan>;
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Checks the models against what they read, then decides per model
+    /// ([`crate::lake::refresh`]): up to date, incremental from its marker,
+    /// or full (with the reason).
+    async fn plan(&self, loaded: &LoadedPipeline) -> Result<Planned> {
+        let models = models(loaded)?;
+        for name in &self.only {
+            if !models.iter().any(|m| &m.config.name == name) {
+                return Err(loaded.invalid("curate.tables", format!("no curated table named {name:?}")));
+            }
         }
-    }
-    let problems = check_models(loaded).await?;
-    if !problems.is_empty() {
-        return Err(loaded.invalid_all(problems));
-    }
-    let mut catalog = Catalog::open(loaded, &models).await?;
-    for model in models.iter().filter(|m| options.only.is_empty() || options.only.contains(&m.config.name)) {
-        let (model_report, write) = run_model(loaded, model, &mut catalog, options).await?;
-        report.events_read += model_report.rows_computed;
-        report.events_written += model_report.rows_inserted + model_report.rows_updated + model_report.rows_deleted;
-        report.models.push(model_report);
-        if let Some(w) = write {
-            report.tables.push(w);
+        let problems = check_models(loaded).await?;
+        if !problems.is_empty() {
+            return Err(loaded.invalid_all(problems));
         }
+        let catalog = Catalog::open(loaded, &models).await?;
+        let mut planned = Vec::new();
+        for model in models.into_iter().filter(|m| self.only.is_empty() || self.only.contains(&m.config.name)) {
+            planned.push(plan_model(loaded, model, &catalog, self).await?);
+        }
+        Ok(Planned { catalog, models: planned })
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+
+    fn describe(plan: &Planned) -> Vec<SourcePlan> {
+        plan.models.iter().map(|m| m.plan.clone()).collect()
+    }
+
+    async fn execute(&self, loaded: &LoadedPipeline, plan: Planned) -> Result<StageReport> {
+        let Planned { mut catalog, models } = plan;
+        let mut report = StageReport { stage: Stage::Curate, ..Default::default() };
+        let mut written: Vec<String> = Vec::new();
+        for mut planned in models {
+            // A model reading a table this run has just written is planned
+            // again, so it sees that write.
+            if written.contains(&planned.plan.source) {
+                planned = plan_model(loaded, planned.model, &catalog, self).await?;
+            }
+            let started = Instant::now();
+            let (mut model_report, write) = run_model(loaded, &planned, &mut catalog, self).await?;
+            model_report.duration_ms = started.elapsed().as_millis() as u64;
+            report.events_read += model_report.rows_computed;
+            report.events_written += model_report.rows_inserted + model_report.rows_updated + model_report.rows_deleted;
+            report.models.push(model_report);
+            if let Some(w) = write {
+                written.push(w.table.clone());
+                report.tables.push(w);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The table a model's changes are read from.
+fn source_of(t: &CuratedTableConfig) -> &str {
+    t.incremental.as_ref().map_or(PROCESSED, |i| i.source.as_str())
+}
+
+/// How `model` catches up with its source as the catalog stands.
+async fn plan_model(
+    loaded: &LoadedPipeline,
+    model: Model,
+    catalog: &Catalog,
+    options: &CurateOptions,
+) -> Result<ModelPlan> {
+    let name = model.config.name.as_str();
+    let source_name = source_of(&model.config);
+    let stage = format!("curate {name}");
+    let Some(source) = catalog.tables.get(source_name) else {
+        let plan =
+            SourcePlan { stage, source: source_name.to_string(), mode: ModelMode::NoSource, ..Default::default() };
+        return Ok(ModelPlan { model, catchup: None, plan });
+    };
+    let app_id = Marker::Curate { pipeline: &loaded.pipeline.name, table: name }.app_id();
+    let catchup = catchup(&model, catalog.tables.get(name), source, &app_id, options.full_refresh).await?;
+    let mut plan = SourcePlan::decided(&stage, source_name, &catchup);
+    if let (true, Some(from), Some(to)) = (options.dry_run, plan.from_version, plan.to_version) {
+        (plan.files, plan.bytes) = delta::added(source, from, to).await?;
+    }
+    Ok(ModelPlan { model, catchup: Some(catchup), plan })
 }
 
 /// How a run recomputes a table.
@@ -392,27 +474,25 @@ struct Computed {
 
 async fn run_model(
     loaded: &LoadedPipeline,
-    model: &Model,
+    planned: &ModelPlan,
     catalog: &mut Catalog,
     options: &CurateOptions,
 ) -> Result<(ModelReport, Option<TableWrite>)> {
-    let started = Instant::now();
+    let model = &planned.model;
     let t = &model.config;
     let name = t.name.as_str();
-    let source_name = t.incremental.as_ref().map_or(PROCESSED, |i| i.source.as_str()).to_string();
+    let source_name = planned.plan.source.clone();
     let mut report = ModelReport { table: t.name.clone(), source: source_name.clone(), ..Default::default() };
-    let Some(source) = catalog.tables.get(&source_name).cloned() else {
+    let (Some(catchup), Some(source)) = (planned.catchup, catalog.tables.get(&source_name).cloned()) else {
         tracing::info!(table = name, source = %source_name, "the source table does not exist yet: nothing to curate");
         report.mode = ModelMode::NoSource;
         return Ok((report, None));
     };
     let app_id = Marker::Curate { pipeline: &loaded.pipeline.name, table: name }.app_id();
-    let catchup = catchup(model, catalog.tables.get(name), &source, &app_id, options.full_refresh).await?;
     let progress = Progress { app_id, source: source_name, from: catchup.from(), to: catchup.source_version };
     let mode = match catchup.decide() {
         Refresh::UpToDate => {
             report.mode = ModelMode::UpToDate;
-            report.duration_ms = started.elapsed().as_millis() as u64;
             return Ok((report, None));
         }
         Refresh::Full(reason) => Mode::Full { reason: reason.to_string() },
@@ -434,7 +514,6 @@ async fn run_model(
     } else {
         write_model(loaded, model, catalog, &options.run_id, progress, computed.schema.as_ref(), changes).await?
     };
-    report.duration_ms = started.elapsed().as_millis() as u64;
     Ok((report, written))
 }
 

@@ -187,6 +187,27 @@ pub fn check_owner(table: &DeltaTable, location: &Location, spec: &TableSpec) ->
     }
 }
 
+/// Files and bytes added by commits `from..=to` (entries already removed
+/// by log cleanup count nothing).
+pub async fn added(table: &DeltaTable, from: u64, to: u64) -> Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for v in from..=to {
+        let entry =
+            table.log_store().read_commit_entry(v as _).await.map_err(|e| Error::delta(table.table_url(), e))?;
+        let Some(entry) = entry else { continue };
+        for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) {
+                if let Some(add) = action.get("add") {
+                    files += 1;
+                    bytes += add.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
 /// The last version recorded for `app_id`, if any.
 pub async fn progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;

@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::Utc;
 use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -47,9 +46,11 @@ use crate::lake::contract::{raw_schema_with, RAW_PARTITION_COLUMN};
 use crate::lake::fault::{fault_point, pause_point};
 use crate::lake::Marker;
 use crate::pipeline::{IngestConfig, LoadedPipeline, OnCorruptFile, Pipeline};
+use crate::report::plan::{IngestPlan, PartitionPlan};
 use crate::report::{
     DataProblem, PartitionReport, ProblemKind, SequenceGap, Stage, StageReport, TableWrite, UnmatchedFiles,
 };
+use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{Error, Result};
 
@@ -110,131 +111,125 @@ struct Pending {
     events: u64,
 }
 
-/// Runs the ingest stage.
+/// Runs the ingest stage: plans it, then executes the plan.
 pub async fn ingest(loaded: &LoadedPipeline, options: &IngestOptions) -> Result<StageReport> {
-    let started = Instant::now();
-    let pipeline = &loaded.pipeline;
-    let source = Location::resolve(&pipeline.source.capture.url)?;
-    let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
-    let format = PathFormat::parse(&pipeline.source.capture.path_format)
-        .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
+    crate::stage::run(loaded, options).await
+}
 
-    let mut report = StageReport { stage: Stage::Ingest, ..Default::default() };
-    let subjects = subject_fields(loaded)?;
-    let RawTable { table, spec } = open_raw(loaded, &raw_location, &subjects, options.dry_run).await?;
-    let plan = plan_files(pipeline, &source, &format, table.as_ref(), &options.partitions, &mut report).await?;
-    let write = TableWrite {
-        table: "raw".into(),
-        location: raw_location.to_string(),
-        version_before: table.as_ref().and_then(|t| t.version()),
-        versions_written: Vec::new(),
-    };
+/// What planning an ingest found: the raw table, the files to read in
+/// order and each partition's state from its markers.
+pub struct Planned {
+    table: Option<deltalake::DeltaTable>,
+    spec: TableSpec,
+    source: Location,
+    raw_location: Location,
+    subjects: Vec<String>,
+    files: FilePlan,
+    /// Unmatched objects and files skipped as done, found by the listing.
+    report: StageReport,
+}
 
-    let width = Width::of(&pipeline.ingest, &source);
-    let (store, _) = source.object_store()?;
-    let reader = Reader { files: read::Files { store, source: source.to_string(), subjects: subjects.clone() }, width };
-    let run = RunContext {
-        pipeline: &pipeline.name,
-        run_id: &options.run_id,
-        ingested_at: Utc::now().timestamp_micros(),
-        subjects: &subjects,
-    };
-    let mut intake = Intake {
-        states: plan.states,
-        report,
-        pending: Pending::default(),
-        current: FileProgress::default(),
-        halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
-        park_budget: pipeline.ingest.commit_bytes,
-        parked_bytes: 0,
-    };
-    let mut out = Output {
-        table,
-        sink: None,
-        write,
-        spec: &spec,
-        location: &raw_location,
-        writers: width.decoders,
-        dry_run: options.dry_run,
-        commit_bytes: pipeline.ingest.commit_bytes,
-        commit_events: pipeline.ingest.commit_events,
-    };
-    take_all(plan.work, &reader, options, &mut intake, &mut out, &run).await?;
-    finish(&reader, &mut intake, &mut out, &run).await?;
+impl StageWork for IngestOptions {
+    type Plan = Planned;
+    type Summary = IngestPlan;
 
-    let Intake { states, mut report, .. } = intake;
-    let Output { table, write, .. } = out;
-    drop(table);
-    for (partition, state) in states {
-        report.events_written += state.report.events_written;
-        report.partitions.insert(partition, state.report);
+    fn dry_run(&self) -> bool {
+        self.dry_run
     }
-    report.tables.push(write);
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+
+    /// Lists the capture files and reads the markers: the files a run reads
+    /// now. The raw table is not created here (execution does that).
+    async fn plan(&self, loaded: &LoadedPipeline) -> Result<Planned> {
+        let pipeline = &loaded.pipeline;
+        let source = Location::resolve(&pipeline.source.capture.url)?;
+        let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
+        let format = PathFormat::parse(&pipeline.source.capture.path_format).map_err(|reason| {
+            Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason }
+        })?;
+        let subjects = subject_fields(loaded)?;
+        let RawTable { table, spec } = open_raw(loaded, &raw_location, &subjects).await?;
+        let mut report = StageReport { stage: Stage::Ingest, ..Default::default() };
+        let files = plan_files(pipeline, &source, &format, table.as_ref(), &self.partitions, &mut report).await?;
+        Ok(Planned { table, spec, source, raw_location, subjects, files, report })
+    }
+
+    fn describe(plan: &Planned) -> IngestPlan {
+        summary(&plan.files)
+    }
+
+    async fn execute(&self, loaded: &LoadedPipeline, plan: Planned) -> Result<StageReport> {
+        let pipeline = &loaded.pipeline;
+        let Planned { table, spec, source, raw_location, subjects, files, report } = plan;
+        let table = match table {
+            None if !self.dry_run => Some(delta::open_or_create(&raw_location, &spec).await?),
+            table => table,
+        };
+        let write = TableWrite {
+            table: "raw".into(),
+            location: raw_location.to_string(),
+            version_before: table.as_ref().and_then(|t| t.version()),
+            versions_written: Vec::new(),
+        };
+
+        let width = Width::of(&pipeline.ingest, &source);
+        let (store, _) = source.object_store()?;
+        let reader =
+            Reader { files: read::Files { store, source: source.to_string(), subjects: subjects.clone() }, width };
+        let run = RunContext {
+            pipeline: &pipeline.name,
+            run_id: &self.run_id,
+            ingested_at: Utc::now().timestamp_micros(),
+            subjects: &subjects,
+        };
+        let mut intake = Intake {
+            states: files.states,
+            report,
+            pending: Pending::default(),
+            current: FileProgress::default(),
+            halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
+            park_budget: pipeline.ingest.commit_bytes,
+            parked_bytes: 0,
+        };
+        let mut out = Output {
+            table,
+            sink: None,
+            write,
+            spec: &spec,
+            location: &raw_location,
+            writers: width.decoders,
+            dry_run: self.dry_run,
+            commit_bytes: pipeline.ingest.commit_bytes,
+            commit_events: pipeline.ingest.commit_events,
+        };
+        take_all(files.work, &reader, self, &mut intake, &mut out, &run).await?;
+        finish(&reader, &mut intake, &mut out, &run).await?;
+
+        let Intake { states, mut report, .. } = intake;
+        let Output { table, write, .. } = out;
+        drop(table);
+        for (partition, state) in states {
+            report.events_written += state.report.events_written;
+            report.partitions.insert(partition, state.report);
+        }
+        report.tables.push(write);
+        Ok(report)
+    }
 }
 
-/// One partition's share of the next ingest.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct PartitionPlan {
-    /// Last sequence number ingested.
-    pub watermark: Option<i64>,
-    /// Capture files the ingest would read (the lookback keeps them).
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Of those, files with a window after the newest one ingested.
-    pub new_files: u64,
-    /// Their bytes.
-    pub new_bytes: u64,
-    /// First file it would read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_file: Option<String>,
-    /// Last file it would read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_file: Option<String>,
-}
-
-/// The next ingest: the files a run would read now.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct IngestPlan {
-    /// Files to read, all partitions.
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// New files (window after the newest ingested), all partitions.
-    pub new_files: u64,
-    /// Their bytes.
-    pub new_bytes: u64,
-    /// Per partition.
-    pub partitions: BTreeMap<String, PartitionPlan>,
-}
-
-/// What an ingest of `partitions` would read now, planned by the same
-/// listing, markers and lookback the run plans with, so `weir plan` and
-/// the run cannot disagree. Creates nothing.
-pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<IngestPlan> {
-    let pipeline = &loaded.pipeline;
-    let source = Location::resolve(&pipeline.source.capture.url)?;
-    let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
-    let format = PathFormat::parse(&pipeline.source.capture.path_format)
-        .map_err(|reason| Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason })?;
-    let subjects = subject_fields(loaded)?;
-    let RawTable { table, .. } = open_raw(loaded, &raw_location, &subjects, true).await?;
-    let mut report = StageReport::default();
-    let FilePlan { states, work } =
-        plan_files(pipeline, &source, &format, table.as_ref(), partitions, &mut report).await?;
+/// The plan's figures per partition: files and bytes to read, and of
+/// those the ones newer than the newest window ingested.
+fn summary(files: &FilePlan) -> IngestPlan {
     let mut out = IngestPlan::default();
-    for (partition, state) in &states {
+    for (partition, state) in &files.states {
         let ingested = state.window_marker;
-        let files: Vec<&CaptureFile> = work.iter().filter(|f| &f.partition_id == partition).collect();
+        let mine: Vec<&CaptureFile> = files.work.iter().filter(|f| &f.partition_id == partition).collect();
         let mut part = PartitionPlan {
             watermark: state.committed,
-            first_file: files.first().map(|f| f.name.clone()),
-            last_file: files.last().map(|f| f.name.clone()),
+            first_file: mine.first().map(|f| f.name.clone()),
+            last_file: mine.last().map(|f| f.name.clone()),
             ..Default::default()
         };
-        for f in files {
+        for f in mine {
             part.files += 1;
             part.bytes += f.size;
             if ingested.is_none_or(|w| f.window.timestamp() > w) {
@@ -248,24 +243,19 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         out.new_bytes += part.new_bytes;
         out.partitions.insert(partition.clone(), part);
     }
-    Ok(out)
+    out
 }
 
-/// The raw table (none on a dry run before the first real one) and the
-/// contract it is created with and checked against.
+/// The raw table (none before the first run) and the contract it is
+/// created with and checked against.
 struct RawTable {
     table: Option<deltalake::DeltaTable>,
     spec: TableSpec,
 }
 
-/// Opens the raw table, creating it unless this is a dry run, and checks
-/// that it belongs to this pipeline.
-async fn open_raw(
-    loaded: &LoadedPipeline,
-    raw_location: &Location,
-    subjects: &[String],
-    dry_run: bool,
-) -> Result<RawTable> {
+/// Opens the raw table if it exists and checks that it belongs to this
+/// pipeline.
+async fn open_raw(loaded: &LoadedPipeline, raw_location: &Location, subjects: &[String]) -> Result<RawTable> {
     let pipeline = &loaded.pipeline;
     let spec = TableSpec {
         name: format!("{}_raw", pipeline.name),
@@ -273,11 +263,7 @@ async fn open_raw(
         schema: raw_schema_with(subjects),
         partition_columns: vec![RAW_PARTITION_COLUMN.to_string()],
     };
-    let table = if dry_run {
-        delta::open(raw_location).await?
-    } else {
-        Some(delta::open_or_create(raw_location, &spec).await?)
-    };
+    let table = delta::open(raw_location).await?;
     if let Some(t) = &table {
         delta::check_owner(t, raw_location, &spec)?;
     }

@@ -24,6 +24,7 @@
 //! because every stage commits its rows and its progress marker together.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::num::NonZeroU64;
 use std::time::Instant;
 
@@ -42,7 +43,9 @@ use crate::lake::commit::{self, CommitInfo};
 use crate::pipeline::{RowRetention, TablePolicy};
 
 use crate::pipeline::LoadedPipeline;
+use crate::report::plan::MaintainPlan;
 use crate::report::{ActionKind, ActionOutcome, MaintenanceAction, Stage, StageReport};
+use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{delta, Error, Result};
 
@@ -147,49 +150,106 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
         .collect()
 }
 
-/// Runs the maintain job.
+/// Runs the maintain job: plans it, then executes the plan.
 pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<StageReport> {
-    let started = Instant::now();
-    let mut report = StageReport { stage: Stage::Maintain, ..Default::default() };
-    let targets = targets(loaded, options)?;
-    // Refuse unsafe vacuum settings before touching anything.
-    let mut tables = Vec::new();
-    for t in &targets {
-        let Some(table) = delta::open(&t.location).await? else {
-            tracing::info!(table = %t.name, "the table does not exist yet: nothing to maintain");
-            continue;
-        };
-        if t.policy.vacuum && !options.force {
-            let window = table
-                .snapshot()
-                .map_err(|e| Error::delta(&t.location, e))?
-                .table_config()
-                .deleted_file_retention_duration();
-            if t.vacuum_hours * 3600 < window.as_secs() {
-                return Err(Error::UnsafeVacuum {
-                    table: t.name.clone(),
-                    message: format!(
-                        "vacuum retention {} h is below the table's safety window of {} h (delta.deletedFileRetentionDuration): a reader or writer still on a version from that window would find its files gone. Raise the retention, or pass --force to vacuum anyway",
-                        t.vacuum_hours,
-                        window.as_secs() / 3600
-                    ),
-                });
+    crate::stage::run(loaded, options).await
+}
+
+/// What planning a maintain run found: each selected table with its
+/// policy, opened (`None`: it does not exist yet, nothing to do).
+pub struct Planned {
+    tables: Vec<(Target, Option<DeltaTable>)>,
+}
+
+impl StageWork for MaintainOptions {
+    type Plan = Planned;
+    type Summary = Vec<MaintainPlan>;
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Resolves each table's policy and opens it; refuses an unsafe vacuum
+    /// setting before anything is touched.
+    async fn plan(&self, loaded: &LoadedPipeline) -> Result<Planned> {
+        let mut tables = Vec::new();
+        for t in targets(loaded, self)? {
+            let table = delta::open(&t.location).await?;
+            if let (Some(table), true, false) = (&table, t.policy.vacuum, self.force) {
+                check_vacuum_window(&t, table)?;
             }
+            tables.push((t, table));
         }
-        tables.push((t, table));
+        Ok(Planned { tables })
     }
-    for (t, table) in tables {
-        let actions = maintain_table(t, table, options).await?;
-        report.tables.push(crate::report::TableWrite {
-            table: t.name.clone(),
-            location: t.location.to_string(),
-            version_before: None,
-            versions_written: actions.iter().filter_map(|a| a.version).collect(),
-        });
-        report.maintenance.extend(actions);
+
+    fn describe(plan: &Planned) -> Vec<MaintainPlan> {
+        plan.tables
+            .iter()
+            .map(|(t, table)| MaintainPlan {
+                table: t.name.clone(),
+                location: t.location.to_string(),
+                version: table.as_ref().and_then(|t| t.version()),
+                actions: t.actions(),
+                vacuum_retention_hours: t.policy.vacuum.then_some(t.vacuum_hours),
+            })
+            .collect()
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+
+    async fn execute(&self, _loaded: &LoadedPipeline, plan: Planned) -> Result<StageReport> {
+        let mut report = StageReport { stage: Stage::Maintain, ..Default::default() };
+        for (t, table) in plan.tables {
+            let Some(table) = table else {
+                tracing::info!(table = %t.name, "the table does not exist yet: nothing to maintain");
+                continue;
+            };
+            let actions = maintain_table(&t, table, self).await?;
+            report.tables.push(crate::report::TableWrite {
+                table: t.name.clone(),
+                location: t.location.to_string(),
+                version_before: None,
+                versions_written: actions.iter().filter_map(|a| a.version).collect(),
+            });
+            report.maintenance.extend(actions);
+        }
+        Ok(report)
+    }
+}
+
+impl Target {
+    /// The actions the policy enables, in the order they run.
+    fn actions(&self) -> Vec<ActionKind> {
+        let zorder = self.policy.zorder_by.as_ref().is_some_and(|z| !z.is_empty());
+        [
+            (self.policy.retention.is_some(), ActionKind::Retention),
+            (self.policy.optimize && !zorder, ActionKind::Optimize),
+            (self.policy.optimize && zorder, ActionKind::Zorder),
+            (self.policy.vacuum, ActionKind::Vacuum),
+            (self.policy.checkpoint, ActionKind::Checkpoint),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect()
+    }
+}
+
+/// A vacuum retention below the table's `delta.deletedFileRetentionDuration`
+/// is refused: a reader or writer on a version from that window would find
+/// its files gone.
+fn check_vacuum_window(t: &Target, table: &DeltaTable) -> Result<()> {
+    let window =
+        table.snapshot().map_err(|e| Error::delta(&t.location, e))?.table_config().deleted_file_retention_duration();
+    if t.vacuum_hours * 3600 >= window.as_secs() {
+        return Ok(());
+    }
+    Err(Error::UnsafeVacuum {
+        table: t.name.clone(),
+        message: format!(
+            "vacuum retention {} h is below the table's safety window of {} h (delta.deletedFileRetentionDuration): a reader or writer still on a version from that window would find its files gone. Raise the retention, or pass --force to vacuum anyway",
+            t.vacuum_hours,
+            window.as_secs() / 3600
+        ),
+    })
 }
 
 fn commit(t: &Target, options: &MaintainOptions, action: &str) -> CommitProperties {
@@ -245,12 +305,12 @@ async fn maintain_table(
     }
     let result = async {
         if let Some(r) = &t.policy.retention {
-            let (next, action) = retention(t, table, r, options).await?;
+            let (next, action) = timed(retention(t, table, r, options)).await?;
             table = next;
             out.push(action);
         }
         if t.policy.optimize {
-            let (next, action) = optimize(t, table, options).await?;
+            let (next, action) = timed(optimize(t, table, options)).await?;
             table = next;
             out.push(action);
         }
@@ -274,14 +334,24 @@ async fn maintain_table(
         table = delta::release_rewrite_lease(table, lease_metadata(t, options, "release")).await?;
     }
     if t.policy.vacuum {
-        let (next, action) = vacuum(t, table, options).await?;
+        let (next, action) = timed(vacuum(t, table, options)).await?;
         table = next;
         out.push(action);
     }
     if t.policy.checkpoint {
-        out.push(checkpoint(t, &table, options).await?);
+        out.push(timed(checkpoint(t, table, options)).await?.1);
     }
     Ok(out)
+}
+
+/// Runs one action and stamps its wall time on it.
+async fn timed(
+    action: impl Future<Output = Result<(DeltaTable, MaintenanceAction)>>,
+) -> Result<(DeltaTable, MaintenanceAction)> {
+    let started = Instant::now();
+    let (table, mut a) = action.await?;
+    a.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((table, a))
 }
 
 /// (files, bytes) the current version references.
@@ -333,7 +403,6 @@ async fn retention(
     r: &RowRetention,
     options: &MaintainOptions,
 ) -> Result<(DeltaTable, MaintenanceAction)> {
-    let started = Instant::now();
     let mut a = action(t, ActionKind::Retention, active(&table)?);
     let cutoff = Utc::now() - chrono::Duration::days(r.days as i64);
     let schema = delta::arrow_schema(&table)?;
@@ -354,7 +423,7 @@ async fn retention(
     let matching = count_rows(&table, predicate.clone()).await?;
     a.detail = format!("{matching} rows with {} before {}", r.column, cutoff.format("%Y-%m-%d %H:%M UTC"));
     if let Some(outcome) = nothing_to_commit(matching == 0, options.dry_run) {
-        return Ok((table, a.ended(outcome, started)));
+        return Ok((table, a.ended(outcome)));
     }
     let (table, metrics) = table
         .delete()
@@ -367,7 +436,6 @@ async fn retention(
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
     a.outcome = ActionOutcome::Done;
-    a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
 
@@ -412,7 +480,6 @@ fn plan(table: &DeltaTable, target_size: u64, zorder: bool) -> Result<BTreeMap<S
 }
 
 async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
-    let started = Instant::now();
     let zorder = t.policy.zorder_by.clone().filter(|z| !z.is_empty());
     let kind = if zorder.is_some() { ActionKind::Zorder } else { ActionKind::Optimize };
     let mut a = action(t, kind, active(&table)?);
@@ -431,7 +498,7 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
         }
     );
     if let Some(outcome) = nothing_to_commit(parts.is_empty(), options.dry_run) {
-        return Ok((table, a.ended(outcome, started)));
+        return Ok((table, a.ended(outcome)));
     }
     let partition_columns =
         table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?.metadata().partition_columns().to_vec();
@@ -463,12 +530,10 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();
     a.outcome = ActionOutcome::Done;
-    a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
 
 async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
-    let started = Instant::now();
     let mut a = action(t, ActionKind::Vacuum, stored(&table, false).await?);
     // Full mode deletes every file no version of this table names, which
     // includes a nested table's files; lite mode only the files this
@@ -514,13 +579,15 @@ async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Res
         (a.files_after, a.bytes_after) = stored(&table, false).await?;
         a.version = (n > 0).then(|| table.version()).flatten();
     }
-    a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
 
-async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -> Result<MaintenanceAction> {
-    let started = Instant::now();
-    let mut a = action(t, ActionKind::Checkpoint, stored(table, true).await?);
+async fn checkpoint(
+    t: &Target,
+    table: DeltaTable,
+    options: &MaintainOptions,
+) -> Result<(DeltaTable, MaintenanceAction)> {
+    let mut a = action(t, ActionKind::Checkpoint, stored(&table, true).await?);
     let version = table.version().unwrap_or(0);
     let store = table.log_store().object_store(None);
     let marker = object_store::path::Path::from(format!("_delta_log/{version:020}.checkpoint.parquet"));
@@ -534,17 +601,15 @@ async fn checkpoint(t: &Target, table: &DeltaTable, options: &MaintainOptions) -
     );
     if options.dry_run {
         a.outcome = if has { ActionOutcome::Skipped } else { ActionOutcome::Planned };
-        a.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(a);
+        return Ok((table, a));
     }
     if !has {
-        deltalake::checkpoints::create_checkpoint(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
+        deltalake::checkpoints::create_checkpoint(&table, None).await.map_err(|e| Error::delta(&t.location, e))?;
     }
     let removed =
-        deltalake::checkpoints::cleanup_metadata(table, None).await.map_err(|e| Error::delta(&t.location, e))?;
+        deltalake::checkpoints::cleanup_metadata(&table, None).await.map_err(|e| Error::delta(&t.location, e))?;
     a.detail = format!("{}; {removed} expired log files removed", a.detail);
-    (a.files_after, a.bytes_after) = stored(table, true).await?;
+    (a.files_after, a.bytes_after) = stored(&table, true).await?;
     a.outcome = if has && removed == 0 { ActionOutcome::Skipped } else { ActionOutcome::Done };
-    a.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(a)
+    Ok((table, a))
 }

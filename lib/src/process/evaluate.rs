@@ -22,7 +22,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
 
 use super::metrics::RuleFigures;
 use super::read::raw_read_schema;
-use super::{arrow_err, ProcessPlan};
+use super::{arrow_err, Compiled};
 use crate::expectations::{Action, Expectation};
 use crate::lake::contract::{quarantine_schema, SCHEMA_RULE};
 use crate::report::{DataProblem, ProblemKind, RuleVerdict};
@@ -56,12 +56,7 @@ pub(super) struct Evaluated {
 /// raw rows are never copied into one batch); rule figures and outcomes
 /// are then taken over the whole chunk, so they depend neither on the
 /// number of cores nor on batch sizes.
-pub(super) fn evaluate(
-    plan: &ProcessPlan,
-    raw: Vec<RecordBatch>,
-    run_id: &str,
-    now: DateTime<Utc>,
-) -> Result<Evaluated> {
+pub(super) fn evaluate(plan: &Compiled, raw: Vec<RecordBatch>, run_id: &str, now: DateTime<Utc>) -> Result<Evaluated> {
     let n: usize = raw.iter().map(RecordBatch::num_rows).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = evaluate_runs(plan, share_out(raw, n, threads), run_id, now)?;
@@ -105,7 +100,7 @@ fn share_out(raw: Vec<RecordBatch>, n: usize, threads: usize) -> Vec<Vec<RecordB
 /// this one when there is one run); the slices come back in raw order. No
 /// rows at all still give one (empty) slice.
 fn evaluate_runs(
-    plan: &ProcessPlan,
+    plan: &Compiled,
     mut runs: Vec<Vec<RecordBatch>>,
     run_id: &str,
     now: DateTime<Utc>,
@@ -141,7 +136,7 @@ struct Verdicts {
 /// Judges the schema rule and every expectation over the `n` rows of the
 /// chunk `parts` came from; an expectation's rate is over the rows that
 /// parsed.
-fn judge_rules(plan: &ProcessPlan, parts: &[SliceEval], n: usize) -> Verdicts {
+fn judge_rules(plan: &Compiled, parts: &[SliceEval], n: usize) -> Verdicts {
     let parsed_ok: usize = parts.iter().map(|p| p.parsed_ok).sum();
     let mut rules = vec![RuleFigures {
         rule: SCHEMA_RULE.to_string(),
@@ -222,7 +217,7 @@ struct SliceEval {
 }
 
 /// Parses, checks, routes and protects one raw batch.
-fn evaluate_slice(plan: &ProcessPlan, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<SliceEval> {
+fn evaluate_slice(plan: &Compiled, raw: &RecordBatch, run_id: &str, now: DateTime<Utc>) -> Result<SliceEval> {
     let checks = check_rows(plan, raw)?;
     let Routes { keep, quarantine, dropped } = route(plan, &checks);
     let versions = raw_column(raw, "_commit_version")?;
@@ -261,7 +256,7 @@ struct RowChecks {
 
 /// Parses the bodies of `raw` and checks every expectation on the rows
 /// that parsed.
-fn check_rows(plan: &ProcessPlan, raw: &RecordBatch) -> Result<RowChecks> {
+fn check_rows(plan: &Compiled, raw: &RecordBatch) -> Result<RowChecks> {
     let n = raw.num_rows();
     let parsed = plan.body.decode(raw_column(raw, "body")?.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
     let mut schema_reason: Vec<Option<String>> = vec![None; n];
@@ -303,7 +298,7 @@ struct Routes {
 }
 
 /// Routes every row: quarantine wins over drop (keep the evidence).
-fn route(plan: &ProcessPlan, checks: &RowChecks) -> Routes {
+fn route(plan: &Compiled, checks: &RowChecks) -> Routes {
     let mut routes = Routes { keep: Vec::new(), quarantine: Vec::new(), dropped: 0 };
     for (i, failed) in checks.failed_rules.iter().enumerate() {
         let actions = failed.iter().map(|&r| plan.expectations[r].action);
@@ -330,7 +325,7 @@ fn problem(kind: ProblemKind, message: String, blocking: bool) -> DataProblem {
 }
 
 /// Columns that identify a row to a human: the dedup key when declared.
-fn sample_key_columns(plan: &ProcessPlan, checked: &RecordBatch) -> Vec<(String, ArrayRef)> {
+fn sample_key_columns(plan: &Compiled, checked: &RecordBatch) -> Vec<(String, ArrayRef)> {
     let mut names: Vec<String> = plan.dedup.as_ref().map(|d| d.key.clone()).unwrap_or_default();
     // Samples are taken before the PII rules: never show a protected column.
     names.retain(|n| checked.column_by_name(n).is_some() && !plan.config.pii.rules.iter().any(|r| &r.column == n));
@@ -363,7 +358,7 @@ fn sample_keys(keys: &[(String, ArrayRef)], rows: &[usize]) -> Vec<String> {
 /// The quarantine rows for `rows` of `raw`: lineage, the body as received,
 /// and every rule each failed with its reason.
 fn quarantine_rows(
-    plan: &ProcessPlan,
+    plan: &Compiled,
     raw: &RecordBatch,
     rows: &[usize],
     checks: &RowChecks,
@@ -415,7 +410,7 @@ fn quarantine_rows(
 /// The processed rows for `rows` of `checked`: typed by the body schema,
 /// stamped with run and event date, PII rules applied.
 fn kept_rows(
-    plan: &ProcessPlan,
+    plan: &Compiled,
     checked: &RecordBatch,
     rows: &[usize],
     run_id: &str,

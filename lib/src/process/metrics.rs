@@ -8,7 +8,7 @@ use deltalake::arrow::array::{
 };
 
 use super::run::RawRange;
-use super::{arrow_err, ProcessPlan};
+use super::{arrow_err, Compiled};
 use crate::lake::contract::metrics_schema;
 use crate::report::{QualityReport, RuleOutcome, RuleVerdict};
 use crate::Result;
@@ -29,7 +29,7 @@ pub(super) struct RuleFigures {
 /// One quality-metrics row per rule of `range`; `published`
 /// says whether the range's rows were written.
 pub(super) fn metrics_batch(
-    plan: &ProcessPlan,
+    plan: &Compiled,
     run_id: &str,
     range: &RawRange,
     rules: &[RuleFigures],

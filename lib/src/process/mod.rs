@@ -24,11 +24,11 @@
 //! event dates; a re-send older than that is written again.
 
 mod background;
+mod compiled;
 mod duplicates;
 mod evaluate;
 mod metrics;
 mod output;
-mod plan;
 mod read;
 mod run;
 mod schema;
@@ -36,15 +36,16 @@ mod select;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
-
-pub use plan::ProcessPlan;
+pub use compiled::Compiled;
 pub use schema::check_table_schema;
 
 use crate::delta;
+use crate::lake::refresh::{Catchup, Definition};
 use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
+use crate::report::plan::SourcePlan;
 use crate::report::{Stage, StageReport};
+use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{Error, Result};
 use output::Outputs;
@@ -59,25 +60,89 @@ pub struct ProcessOptions {
     pub run_id: String,
 }
 
-/// The raw versions the next run would read, as the run takes them: from
-/// the first one some output table lacks (after a crash between commits,
-/// the table furthest behind decides) to the raw table's latest. `None`
-/// when the outputs hold everything or there is no raw table yet. Reads
-/// the progress markers only: no PII key is needed.
-pub async fn pending(loaded: &LoadedPipeline) -> Result<Option<(u64, u64)>> {
-    let p = &loaded.pipeline;
-    let Some(raw) = open_at(&p.tables.raw.path).await? else { return Ok(None) };
-    let latest = raw.version().unwrap_or(0);
-    let app_id = Marker::Process { pipeline: &p.name }.app_id();
-    let processed = marker_of(p.tables.processed.as_ref(), &app_id).await?.flatten();
-    let quarantine = marker_of(p.tables.quarantine.as_ref(), &app_id).await?.flatten();
-    let metrics = marker_of(p.tables.quality_metrics.as_ref(), &app_id)
-        .await?
-        .map(|m| output::metrics_start(m, processed, quarantine));
-    let markers: Vec<i64> =
-        [Some(processed), Some(quarantine), metrics].into_iter().flatten().map(|m| m.unwrap_or(-1)).collect();
-    let from = run::first_missing(&markers);
-    Ok((from <= latest).then_some((from, latest)))
+/// Runs the process stage: plans it, then executes the plan.
+pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
+    crate::stage::run(loaded, options).await
+}
+
+/// What planning a process run found: the raw table and the versions to
+/// read.
+pub struct Pending {
+    raw: Option<deltalake::DeltaTable>,
+    plan: SourcePlan,
+}
+
+impl StageWork for ProcessOptions {
+    type Plan = Pending;
+    type Summary = SourcePlan;
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The raw versions the run reads, as it takes them: from the first one
+    /// some output table lacks (after a crash between commits, the table
+    /// furthest behind decides) to the raw table's version now. Reads the
+    /// progress markers only: no PII key is needed to plan.
+    async fn plan(&self, loaded: &LoadedPipeline) -> Result<Pending> {
+        let p = &loaded.pipeline;
+        let Some(raw) = open_at(&p.tables.raw.path).await? else {
+            let plan = SourcePlan { stage: "process".into(), source: "raw".into(), ..Default::default() };
+            return Ok(Pending { raw: None, plan });
+        };
+        let latest = raw.version().unwrap_or(0);
+        let app_id = Marker::Process { pipeline: &p.name }.app_id();
+        let processed = marker_of(p.tables.processed.as_ref(), &app_id).await?.flatten();
+        let quarantine = marker_of(p.tables.quarantine.as_ref(), &app_id).await?.flatten();
+        let metrics = marker_of(p.tables.quality_metrics.as_ref(), &app_id)
+            .await?
+            .map(|m| output::metrics_start(m, processed, quarantine));
+        let markers: Vec<i64> =
+            [Some(processed), Some(quarantine), metrics].into_iter().flatten().map(|m| m.unwrap_or(-1)).collect();
+        let from = run::first_missing(&markers);
+        let catchup = Catchup {
+            target_exists: from > 0,
+            marker: (from > 0).then(|| from as i64 - 1),
+            source_version: latest,
+            incremental: true,
+            full_refresh: false,
+            definition: Definition::Same,
+        };
+        let mut plan = SourcePlan::decided("process", "raw", &catchup);
+        if let (true, Some(from), Some(to)) = (self.dry_run, plan.from_version, plan.to_version) {
+            (plan.files, plan.bytes) = delta::added(&raw, from, to).await?;
+        }
+        Ok(Pending { raw: Some(raw), plan })
+    }
+
+    fn describe(plan: &Pending) -> SourcePlan {
+        plan.plan.clone()
+    }
+
+    /// Compiles the stage (a broken rule or a missing key stops it here),
+    /// then processes the planned raw versions.
+    async fn execute(&self, loaded: &LoadedPipeline, pending: Pending) -> Result<StageReport> {
+        let compiled = Compiled::build(loaded)?;
+        let report = StageReport { stage: Stage::Process, ..Default::default() };
+        let Some(raw) = pending.raw else {
+            tracing::info!(table = %compiled.tables.raw, "the raw table does not exist yet: nothing to process");
+            return Ok(report);
+        };
+        // Up to the version planned, not a newer one committed since.
+        let latest = raw.version().unwrap_or(0);
+        let app_id = Marker::Process { pipeline: &compiled.pipeline }.app_id();
+        let outputs = Outputs::open(&compiled, loaded, &app_id, !self.dry_run).await?;
+        let ranges = Ranges::new(&outputs, latest, compiled.config.raw_versions_per_commit);
+        let mut run = Run::new(&compiled, self, app_id, report, outputs);
+        // A failing range must not leave a write in flight: it would land
+        // after the run has reported its error.
+        if let Err(e) = run.all(&raw, &ranges).await {
+            // The earlier error is the one to report; this only waits.
+            run.settle().await;
+            return Err(e);
+        }
+        run.finish().await
+    }
 }
 
 async fn open_at(path: &str) -> Result<Option<deltalake::DeltaTable>> {
@@ -92,33 +157,6 @@ async fn marker_of(table: Option<&crate::pipeline::TableConfig>, app_id: &str) -
         Some(t) => delta::progress(&t, app_id).await?,
         None => None,
     }))
-}
-
-/// Runs the process stage.
-pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
-    let started = Instant::now();
-    let plan = ProcessPlan::build(loaded)?;
-    let mut report = StageReport { stage: Stage::Process, ..Default::default() };
-    let Some(raw) = delta::open(&plan.tables.raw).await? else {
-        tracing::info!(table = %plan.tables.raw, "the raw table does not exist yet: nothing to process");
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return Ok(report);
-    };
-    let latest = raw.version().unwrap_or(0);
-    let app_id = Marker::Process { pipeline: &plan.pipeline }.app_id();
-    let outputs = Outputs::open(&plan, loaded, &app_id, !options.dry_run).await?;
-    let ranges = Ranges::new(&outputs, latest, plan.config.raw_versions_per_commit);
-    let mut run = Run::new(&plan, options, app_id, report, outputs);
-    // A failing range must not leave a write in flight: it would land after
-    // the run has reported its error.
-    if let Err(e) = run.all(&raw, &ranges).await {
-        // The earlier error is the one to report; this only waits.
-        run.settle().await;
-        return Err(e);
-    }
-    let mut report = run.finish().await?;
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
 }
 
 /// An Arrow error as an internal error, with what was being built.

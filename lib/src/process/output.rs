@@ -14,7 +14,7 @@ use super::background::Background;
 use super::metrics::{metrics_batch, RuleFigures};
 use super::run::RawRange;
 use super::schema::check_processed_table;
-use super::{arrow_err, ProcessPlan};
+use super::{arrow_err, Compiled};
 use crate::delta::{self, TableSpec, WriteOptions};
 use crate::lake::commit::CommitInfo;
 use crate::lake::conform::conform;
@@ -36,12 +36,7 @@ impl Outputs {
     /// Opens the output tables, creating them when `create`, and checks that
     /// this run may write them: the processed table's schema, and the
     /// configuration of an interrupted run it would complete.
-    pub(super) async fn open(
-        plan: &ProcessPlan,
-        loaded: &LoadedPipeline,
-        app_id: &str,
-        create: bool,
-    ) -> Result<Outputs> {
+    pub(super) async fn open(plan: &Compiled, loaded: &LoadedPipeline, app_id: &str, create: bool) -> Result<Outputs> {
         let (ps, qs, ms) = (plan.processed_spec(loaded), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
         let processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), app_id).await?;
         if let Some(t) = &processed.table {
@@ -94,7 +89,7 @@ pub(super) struct RangeCommits {
 /// progress marker at `range.to`; call after [`Background::get`].
 pub(super) fn start_commits(
     outs: &mut Background<Outputs>,
-    plan: &ProcessPlan,
+    plan: &Compiled,
     run_id: &str,
     app_id: &str,
     commits: RangeCommits,
@@ -143,7 +138,7 @@ pub(super) fn start_commits(
 /// table, without a progress marker: the range is not done.
 pub(super) async fn record_unpublished(
     metrics: &mut Output,
-    plan: &ProcessPlan,
+    plan: &Compiled,
     run_id: &str,
     range: &RawRange,
     rules: &[RuleFigures],
@@ -264,7 +259,7 @@ impl Output {
 
 /// Commit metadata of every table's commit for `range`: the run, the raw
 /// versions and the configuration fingerprint.
-fn commit_metadata(plan: &ProcessPlan, run_id: &str, range: &RawRange) -> HashMap<String, serde_json::Value> {
+fn commit_metadata(plan: &Compiled, run_id: &str, range: &RawRange) -> HashMap<String, serde_json::Value> {
     CommitInfo::new(&plan.pipeline, "process", run_id)
         .with("raw_versions", serde_json::json!([range.from, range.to]))
         .with(CONFIG_HASH_KEY, plan.config_hash.clone())
@@ -279,7 +274,7 @@ const CONFIG_HASH_KEY: &str = "weir.process_config";
 /// configuration that wrote the table that got furthest: otherwise a row
 /// could be quarantined under a rule that no longer exists and also be
 /// published (or be in neither table).
-async fn check_repair_config(plan: &ProcessPlan, outputs: &[&Output]) -> Result<()> {
+async fn check_repair_config(plan: &Compiled, outputs: &[&Output]) -> Result<()> {
     use futures::StreamExt as _;
     let Some(newest) = outputs.iter().filter_map(|o| o.progress).max() else { return Ok(()) };
     if outputs.iter().all(|o| o.progress == Some(newest)) {

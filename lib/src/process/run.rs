@@ -13,7 +13,7 @@ use super::metrics::{merge_rules, metrics_batch, RuleFigures};
 use super::output::{record_unpublished, start_commits, Output, Outputs, RangeCommits};
 use super::read::read_raw;
 use super::select::rows_after;
-use super::{ProcessOptions, ProcessPlan};
+use super::{Compiled, ProcessOptions};
 use crate::report::{QualityReport, StageReport};
 use crate::Result;
 
@@ -69,7 +69,7 @@ impl Ranges {
 /// A run under way: its report so far, the stored dedup keys, and the
 /// output tables behind their writer.
 pub(super) struct Run<'a> {
-    plan: &'a ProcessPlan,
+    plan: &'a Compiled,
     options: &'a ProcessOptions,
     app_id: String,
     report: StageReport,
@@ -84,7 +84,7 @@ pub(super) struct Run<'a> {
 
 impl<'a> Run<'a> {
     pub(super) fn new(
-        plan: &'a ProcessPlan,
+        plan: &'a Compiled,
         options: &'a ProcessOptions,
         app_id: String,
         report: StageReport,

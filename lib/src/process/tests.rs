@@ -14,7 +14,7 @@ use deltalake::arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondTyp
 use super::evaluate::{evaluate, Evaluated};
 use super::metrics::RuleFigures;
 use super::read::raw_read_schema;
-use super::ProcessPlan;
+use super::Compiled;
 use crate::pipeline::parse_pipeline;
 use crate::report::{ProblemKind, RuleVerdict};
 
@@ -35,7 +35,7 @@ const SCHEMA: &str = r#"{
 
 /// The plan of a pipeline with `expectations` (YAML list items) over
 /// [`SCHEMA`], `email` hashed.
-fn plan(dir: &std::path::Path, expectations: &str) -> ProcessPlan {
+fn plan(dir: &std::path::Path, expectations: &str) -> Compiled {
     std::fs::write(dir.join("event.avsc"), SCHEMA).unwrap();
     let text = format!(
         r#"name: t
@@ -61,7 +61,7 @@ process:
     std::fs::write(dir.join("p.yaml"), &text).unwrap();
     let loaded = parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).expect("valid pipeline");
     std::env::set_var(KEY_ENV, KEY);
-    ProcessPlan::build(&loaded).expect("plan")
+    Compiled::build(&loaded).expect("plan")
 }
 
 const ROUTING_RULES: &str = r#"    - {name: amount_not_negative, sql: "amount IS NULL OR amount >= 0", action: quarantine}

@@ -246,6 +246,10 @@ pub struct StageReport {
     /// What an erase found and deleted (erase job).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erasure: Option<ErasureReport>,
+    /// The stage's plan, on a dry run: what it would read and write, and
+    /// why (the same structs `weir plan` prints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<plan::StagePlan>,
 }
 
 /// What the curate stage did to one curated table.
@@ -396,6 +400,7 @@ impl RunReport {
 
 pub mod lineage;
 pub mod metrics;
+pub mod plan;
 pub mod runs;
 
 /// One action on one table.
@@ -426,10 +431,9 @@ pub struct MaintenanceAction {
 }
 
 impl MaintenanceAction {
-    /// The action with its outcome and its time since `started`.
-    pub fn ended(mut self, outcome: ActionOutcome, started: std::time::Instant) -> MaintenanceAction {
+    /// The action with its outcome.
+    pub fn ended(mut self, outcome: ActionOutcome) -> MaintenanceAction {
         self.outcome = outcome;
-        self.duration_ms = started.elapsed().as_millis() as u64;
         self
     }
 }

@@ -1,4 +1,4 @@
-//! The process plan: everything a run needs, compiled from the pipeline
+//! The compiled stage: everything a run needs, built from the pipeline
 //! before any data is read (expectations, PII rules with their key, dedup,
 //! the output schemas and table locations).
 
@@ -19,7 +19,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 
 /// Everything the stage needs, compiled from the pipeline before any data is
 /// read: a broken rule or a missing key stops the run before it starts.
-pub struct ProcessPlan {
+pub struct Compiled {
     /// Pipeline name.
     pub pipeline: String,
     /// The body schema.
@@ -54,15 +54,15 @@ pub(super) struct OutputLocations {
     pub(super) metrics: Option<Location>,
 }
 
-impl std::fmt::Debug for ProcessPlan {
+impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessPlan").field("pipeline", &self.pipeline).finish_non_exhaustive()
+        f.debug_struct("Compiled").field("pipeline", &self.pipeline).finish_non_exhaustive()
     }
 }
 
-impl ProcessPlan {
+impl Compiled {
     /// Compiles the plan; reads the PII key from the environment.
-    pub fn build(loaded: &LoadedPipeline) -> Result<ProcessPlan> {
+    pub fn build(loaded: &LoadedPipeline) -> Result<Compiled> {
         let p = &loaded.pipeline;
         let config_error = |path: &str, message: String| loaded.invalid(path, message);
         let process = p.process.clone().ok_or_else(|| {
@@ -97,7 +97,7 @@ impl ProcessPlan {
                 Some(_) => Some(loc(&p.tables.quality_metrics, "quality_metrics")?),
             },
         };
-        Ok(ProcessPlan {
+        Ok(Compiled {
             pipeline: p.name.clone(),
             body,
             checked_schema: checked,
