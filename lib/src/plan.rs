@@ -57,8 +57,8 @@ pub struct Plan {
 pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<Plan> {
     let p = &loaded.pipeline;
     let mut out = Plan { pipeline: p.name.clone(), planned_at: Utc::now(), ..Default::default() };
-    for (name, path) in tables(loaded) {
-        let s = table_status(&name, &path).await?;
+    for (name, location) in tables(loaded)? {
+        let s = table_status(&name, &location).await?;
         out.tables.push(TablePlan { table: name, location: s.location.clone(), version: s.version });
     }
     let ingest =

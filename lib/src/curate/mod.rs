@@ -95,13 +95,14 @@ pub struct Model {
     pub fingerprint: String,
 }
 
-/// Reads the models' SQL and parses their locations.
+/// Reads the models' SQL, with their locations.
 pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
     let Some(curate) = &loaded.pipeline.curate else { return Ok(vec![]) };
     curate
         .tables
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let sql = match (&t.sql, &t.sql_file) {
                 (Some(s), _) => s.clone(),
                 (None, Some(f)) => {
@@ -110,7 +111,7 @@ pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
                 }
                 (None, None) => return Err(model_error(&t.name, "no sql".into())),
             };
-            let location = Location::resolve(&t.path)?;
+            let location = loaded.location(&format!("curate.tables[{i}].path"))?;
             let fingerprint = fingerprint(&sql, t);
             Ok(Model { config: t.clone(), sql, location, fingerprint })
         })
@@ -216,14 +217,13 @@ struct Catalog {
 impl Catalog {
     async fn open(loaded: &LoadedPipeline, models: &[Model]) -> Result<Catalog> {
         let mut tables = HashMap::new();
-        if let Some(t) = &loaded.pipeline.tables.processed {
-            let location = Location::resolve(&t.path)?;
-            if let Some(table) = delta::open(&location).await? {
+        if loaded.pipeline.tables.processed.is_some() {
+            if let Some(table) = delta::open(&loaded.location("tables.processed.path")?).await? {
                 tables.insert(PROCESSED.to_string(), table);
             }
         }
-        for r in loaded.pipeline.curate.iter().flat_map(|c| &c.references) {
-            let location = Location::resolve(&r.path)?;
+        for (i, r) in loaded.pipeline.curate.iter().flat_map(|c| &c.references).enumerate() {
+            let location = loaded.location(&format!("curate.references[{i}].path"))?;
             let table = delta::open(&location).await?.ok_or_else(|| Error::InvalidLocation {
                 location: location.to_string(),
                 reason: format!("reference table {:?} does not exist", r.name),
@@ -265,7 +265,7 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
         ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
     }
     for (i, r) in curate.references.iter().enumerate() {
-        let Ok(location) = Location::parse(&r.path) else { continue };
+        let Ok(location) = loaded.location(&format!("curate.references[{i}].path")) else { continue };
         match delta::open(&location).await? {
             Some(t) => register(&ctx, &r.name, &t).await?,
             None => problems.push((format!("curate.references[{i}].path"), format!("no Delta table at {location}"))),

@@ -67,7 +67,7 @@ use crate::lake::contract::{
 };
 use crate::lake::Marker;
 use crate::pii::PiiAction;
-use crate::pipeline::{CuratedTableConfig, LoadedPipeline, Pipeline};
+use crate::pipeline::{CuratedTableConfig, LoadedPipeline};
 use crate::process::ProcessOptions;
 use crate::report::{ErasedTable, ErasureHow, ErasureReport, Stage, StageReport, TableWrite};
 use crate::storage::Location;
@@ -571,8 +571,8 @@ impl Plan<'_> {
     /// (`stages` holds the curate report): rows still there are deleted by
     /// key and warned about; a dry run only counts them.
     async fn check_curated(&mut self, curated: &[CuratedTableConfig], stages: &[StageReport]) -> Result<()> {
-        for c in curated {
-            let location = Location::resolve(&c.path)?;
+        for (i, c) in curated.iter().enumerate() {
+            let location = self.loaded.curated_location(i)?;
             let Some(table) = delta::open(&location).await? else { continue };
             let found = find_curated(&table, &c.key, &self.finder).await?;
             if found.rows() > 0 && !self.options.dry_run {
@@ -660,11 +660,11 @@ struct Locations {
 }
 
 impl Locations {
-    fn of(pipeline: &Pipeline) -> Result<Locations> {
+    fn of(loaded: &LoadedPipeline) -> Result<Locations> {
         Ok(Locations {
-            raw: Location::resolve(&pipeline.tables.raw.path)?,
-            processed: pipeline.tables.processed.as_ref().map(|t| Location::resolve(&t.path)).transpose()?,
-            quarantine: pipeline.tables.quarantine.as_ref().map(|t| Location::resolve(&t.path)).transpose()?,
+            raw: loaded.location("tables.raw.path")?,
+            processed: loaded.table_location("processed")?,
+            quarantine: loaded.table_location("quarantine")?,
         })
     }
 }
@@ -682,7 +682,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     if p.process.is_some() && !options.dry_run {
         stages.push(crate::process::process(loaded, &process_options).await?);
     }
-    let locations = Locations::of(p)?;
+    let locations = Locations::of(loaded)?;
     let raw_version = raw_version(loaded, &locations, options.dry_run).await?;
     let mut plan = Plan {
         loaded,
@@ -740,13 +740,13 @@ fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, L
         });
     }
     let finder = Finder::build(loaded, subjects)?;
-    let log_table = loaded.pipeline.tables.erasure_log.as_ref().ok_or_else(|| {
+    let log_table = loaded.table_location("erasure_log")?.ok_or_else(|| {
         loaded.invalid(
             "tables.erasure_log",
             "erase records every request in an audit table: declare tables.erasure_log.path",
         )
     })?;
-    Ok((finder, Location::resolve(&log_table.path)?))
+    Ok((finder, log_table))
 }
 
 /// The raw version rows are erased at: the one process consumed (none

@@ -28,7 +28,6 @@ use object_store::ObjectStoreExt as _;
 
 use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
-use crate::storage::Location;
 use crate::{delta, Error, Result};
 
 /// Unreferenced files younger than this that the log does not name are
@@ -54,16 +53,16 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
         let e = out.entry(table.to_string()).or_insert(version);
         *e = (*e).min(version);
     };
-    if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
-        if let Some(processed) = delta::open(&Location::resolve(&t.path)?).await? {
+    if let (Some(_), Some(location)) = (&p.process, loaded.table_location("processed")?) {
+        if let Some(processed) = delta::open(&location).await? {
             if let Some(v) = delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await? {
                 note("raw", v as u64);
             }
         }
     }
-    for c in p.curate.iter().flat_map(|c| &c.tables) {
+    for (i, c) in p.curate.iter().flat_map(|c| &c.tables).enumerate() {
         let Some(inc) = &c.incremental else { continue };
-        if let Some(table) = delta::open(&Location::resolve(&c.path)?).await? {
+        if let Some(table) = delta::open(&loaded.curated_location(i)?).await? {
             if let Some(v) =
                 delta::progress(&table, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id()).await?
             {

@@ -141,8 +141,8 @@ impl StageWork for IngestOptions {
     /// now. The raw table is not created here (execution does that).
     async fn plan(&self, loaded: &LoadedPipeline) -> Result<Planned> {
         let pipeline = &loaded.pipeline;
-        let source = Location::resolve(&pipeline.source.capture.url)?;
-        let raw_location = Location::resolve(&pipeline.tables.raw.path)?;
+        let source = loaded.location("source.capture.url")?;
+        let raw_location = loaded.location("tables.raw.path")?;
         let format = PathFormat::parse(&pipeline.source.capture.path_format).map_err(|reason| {
             Error::InvalidLocation { location: pipeline.source.capture.path_format.clone(), reason }
         })?;

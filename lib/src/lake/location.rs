@@ -10,10 +10,9 @@
 
 use crate::storage::Location;
 
-/// A table's folder as a URL without the trailing slash; `None` for a
-/// location that does not parse (reported where locations are checked).
-fn folder(path: &str) -> Option<String> {
-    Location::parse(path).ok().map(|l| l.url().as_str().trim_end_matches('/').to_string())
+/// A table's folder as a URL without the trailing slash.
+fn folder(location: &Location) -> String {
+    location.url().as_str().trim_end_matches('/').to_string()
 }
 
 fn inside(inner: &str, outer: &str) -> bool {
@@ -21,12 +20,12 @@ fn inside(inner: &str, outer: &str) -> bool {
 }
 
 /// Problems, as (key path, message), among tables given as (key path,
-/// declared location): `written` tables may neither coincide nor nest;
+/// resolved location): `written` tables may neither coincide nor nest;
 /// a `read` table (a reference) may be one of the written ones, but not
 /// inside one or around one.
-pub fn overlaps(written: &[(String, &str)], read: &[(String, &str)]) -> Vec<(String, String)> {
-    let resolve = |tables: &[(String, &str)]| -> Vec<(String, String)> {
-        tables.iter().filter_map(|(k, v)| Some((k.clone(), folder(v)?))).collect()
+pub fn overlaps(written: &[(String, Location)], read: &[(String, Location)]) -> Vec<(String, String)> {
+    let resolve = |tables: &[(String, Location)]| -> Vec<(String, String)> {
+        tables.iter().map(|(k, v)| (k.clone(), folder(v))).collect()
     };
     let (written, read) = (resolve(written), resolve(read));
     let mut problems = Vec::new();
@@ -59,6 +58,11 @@ pub fn overlaps(written: &[(String, &str)], read: &[(String, &str)]) -> Vec<(Str
 #[cfg(test)]
 mod tests {
     use super::overlaps;
+    use crate::storage::Location;
+
+    fn at(key: &str, path: &str) -> (String, Location) {
+        (key.to_string(), Location::parse(path).unwrap())
+    }
 
     fn keys(problems: Vec<(String, String)>) -> Vec<String> {
         problems.into_iter().map(|(k, _)| k).collect()
@@ -72,16 +76,16 @@ mod tests {
         let a_again = format!("{root}/lake/../lake/a/");
         let inner = format!("{root}/lake/a/inner");
         let b = format!("{root}/lake/b");
-        let written = [("a".to_string(), a.as_str()), ("b".to_string(), b.as_str())];
+        let written = [at("a", &a), at("b", &b)];
         assert!(overlaps(&written, &[]).is_empty());
-        let same = [("a".to_string(), a.as_str()), ("a2".to_string(), a_again.as_str())];
+        let same = [at("a", &a), at("a2", &a_again)];
         assert_eq!(keys(overlaps(&same, &[])), ["a2"]);
-        let nested = [("inner".to_string(), inner.as_str()), ("a".to_string(), a.as_str())];
+        let nested = [at("inner", &inner), at("a", &a)];
         let found = overlaps(&nested, &[]);
         assert_eq!(keys(found.clone()), ["a"]);
         assert!(found[0].1.starts_with("inner is inside the folder of a"), "{found:?}");
         // A reference may be a written table, not inside or around one.
-        assert!(overlaps(&written, &[("r".to_string(), a.as_str())]).is_empty());
-        assert_eq!(keys(overlaps(&written, &[("r".to_string(), inner.as_str())])), ["r"]);
+        assert!(overlaps(&written, &[at("r", &a)]).is_empty());
+        assert_eq!(keys(overlaps(&written, &[at("r", &inner)])), ["r"]);
     }
 }

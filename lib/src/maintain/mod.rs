@@ -74,6 +74,7 @@ struct Target {
     vacuum_hours: u64,
 }
 
+/// Every table written, as (name, key path of its location, z-order columns).
 fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<String>>)> {
     let curated = loaded.pipeline.curate.iter().flat_map(|c| &c.tables);
     let zorder = |name: &str| {
@@ -85,7 +86,7 @@ fn table_names(loaded: &LoadedPipeline) -> Vec<(String, String, Option<Vec<Strin
         // Only curated tables z-order.
         .map(|t| {
             let z = if t.key.starts_with("curate.") { zorder(&t.name) } else { None };
-            (t.name, t.path.to_string(), z)
+            (t.name, t.key, z)
         })
         .collect()
 }
@@ -131,12 +132,12 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
     }
     all.into_iter()
         .filter(|(n, _, _)| options.only.is_empty() || options.only.contains(n))
-        .map(|(name, path, curated_zorder)| {
+        .map(|(name, key, curated_zorder)| {
             let mut policy = config.tables.get(&name).cloned().unwrap_or_default();
             if policy.zorder_by.is_none() {
                 policy.zorder_by = curated_zorder;
             }
-            let location = Location::resolve(&path)?;
+            let location = loaded.location(&key)?;
             Ok(Target {
                 loaded: loaded.clone(),
                 pipeline: loaded.pipeline.name.clone(),

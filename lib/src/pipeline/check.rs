@@ -9,7 +9,6 @@ use deltalake::arrow::datatypes::DataType;
 use super::{LoadedPipeline, PROCESSED};
 use crate::expectations;
 use crate::lake::contract::{self, PROCESSED_PARTITION_COLUMN};
-use crate::storage::Location;
 
 /// Static checks of the `process:` section (no storage, no secrets), as
 /// (key path, message). `weir validate` and every job run them.
@@ -29,17 +28,15 @@ pub fn process(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     for (name, table) in [("processed", &p.tables.processed), ("quarantine", &p.tables.quarantine)] {
         match table {
             None => bad("tables".into(), format!("the process stage needs tables.{name}.path")),
-            Some(t) => {
-                if let Err(e) = Location::parse(&t.path) {
+            Some(_) => {
+                if let Some(e) = loaded.location_problem(&format!("tables.{name}.path")) {
                     bad(format!("tables.{name}.path"), e);
                 }
             }
         }
     }
-    if let Some(t) = &p.tables.quality_metrics {
-        if let Err(e) = Location::parse(&t.path) {
-            bad("tables.quality_metrics.path".into(), e);
-        }
+    if let Some(e) = loaded.location_problem("tables.quality_metrics.path") {
+        bad("tables.quality_metrics.path".into(), e);
     }
     if process.raw_versions_per_commit == 0 {
         bad("process.raw_versions_per_commit".into(), "must be greater than 0".into());
@@ -147,7 +144,7 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
             );
         }
         names.push(&r.name);
-        if let Err(e) = Location::parse(&r.path) {
+        if let Some(e) = loaded.location_problem(&format!("{at}.path")) {
             bad(format!("{at}.path"), e);
         }
     }
@@ -156,7 +153,7 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         if !is_identifier(&t.name) || names.contains(&t.name.as_str()) {
             bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?} or a reference name", t.name));
         }
-        if let Err(e) = Location::parse(&t.path) {
+        if let Some(e) = loaded.location_problem(&format!("{at}.path")) {
             bad(format!("{at}.path"), e);
         }
         match (&t.sql, &t.sql_file) {
@@ -241,11 +238,6 @@ pub fn maintain(loaded: &LoadedPipeline) -> Vec<(String, String)> {
 
 /// Static checks: the erasure log location, as (key path, message).
 pub fn erase(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    match &loaded.pipeline.tables.erasure_log {
-        Some(t) => match Location::parse(&t.path) {
-            Ok(_) => vec![],
-            Err(e) => vec![("tables.erasure_log.path".into(), e)],
-        },
-        None => vec![],
-    }
+    let key = "tables.erasure_log.path";
+    loaded.location_problem(key).map(|e| (key.to_string(), e)).into_iter().collect()
 }

@@ -1,7 +1,7 @@
 //! Reading a pipeline file: interpolation, YAML parsing, and the line index
 //! that lets every problem point at a line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use yaml_rust2::scanner::Marker;
 
 use super::{LoadedPipeline, Pipeline, Problem};
 use crate::body::BodySchema;
+use crate::storage::Location;
 use crate::{Error, Result};
 
 /// Reads, interpolates, parses and validates a pipeline file using the
@@ -57,13 +58,43 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
             Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()))
         }
     });
-    let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body };
+    let locations = Arc::new(resolve_locations(&pipeline));
+    let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, locations };
     let problems = loaded.validate();
     if problems.is_empty() {
         Ok(loaded)
     } else {
         Err(loaded.invalid_all(problems))
     }
+}
+
+/// Every location the pipeline declares, by key path, resolved now.
+fn resolve_locations(p: &Pipeline) -> BTreeMap<String, std::result::Result<Location, String>> {
+    let t = &p.tables;
+    let mut declared: Vec<(String, &str)> = vec![
+        ("source.capture.url".into(), p.source.capture.url.as_str()),
+        ("tables.raw.path".into(), t.raw.path.as_str()),
+    ];
+    for (name, table) in [
+        ("processed", &t.processed),
+        ("quarantine", &t.quarantine),
+        ("quality_metrics", &t.quality_metrics),
+        ("erasure_log", &t.erasure_log),
+        ("runs", &t.runs),
+    ] {
+        if let Some(table) = table {
+            declared.push((format!("tables.{name}.path"), table.path.as_str()));
+        }
+    }
+    if let Some(curate) = &p.curate {
+        for (i, c) in curate.tables.iter().enumerate() {
+            declared.push((format!("curate.tables[{i}].path"), c.path.as_str()));
+        }
+        for (i, r) in curate.references.iter().enumerate() {
+            declared.push((format!("curate.references[{i}].path"), r.path.as_str()));
+        }
+    }
+    declared.into_iter().map(|(key, at)| (key, Location::parse(at))).collect()
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` from `env`; `$${` is a literal

@@ -21,12 +21,14 @@ mod load;
 mod maintain;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::body::BodySchema;
+use crate::storage::Location;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
@@ -34,8 +36,8 @@ pub use load::{interpolate, load_pipeline, parse_pipeline};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
-/// and the file's line index kept so a problem found at run time still
-/// names its line.
+/// every declared location resolved, and the file's line index kept so a
+/// problem found at run time still names its line.
 #[derive(Debug, Clone)]
 pub struct LoadedPipeline {
     /// Where the file was read from.
@@ -47,6 +49,10 @@ pub struct LoadedPipeline {
     /// The body schema, parsed at load (`None` without `body:`); the error
     /// is reported under `body.schema` by validation.
     body: Option<Result<Arc<BodySchema>, String>>,
+    /// Every declared location by key path, resolved at load (relative
+    /// paths against the working directory then), or why it does not
+    /// resolve (reported by validation).
+    locations: Arc<BTreeMap<String, Result<Location, String>>>,
 }
 
 impl LoadedPipeline {
@@ -79,6 +85,39 @@ impl LoadedPipeline {
             Some(Ok(b)) => Ok(Some(b.clone())),
             Some(Err(e)) => Err(self.invalid("body.schema", e.clone())),
         }
+    }
+
+    /// The location declared at `key` (a key path: `source.capture.url`,
+    /// `tables.raw.path`, `curate.tables[0].path`,
+    /// `curate.references[0].path`), resolved once at load. A key the
+    /// pipeline does not declare is a problem at that key.
+    pub fn location(&self, key: &str) -> crate::Result<Location> {
+        match self.locations.get(key) {
+            Some(Ok(location)) => Ok(location.clone()),
+            Some(Err(reason)) => Err(self.invalid(key, reason.clone())),
+            None => Err(self.invalid(key, "not declared")),
+        }
+    }
+
+    /// The location of a table of the `tables:` section (`raw`,
+    /// `processed`, …), resolved at load; `None` when not declared.
+    pub fn table_location(&self, name: &str) -> crate::Result<Option<Location>> {
+        let key = format!("tables.{name}.path");
+        if self.locations.contains_key(&key) {
+            self.location(&key).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The location of the `i`-th curated table, resolved at load.
+    pub fn curated_location(&self, i: usize) -> crate::Result<Location> {
+        self.location(&format!("curate.tables[{i}].path"))
+    }
+
+    /// Why the location at `key` does not resolve, if it does not.
+    pub(crate) fn location_problem(&self, key: &str) -> Option<String> {
+        self.locations.get(key).and_then(|l| l.as_ref().err().cloned())
     }
 
     /// The folder that pipeline-relative files resolve against.

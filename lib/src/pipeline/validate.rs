@@ -21,17 +21,16 @@ impl LoadedPipeline {
             );
         }
 
-        if let Err(e) = Location::parse(&p.source.capture.url) {
+        if let Some(e) = self.location_problem("source.capture.url") {
             bad("source.capture.url", e);
         }
         if let Err(e) = PathFormat::parse(&p.source.capture.path_format) {
             bad("source.capture.path_format", e);
         }
-        if let Err(e) = Location::parse(&p.tables.raw.path) {
-            bad("tables.raw.path", e);
-        }
-        if let Some(Err(e)) = p.tables.runs.as_ref().map(|t| Location::parse(&t.path)) {
-            bad("tables.runs.path", e);
+        for key in ["tables.raw.path", "tables.runs.path"] {
+            if let Some(e) = self.location_problem(key) {
+                bad(key, e);
+            }
         }
 
         if let Some(Err(e)) = &self.body {
@@ -64,10 +63,13 @@ impl LoadedPipeline {
 
     /// Tables whose folders coincide or nest (see [`crate::lake::location`]).
     fn table_overlaps(&self) -> Vec<(String, String)> {
-        let written: Vec<(String, &str)> = self.tables_written().into_iter().map(|t| (t.key, t.path)).collect();
-        let read: Vec<(String, &str)> = (self.pipeline.curate.iter().flat_map(|c| c.references.iter()).enumerate())
-            .map(|(i, r)| (format!("curate.references[{i}].path"), r.path.as_str()))
-            .collect();
+        // Locations that do not resolve are reported where they are checked.
+        let resolved = |key: String| self.location(&key).ok().map(|l| (key, l));
+        let written: Vec<(String, Location)> =
+            self.tables_written().into_iter().filter_map(|t| resolved(t.key)).collect();
+        let references = self.pipeline.curate.iter().flat_map(|c| c.references.iter()).enumerate();
+        let read: Vec<(String, Location)> =
+            references.filter_map(|(i, _)| resolved(format!("curate.references[{i}].path"))).collect();
         crate::lake::location::overlaps(&written, &read)
     }
 }

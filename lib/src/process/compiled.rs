@@ -85,11 +85,11 @@ impl Compiled {
         let pre = contract::pre_pii_schema(&body);
         let processed_schema = pii.output_schema(&pre);
         let loc = |t: &Option<crate::pipeline::TableConfig>, name: &str| -> Result<Location> {
-            let t = t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
-            Location::resolve(&t.path)
+            t.as_ref().ok_or_else(|| config_error("tables", format!("tables.{name} is missing")))?;
+            loaded.location(&format!("tables.{name}.path"))
         };
         let tables = OutputLocations {
-            raw: Location::resolve(&p.tables.raw.path)?,
+            raw: loaded.location("tables.raw.path")?,
             processed: loc(&p.tables.processed, "processed")?,
             quarantine: loc(&p.tables.quarantine, "quarantine")?,
             metrics: match &p.tables.quality_metrics {

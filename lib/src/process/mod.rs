@@ -46,7 +46,6 @@ use crate::pipeline::LoadedPipeline;
 use crate::report::plan::SourcePlan;
 use crate::report::{Stage, StageReport};
 use crate::stage::StageWork;
-use crate::storage::Location;
 use crate::{Error, Result};
 use output::Outputs;
 use run::{Ranges, Run};
@@ -86,15 +85,15 @@ impl StageWork for ProcessOptions {
     /// progress markers only: no PII key is needed to plan.
     async fn plan(&self, loaded: &LoadedPipeline) -> Result<Pending> {
         let p = &loaded.pipeline;
-        let Some(raw) = open_at(&p.tables.raw.path).await? else {
+        let Some(raw) = delta::open(&loaded.location("tables.raw.path")?).await? else {
             let plan = SourcePlan { stage: "process".into(), source: "raw".into(), ..Default::default() };
             return Ok(Pending { raw: None, plan });
         };
         let latest = raw.version().unwrap_or(0);
         let app_id = Marker::Process { pipeline: &p.name }.app_id();
-        let processed = marker_of(p.tables.processed.as_ref(), &app_id).await?.flatten();
-        let quarantine = marker_of(p.tables.quarantine.as_ref(), &app_id).await?.flatten();
-        let metrics = marker_of(p.tables.quality_metrics.as_ref(), &app_id)
+        let processed = marker_of(loaded, p.tables.processed.as_ref(), "processed", &app_id).await?.flatten();
+        let quarantine = marker_of(loaded, p.tables.quarantine.as_ref(), "quarantine", &app_id).await?.flatten();
+        let metrics = marker_of(loaded, p.tables.quality_metrics.as_ref(), "quality_metrics", &app_id)
             .await?
             .map(|m| output::metrics_start(m, processed, quarantine));
         let markers: Vec<i64> =
@@ -145,15 +144,18 @@ impl StageWork for ProcessOptions {
     }
 }
 
-async fn open_at(path: &str) -> Result<Option<deltalake::DeltaTable>> {
-    delta::open(&Location::resolve(path)?).await
-}
-
 /// A declared table's marker: `None` when not declared, `Some(None)` when
 /// it has none yet.
-async fn marker_of(table: Option<&crate::pipeline::TableConfig>, app_id: &str) -> Result<Option<Option<i64>>> {
-    let Some(t) = table else { return Ok(None) };
-    Ok(Some(match open_at(&t.path).await? {
+async fn marker_of(
+    loaded: &LoadedPipeline,
+    table: Option<&crate::pipeline::TableConfig>,
+    name: &str,
+    app_id: &str,
+) -> Result<Option<Option<i64>>> {
+    if table.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(match delta::open(&loaded.location(&format!("tables.{name}.path"))?).await? {
         Some(t) => delta::progress(&t, app_id).await?,
         None => None,
     }))

@@ -16,9 +16,11 @@ use crate::{Error, Result};
 /// pipeline now produces. Breaking changes are problems for `weir validate`.
 pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
     let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
-    let Some(t) = &loaded.pipeline.tables.processed else { return Ok(vec![]) };
+    if loaded.pipeline.tables.processed.is_none() {
+        return Ok(vec![]);
+    }
     let Ok(Some(body)) = loaded.body_schema() else { return Ok(vec![]) };
-    let location = Location::resolve(&t.path)?;
+    let location = loaded.location("tables.processed.path")?;
     let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
     let wanted = contract::processed_schema_for_check(&body, &process.pii);
     let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);

@@ -43,7 +43,7 @@ fn host() -> String {
 
 /// The runs table's location, when the pipeline declares one.
 pub fn location(loaded: &LoadedPipeline) -> Result<Option<Location>> {
-    loaded.pipeline.tables.runs.as_ref().map(|t| Location::resolve(&t.path)).transpose()
+    loaded.pipeline.tables.runs.as_ref().map(|_| loaded.location("tables.runs.path")).transpose()
 }
 
 /// Appends the run's row. `partitions` is the `--partitions` selection of an

@@ -99,15 +99,14 @@ pub struct Status {
     pub last_runs: Vec<LastRun>,
 }
 
-/// Every table of the pipeline: (name, path).
-pub(crate) fn tables(loaded: &LoadedPipeline) -> Vec<(String, String)> {
-    loaded.tables_written().into_iter().map(|t| (t.name, t.path.to_string())).collect()
+/// Every table of the pipeline: (name, location).
+pub(crate) fn tables(loaded: &LoadedPipeline) -> Result<Vec<(String, Location)>> {
+    loaded.tables_written().into_iter().map(|t| Ok((t.name, loaded.location(&t.key)?))).collect()
 }
 
-pub(crate) async fn table_status(name: &str, path: &str) -> Result<TableStatus> {
-    let location = Location::resolve(path)?;
+pub(crate) async fn table_status(name: &str, location: &Location) -> Result<TableStatus> {
     let mut s = TableStatus { table: name.to_string(), location: location.to_string(), ..Default::default() };
-    let Some(table) = delta::open(&location).await? else { return Ok(s) };
+    let Some(table) = delta::open(location).await? else { return Ok(s) };
     s.exists = true;
     s.version = table.version();
     let snapshot = table.snapshot().map_err(|e| Error::delta(&location, e))?;
@@ -137,10 +136,10 @@ pub(crate) struct SourceState {
 
 pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<SourceState> {
     let p = &loaded.pipeline;
-    let source = Location::resolve(&p.source.capture.url)?;
+    let source = loaded.location("source.capture.url")?;
     let format = PathFormat::parse(&p.source.capture.path_format)
         .map_err(|reason| Error::InvalidLocation { location: p.source.capture.path_format.clone(), reason })?;
-    let raw = delta::open(&Location::resolve(&p.tables.raw.path)?).await?;
+    let raw = delta::open(&loaded.location("tables.raw.path")?).await?;
     let mut watermarks = BTreeMap::new();
     let mut windows = BTreeMap::new();
     if let Some(raw) = &raw {
@@ -170,8 +169,8 @@ pub(crate) async fn source_state(loaded: &LoadedPipeline, partitions: &Partition
 pub async fn status(loaded: &LoadedPipeline) -> Result<Status> {
     let p = &loaded.pipeline;
     let mut out = Status { pipeline: p.name.clone(), checked_at: Utc::now(), ..Default::default() };
-    for (name, path) in tables(loaded) {
-        out.tables.push(table_status(&name, &path).await?);
+    for (name, location) in tables(loaded)? {
+        out.tables.push(table_status(&name, &location).await?);
     }
     let source = source_state(loaded, &PartitionSet::all()).await?;
     for (id, files) in &source.files {
@@ -215,8 +214,8 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
         };
         StageLag { stage, source: source.to_string(), consumed_version: consumed, source_version, versions_behind }
     };
-    if let (Some(_), Some(t)) = (&p.process, &p.tables.processed) {
-        let consumed = match delta::open(&Location::resolve(&t.path)?).await? {
+    if let (Some(_), Some(_)) = (&p.process, &p.tables.processed) {
+        let consumed = match delta::open(&loaded.location("tables.processed.path")?).await? {
             Some(processed) => {
                 delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
             }
@@ -224,9 +223,9 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
         };
         out.push(lag("process".into(), "raw", consumed));
     }
-    for c in p.curate.iter().flat_map(|c| &c.tables) {
+    for (i, c) in p.curate.iter().flat_map(|c| &c.tables).enumerate() {
         let source = c.incremental.as_ref().map_or("processed", |i| i.source.as_str());
-        let consumed = match delta::open(&Location::resolve(&c.path)?).await? {
+        let consumed = match delta::open(&loaded.location(&format!("curate.tables[{i}].path"))?).await? {
             Some(t) => delta::progress(&t, &Marker::Curate { pipeline: &p.name, table: &c.name }.app_id())
                 .await?
                 .map(|v| v as u64),
