@@ -132,7 +132,7 @@ pub(super) async fn drop_duplicates(
     let figures = RuleFigures {
         rule: DEDUP_RULE.to_string(),
         expression: Some(format!("first of each ({})", d.key.join(", "))),
-        action: "drop",
+        action: expectations::Action::Drop,
         checked: tagged.num_rows() as u64,
         failed: duplicates,
         max_failure_rate: None,

@@ -141,7 +141,7 @@ fn judge_rules(plan: &Compiled, parts: &[SliceEval], n: usize) -> Verdicts {
     let mut rules = vec![RuleFigures {
         rule: SCHEMA_RULE.to_string(),
         expression: None,
-        action: Action::Quarantine.as_str(),
+        action: Action::Quarantine,
         checked: n as u64,
         failed: (n - parsed_ok) as u64,
         max_failure_rate: None,
@@ -173,7 +173,7 @@ fn judge_rules(plan: &Compiled, parts: &[SliceEval], n: usize) -> Verdicts {
         rules.push(RuleFigures {
             rule: e.name.clone(),
             expression: Some(e.sql.clone()),
-            action: e.action.as_str(),
+            action: e.action,
             checked: parsed_ok as u64,
             failed: failed as u64,
             max_failure_rate: e.max_failure_rate,

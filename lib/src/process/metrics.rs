@@ -9,6 +9,7 @@ use deltalake::arrow::array::{
 
 use super::run::RawRange;
 use super::{arrow_err, Compiled};
+use crate::expectations::Action;
 use crate::lake::contract::metrics_schema;
 use crate::report::{QualityReport, RuleOutcome, RuleVerdict};
 use crate::Result;
@@ -19,7 +20,7 @@ pub(super) struct RuleFigures {
     pub(super) rule: String,
     /// The rule's SQL (none for the schema rule).
     pub(super) expression: Option<String>,
-    pub(super) action: &'static str,
+    pub(super) action: Action,
     pub(super) checked: u64,
     pub(super) failed: u64,
     pub(super) max_failure_rate: Option<f64>,
@@ -47,7 +48,7 @@ pub(super) fn metrics_batch(
             Arc::new(Int64Array::from(vec![to as i64; k])),
             Arc::new(StringArray::from(rules.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())),
             Arc::new(StringArray::from(rules.iter().map(|r| r.expression.as_deref()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.action).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rules.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rules.iter().map(|r| r.checked as i64).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rules.iter().map(|r| r.failed as i64).collect::<Vec<_>>())),
             Arc::new(Float64Array::from(
@@ -70,7 +71,7 @@ pub(super) fn merge_rules(quality: &mut QualityReport, rules: &[RuleFigures]) {
             None => {
                 quality.rules.push(RuleOutcome {
                     rule: r.rule.clone(),
-                    action: r.action.to_string(),
+                    action: r.action,
                     outcome: r.outcome,
                     ..Default::default()
                 });

@@ -136,7 +136,7 @@ fn int64s(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
 }
 
 fn figures(ev: &Evaluated) -> Vec<(&str, &str, u64, u64, RuleVerdict)> {
-    ev.rules.iter().map(|r| (r.rule.as_str(), r.action, r.checked, r.failed, r.outcome)).collect()
+    ev.rules.iter().map(|r| (r.rule.as_str(), r.action.as_str(), r.checked, r.failed, r.outcome)).collect()
 }
 
 #[test]

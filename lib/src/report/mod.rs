@@ -303,8 +303,8 @@ pub struct QualityReport {
 pub struct RuleOutcome {
     /// Rule name.
     pub rule: String,
-    /// Declared action.
-    pub action: String,
+    /// Declared action: `warn`, `drop`, `quarantine` or `fail`.
+    pub action: crate::expectations::Action,
     /// Rows the rule was checked on.
     pub rows_checked: u64,
     /// Rows that failed it.
