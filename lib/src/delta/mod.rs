@@ -637,19 +637,24 @@ pub fn missing_columns(table: &DeltaTable, wanted: &deltalake::arrow::datatypes:
 /// done to this table may delete. Pipelines refuse nested tables they
 /// declare; this finds the ones they do not know, by listing the folder.
 pub async fn nested_tables(table: &DeltaTable) -> Result<Vec<String>> {
+    Ok(nested_in(&list_all(table).await?))
+}
+
+/// Every object under the table's root, its log included.
+pub async fn list_all(table: &DeltaTable) -> Result<Vec<object_store::ObjectMeta>> {
     use futures::TryStreamExt as _;
     let store = table.log_store().object_store(None);
-    let keys: Vec<String> = store
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .map_err(|e| Error::storage(table.table_url(), e))?;
-    let mut folders: Vec<String> =
-        keys.iter().filter_map(|k| k.find("/_delta_log/").map(|i| k[..i].to_string())).collect();
+    store.list(None).try_collect().await.map_err(|e| Error::storage(table.table_url(), e))
+}
+
+/// The nested tables' folders (see [`nested_tables`]) among `objects`
+/// listed under a table's root.
+pub fn nested_in(objects: &[object_store::ObjectMeta]) -> Vec<String> {
+    let keys = objects.iter().map(|m| m.location.as_ref());
+    let mut folders: Vec<String> = keys.filter_map(|k| k.find("/_delta_log/").map(|i| k[..i].to_string())).collect();
     folders.sort();
     folders.dedup();
-    Ok(folders)
+    folders
 }
 
 /// Whether `path` (relative to a table's root) lies in one of `folders`.

@@ -368,10 +368,15 @@ pub(crate) async fn stored(table: &DeltaTable, log: bool) -> Result<(u64, u64)> 
     let prefix = log.then(|| object_store::path::Path::from("_delta_log"));
     let metas: Vec<object_store::ObjectMeta> =
         store.list(prefix.as_ref()).try_collect().await.map_err(|e| Error::storage(table.table_url(), e))?;
-    Ok(metas
+    Ok(stored_in(&metas, log))
+}
+
+/// [`stored`] over objects already listed.
+fn stored_in(metas: &[object_store::ObjectMeta], log: bool) -> (u64, u64) {
+    metas
         .iter()
-        .filter(|m| log || !m.location.as_ref().starts_with("_delta_log"))
-        .fold((0, 0), |(n, b), m| (n + 1, b + m.size)))
+        .filter(|m| m.location.as_ref().starts_with("_delta_log") == log)
+        .fold((0, 0), |(n, b), m| (n + 1, b + m.size))
 }
 
 /// An action that ends before committing: skipped when there is nothing
@@ -535,11 +540,13 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
 }
 
 async fn vacuum(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
-    let mut a = action(t, ActionKind::Vacuum, stored(&table, false).await?);
+    // One listing gives both the files before and the nested tables.
+    let listed = delta::list_all(&table).await?;
+    let mut a = action(t, ActionKind::Vacuum, stored_in(&listed, false));
     // Full mode deletes every file no version of this table names, which
     // includes a nested table's files; lite mode only the files this
     // table's own log removed.
-    let nested = delta::nested_tables(&table).await?;
+    let nested = delta::nested_in(&listed);
     let mode = if nested.is_empty() { VacuumMode::Full } else { VacuumMode::Lite };
     let (table, metrics) = table
         .vacuum()

@@ -70,26 +70,9 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
 
 /// Every location the pipeline declares, by key path, resolved now.
 fn resolve_locations(p: &Pipeline) -> BTreeMap<String, std::result::Result<Location, String>> {
-    let t = &p.tables;
-    let mut declared: Vec<(String, &str)> = vec![
-        ("source.capture.url".into(), p.source.capture.url.as_str()),
-        ("tables.raw.path".into(), t.raw.path.as_str()),
-    ];
-    for (name, table) in [
-        ("processed", &t.processed),
-        ("quarantine", &t.quarantine),
-        ("quality_metrics", &t.quality_metrics),
-        ("erasure_log", &t.erasure_log),
-        ("runs", &t.runs),
-    ] {
-        if let Some(table) = table {
-            declared.push((format!("tables.{name}.path"), table.path.as_str()));
-        }
-    }
+    let mut declared: Vec<(String, &str)> = vec![("source.capture.url".into(), p.source.capture.url.as_str())];
+    declared.extend(p.tables_written().into_iter().map(|t| (t.key, t.path)));
     if let Some(curate) = &p.curate {
-        for (i, c) in curate.tables.iter().enumerate() {
-            declared.push((format!("curate.tables[{i}].path"), c.path.as_str()));
-        }
         for (i, r) in curate.references.iter().enumerate() {
             declared.push((format!("curate.references[{i}].path"), r.path.as_str()));
         }

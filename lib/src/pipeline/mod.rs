@@ -128,7 +128,15 @@ impl LoadedPipeline {
     /// Every table the pipeline writes, in declaration order: the
     /// `tables:` section, then the curated tables.
     pub fn tables_written(&self) -> Vec<DeclaredTable<'_>> {
-        let t = &self.pipeline.tables;
+        self.pipeline.tables_written()
+    }
+}
+
+impl Pipeline {
+    /// Every table the pipeline writes, in declaration order: the
+    /// `tables:` section, then the curated tables.
+    pub fn tables_written(&self) -> Vec<DeclaredTable<'_>> {
+        let t = &self.tables;
         let mut out = vec![DeclaredTable { name: "raw".into(), key: "tables.raw.path".into(), path: &t.raw.path }];
         for (name, table) in [
             ("processed", &t.processed),
@@ -141,7 +149,7 @@ impl LoadedPipeline {
                 out.push(DeclaredTable { name: name.into(), key: format!("tables.{name}.path"), path: &table.path });
             }
         }
-        for (i, c) in self.pipeline.curate.iter().flat_map(|c| &c.tables).enumerate() {
+        for (i, c) in self.curate.iter().flat_map(|c| &c.tables).enumerate() {
             out.push(DeclaredTable { name: c.name.clone(), key: format!("curate.tables[{i}].path"), path: &c.path });
         }
         out
