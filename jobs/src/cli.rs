@@ -265,6 +265,29 @@ fn parse_partitions(s: &str) -> Result<PartitionSet, String> {
     PartitionSet::parse(s)
 }
 
+/// When an upload fails while it is being completed (disk full, a
+/// read-only lake), delta-rs tries to abort it, object_store's `BufWriter`
+/// panics because completion has begun, and delta-rs catches that panic
+/// and logs a warning; the write's error then ends the run with its exit
+/// code. The default hook would still print the caught panic as if Weir
+/// had crashed, so that one is logged at debug; every other panic goes to
+/// the default hook.
+fn quiet_caught_upload_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message =
+            payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+        let in_buffered_upload =
+            info.location().is_some_and(|l| l.file().contains("object_store") && l.file().ends_with("buffered.rs"));
+        if in_buffered_upload && message == Some("Already shut down") {
+            tracing::debug!("a failed upload could not be aborted; its parts are left to the store's cleanup");
+            return;
+        }
+        default(info);
+    }));
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -274,6 +297,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
+    quiet_caught_upload_panic();
     // The crash tests' hooks (WEIR_FAULT, WEIR_PAUSE) act in the binary only.
     weir::lake::fault::arm();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

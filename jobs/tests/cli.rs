@@ -169,6 +169,50 @@ fn ingest_reports_and_reruns_are_no_ops() {
     assert_eq!(f.keys(), f.expected());
 }
 
+/// A data file that cannot be written (here: a file where the raw table's
+/// date folder should be; on a real lake, a full disk or a read-only
+/// mount) ends the run with the retryable code and no panic, commits
+/// nothing, and the rerun after the fault is gone lands every event once.
+#[test]
+fn a_failed_data_file_write_exits_75_without_a_panic_and_the_rerun_is_exact() {
+    let f = Fixture::new(spec(), "");
+    // The capture path's dates are the raw table's `enqueued_date` folders.
+    let raw = f.dir.path().join("lake/raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let mut blockers = std::collections::BTreeSet::new();
+    for partition in std::fs::read_dir(f.dir.path().join("capture")).unwrap() {
+        let partition = partition.unwrap().path();
+        for year in std::fs::read_dir(&partition).unwrap() {
+            let year = year.unwrap().path();
+            for month in std::fs::read_dir(&year).unwrap() {
+                let month = month.unwrap().path();
+                for day in std::fs::read_dir(&month).unwrap() {
+                    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+                    let day = day.unwrap().path();
+                    let blocker = raw.join(format!("enqueued_date={}-{}-{}", name(&year), name(&month), name(&day)));
+                    std::fs::write(&blocker, b"not a folder").unwrap();
+                    blockers.insert(blocker);
+                }
+            }
+        }
+    }
+    let out = f.cmd("ingest").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{}\n{stderr}", stdout(&out));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["error"]["class"], "retryable", "{report}");
+    assert!(report["error"]["message"].as_str().unwrap().contains("Not a directory"), "{report}");
+    assert_eq!(f.keys(), Vec::new(), "nothing committed");
+
+    for blocker in blockers {
+        std::fs::remove_file(blocker).unwrap();
+    }
+    let (code, report) = f.run("ingest");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(f.keys(), f.expected());
+}
+
 #[test]
 fn corrupt_file_gives_the_data_problem_exit_code() {
     let f = Fixture::new(spec(), "");

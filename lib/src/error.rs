@@ -243,7 +243,11 @@ fn delta_error_class(e: &deltalake::DeltaTableError) -> ErrorClass {
 
 /// The class of a storage failure somewhere in `e`'s chain: access refused
 /// is configuration, anything else storage did (outage, throttling past the
-/// retries) is retryable. `None` when storage is not involved.
+/// retries, a failed upload, disk full, a read-only mount) is retryable.
+/// `None` when storage is not involved.
+///
+/// Hazard: Parquet's writer wraps object-store errors in an `io::Error`,
+/// whose `source()` skips the wrapped error itself; the walk looks inside.
 fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     let mut current = Some(e);
     while let Some(err) = current {
@@ -254,6 +258,10 @@ fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
                 }
                 _ => ErrorClass::Retryable,
             });
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let inner = io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+            return Some(inner.and_then(storage_class).unwrap_or(ErrorClass::Retryable));
         }
         current = err.source();
     }
@@ -291,5 +299,35 @@ impl std::fmt::Display for Problem {
             write!(f, ": {}", self.path)?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, ErrorClass};
+
+    /// As Parquet's async writer reports a failed upload: the object-store
+    /// error inside an `io::Error` inside `ParquetError::External`.
+    fn failed_upload(store: object_store::Error) -> Error {
+        let wrapped = std::io::Error::other(store);
+        let parquet = deltalake::parquet::errors::ParquetError::External(Box::new(wrapped));
+        Error::delta(&"file:///lake/raw/", deltalake::DeltaTableError::from(parquet))
+    }
+
+    #[test]
+    fn a_failed_parquet_upload_is_classified_by_the_storage_error_inside() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotADirectory, "Not a directory (os error 20)");
+        let e = failed_upload(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(io) });
+        assert_eq!(e.class(), ErrorClass::Retryable, "{e}");
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = failed_upload(object_store::Error::PermissionDenied { path: "x".into(), source: Box::new(denied) });
+        assert_eq!(e.class(), ErrorClass::Config, "{e}");
+        // An I/O failure with nothing inside (disk full) is retryable too.
+        let full = deltalake::parquet::errors::ParquetError::External(Box::new(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device",
+        )));
+        let e = Error::delta(&"file:///lake/raw/", deltalake::DeltaTableError::from(full));
+        assert_eq!(e.class(), ErrorClass::Retryable, "{e}");
     }
 }
