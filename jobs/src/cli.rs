@@ -300,6 +300,10 @@ pub fn main() -> ExitCode {
     quiet_caught_upload_panic();
     // The crash tests' hooks (WEIR_FAULT, WEIR_PAUSE) act in the binary only.
     weir::lake::fault::arm();
+    if let Err(e) = weir::storage::fault::arm() {
+        eprintln!("weir: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -938,10 +938,10 @@ async fn commit(
                 tracing::warn!(attempt, "another ingest committed the same partitions; re-reading watermarks");
                 table = delta::open_or_create(location, spec).await?;
             }
-            Err(e) => {
-                sink.discard(&adds).await;
-                return Err(e);
-            }
+            // The commit may have landed all the same (a timeout, a 500
+            // after the store applied it): its files stay, and what no
+            // version names is left to vacuum.
+            Err(e) => return Err(e),
         }
     }
     unreachable!("the retry loop returns")

@@ -14,8 +14,10 @@
 //! ingest committed some of the same events. The caller then
 //! [`RawSink::discard`]s them (deletes the files it wrote and never
 //! committed) and writes what is left again; see `commit` in the parent.
-//! Uncommitted files left by a crash are orphans that `weir maintain`'s
-//! vacuum removes.
+//! Files are never deleted after a commit attempt failed: the commit may
+//! have landed (a timeout, an error after the store applied it), and its
+//! files are then the table's. Uncommitted files left by a crash or a failed
+//! commit are orphans that `weir maintain`'s vacuum removes.
 
 use std::collections::BTreeMap;
 

@@ -108,7 +108,10 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
                 .unwrap_or_else(|_| object_store::path::Path::from(add.path.as_str()));
             // Whole files: raw files are bounded by the writer's rotation, and
             // one request each is cheaper than one per column chunk on Azure.
-            let bytes = store.get(&path).await.map_err(|e| fail(&e))?.bytes().await.map_err(|e| fail(&e))?;
+            // A failed read is storage's (retryable, or access refused), not Weir's.
+            let at = format!("{}{}", url.as_str().trim_end_matches('/'), format_args!("/{}", add.path));
+            let fetched = store.get(&path).await.map_err(|e| Error::storage(&at, e))?;
+            let bytes = fetched.bytes().await.map_err(|e| Error::storage(&at, e))?;
             let decode = move || -> std::result::Result<Vec<RecordBatch>, String> {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
                 let wanted = ["partition_id", "sequence_number", "enqueued_time", "source_file", "body"];

@@ -10,6 +10,7 @@
 
 pub mod azure;
 pub mod emulator;
+pub mod fault;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,7 +109,7 @@ impl Location {
             let store = object_store::local::LocalFileSystem::new();
             let prefix = ObjectPath::from_filesystem_path(&dir)
                 .map_err(|e| Error::InvalidLocation { location: self.to_string(), reason: e.to_string() })?;
-            return Ok((Arc::new(store), prefix));
+            return Ok((fault::wrap(Arc::new(store)), prefix));
         }
         let invalid = |e: &dyn std::fmt::Display| Error::InvalidLocation {
             location: self.to_string(),
