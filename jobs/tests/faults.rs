@@ -207,3 +207,134 @@ fn every_job_survives_every_storage_fault_and_its_rerun_converges() {
     assert!(failures.is_empty(), "{} of {cells} cells failed:\n{}", failures.len(), failures.join("\n---\n"));
     assert!(injected * 2 > cells, "most cells must meet their fault ({injected} of {cells})");
 }
+
+/// The example pipeline in `dir` (with its schema and model beside it, as
+/// in the repository), raw rows kept for `raw_days` days.
+fn example_in(dir: &Path, raw_days: u32) -> PathBuf {
+    std::fs::create_dir_all(dir.join("pipelines/user_events")).unwrap();
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    std::fs::copy(repo().join("schemas/user_event.avsc"), dir.join("schemas/user_event.avsc")).unwrap();
+    std::fs::copy(
+        repo().join("pipelines/user_events/user_features.sql"),
+        dir.join("pipelines/user_events/user_features.sql"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo().join(PIPELINE)).unwrap();
+    let text = text.replace(
+        "retention: {column: enqueued_time, days: 60}",
+        &format!("retention: {{column: enqueued_time, days: {raw_days}}}"),
+    );
+    let file = dir.join(PIPELINE);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn job(pipeline: &Path, lake: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    weir_testkit::env::clean(&mut c)
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .env("WEIR_LAKE", lake)
+        .env("WEIR_PII_KEY", PII_KEY)
+        .env("WEIR_CAPTURE", repo().join("testdata/capture/user_events"))
+        .arg(args[0])
+        .arg(pipeline)
+        .args(&args[1..]);
+    c
+}
+
+/// Rows of the table at `path` whose text holds `needle`, in any column.
+fn rows_holding(path: &Path, needle: &str) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let location = weir::storage::Location::parse(path.to_str().unwrap()).unwrap();
+        let Some(table) = weir::delta::open(&location).await.unwrap() else { return 0 };
+        let mut n = 0;
+        for b in weir::delta::read_all(&table).await.unwrap() {
+            for row in 0..b.num_rows() {
+                let text = (0..b.num_columns())
+                    .map(|i| array_value_to_string(b.column(i), row).unwrap())
+                    .collect::<Vec<_>>()
+                    .join("|");
+                n += usize::from(text.contains(needle));
+            }
+        }
+        n
+    })
+}
+
+/// `weir maintain` killed while it holds a table's rewrite lease: an erase
+/// then neither stops halfway nor waits for the lease to run out, because
+/// the holder is known dead; a live holder's lease stops an erase before
+/// its first delete, naming the holder.
+#[test]
+fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before_any_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // Raw rows older than a day: maintain has rows to delete, so it takes the lease.
+    let pipeline = example_in(dir.path(), 1);
+    let out = job(&pipeline, &lake, &["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut maintain = job(&pipeline, &lake, &["maintain"])
+        .env("WEIR_PAUSE", "maintain_holding_lease:120000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = lake.join("raw/user_events/_delta_log");
+    let claimed = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .any(|text| text.contains("weir.lease_host"))
+    };
+    let started = std::time::Instant::now();
+    while !claimed() {
+        assert!(started.elapsed().as_secs() < 120, "maintain never took the lease");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    maintain.kill().unwrap();
+    maintain.wait().unwrap();
+
+    let raw = lake.join("raw/user_events");
+    assert!(rows_holding(&raw, "u-1071") > 0);
+    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-1071"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no longer running"), "{stderr}");
+    for table in ["raw/user_events", "processed/user_events", "quarantine/user_events"] {
+        assert_eq!(rows_holding(&lake.join(table), "u-1071"), 0, "{table}");
+    }
+    assert_eq!(rows_holding(&lake.join("audit/erasure_log"), "u-1071"), 0, "the log holds no subject value");
+    let logged = rows_holding(&lake.join("audit/erasure_log"), "");
+    assert!(logged >= 1, "the erasure is logged");
+
+    // A live holder (this test process) on processed: the erase stops
+    // before it deletes anything, and says who holds the table.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let processed = weir::storage::Location::parse(lake.join("processed/user_events").to_str().unwrap()).unwrap();
+    let hold = |release: bool| {
+        rt.block_on(async {
+            let table = weir::delta::open(&processed).await.unwrap().unwrap();
+            if release {
+                weir::delta::release_rewrite_lease(table, Default::default()).await.unwrap();
+            } else {
+                let hour = std::time::Duration::from_secs(3600);
+                weir::delta::claim_rewrite_lease(table, hour, Default::default()).await.unwrap();
+            }
+        })
+    };
+    hold(false);
+    let before = rows_holding(&raw, "u-753");
+    assert!(before > 0);
+    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains(&format!("process {} on host", std::process::id())), "{stderr}");
+    assert_eq!(rows_holding(&raw, "u-753"), before, "nothing was deleted");
+    hold(true);
+    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rows_holding(&raw, "u-753"), 0);
+}

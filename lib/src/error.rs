@@ -154,12 +154,14 @@ pub enum Error {
 
     /// Another job holds the table's rewrite lease (see
     /// [`crate::delta::REWRITE_APP_ID`]).
-    #[error("delta table {table}: another job (weir maintain) is rewriting its files, holding it until {until} at the latest; nothing was written; rerun after it")]
+    #[error("delta table {table}: another job (weir maintain, {holder}) is rewriting its files, holding it until {until} at the latest; nothing was written; rerun after it")]
     TableBusy {
         /// The table URL.
         table: String,
         /// When the lease runs out (RFC 3339).
         until: String,
+        /// Who holds it: process, host and run.
+        holder: String,
     },
 
     /// A request that cannot be carried out as given (e.g. an erase naming

@@ -52,16 +52,83 @@ pub fn rewrite_marker() -> Transaction {
 }
 
 /// Fails with [`Error::TableBusy`] while another job holds the table's
-/// rewrite lease.
+/// rewrite lease. A lease whose holder ran on this host and is no longer
+/// running (killed, crashed) is free: nothing it was doing can commit.
 pub async fn check_rewrite_lease(table: &DeltaTable) -> Result<()> {
     let until = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
-    if until > chrono::Utc::now().timestamp_millis() {
-        return Err(Error::TableBusy {
-            table: crate::storage::redact(table.table_url().as_str()),
-            until: chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default(),
-        });
+    if until <= chrono::Utc::now().timestamp_millis() {
+        return Ok(());
     }
-    Ok(())
+    let holder = lease_holder(table).await;
+    let url = crate::storage::redact(table.table_url().as_str());
+    if let Some(h) = &holder {
+        if h.host == this_host() && !pid_alive(h.pid) {
+            tracing::warn!(table = %url, host = %h.host, pid = h.pid, "the rewrite lease is held by a run that is no longer running; it is free");
+            return Ok(());
+        }
+    }
+    Err(Error::TableBusy {
+        table: url,
+        until: chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        holder: holder.map_or_else(|| "an unknown run".to_string(), |h| h.to_string()),
+    })
+}
+
+/// Commit metadata keys naming a lease's holder.
+const LEASE_HOST: &str = "weir.lease_host";
+const LEASE_PID: &str = "weir.lease_pid";
+
+/// Who claimed a table's rewrite lease.
+struct LeaseHolder {
+    host: String,
+    pid: u32,
+    run_id: Option<String>,
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} on host {}", self.pid, self.host)?;
+        if let Some(run) = &self.run_id {
+            write!(f, " (run {run})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The holder of the latest lease claim in the table's recent history.
+async fn lease_holder(table: &DeltaTable) -> Option<LeaseHolder> {
+    use futures::StreamExt as _;
+    let mut history = table.history(Some(100));
+    while let Some(Ok(commit)) = history.next().await {
+        let info = &commit.info;
+        if let (Some(host), Some(pid)) = (info.get(LEASE_HOST), info.get(LEASE_PID)) {
+            return Some(LeaseHolder {
+                host: host.as_str()?.to_string(),
+                pid: u32::try_from(pid.as_u64()?).ok()?,
+                run_id: info.get("weir.run_id").and_then(|r| r.as_str()).map(str::to_string),
+            });
+        }
+    }
+    None
+}
+
+/// This machine's name, as a lease records it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether process `pid` of this host is running; `true` where that
+/// cannot be told (no `/proc`), so a lease is never taken from a live run.
+fn pid_alive(pid: u32) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Commits the table's rewrite lease until now + `hold` (an empty commit
@@ -77,6 +144,9 @@ pub async fn claim_rewrite_lease(
     check_rewrite_lease(&table).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let until = now + hold.as_millis() as i64;
+    let mut metadata = metadata;
+    metadata.insert(LEASE_HOST.into(), this_host().into());
+    metadata.insert(LEASE_PID.into(), std::process::id().into());
     lease_commit(table, until, metadata).await
 }
 

@@ -678,11 +678,14 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     let mut stages = Vec::new();
     let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone() };
 
+    let locations = Locations::of(loaded)?;
+    if !options.dry_run {
+        leases_free(loaded, &locations).await?;
+    }
     // 1. Catch up: raw rows are erased at the version process consumed.
     if p.process.is_some() && !options.dry_run {
         stages.push(crate::process::process(loaded, &process_options).await?);
     }
-    let locations = Locations::of(loaded)?;
     let raw_version = raw_version(loaded, &locations, options.dry_run).await?;
     let mut plan = Plan {
         loaded,
@@ -752,6 +755,21 @@ fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, L
 /// The raw version rows are erased at: the one process consumed (none
 /// without a raw table). A dry run counts everything ingested: the real run
 /// processes it first.
+/// Every table an erase rewrites must be free of `weir maintain`'s rewrite
+/// lease before the first delete: a held one stops the erase with nothing
+/// written, not halfway through the tables.
+async fn leases_free(loaded: &LoadedPipeline, locations: &Locations) -> Result<()> {
+    let curated = loaded.pipeline.curate.iter().flat_map(|c| &c.tables).enumerate();
+    let curated: Vec<Location> = curated.map(|(i, _)| loaded.curated_location(i)).collect::<Result<_>>()?;
+    let all = [Some(&locations.raw), locations.processed.as_ref(), locations.quarantine.as_ref()];
+    for location in all.into_iter().flatten().chain(&curated) {
+        if let Some(table) = delta::open(location).await? {
+            delta::check_rewrite_lease(&table).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn raw_version(loaded: &LoadedPipeline, locations: &Locations, dry_run: bool) -> Result<Option<u64>> {
     let p = &loaded.pipeline;
     Ok(match (delta::open(&locations.raw).await?, &locations.processed) {

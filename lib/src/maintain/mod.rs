@@ -303,6 +303,7 @@ async fn maintain_table(
     }
     if rewrites {
         table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(t, options, "lease")).await?;
+        crate::lake::fault::pause_point("maintain_holding_lease");
     }
     let result = async {
         if let Some(r) = &t.policy.retention {
