@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir::capture::PartitionSet;
 use weir::curate::features::FeatureRequest;
@@ -476,6 +475,9 @@ async fn features(args: FeaturesArgs) -> anyhow::Result<u8> {
 }
 
 async fn erase(args: EraseArgs) -> anyhow::Result<u8> {
+    if let Err(code) = report_path_writable(args.report.as_deref()) {
+        return Ok(code);
+    }
     let args = &args;
     let outputs =
         Outputs { metrics_file: args.metrics_file.as_deref(), lineage: args.lineage.as_deref(), partitions: None };
@@ -641,6 +643,9 @@ fn plan_text(p: &weir::plan::Plan) -> String {
 
 /// A stage job through the driver, with a progress bar on a terminal.
 async fn run_job(job: Job, common: CommonArgs, mut request: JobRequest) -> anyhow::Result<u8> {
+    if let Err(code) = report_path_writable(common.report.as_deref()) {
+        return Ok(code);
+    }
     request.dry_run = common.dry_run;
     let bar = (matches!(job, Job::Ingest | Job::Run) && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -691,16 +696,32 @@ fn finish(finished: Finished, report: Option<&Path>) -> anyhow::Result<u8> {
 
 fn write_report(report: &RunReport, path: Option<&Path>) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
-    match path {
-        Some(p) => std::fs::write(p, json + "\n").with_context(|| format!("cannot write report {}", p.display()))?,
-        // A closed stdout (the scheduler went away) is not worth a panic:
-        // the commits are done and the exit code still tells the outcome.
-        None => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = writeln!(out, "{json}").and_then(|()| out.flush()) {
-                tracing::warn!(error = %e, "cannot write the run report to stdout");
-            }
+    if let Some(p) = path {
+        // Checked before the run (`report_path_writable`); if it still
+        // fails, the run's outcome stands and the report goes to stdout.
+        match std::fs::write(p, json.clone() + "\n") {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::error!(file = %p.display(), error = %e, "cannot write the run report; printing it"),
         }
     }
+    // A closed stdout (the scheduler went away) is not worth a panic: the
+    // commits are done and the exit code still tells the outcome.
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{json}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "cannot write the run report to stdout");
+    }
     Ok(())
+}
+
+/// A `--report` file that cannot be written is a usage error found before
+/// the run changes anything, not after it committed.
+fn report_path_writable(path: Option<&Path>) -> Result<(), u8> {
+    let Some(p) = path else { return Ok(()) };
+    match std::fs::OpenOptions::new().append(true).create(true).open(p) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!("weir: --report {}: cannot write it: {e}", p.display());
+            Err(exit::CONFIG)
+        }
+    }
 }

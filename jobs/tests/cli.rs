@@ -992,6 +992,8 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
         (vec!["--subject", "u-1"], true, "FIELD=VALUE"),
         (vec![], true, "no subject"),
         (vec!["--subject", "userId=u-1"], false, "WEIR_PII_KEY"),
+        (vec!["--subjects-file", "/nonexistent/subjects.txt"], true, "/nonexistent/subjects.txt"),
+        (vec!["--subject", "userId=u-1", "--report", "/nonexistent/report.json"], true, "/nonexistent/report.json"),
     ] {
         let mut c = if key { f.with_key("erase") } else { f.cmd("erase") };
         let o = c.args(&args).output().unwrap();
