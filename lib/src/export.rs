@@ -50,6 +50,21 @@ impl Format {
 
 /// Writes `batches` to `output` (stdout when `None`).
 pub fn write(batches: &[RecordBatch], schema: &SchemaRef, format: Format, output: Option<&Path>) -> Result<u64> {
+    let Some(path) = output else { return write_to(batches, schema, format, None) };
+    // Into a file beside the output, renamed over it once complete: a
+    // failed export leaves no partial file behind.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    let result = write_to(batches, schema, format, Some(&partial)).and_then(|rows| {
+        std::fs::rename(&partial, path).map(|()| rows).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+fn write_to(batches: &[RecordBatch], schema: &SchemaRef, format: Format, output: Option<&Path>) -> Result<u64> {
     let io = |path: Option<&Path>| {
         let path = path.map_or_else(|| PathBuf::from("<stdout>"), Path::to_path_buf);
         move |source: std::io::Error| Error::Io { path: path.clone(), source }
@@ -81,13 +96,13 @@ pub fn write(batches: &[RecordBatch], schema: &SchemaRef, format: Format, output
         Format::Csv => {
             let mut w = deltalake::arrow::csv::WriterBuilder::new().with_header(true).build(sink);
             for b in batches {
-                w.write(&text_friendly(b)?).map_err(arrow)?;
+                w.write(&text_friendly(b, true)?).map_err(arrow)?;
             }
         }
         Format::Jsonl => {
             let mut w = deltalake::arrow::json::LineDelimitedWriter::new(sink);
             for b in batches {
-                w.write(&text_friendly(b)?).map_err(arrow)?;
+                w.write(&text_friendly(b, false)?).map_err(arrow)?;
             }
             w.finish().map_err(arrow)?;
             w.into_inner().flush().map_err(io(output))?;
@@ -96,20 +111,55 @@ pub fn write(batches: &[RecordBatch], schema: &SchemaRef, format: Format, output
     Ok(rows)
 }
 
-/// Decimals as exact strings (a JSON number would be read back as a float).
-fn text_friendly(b: &RecordBatch) -> Result<RecordBatch> {
+/// Decimals as exact strings (a JSON number would be read back as a
+/// float); with `nested_as_json`, records, arrays and maps as JSON text.
+fn text_friendly(b: &RecordBatch, nested_as_json: bool) -> Result<RecordBatch> {
     let mut fields = Vec::with_capacity(b.num_columns());
     let mut columns = Vec::with_capacity(b.num_columns());
     for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        let nested = matches!(
+            f.data_type(),
+            DataType::Struct(_)
+                | DataType::List(_)
+                | DataType::LargeList(_)
+                | DataType::FixedSizeList(_, _)
+                | DataType::Map(_, _)
+        );
         if matches!(f.data_type(), DataType::Decimal128(_, _) | DataType::Decimal256(_, _)) {
             columns.push(cast(c, &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))?);
             fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+        } else if nested && nested_as_json {
+            columns.push(json_text(f, c)?);
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
         } else {
             columns.push(c.clone());
             fields.push(f.as_ref().clone());
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// A nested column (record, array, map) as one JSON text per row, as the
+/// JSON lines output writes it: CSV has no nested cells.
+fn json_text(field: &Field, column: &deltalake::arrow::array::ArrayRef) -> Result<deltalake::arrow::array::ArrayRef> {
+    let err = |e: &dyn std::fmt::Display| Error::Internal(format!("column {} as JSON: {e}", field.name()));
+    let one =
+        RecordBatch::try_new(Arc::new(Schema::new(vec![field.clone()])), vec![column.clone()]).map_err(|e| err(&e))?;
+    // One `{"name":value}` line per row (`{}` for a null): the value's text
+    // is cut out as written, so fields keep their order.
+    let mut w = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
+    w.write(&text_friendly(&one, false)?).map_err(|e| err(&e))?;
+    w.finish().map_err(|e| err(&e))?;
+    let text = String::from_utf8(w.into_inner()).map_err(|e| err(&e))?;
+    let prefix = format!("{{{}:", serde_json::Value::from(field.name().as_str()));
+    let texts: Vec<Option<String>> = text
+        .lines()
+        .map(|line| line.strip_prefix(&prefix).and_then(|v| v.strip_suffix('}')).map(str::to_string))
+        .collect();
+    if texts.len() != column.len() {
+        return Err(err(&format!("{} lines for {} rows", texts.len(), column.len())));
+    }
+    Ok(Arc::new(deltalake::arrow::array::StringArray::from(texts)))
 }
 
 /// The change feed of the table at `location` for versions `from..=to`
@@ -203,4 +253,51 @@ fn plain(batches: Vec<RecordBatch>, table: &Schema) -> Result<(SchemaRef, Vec<Re
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((schema, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::{write, Format};
+
+    /// CSV has no nested cells: records and arrays are written as the JSON
+    /// text JSON lines holds for them, nulls as empty cells.
+    #[test]
+    fn nested_columns_are_json_text_in_csv() {
+        let props = StructArray::from(vec![
+            (
+                Arc::new(Field::new("page", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec![Some("/a,b"), None])) as _,
+            ),
+            (
+                Arc::new(Field::new("ms", DataType::Int64, true)),
+                Arc::new(Int64Array::from(vec![Some(5), Some(7)])) as _,
+            ),
+        ]);
+        let tags = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(vec![Some(1), Some(2)]), None]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("props", props.data_type().clone(), true),
+            Field::new("tags", tags.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(props), Arc::new(tags)],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("changes.csv");
+        assert_eq!(write(&[batch], &schema, Format::Csv, Some(&out)).unwrap(), 2);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            "id,props,tags\n1,\"{\"\"page\"\":\"\"/a,b\"\",\"\"ms\"\":5}\",\"[1,2]\"\n2,\"{\"\"ms\"\":7}\",\n"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["changes.csv"], "no partial file is left");
+    }
 }

@@ -103,9 +103,8 @@ impl Subject {
 /// with `#` are skipped. Errors name the file and line.
 pub fn read_subjects_file(path: &std::path::Path, default_field: Option<&str>) -> Result<Vec<Subject>> {
     // A file that cannot be read is the request's problem, not storage's.
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Request {
-        message: format!("--subjects-file {}: cannot read it: {e}", path.display()),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Request { message: format!("--subjects-file {}: cannot read it: {e}", path.display()) })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
