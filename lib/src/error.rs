@@ -213,6 +213,24 @@ impl Error {
         }
     }
 
+    /// A query engine error (DataFusion, Arrow, Parquet) on `url`: classified
+    /// by the storage failure in its chain when there is one (retryable, or
+    /// access refused), else `otherwise` — so a storage outage in the middle
+    /// of a query is a storage error wherever the query runs.
+    pub(crate) fn query(
+        url: &impl std::fmt::Display,
+        cause: &(dyn std::error::Error + 'static),
+        otherwise: impl FnOnce() -> Error,
+    ) -> Self {
+        let url = crate::redact::redact(&url.to_string());
+        let message = crate::redact::scrub(&cause.to_string());
+        match storage_class(cause) {
+            Some(ErrorClass::Config) => Error::StorageAccess { url, message },
+            Some(_) => Error::Storage { url, message },
+            None => otherwise(),
+        }
+    }
+
     pub(crate) fn delta(table: &impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
         Error::Delta { table: crate::redact::redact(&table.to_string()), source: Box::new(source) }
     }
@@ -314,6 +332,24 @@ mod tests {
         let wrapped = std::io::Error::other(store);
         let parquet = deltalake::parquet::errors::ParquetError::External(Box::new(wrapped));
         Error::delta(&"file:///lake/raw/", deltalake::DeltaTableError::from(parquet))
+    }
+
+    /// A query that fails because storage failed under it is storage's
+    /// failure wherever it runs (a curated model, a dedup read, an erase);
+    /// any other query failure is what the caller says it is.
+    #[test]
+    fn query_errors_are_classified_by_the_storage_failure_in_their_chain() {
+        use deltalake::datafusion::error::DataFusionError;
+        let outage = object_store::Error::Generic { store: "MicrosoftAzure", source: "503 Service Unavailable".into() };
+        let wrapped =
+            DataFusionError::Context("scanning".into(), Box::new(DataFusionError::ObjectStore(Box::new(outage))));
+        let model = || Error::Model { table: "t".into(), message: "bad SQL".into() };
+        assert_eq!(Error::query(&"az://lake/t", &wrapped, model).class(), ErrorClass::Retryable);
+        let refused = object_store::Error::PermissionDenied { path: "t".into(), source: "403".into() };
+        let refused = DataFusionError::External(Box::new(refused));
+        assert_eq!(Error::query(&"az://lake/t", &refused, model).class(), ErrorClass::Config);
+        let plan = DataFusionError::Plan("no column x".into());
+        assert!(matches!(Error::query(&"az://lake/t", &plan, model), Error::Model { .. }));
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub async fn changes(location: &Location, from: u64, to: Option<u64>) -> Result<
     let latest = table.version().unwrap_or(0);
     let to = to.unwrap_or(latest).min(latest);
     let url = location.to_string();
-    let err = |e: DataFusionError| Error::Internal(format!("change feed of {url}: {e}"));
+    let err = |e: DataFusionError| Error::query(&url, &e, || Error::Internal(format!("change feed of {url}: {e}")));
     let ctx = crate::expectations::session();
     let schema = delta::arrow_schema(&table)?;
     let columns: Vec<String> = schema
@@ -187,6 +187,15 @@ pub async fn changes(location: &Location, from: u64, to: Option<u64>) -> Result<
         // Nothing committed in the range: an empty feed, not an error, so a
         // consumer polling with its last version + 1 just gets no rows.
         return plain(vec![], &schema);
+    }
+    let oldest = delta::oldest_commit(&table).await?;
+    if oldest.is_some_and(|oldest| from < oldest) {
+        return Err(Error::Request {
+            message: format!(
+                "{url}: versions before {} are no longer in the table's log (removed by log cleanup or an erase --purge); read the change feed from --from-version {0}, or the table itself for what came before",
+                oldest.unwrap_or_default()
+            ),
+        });
     }
     let builder = table.scan_cdf().with_starting_version(from).with_ending_version(to);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(&url, e))?;
@@ -299,5 +308,35 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, ["changes.csv"], "no partial file is left");
+    }
+
+    /// Versions whose commits log cleanup or a purge removed cannot be
+    /// read: a request error naming the oldest readable version, not an
+    /// internal one.
+    #[tokio::test]
+    async fn a_feed_from_before_the_oldest_commit_is_a_request_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::storage::Location::parse(dir.path().join("t").to_str().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let spec = crate::delta::TableSpec {
+            name: "t".into(),
+            description: None,
+            schema: schema.clone(),
+            partition_columns: vec![],
+        };
+        let mut table = crate::delta::open_or_create(&location, &spec).await.unwrap();
+        for i in 0..3 {
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![i]))]).unwrap();
+            table = crate::delta::write_with_progress(table, vec![batch], Default::default()).await.unwrap();
+        }
+        // As log cleanup leaves it: a checkpoint, the oldest commits gone.
+        deltalake::checkpoints::create_checkpoint(&table, None).await.unwrap();
+        std::fs::remove_file(dir.path().join("t/_delta_log/00000000000000000000.json")).unwrap();
+        std::fs::remove_file(dir.path().join("t/_delta_log/00000000000000000001.json")).unwrap();
+        let e = super::changes(&location, 0, None).await.unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Config, "{e}");
+        assert!(e.to_string().contains("versions before 2 are no longer in the table's log"), "{e}");
+        let (_, rows) = super::changes(&location, 2, None).await.unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2, "versions 2 and 3");
     }
 }

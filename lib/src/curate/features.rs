@@ -85,7 +85,9 @@ pub async fn lookup(loaded: &LoadedPipeline, request: &FeatureRequest) -> Result
     let entity_schema = entities.first().map(|b| b.schema()).ok_or_else(|| bad(&request.entities, "no rows".into()))?;
 
     let ctx = crate::expectations::session();
-    let err = |e: DataFusionError| Error::Internal(format!("point-in-time join: {e}"));
+    let err = |e: DataFusionError| {
+        Error::query(&"the feature table", &e, || Error::Internal(format!("point-in-time join: {e}")))
+    };
     let mem = MemTable::try_new(entity_schema.clone(), vec![entities]).map_err(err)?;
     ctx.register_table("entities", Arc::new(mem)).map_err(err)?;
     super::register(&ctx, "features", &table).await?;

@@ -130,8 +130,10 @@ fn model_error(table: &str, message: String) -> Error {
     Error::Model { table: table.to_string(), message }
 }
 
+/// A model's query failed: storage's failure when storage failed under
+/// it, else the model's (its SQL or data).
 fn df_error(table: &str) -> impl Fn(DataFusionError) -> Error + '_ {
-    move |e| model_error(table, clean(&e.to_string()))
+    move |e| Error::query(&format!("curated table {table}"), &e, || model_error(table, clean(&e.to_string())))
 }
 
 fn clean(message: &str) -> String {
@@ -200,7 +202,9 @@ fn to_schema(table: &str, batches: Vec<RecordBatch>, schema: &SchemaRef) -> Resu
 
 /// Registers a Delta table under `name` for SQL.
 async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
-    let err = |e: DataFusionError| Error::Internal(format!("registering {name}: {e}"));
+    let err = |e: DataFusionError| {
+        Error::query(table.table_url(), &e, || Error::Internal(format!("registering {name}: {e}")))
+    };
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(err)?;
     ctx.deregister_table(name).map_err(err)?;
@@ -769,7 +773,9 @@ async fn create_table(loaded: &LoadedPipeline, model: &Model, schema: &SchemaRef
 async fn changed_scope(source: &DeltaTable, from: u64, to: u64, by: &[ScopeColumn]) -> Result<Vec<RecordBatch>> {
     let ctx = crate::expectations::session();
     let url = crate::storage::redact(source.table_url().as_str());
-    let err = |e: DataFusionError| Error::Internal(format!("change feed of {url}: {}", clean(&e.to_string())));
+    let err = |e: DataFusionError| {
+        Error::query(&url, &e, || Error::Internal(format!("change feed of {url}: {}", clean(&e.to_string()))))
+    };
     let builder = source.clone().scan_cdf().with_starting_version(from).with_ending_version(to);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(&url, e))?;
     ctx.register_table("changes", Arc::new(provider)).map_err(err)?;

@@ -278,6 +278,18 @@ pub async fn added(table: &DeltaTable, from: u64, to: u64) -> Result<(u64, u64)>
     Ok((files, bytes))
 }
 
+/// The oldest version whose commit file is still in the table's log
+/// (older ones go with log cleanup, or an erase's purge); `None` when the
+/// log holds no commit file.
+pub async fn oldest_commit(table: &DeltaTable) -> Result<Option<u64>> {
+    use futures::TryStreamExt as _;
+    let store = table.log_store().object_store(None);
+    let log = object_store::path::Path::from("_delta_log");
+    let metas: Vec<object_store::ObjectMeta> =
+        store.list(Some(&log)).try_collect().await.map_err(|e| Error::storage(table.table_url(), e))?;
+    Ok(metas.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).min())
+}
+
 /// The last version recorded for `app_id`, if any.
 pub async fn progress(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;

@@ -253,7 +253,8 @@ async fn scan(
     mut pick: impl FnMut(&RecordBatch, usize) -> Option<usize>,
 ) -> Result<Found> {
     let err = |e: deltalake::datafusion::error::DataFusionError| {
-        Error::Internal(format!("erase: reading {}: {e}", crate::storage::redact(table.table_url().as_str())))
+        let url = crate::storage::redact(table.table_url().as_str());
+        Error::query(&url, &e, || Error::Internal(format!("erase: reading {url}: {e}")))
     };
     let ctx = crate::expectations::session();
     let provider = table.table_provider().await.map_err(err)?;

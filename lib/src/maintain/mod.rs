@@ -449,7 +449,7 @@ async fn retention(
 async fn count_rows(table: &DeltaTable, predicate: Expr) -> Result<u64> {
     let ctx = crate::expectations::session();
     let err = |e: deltalake::datafusion::error::DataFusionError| {
-        Error::Internal(format!("counting rows of {}: {e}", table.table_url()))
+        Error::query(table.table_url(), &e, || Error::Internal(format!("counting rows of {}: {e}", table.table_url())))
     };
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(err)?;

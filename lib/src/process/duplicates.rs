@@ -180,7 +180,8 @@ async fn reach_back(
 async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Result<Vec<RecordBatch>> {
     let ctx = expectations::session();
     let df_err = |e: deltalake::datafusion::error::DataFusionError| {
-        Error::Internal(format!("reading keys of {}: {e}", crate::storage::redact(table.table_url().as_str())))
+        let url = crate::storage::redact(table.table_url().as_str());
+        Error::query(&url, &e, || Error::Internal(format!("reading keys of {url}: {e}")))
     };
     table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(table.table_url(), e))?;
     let provider = table.table_provider().await.map_err(df_err)?;

@@ -186,11 +186,8 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<Re
     let builder = raw.clone().scan_cdf().with_starting_version(from as _).with_ending_version(to as _);
     let provider = DeltaCdfTableProvider::try_new(builder).map_err(|e| Error::delta(raw.table_url(), e))?;
     let df_err = |e: deltalake::datafusion::error::DataFusionError| {
-        Error::Internal(format!(
-            "reading the change feed of {}: {}",
-            crate::storage::redact(raw.table_url().as_str()),
-            e
-        ))
+        let url = crate::storage::redact(raw.table_url().as_str());
+        Error::query(&url, &e, || Error::Internal(format!("reading the change feed of {url}: {e}")))
     };
     ctx.register_table("raw_changes", Arc::new(provider)).map_err(df_err)?;
     let batches = ctx
