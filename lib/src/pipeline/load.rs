@@ -77,7 +77,26 @@ fn resolve_locations(p: &Pipeline) -> BTreeMap<String, std::result::Result<Locat
             declared.push((format!("curate.references[{i}].path"), r.path.as_str()));
         }
     }
-    declared.into_iter().map(|(key, at)| (key, Location::parse(at))).collect()
+    declared
+        .into_iter()
+        .map(|(key, at)| {
+            let location = Location::parse(at).and_then(|l| table_folder(&key, at, l));
+            (key, location)
+        })
+        .collect()
+}
+
+/// A local table folder whose path holds `%` or `\` is refused: delta-rs
+/// writes such a table at the literal path and its log reader decodes the
+/// URL to another one, so every run after the first would fail.
+fn table_folder(key: &str, declared: &str, location: Location) -> std::result::Result<Location, String> {
+    let local = location.local_path().is_some();
+    if key != "source.capture.url" && local && declared.contains(['%', '\\']) {
+        return Err(format!(
+            "{declared:?}: a local table folder cannot contain '%' or '\\' (Delta readers would look for it at another path); rename the folder"
+        ));
+    }
+    Ok(location)
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` from `env`; `$${` is a literal
