@@ -72,13 +72,25 @@ pub enum Error {
     },
 
     /// A Delta table operation failed.
-    #[error("delta table {table}: {}", crate::redact::scrub(&source.to_string()))]
+    #[error("delta table {table}: {}", crate::redact::scrub(&without_backtrace(&source.to_string())))]
     Delta {
         /// The table URL.
         table: String,
         /// The cause.
         #[source]
         source: Box<deltalake::DeltaTableError>,
+    },
+
+    /// A file of a table's log cannot be read as a commit: the table needs
+    /// a human (restore the file from a backup or the store's versioning).
+    #[error("delta table {table}: its log file {file} is damaged ({reason}); restore it from a backup or the store's object versioning — nothing is read or written until it is readable")]
+    DamagedLog {
+        /// The table URL.
+        table: String,
+        /// The damaged file, relative to the table.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// Another writer committed the same progress marker first.
@@ -195,7 +207,7 @@ impl Error {
             Error::Io { .. } => ErrorClass::Retryable,
             Error::Storage { .. } | Error::ConcurrentProgress { .. } | Error::TableBusy { .. } => ErrorClass::Retryable,
             Error::Delta { source, .. } => delta_error_class(source),
-            Error::RuleError { .. } => ErrorClass::Data,
+            Error::RuleError { .. } | Error::DamagedLog { .. } => ErrorClass::Data,
             Error::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -223,7 +235,7 @@ impl Error {
         otherwise: impl FnOnce() -> Error,
     ) -> Self {
         let url = crate::redact::redact(&url.to_string());
-        let message = crate::redact::scrub(&cause.to_string());
+        let message = crate::redact::scrub(&without_backtrace(&cause.to_string()));
         match storage_class(cause) {
             Some(ErrorClass::Config) => Error::StorageAccess { url, message },
             Some(_) => Error::Storage { url, message },
@@ -234,6 +246,21 @@ impl Error {
     pub(crate) fn delta(table: &impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
         Error::Delta { table: crate::redact::redact(&table.to_string()), source: Box::new(source) }
     }
+}
+
+/// An error's text without the backtrace some libraries render into it
+/// (the Delta kernel does when `RUST_BACKTRACE` is set): reports and logs
+/// carry the message, not the frames.
+pub(crate) fn without_backtrace(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("0: ") || t == "stack backtrace:" {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim_end().to_string()
 }
 
 fn delta_error_class(e: &deltalake::DeltaTableError) -> ErrorClass {

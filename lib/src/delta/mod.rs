@@ -197,10 +197,48 @@ pub async fn open(location: &Location) -> Result<Option<DeltaTable>> {
     if location.local_path().is_some_and(|p| !p.join("_delta_log").is_dir()) {
         return Ok(None);
     }
-    let table = DeltaTable::try_from_url_with_storage_options(location.url().clone(), storage_options_from_env())
-        .await
-        .map_err(|e| Error::delta(location, e))?;
+    let table =
+        match DeltaTable::try_from_url_with_storage_options(location.url().clone(), storage_options_from_env()).await {
+            Ok(table) => table,
+            Err(e) => return Err(damaged_log(location).await.unwrap_or_else(|| Error::delta(location, e))),
+        };
     Ok(table.version().is_some().then_some(table))
+}
+
+/// After a failed open: the log file that cannot be read as a commit, if
+/// one is the cause (the newest commit files first, then the checkpoint
+/// hint). `None` when the log reads fine (the failure was elsewhere).
+async fn damaged_log(location: &Location) -> Option<Error> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStoreExt as _;
+    let (store, prefix) = location.object_store().ok()?;
+    let log = prefix.clone().join("_delta_log");
+    let mut commits: Vec<object_store::ObjectMeta> = store
+        .list(Some(&log))
+        .try_collect::<Vec<_>>()
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|m| m.location.filename().is_some_and(|n| n.ends_with(".json")))
+        .collect();
+    commits.sort_by(|a, b| b.location.cmp(&a.location));
+    for meta in commits.iter().take(20) {
+        let bytes = store.get(&meta.location).await.ok()?.bytes().await.ok()?;
+        let reason = match std::str::from_utf8(&bytes) {
+            Err(e) => Some(format!("not UTF-8: {e}")),
+            Ok(text) => text.lines().filter(|l| !l.trim().is_empty()).enumerate().find_map(|(i, line)| {
+                serde_json::from_str::<serde_json::Value>(line).err().map(|e| format!("line {}: {e}", i + 1))
+            }),
+        };
+        if let Some(reason) = reason {
+            return Some(Error::DamagedLog {
+                table: crate::storage::redact(location.url().as_str()),
+                file: format!("_delta_log/{}", meta.location.filename().unwrap_or_default()),
+                reason,
+            });
+        }
+    }
+    None
 }
 
 /// Opens the table, creating it (change data feed on) when absent. Two jobs
@@ -839,5 +877,28 @@ mod tests {
         assert_eq!(table.version(), Some(before + 1));
         assert_eq!(progress(&table, "weir/test").await.unwrap(), Some(3));
         assert_eq!(table.get_file_uris().unwrap().count(), 0);
+    }
+
+    /// A truncated commit file (a torn write, a bad restore) is named, as
+    /// a data problem, and the message carries no backtrace even when
+    /// `RUST_BACKTRACE` is set.
+    #[tokio::test]
+    async fn a_damaged_log_file_is_named_as_a_data_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::parse(dir.path().join("t").to_str().unwrap()).unwrap();
+        let (schema, all) = batches(10, 1);
+        let spec = TableSpec { name: "t".into(), description: None, schema, partition_columns: vec![] };
+        let mut table = open_or_create(&location, &spec).await.unwrap();
+        for b in all.into_iter().take(2) {
+            table = write_with_progress(table, vec![b], WriteOptions::default()).await.unwrap();
+        }
+        let last = dir.path().join(format!("t/_delta_log/{:020}.json", table.version().unwrap()));
+        let text = std::fs::read(&last).unwrap();
+        std::fs::write(&last, &text[..text.len() / 2]).unwrap();
+        let e = open(&location).await.unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Data, "{e}");
+        let message = e.to_string();
+        assert!(message.contains(&format!("_delta_log/{:020}.json is damaged", table.version().unwrap())), "{message}");
+        assert!(!message.contains(" 0: "), "{message}");
     }
 }
