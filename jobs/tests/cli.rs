@@ -29,11 +29,17 @@ impl Fixture {
     fn new(spec: DatasetSpec, extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let summary = generate_dataset(&dir.path().join("capture"), &spec).unwrap();
+        Fixture::with(dir, summary.per_partition_last_sequence, extra)
+    }
+
+    /// The fixture's pipeline over capture files already in `dir`, whose
+    /// partitions hold 0..=`last`.
+    fn with(dir: tempfile::TempDir, last: BTreeMap<String, i64>, extra: &str) -> Fixture {
         let text = format!(
             "name: crash\nsource:\n  capture:\n    url: ${{WEIR_CAPTURE}}\n{extra}tables:\n  raw:\n    path: ${{WEIR_LAKE}}/raw\ningest:\n  commit_bytes: 6000\n  decode_parallelism: 2\n"
         );
         std::fs::write(dir.path().join("p.yaml"), text).unwrap();
-        Fixture { dir, last: summary.per_partition_last_sequence }
+        Fixture { dir, last }
     }
 
     fn cmd(&self, job: &str) -> Command {
@@ -294,6 +300,50 @@ fn crash_in_the_middle_of_a_large_file_then_rerun_is_exactly_once() {
         let (code, report) = f.run("ingest");
         assert_eq!(code, 0, "{fault}: {report}");
         assert_eq!(report["stages"][0]["events_written"], 100_000 - partial.len() as i64, "{fault}");
+        assert_eq!(f.keys(), f.expected(), "{fault}: exactly once after rerun");
+    }
+}
+
+/// Capture files whose sequence numbers are out of order, each of several
+/// chunks (one in swapped pairs, one running backwards), under the
+/// fixture's tiny commits: abort at commit points inside and between them,
+/// rerun, and every event lands once.
+#[test]
+fn crash_inside_files_out_of_order_then_rerun_is_exactly_once() {
+    use weir_testkit::capture::{capture_path, user_event_body, write_capture_file, CaptureEvent, FileSpec, Rng};
+    let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 1, 8, 0, 0).unwrap();
+    let files: [(i64, Vec<i64>); 3] = [
+        (0, (0..1_000).collect()),
+        (5, (1_000..7_000).map(|s| s ^ 1).collect()),
+        (10, (7_000..13_000).rev().collect()),
+    ];
+    for fault in ["after_commit:2", "before_commit:3", "after_commit:3", "before_commit:4"] {
+        let dir = tempfile::tempdir().unwrap();
+        for (minute, seqs) in &files {
+            let events: Vec<CaptureEvent> = seqs
+                .iter()
+                .map(|&s| CaptureEvent {
+                    sequence_number: s,
+                    offset: (s * 512).to_string(),
+                    enqueued_time: t0,
+                    system_properties: vec![],
+                    properties: vec![],
+                    body: Some(user_event_body(&mut Rng::new(s as u64), s, t0)),
+                })
+                .collect();
+            let path = dir.path().join("capture").join(capture_path("0", t0 + chrono::Duration::minutes(*minute)));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, write_capture_file(&events, &FileSpec::default()).unwrap()).unwrap();
+        }
+        let f = Fixture::with(dir, BTreeMap::from([("0".to_string(), 12_999)]), "");
+        let out = f.cmd("ingest").env("WEIR_FAULT", fault).output().unwrap();
+        assert!(!out.status.success(), "{fault}: the process must have died");
+        let partial = f.keys();
+        assert!(!partial.is_empty() && partial.len() < 13_000, "{fault}: the crash left work ({})", partial.len());
+        assert_eq!(partial, f.expected()[..partial.len()].to_vec(), "{fault}: numbers up to the watermark, each once");
+        let (code, report) = f.run("ingest");
+        assert_eq!(code, 0, "{fault}: {report}");
+        assert_eq!(report["stages"][0]["events_written"], 13_000 - partial.len() as i64, "{fault}");
         assert_eq!(f.keys(), f.expected(), "{fault}: exactly once after rerun");
     }
 }

@@ -595,3 +595,53 @@ async fn purge_spares_a_nested_delta_table_the_pipeline_does_not_know() {
     let rows: usize = weir::delta::read_all(&table).await.unwrap().iter().map(RecordBatch::num_rows).sum();
     assert_eq!(rows, 3);
 }
+
+/// A body naming its subject key twice (`"userId": "alice"` first, `"userId":
+/// "bob"` last) has no single subject: process quarantines it naming the
+/// key, ingest's subject column holds null for it, and erasing either value
+/// deletes it from raw and from quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_repeating_its_subject_key_is_quarantined_and_erased_by_any_of_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    set_key();
+    schemas(d);
+    let p = pipeline(d, "user_event.avsc");
+    let mut rng = Rng::new(5);
+    let s = |v: &str| serde_json::Value::String(v.into());
+    let body = |rng: &mut Rng, seq: i64, user: &str| {
+        edit(&user_event_body(rng, seq, t0() + Duration::minutes(seq)), |m| {
+            m.insert("userId".into(), s(user));
+            m.insert("currency".into(), s("EUR"));
+        })
+    };
+    let mut repeated = body(&mut rng, 1, "alice");
+    assert_eq!(repeated.pop(), Some(b'}'));
+    repeated.extend_from_slice(br#","userId":"bob"}"#);
+    let bodies = vec![repeated, body(&mut rng, 2, "alice"), body(&mut rng, 3, "bob"), body(&mut rng, 4, "carol")];
+    write_window(d, t0(), &bodies, &mut BTreeMap::new());
+    run_stages(&p, "r1").await;
+    let has = |text: &str, user: &str| text.contains(&format!("\"{user}\""));
+
+    let raw = rows(d, "raw", None, &["body", "subject_userId"]).await;
+    assert_eq!(raw.len(), 4);
+    let repeated_raw: Vec<_> = raw.iter().filter(|r| has(&r[0], "alice") && has(&r[0], "bob")).collect();
+    assert_eq!(repeated_raw.len(), 1, "{raw:#?}");
+    assert_eq!(repeated_raw[0][1], "null", "no single subject for a repeated key");
+    let quarantine = rows(d, "quarantine", None, &["body", "reason"]).await;
+    assert_eq!(quarantine.len(), 1, "{quarantine:#?}");
+    assert!(has(&quarantine[0][0], "bob"), "{quarantine:#?}");
+    assert_eq!(quarantine[0][1], r#"schema: duplicate key "userId""#);
+    let processed = rows(d, "processed", None, &["userId"]).await;
+    assert_eq!(processed, vec![vec!["alice".to_string()], vec!["bob".into()], vec!["carol".into()]]);
+
+    let report = run_erase(&p, &["bob"], false, false).await;
+    let deleted = |t: &str| report.tables.iter().find(|x| x.table == t).map(|x| x.rows_deleted);
+    assert_eq!((deleted("raw"), deleted("processed"), deleted("quarantine")), (Some(2), Some(1), Some(1)));
+    let raw = rows(d, "raw", None, &["body"]).await;
+    assert!(raw.iter().all(|r| !has(&r[0], "bob")), "raw still holds bob: {raw:#?}");
+    assert_eq!(raw.len(), 2);
+    assert_eq!(rows(d, "quarantine", None, &["body"]).await, Vec::<Vec<String>>::new());
+    let processed = rows(d, "processed", None, &["userId"]).await;
+    assert_eq!(processed, vec![vec!["alice".to_string()], vec!["carol".into()]]);
+}

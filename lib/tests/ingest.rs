@@ -484,3 +484,112 @@ async fn files_far_behind_the_newest_window_are_not_read_again() {
     let r = run(&all).await;
     assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (4, 0, 0));
 }
+
+/// Events of the given sequence numbers, in that order, one a second.
+fn events_in_order(seqs: impl IntoIterator<Item = i64>) -> Vec<CaptureEvent> {
+    seqs.into_iter().flat_map(|s| events(s, 1, t0())).collect()
+}
+
+/// Within one capture file the order of sequence numbers does not matter:
+/// a file running backwards (57 down to 48) is ingested whole, on a fresh
+/// partition and after earlier files; gaps are found over the file's sorted
+/// numbers; a rerun adds nothing. Numbers below the high mark in a later file
+/// of the same run, never ingested, are reported as out of order.
+#[tokio::test]
+async fn a_file_whose_sequence_numbers_run_backwards_is_ingested_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    let later = t0() + chrono::Duration::minutes(5);
+    // 0: only the backwards file. 1: after a file ending at 47.
+    write(&capture, "0", t0(), &events_in_order((48..=57).rev()), &spec);
+    write(&capture, "1", t0(), &events_in_order(0..=47), &spec);
+    write(&capture, "1", later, &events_in_order((48..=57).rev()), &spec);
+    // 2: shuffled, with 7 really missing and 4 given twice.
+    write(&capture, "2", t0(), &events_in_order(0..=2), &spec);
+    write(&capture, "2", later, &events_in_order([5, 3, 9, 4, 8, 4, 6]), &spec);
+    // 3: a later file holding numbers below the partition's high mark.
+    write(&capture, "3", t0(), &events_in_order(10..=19), &spec);
+    write(&capture, "3", later, &events_in_order([4, 3, 20, 2]), &spec);
+    let p = pipeline(dir.path(), &capture, "");
+
+    let r = run(&p).await;
+    let written: BTreeMap<&str, u64> = r.partitions.iter().map(|(k, v)| (k.as_str(), v.events_written)).collect();
+    assert_eq!(written, BTreeMap::from([("0", 10), ("1", 58), ("2", 9), ("3", 11)]));
+    let watermarks: Vec<Option<i64>> = r.partitions.values().map(|p| p.watermark_after).collect();
+    assert_eq!(watermarks, vec![Some(57), Some(57), Some(9), Some(20)]);
+    let gaps: Vec<(&str, i64, i64)> =
+        r.partitions.iter().flat_map(|(k, p)| p.gaps.iter().map(move |g| (k.as_str(), g.from, g.to))).collect();
+    assert_eq!(gaps, vec![("2", 7, 7)]);
+    let problems: Vec<(&str, Option<&str>, bool)> =
+        r.problems.iter().map(|p| (p.kind.as_str(), p.partition.as_deref(), p.blocking)).collect();
+    assert_eq!(
+        problems,
+        vec![("sequence_gap", Some("2"), true), ("out_of_order", Some("3"), true)],
+        "{:?}",
+        r.problems
+    );
+    let out_of_order = &r.problems[1].message;
+    assert!(out_of_order.contains("2..=4") && out_of_order.contains("08/05/00.avro"), "{out_of_order}");
+    assert_eq!(r.events_already_ingested, 1, "the second copy of 4");
+    let mut want: Vec<(String, i64)> = (48..=57).map(|s| ("0".to_string(), s)).collect();
+    want.extend((0..=57).map(|s| ("1".to_string(), s)));
+    want.extend([0, 1, 2, 3, 4, 5, 6, 8, 9].map(|s| ("2".to_string(), s)));
+    want.extend((10..=20).map(|s| ("3".to_string(), s)));
+    assert_eq!(keys(dir.path()).await, want);
+
+    let again = run(&p).await;
+    assert_eq!((again.events_written, again.events_already_ingested), (0, 92), "{:?}", again.problems);
+    assert!(again.problems.is_empty(), "{:?}", again.problems);
+    assert_eq!(keys(dir.path()).await, want);
+}
+
+/// Commits cut as small as they go (`commit_events: 1`) through files out of
+/// order, each of several chunks: one in swapped pairs, one running
+/// backwards, one interleaving two halves. A crash leaves the table at some
+/// version and the rerun takes every number above that version's
+/// watermark; so at every version the table must hold exactly the numbers
+/// up to its watermark, each once. Commits are cut inside the file whose
+/// numbers run without a hole after each chunk, never inside the others
+/// (all three are the same size, so a cut inside the first shows that each
+/// is several chunks).
+#[tokio::test]
+async fn commits_cut_inside_files_out_of_order_keep_every_version_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    let at = |m: i64| t0() + chrono::Duration::minutes(m);
+    write(&capture, "0", at(0), &events_in_order(0..1_000), &spec);
+    write(&capture, "0", at(5), &events_in_order((1_000..7_000).map(|s| s ^ 1)), &spec);
+    write(&capture, "0", at(10), &events_in_order((7_000..13_000).rev()), &spec);
+    let halves = (13_000..16_000).flat_map(|s| [s, s + 3_000]);
+    write(&capture, "0", at(15), &events_in_order(halves), &spec);
+    let p = pipeline(dir.path(), &capture, "ingest:\n  commit_events: 1\n");
+
+    let r = run(&p).await;
+    assert!(r.problems.is_empty(), "{} problems, the first: {:?}", r.problems.len(), r.problems.first());
+    assert_eq!(r.events_written, 19_000);
+    let all: Vec<(String, i64)> = (0..19_000).map(|s| ("0".to_string(), s)).collect();
+    assert_eq!(keys(dir.path()).await, all);
+
+    let mut table = raw_table(dir.path()).await;
+    let id = Marker::IngestWatermark { pipeline: "t", partition: "0" }.app_id();
+    let mut marks = Vec::new();
+    for v in r.tables[0].versions_written.iter().copied() {
+        table.load_version(v).await.unwrap();
+        let w = weir::delta::progress(&table, &id).await.unwrap().expect("a watermark");
+        let mut held: Vec<(String, i64)> = Vec::new();
+        for b in weir::delta::read_all(&table).await.unwrap() {
+            let s = b.column_by_name("sequence_number").unwrap().as_primitive::<Int64Type>();
+            held.extend(s.values().iter().map(|s| ("0".to_string(), *s)));
+        }
+        held.sort();
+        assert_eq!(held, all[..=w as usize].to_vec(), "version {v}: exactly the numbers up to its watermark {w}");
+        marks.push(w);
+    }
+    assert!(marks.iter().any(|w| (1_000..6_999).contains(w)), "cut inside the file in swapped pairs: {marks:?}");
+    assert!(!marks.iter().any(|w| (7_000..12_999).contains(w) || (13_000..18_999).contains(w)), "{marks:?}");
+    assert_eq!(marks.last(), Some(&18_999));
+    let again = run(&p).await;
+    assert_eq!((again.events_written, again.events_already_ingested), (0, 19_000));
+}

@@ -441,17 +441,24 @@ async fn large_files_beyond_a_gap_are_held_or_read_again_and_land_once() {
     }
 }
 
-/// Events that repeat lower sequence numbers across several chunks of one
-/// file are one problem naming the file, not one per chunk.
+/// A file that gives every sequence number twice, across several chunks,
+/// lands each event once and is no problem: a number given twice is the
+/// same event. A later file of the run holding numbers below what the first
+/// one held (never ingested) is one problem naming the file, not one per
+/// chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_events_are_one_problem_per_file() {
+async fn repeated_and_out_of_order_numbers_over_several_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    put(dir.path(), 0, &events_with((0..20_000).chain(0..20_000)));
+    put(dir.path(), 0, &events_with((20_000..40_000).chain(20_000..40_000)));
+    put(dir.path(), 5, &events_with(0..20_000));
     let options =
         IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "ooo".into(), on_progress: None };
     let r = ingest(&raw_only(dir.path(), ""), &options).await.expect("ingest");
     let problems: Vec<_> = r.problems.iter().filter(|p| p.kind == "out_of_order").collect();
     assert_eq!(problems.len(), 1, "{:?}", r.problems);
-    assert!(problems[0].message.contains("0..=19999"), "{}", problems[0].message);
-    assert_eq!(r.events_written, 20_000);
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(problems[0].message.contains("0..=19999") && problems[0].message.contains("10/05/00"), "{problems:?}");
+    assert_eq!((r.events_written, r.events_already_ingested), (20_000, 20_000));
+    let want: Vec<(String, i64)> = (20_000..40_000).map(|s| ("0".to_string(), s)).collect();
+    assert_eq!(keys(dir.path(), "raw", "").await, want);
 }

@@ -35,9 +35,10 @@
 //! # How a batch is decoded
 //!
 //! 1. A light per-row pre-pass (serde_json, leaf values only skipped as raw
-//!    text) finds null bodies, invalid UTF-8 or JSON, non-objects, missing or
-//!    null required fields, JSON kinds that do not match the schema, integers
-//!    that are not integers or out of range, and unknown fields. Failing rows
+//!    text) finds null bodies, invalid UTF-8 or JSON, non-objects, repeated
+//!    keys, missing or null required fields, JSON kinds that do not match the
+//!    schema, integers that are not integers or out of range, and unknown
+//!    fields. Failing rows
 //!    are not decoded further.
 //! 2. The other rows are fed to arrow-json's `Decoder` in chunks of
 //!    [`CHUNK_ROWS`] rows. Values parsed from text (ISO timestamps, decimals,
@@ -67,8 +68,11 @@
 //! - `bytes` without a logical type are not decoded from Avro's JSON
 //!   encoding (one code point per byte): the string is kept as received.
 //! - A row that fails for several reasons reports the first one found.
-//! - Duplicate keys in a body: every occurrence is checked; which one
-//!   arrow-json keeps is arrow-json's choice.
+//! - A key repeated in any object of a body (`{"userId": "a", "userId":
+//!   "b"}`, also in nested records, maps and unknown fields) fails the row
+//!   with `duplicate key "<path>"`: JSON gives such a body no single
+//!   meaning, so it is never decoded (ingest's subject columns hold null for
+//!   it, see [`subject`]).
 
 mod convert;
 mod prepass;

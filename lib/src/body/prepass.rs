@@ -6,8 +6,15 @@
 //! arrays and maps are recursed into. Nothing is allocated per row unless
 //! the row fails or has unknown fields. Paths are built lazily from a chain of
 //! stack frames ([`Path`]) only when a message needs them.
+//!
+//! A key repeated in any object of the body (a record, a map, or an object
+//! inside an unknown field) fails the row, naming the key's path: JSON
+//! leaves its meaning open, and the raw table's subject columns, arrow-json
+//! and `_rescued` would each read it their own way. Keys of a record are
+//! tracked in a bit set; maps and unknown keys (rare) use a [`KeySet`].
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -50,6 +57,10 @@ impl RowState {
             self.failure = Some(message);
         }
         E::custom("row rejected by the pre-pass")
+    }
+
+    fn duplicate<E: de::Error>(&mut self, path: &Path<'_>) -> E {
+        self.fail(format!("duplicate key \"{path}\""))
     }
 
     fn rescue(&mut self, parent: &Path<'_>, key: &str, raw: &RawValue) {
@@ -203,6 +214,115 @@ impl Seen {
     }
 }
 
+/// The keys of one object seen so far: a list while it is short, a hash
+/// set beyond (so a huge object is not quadratic).
+#[derive(Default)]
+struct KeySet<'de> {
+    list: Vec<Cow<'de, str>>,
+    set: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> KeySet<'de> {
+    const LIST_MAX: usize = 16;
+
+    fn contains(&self, key: &str) -> bool {
+        if self.set.is_empty() {
+            self.list.iter().any(|k| k == key)
+        } else {
+            self.set.contains(key)
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'de, str>) {
+        if !self.set.is_empty() {
+            self.set.insert(key);
+        } else if self.list.len() < Self::LIST_MAX {
+            self.list.push(key);
+        } else {
+            self.set.extend(self.list.drain(..));
+            self.set.insert(key);
+        }
+    }
+}
+
+/// Fails the row when an object inside `raw` (an unknown field's value,
+/// kept as received) repeats a key.
+fn check_unique_keys<E: de::Error>(raw: &RawValue, path: &Path<'_>, state: &mut RowState) -> Result<(), E> {
+    if !matches!(raw.get().as_bytes().first(), Some(b'{' | b'[')) {
+        return Ok(());
+    }
+    let mut duplicate = None;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    // The value is valid JSON (it was just read as one): the only error is
+    // the duplicate, recorded in `duplicate`.
+    let _ = UniqueSeed { path, duplicate: &mut duplicate }.deserialize(&mut de);
+    match duplicate {
+        Some(message) => Err(state.fail(message)),
+        None => Ok(()),
+    }
+}
+
+/// Walks a value, stopping at the first object that repeats a key.
+struct UniqueSeed<'a, 'p> {
+    path: &'a Path<'p>,
+    duplicate: &'a mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _v: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _v: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _v: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _v: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _v: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let ipath = Path::Index(self.path, i);
+            if seq.next_element_seed(UniqueSeed { path: &ipath, duplicate: &mut *self.duplicate })?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = KeySet::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let kpath = Path::Field(self.path, &key.0);
+            if keys.contains(&key.0) {
+                *self.duplicate = Some(format!("duplicate key \"{kpath}\""));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(UniqueSeed { path: &kpath, duplicate: &mut *self.duplicate })?;
+            keys.insert(key.0);
+        }
+        Ok(())
+    }
+}
+
 /// Checks a record's keys and values; unknown keys are rescued.
 fn visit_record<'de, A: MapAccess<'de>>(
     rec: &RecordDef,
@@ -211,12 +331,18 @@ fn visit_record<'de, A: MapAccess<'de>>(
     mut map: A,
 ) -> Result<(), A::Error> {
     let mut seen = Seen::new(rec.fields.len());
+    let mut keyed = Seen::new(rec.fields.len());
+    let mut unknown = KeySet::default();
     let mut hint = 0;
     while let Some(key) = map.next_key::<Key<'de>>()? {
         match rec.find(&key.0, &mut hint) {
             Some(i) => {
                 let field = &rec.fields[i];
                 let fpath = Path::Field(path, &field.name);
+                if keyed.get(i) {
+                    return Err(state.duplicate(&fpath));
+                }
+                keyed.set(i);
                 let present =
                     map.next_value_seed(ValueSeed { node: &field.node, path: &fpath, state, in_record: true })?;
                 if present {
@@ -224,8 +350,14 @@ fn visit_record<'de, A: MapAccess<'de>>(
                 }
             }
             None => {
+                let kpath = Path::Field(path, &key.0);
+                if unknown.contains(&key.0) {
+                    return Err(state.duplicate(&kpath));
+                }
                 let raw: &RawValue = map.next_value()?;
+                check_unique_keys(raw, &kpath, state)?;
                 state.rescue(path, &key.0, raw);
+                unknown.insert(key.0);
             }
         }
     }
@@ -378,14 +510,19 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                 Ok(true)
             }
             Kind::Map(value) => {
+                let mut keys = KeySet::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     let kpath = Path::Field(self.path, &key.0);
+                    if keys.contains(&key.0) {
+                        return Err(self.state.duplicate(&kpath));
+                    }
                     map.next_value_seed(ValueSeed {
                         node: value,
                         path: &kpath,
                         state: &mut *self.state,
                         in_record: false,
                     })?;
+                    keys.insert(key.0);
                 }
                 Ok(true)
             }

@@ -7,6 +7,11 @@
 //! that were ingested before the column existed, hold null there; erasure
 //! reads the bodies of those rows only, with [`SubjectMatcher`].
 //!
+//! A body that holds a subject key more than once (`{"userId": "a", …,
+//! "userId": "b"}`) has no single subject: its column is null, so erasure
+//! reads the body, where [`SubjectMatcher`] matches every occurrence. Such a
+//! body belongs to each of its values (the process stage quarantines it).
+//!
 //! Values are compared as text: a JSON string as is, a number or boolean in
 //! its JSON spelling (`42`, `true`), which is also how a `hash` rule and
 //! `--subject userId=42` spell it.
@@ -36,22 +41,44 @@ pub fn subject_fields(schema: &BodySchema) -> Vec<String> {
 }
 
 /// One Utf8 column per field: the field's value in each body, null when the
-/// body is null, not a JSON object, or lacks the field (or holds an object,
-/// array or null there).
+/// body is null, not a JSON object (or not valid JSON after it), or lacks
+/// the field (or holds an object, array or null there), and null when the body holds the field more than
+/// once (erasure then reads the body and matches every occurrence).
 pub fn extract(bodies: &dyn Array, fields: &[String]) -> Vec<ArrayRef> {
     let mut builders: Vec<StringBuilder> =
         fields.iter().map(|_| StringBuilder::with_capacity(bodies.len(), bodies.len() * 16)).collect();
-    let mut found: Vec<Option<String>> = vec![None; fields.len()];
+    let mut found: Vec<Slot> = vec![Slot::Absent; fields.len()];
     for i in 0..bodies.len() {
-        found.iter_mut().for_each(|f| *f = None);
+        found.iter_mut().for_each(|f| *f = Slot::Absent);
         if let Some(bytes) = body_bytes(bodies, i) {
-            let _ = pick(bytes, fields, &mut found);
+            let parsed = pick(bytes, fields, |field, value| {
+                found[field] = match std::mem::replace(&mut found[field], Slot::Repeated) {
+                    Slot::Absent => Slot::Once(value),
+                    _ => Slot::Repeated,
+                }
+            });
+            if parsed.is_err() {
+                found.iter_mut().for_each(|f| *f = Slot::Absent);
+            }
         }
         for (b, v) in builders.iter_mut().zip(&found) {
-            b.append_option(v.as_deref());
+            b.append_option(match v {
+                Slot::Once(v) => v.as_deref(),
+                Slot::Absent | Slot::Repeated => None,
+            });
         }
     }
     builders.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect()
+}
+
+/// What one body holds under a subject key.
+#[derive(Debug, Clone)]
+enum Slot {
+    Absent,
+    /// One occurrence: its value as text (`None` for a non-scalar).
+    Once(Option<String>),
+    /// The key appears more than once: no single subject.
+    Repeated,
 }
 
 /// Body `i` as bytes, from any binary or string array; `None` when null.
@@ -90,14 +117,20 @@ impl SubjectMatcher {
     }
 
     /// The index of the subject a body belongs to. A body that is a JSON
-    /// object is judged by its field alone; one that does not parse (it was
-    /// quarantined as such) matches when it contains a value as a quoted
-    /// JSON string anywhere, since personal data in a broken body is still
-    /// personal data.
+    /// object is judged by its field alone, every occurrence of it when the
+    /// key is repeated (the first match wins); one that does not parse (it
+    /// was quarantined as such) matches when it contains a value as a
+    /// quoted JSON string anywhere, since personal data in a broken body is
+    /// still personal data.
     pub fn find(&self, body: &[u8]) -> Option<usize> {
-        let mut found = [None];
-        match pick(body, std::slice::from_ref(&self.field), &mut found) {
-            Ok(()) => found[0].as_ref().and_then(|v| self.values.get(v).copied()),
+        let mut found = None;
+        let parsed = pick(body, std::slice::from_ref(&self.field), |_, value| {
+            if found.is_none() {
+                found = value.and_then(|v| self.values.get(&v).copied());
+            }
+        });
+        match parsed {
+            Ok(()) => found,
             Err(_) => self.needles.iter().position(|n| !n.is_empty() && contains(body, n)),
         }
     }
@@ -107,17 +140,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Reads the top-level `fields` of a JSON object into `out` (first non-null
-/// occurrence wins); other values are skipped without being built.
-fn pick(body: &[u8], fields: &[String], out: &mut [Option<String>]) -> Result<(), serde_json::Error> {
+/// Reads the top-level `fields` of a JSON object, calling `seen(index of
+/// the field, value as text)` for every occurrence, repeated keys included;
+/// other values are skipped without being built.
+fn pick(body: &[u8], fields: &[String], mut seen: impl FnMut(usize, Option<String>)) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    Pick { fields, out }.deserialize(&mut de)?;
+    Pick { fields, seen: &mut seen }.deserialize(&mut de)?;
     de.end()
 }
 
 struct Pick<'a> {
     fields: &'a [String],
-    out: &'a mut [Option<String>],
+    seen: &'a mut dyn FnMut(usize, Option<String>),
 }
 
 impl<'de> DeserializeSeed<'de> for Pick<'_> {
@@ -137,9 +171,7 @@ impl<'de> Visitor<'de> for Pick<'_> {
             match self.fields.iter().position(|f| *f == key) {
                 Some(i) => {
                     let Scalar(v) = map.next_value()?;
-                    if self.out[i].is_none() {
-                        self.out[i] = v;
-                    }
+                    (self.seen)(i, v);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -242,6 +274,28 @@ mod tests {
         let n: Vec<Option<&str>> = n.iter().collect();
         assert_eq!(user, vec![Some("u-1"), Some("escaped-key"), None, None, None, None, None]);
         assert_eq!(n, vec![Some("7"), Some("42.5"), Some("true"), None, None, None, Some("-3")]);
+    }
+
+    #[test]
+    fn a_repeated_subject_key_has_no_column_value_and_matches_every_value() {
+        let bodies = BinaryArray::from(vec![
+            Some(br#"{"userId":"alice","n":1,"userId":"bob"}"#.as_slice()),
+            Some(br#"{"userId":null,"userId":"carol"}"#.as_slice()),
+            Some(br#"{"userId":"dave","n":2,"n":3}"#.as_slice()),
+            Some(br#"{"userId":"erin","friend":"bob","#.as_slice()),
+        ]);
+        let out = extract(&bodies, &fields(&["userId", "n"]));
+        let user: Vec<Option<&str>> = out[0].as_string::<i32>().iter().collect();
+        let n: Vec<Option<&str>> = out[1].as_string::<i32>().iter().collect();
+        assert_eq!(user, vec![None, None, Some("dave"), None]);
+        assert_eq!(n, vec![Some("1"), None, None, None]);
+
+        // Erasure reads those bodies: each of the values finds the body.
+        let m = SubjectMatcher::new("userId", &fields(&["bob", "alice", "carol"]));
+        assert_eq!(m.find(br#"{"userId":"alice","n":1,"userId":"bob"}"#), Some(1));
+        assert_eq!(m.find(br#"{"userId":"zoe","n":1,"userId":"bob"}"#), Some(0));
+        assert_eq!(m.find(br#"{"userId":null,"userId":"carol"}"#), Some(2));
+        assert_eq!(m.find(br#"{"userId":"zoe","userId":"yan"}"#), None);
     }
 
     #[test]

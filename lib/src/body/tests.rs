@@ -892,3 +892,57 @@ fn parallel_decode_equals_decode_row_for_row() {
     }
     assert!(!one.failures.is_empty() && one.failures.iter().any(|(r, _)| *r > 20_000));
 }
+
+#[test]
+fn a_key_repeated_in_any_object_fails_the_row_naming_it() {
+    let s = schema(
+        r#"{"type": "record", "name": "R", "fields": [
+            {"name": "userId", "type": "string"},
+            {"name": "props", "type": ["null", {"type": "record", "name": "P", "fields": [{"name": "page", "type": ["null", "string"]}]}]},
+            {"name": "items", "type": ["null", {"type": "array", "items": {"type": "record", "name": "I", "fields": [{"name": "sku", "type": "string"}]}}]},
+            {"name": "attrs", "type": ["null", {"type": "map", "values": "long"}]}
+        ]}"#,
+    );
+    let many: String = (0..40).map(|i| format!(r#""k{i}": {i}, "#)).collect();
+    let many_repeated = format!(r#"{{"userId": "u", "attrs": {{{many}"k7": 0}}}}"#);
+    let many_distinct = format!(r#"{{"userId": "u", "attrs": {{{many}"k40": 0}}}}"#);
+    let rows = [
+        r#"{"userId": "alice", "props": {"page": "/"}, "userId": "bob"}"#,
+        r#"{"userId": "bob", "userId": null}"#,
+        r#"{"user\u0049d": "alice", "userId": "alice"}"#,
+        r#"{"userId": "u", "props": {"page": "/a", "page": "/b"}}"#,
+        r#"{"userId": "u", "items": [{"sku": "x"}, {"sku": "y", "sku": "z"}]}"#,
+        r#"{"userId": "u", "attrs": {"a": 1, "b": 2, "a": 3}}"#,
+        r#"{"userId": "u", "extra": 1, "extra": 2}"#,
+        r#"{"userId": "u", "props": {"note": {"x": [{"y": 1, "y": 2}]}}}"#,
+        many_repeated.as_str(),
+        // Not repeats: the same key in different objects, and many keys.
+        r#"{"userId": "u", "props": {"page": "/", "userId": "v"}, "extra": {"userId": "w", "x": {"userId": 1}}}"#,
+        many_distinct.as_str(),
+    ];
+    let p = decode(&s, &rows.iter().map(|r| Some(*r)).collect::<Vec<_>>());
+    let reasons: Vec<(usize, &str)> = p.failures.iter().map(|(r, m)| (*r, m.as_str())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, r#"duplicate key "userId""#),
+            (1, r#"duplicate key "userId""#),
+            (2, r#"duplicate key "userId""#),
+            (3, r#"duplicate key "props.page""#),
+            (4, r#"duplicate key "items[1].sku""#),
+            (5, r#"duplicate key "attrs.a""#),
+            (6, r#"duplicate key "extra""#),
+            (7, r#"duplicate key "props.note.x[0].y""#),
+            (8, r#"duplicate key "attrs.k7""#),
+        ]
+    );
+    for row in 0..9 {
+        assert_row_null(&p, row);
+    }
+    assert_eq!(strings(&p, "userId").value(9), "u");
+    assert_eq!(
+        rescued(&p, 9),
+        Some(serde_json::json!({"props.userId": "v", "extra": {"userId": "w", "x": {"userId": 1}}}))
+    );
+    assert_eq!(col(&p, "attrs").as_map().value(10).len(), 41);
+}

@@ -17,6 +17,18 @@
 //! commit in the middle of a file is safe for the same reason a rerun is:
 //! the watermark is a sequence number, and a file read again skips every
 //! event at or below it.
+//!
+//! Within a file, order does not matter: every event above the partition's
+//! mark when the file begins is taken, each sequence number once (a number
+//! given twice is the same event), and gaps are found over the file's
+//! numbers, sorted, when it ends. Since a commit's watermark is the highest
+//! number taken, a commit is cut inside a file only where no lower number
+//! can still come from it: while the file is in order, or while its numbers
+//! so far run without a hole from the mark up (`FileProgress::may_cut`).
+//! Any other file (one running backwards, say) is committed whole at its
+//! end, and its rows are held until then. Numbers at or below the mark in a
+//! later file of the run are behind what earlier files took and were never
+//! ingested: reported as `out_of_order`, not taken.
 //! A file that cannot be decoded stops its partition where the damage is
 //! (or the rest of the file is skipped, by policy); events before the
 //! damage are valid and ingested; other partitions carry on.
@@ -24,7 +36,11 @@
 //! Hazard: the watermark is one number per partition. Events below it that
 //! arrive later (a file back-filled after newer ones were ingested) cannot be
 //! told apart from events already ingested; sequence gaps are therefore
-//! reported loudly when they are first seen.
+//! reported loudly when they are first seen. Likewise, a file in order for
+//! more than a commit whose later events fall back into a gap the commit
+//! passed (reported before the commit) or, on a partition's first file,
+//! below its first number: a run that goes on takes them, a rerun after a
+//! crash between the two commits cannot.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,7 +71,9 @@ use crate::storage::Location;
 use crate::{Error, Result};
 
 mod read;
+mod seqs;
 mod sink;
+use seqs::SeqRanges;
 use sink::RawSink;
 
 /// The subject-key fields of the pipeline's body schema (none without one).
@@ -474,9 +492,43 @@ struct FileProgress {
     skip_rest: bool,
     /// The rest of the file goes to the last parked file of its partition.
     holding: bool,
-    /// Sequence numbers seen below the high mark but above the committed
-    /// one, reported once per file.
+    /// The file, once its first chunk came.
+    file: Option<Arc<CaptureFile>>,
+    /// Its last chunk has been taken.
+    done: bool,
+    /// The partition's high mark when the file began: its events at or
+    /// below it are earlier files' (taken, or already in the table).
+    floor: Option<i64>,
+    /// Sequence numbers taken from the file, in whatever order they came.
+    taken: SeqRanges,
+    /// Highest sequence number taken from the file.
+    high: Option<i64>,
+    /// An event of the file came after a higher one.
+    turned: bool,
+    /// Gaps up to here were reported (at a commit cut inside the file).
+    gaps_reported_to: Option<i64>,
+    /// Sequence numbers at or below `floor` but above the committed mark:
+    /// never ingested, and behind what earlier files of the run took.
+    /// Reported once per file.
     out_of_order: Option<(i64, i64)>,
+}
+
+impl FileProgress {
+    /// Whether a commit may be cut before the rest of the file is read.
+    /// Its watermark is the file's highest number so far, and a rerun
+    /// skips every number at or below it: safe when no number in between
+    /// can still come. It cannot when the file has been in order (whatever
+    /// comes later below is behind a gap that was reported), or when its
+    /// numbers so far run without a hole from just above what the table or
+    /// earlier files hold (a number that came twice is the same event).
+    /// Otherwise the file is committed whole, at its end.
+    fn may_cut(&self, committed: Option<i64>) -> bool {
+        if self.done || !self.accepted || !self.turned {
+            return true;
+        }
+        let lower = self.floor.max(committed);
+        matches!((self.taken.single(), lower), (Some((first, _)), Some(l)) if first <= l.saturating_add(1))
+    }
 }
 
 /// Decoded chunks → pending rows, with the per-partition bookkeeping.
@@ -501,6 +553,11 @@ impl Intake {
         let (file, last) = (piece.file.clone(), piece.last);
         let taken = self.take_piece(piece, run, may_park);
         if last {
+            self.current.done = true;
+            if self.current.accepted {
+                let state = self.states.get_mut(&file.partition_id).expect("partition state");
+                report_gaps(&file, state, &mut self.report, &mut self.current);
+            }
             if let Some((lo, hi)) = self.current.out_of_order.take() {
                 self.report.problems.push(DataProblem {
                     kind: ProblemKind::OutOfOrder,
@@ -508,7 +565,7 @@ impl Intake {
                     file: Some(file.name.clone()),
                     record: None,
                     message: format!(
-                        "{}: sequence numbers {lo}..={hi} arrived after higher ones of the same partition and were not ingested",
+                        "{}: sequence numbers {lo}..={hi} are below ones an earlier file of the same partition held, and were not ingested",
                         file.name
                     ),
                     blocking: true,
@@ -518,13 +575,28 @@ impl Intake {
         taken
     }
 
+    /// Whether a commit may be cut now (see [`FileProgress::may_cut`]); if
+    /// it is cut inside a file, the gaps found in the file so far are
+    /// reported first: the commit's watermark passes them.
+    fn cut(&mut self) -> bool {
+        let Some(file) = self.current.file.clone() else { return true };
+        let Some(state) = self.states.get_mut(&file.partition_id) else { return true };
+        if !self.current.may_cut(state.committed) {
+            return false;
+        }
+        if !self.current.done && self.current.accepted {
+            report_gaps(&file, state, &mut self.report, &mut self.current);
+        }
+        true
+    }
+
     fn take_piece(&mut self, mut piece: read::Piece, run: &RunContext<'_>, may_park: bool) -> Result<Option<String>> {
         let file = piece.file.clone();
+        let state = self.states.get_mut(&file.partition_id).expect("partition state");
         if piece.index == 0 {
-            self.current = FileProgress::default();
+            self.current = FileProgress { file: Some(file.clone()), floor: state.high, ..FileProgress::default() };
         }
         let cur = &mut self.current;
-        let state = self.states.get_mut(&file.partition_id).expect("partition state");
         if cur.holding {
             if let Some(held) = state.parked.last_mut().and_then(|p| p.held.as_mut()) {
                 held.push(piece);
@@ -606,16 +678,7 @@ impl Intake {
                 return Ok(None);
             }
         }
-        accept(
-            &file,
-            &batch,
-            piece.file_bytes,
-            state,
-            &mut self.report,
-            &mut self.pending,
-            &mut cur.out_of_order,
-            run,
-        )?;
+        accept(&file, &batch, piece.file_bytes, state, &mut self.report, &mut self.pending, cur, run)?;
         cur.accepted = true;
         Ok(piece.last.then(|| file.partition_id.clone()))
     }
@@ -654,7 +717,8 @@ impl Output<'_> {
             self.table =
                 send_pending(self.table.take(), self.spec, &mut self.sink, self.writers, &mut intake.pending).await?;
         }
-        if intake.pending.bytes >= self.commit_bytes || intake.pending.events >= self.commit_events {
+        let full = intake.pending.bytes >= self.commit_bytes || intake.pending.events >= self.commit_events;
+        if full && intake.cut() {
             self.commit(intake, run).await?;
         }
         Ok(())
@@ -715,10 +779,10 @@ fn accept(
     state: &mut PartitionState,
     report: &mut StageReport,
     pending: &mut Pending,
-    out_of_order: &mut Option<(i64, i64)>,
+    cur: &mut FileProgress,
     run: &RunContext<'_>,
 ) -> Result<()> {
-    let fresh = take_new_events(batch, file, state, report, out_of_order)?;
+    let fresh = take_new_events(batch, state, report, cur)?;
     if fresh.num_rows() == 0 {
         return Ok(());
     }
@@ -741,64 +805,69 @@ struct RunContext<'a> {
     subjects: &'a [String],
 }
 
-/// Keeps the events above the partition's high mark; reports gaps; widens
-/// the file's `out_of_order` range (reported once the file ends); advances
-/// the high mark.
+/// Keeps the file's events above its floor (in any order, each number
+/// once); widens the file's `out_of_order` range with numbers at or below
+/// the floor that the table does not hold (reported once the file ends);
+/// advances the high marks. Gaps are found over the file's numbers once it
+/// ends, or when a commit is cut inside it ([`report_gaps`]).
 fn take_new_events(
     batch: &RecordBatch,
-    file: &CaptureFile,
     state: &mut PartitionState,
     report: &mut StageReport,
-    out_of_order: &mut Option<(i64, i64)>,
+    cur: &mut FileProgress,
 ) -> Result<RecordBatch> {
     let seqs = batch.column(0).as_primitive::<Int64Type>();
     let mut keep = Vec::with_capacity(seqs.len());
-    let mut expected = state.high.map(|h| h + 1);
     let mut below = 0u64;
-    let committed = state.committed;
     for seq in seqs.values().iter().copied() {
-        let fresh = state.high.is_none_or(|h| seq > h);
+        let fresh = if state.committed.is_some_and(|c| seq <= c) {
+            below += 1;
+            false
+        } else if cur.floor.is_some_and(|f| seq <= f) {
+            let r = cur.out_of_order.get_or_insert((seq, seq));
+            r.0 = r.0.min(seq);
+            r.1 = r.1.max(seq);
+            false
+        } else if cur.taken.insert(seq) {
+            cur.turned |= cur.high.is_some_and(|h| seq < h);
+            cur.high = cur.high.max(Some(seq));
+            state.high = state.high.max(Some(seq));
+            true
+        } else {
+            // The file holds this event twice: the first copy is taken.
+            below += 1;
+            false
+        };
         keep.push(fresh);
-        if !fresh {
-            if committed.is_none_or(|w| seq > w) {
-                let r = out_of_order.get_or_insert((seq, seq));
-                r.0 = r.0.min(seq);
-                r.1 = r.1.max(seq);
-            } else {
-                below += 1;
-            }
-            continue;
-        }
-        if let Some(exp) = expected {
-            if seq > exp {
-                let gap = SequenceGap {
-                    partition: file.partition_id.clone(),
-                    from: exp,
-                    to: seq - 1,
-                    before_file: file.name.clone(),
-                };
-                tracing::warn!(partition = %gap.partition, from = gap.from, to = gap.to, file = %file.name, "sequence gap: a capture file may be missing");
-                report.problems.push(DataProblem {
-                    kind: ProblemKind::SequenceGap,
-                    partition: Some(gap.partition.clone()),
-                    file: Some(file.name.clone()),
-                    record: None,
-                    message: format!(
-                        "partition {}: sequence numbers {}..={} are missing before {} (a capture file may be missing or late)",
-                        gap.partition, gap.from, gap.to, file.name
-                    ),
-                    // Unexplained missing events need a human; a gap left by
-                    // a file skipped by policy is already reported as such.
-                    blocking: !state.skipped_file,
-                });
-                state.report.gaps.push(gap);
-            }
-        }
-        expected = Some(seq + 1);
-        state.high = Some(seq);
     }
     report.events_already_ingested += below;
     filter_record_batch(batch, &keep.into()).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Reports the sequence numbers missing between the partition's mark before
+/// the file and the file's highest number so far, that no report of the
+/// file named yet.
+fn report_gaps(file: &CaptureFile, state: &mut PartitionState, report: &mut StageReport, cur: &mut FileProgress) {
+    let after = cur.floor.max(state.committed).max(cur.gaps_reported_to);
+    for (from, to) in cur.taken.holes(after) {
+        let gap = SequenceGap { partition: file.partition_id.clone(), from, to, before_file: file.name.clone() };
+        tracing::warn!(partition = %gap.partition, from, to, file = %file.name, "sequence gap: a capture file may be missing");
+        report.problems.push(DataProblem {
+            kind: ProblemKind::SequenceGap,
+            partition: Some(gap.partition.clone()),
+            file: Some(file.name.clone()),
+            record: None,
+            message: format!(
+                "partition {}: sequence numbers {from}..={to} are missing before {} (a capture file may be missing or late)",
+                gap.partition, file.name
+            ),
+            // Unexplained missing events need a human; a gap left by a file
+            // skipped by policy is already reported as such.
+            blocking: !state.skipped_file,
+        });
+        state.report.gaps.push(gap);
+    }
+    cur.gaps_reported_to = cur.gaps_reported_to.max(cur.taken.max());
 }
 
 /// Adds lineage and partition columns to capture rows.
@@ -904,12 +973,15 @@ async fn commit(
         let now = Utc::now().timestamp_millis();
         let mut txns = Vec::new();
         for (p, w) in watermarks(&batches) {
+            let state = &states[&p];
+            // Never back: a file out of order may give, after a commit cut
+            // inside it, numbers below that commit's watermark.
+            let w = w.max(state.report.watermark_after.unwrap_or(w));
             txns.push(Transaction::new_with_last_update(
                 Marker::IngestWatermark { pipeline: run.pipeline, partition: &p }.app_id(),
                 w,
                 Some(now),
             ));
-            let state = &states[&p];
             let window = windows.get(&p).copied().into_iter().chain(state.window_marker).max();
             if let Some(window) = window {
                 txns.push(Transaction::new_with_last_update(

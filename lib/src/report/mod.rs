@@ -103,7 +103,8 @@ names! {
         CorruptFile = "corrupt_file",
         /// Sequence numbers missing between files of a partition.
         SequenceGap = "sequence_gap",
-        /// A file whose events are below the partition's watermark.
+        /// Events of a file below the numbers an earlier file of the same
+        /// run held, never ingested (not taken).
         OutOfOrder = "out_of_order",
         /// A `fail` rule failed (or a rule's failure rate passed its
         /// threshold): nothing of the range was published.
@@ -224,7 +225,8 @@ pub struct StageReport {
     pub events_read: u64,
     /// Events written to the output table.
     pub events_written: u64,
-    /// Events skipped because an earlier run already wrote them.
+    /// Events skipped because an earlier run already wrote them, or because
+    /// their file gave the same sequence number before.
     pub events_already_ingested: u64,
     /// Per Event Hub partition.
     pub partitions: BTreeMap<String, PartitionReport>,
