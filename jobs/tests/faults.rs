@@ -23,21 +23,24 @@ fn repo() -> PathBuf {
 }
 
 /// `weir` in the repository on `lake`, with none of the caller's WEIR_*,
-/// AZURE_* or RUST_LOG settings.
-fn weir(lake: &Path, job: &[&str], fault: Option<&str>) -> Output {
+/// AZURE_* or RUST_LOG settings, and `env` on top.
+fn command(lake: &Path, job: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
     weir_testkit::env::clean(&mut c)
         .current_dir(repo())
         .env("RUST_LOG", "warn")
         .env("WEIR_LAKE", lake)
         .env("WEIR_PII_KEY", PII_KEY)
+        .envs(env.iter().copied())
         .arg(job[0])
         .arg(PIPELINE)
         .args(&job[1..]);
-    if let Some(f) = fault {
-        c.env("WEIR_STORE_FAULT", f);
-    }
-    c.output().unwrap()
+    c
+}
+
+fn weir(lake: &Path, job: &[&str], fault: Option<&str>) -> Output {
+    let env: Vec<(&str, &str)> = fault.map(|f| ("WEIR_STORE_FAULT", f)).into_iter().collect();
+    command(lake, job, &env).output().unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -141,33 +144,73 @@ const FAULTS: &[&str] = &[
     "put:denied:1:_delta_log",
 ];
 
+/// One job of the sequence: its arguments, the lake before it (a folder
+/// to copy) and every table's rows after an uninterrupted run.
+struct Step {
+    name: &'static str,
+    args: Vec<&'static str>,
+    before: PathBuf,
+    expected: BTreeMap<&'static str, Vec<String>>,
+    /// How long the uninterrupted run took.
+    took: std::time::Duration,
+}
+
+/// Runs the jobs once without faults, keeping the lake before each.
+fn steps(dir: &Path) -> Vec<Step> {
+    let mut out = Vec::new();
+    let base = dir.join("base");
+    for (name, args) in jobs() {
+        let before = dir.join(format!("before-{}", out.len()));
+        if base.exists() {
+            copy_dir(&base, &before);
+        } else {
+            std::fs::create_dir_all(&before).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let run = weir(&base, &args, None);
+        let took = started.elapsed();
+        assert_eq!(run.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        out.push(Step { name, args, before, expected: rows(&base), took });
+    }
+    out
+}
+
+/// Reruns `step` on `lake` with healthy storage and compares every table
+/// with the uninterrupted run; the failure, if any.
+fn rerun_converges(step: &Step, lake: &Path, what: &str) -> Option<String> {
+    let again = weir(lake, &step.args, None);
+    if again.status.code() != Some(0) {
+        return Some(format!(
+            "{} after {what}: rerun exit {:?}\n{}{}",
+            step.name,
+            again.status.code(),
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&again.stderr)
+        ));
+    }
+    let got = rows(lake);
+    for (table, want) in &step.expected {
+        if got.get(table) != Some(want) {
+            let n = got.get(table).map_or(0, Vec::len);
+            return Some(format!("{} after {what}: {table} has {n} rows, want {}", step.name, want.len()));
+        }
+    }
+    None
+}
+
 #[test]
 fn every_job_survives_every_storage_fault_and_its_rerun_converges() {
     let dir = tempfile::tempdir().unwrap();
-    // The lake before each job, and after it, without faults.
-    let mut before = Vec::new();
-    let base = dir.path().join("base");
-    for (name, args) in jobs() {
-        let snapshot = dir.path().join(format!("before-{}", before.len()));
-        if base.exists() {
-            copy_dir(&base, &snapshot);
-        } else {
-            std::fs::create_dir_all(&snapshot).unwrap();
-        }
-        let out = weir(&base, &args, None);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-        before.push((name, args, snapshot, rows(&base)));
-    }
-
+    let steps = steps(dir.path());
     let mut cells = 0;
     let mut injected = 0;
     let mut failures = Vec::new();
-    for (name, args, snapshot, expected) in &before {
+    for step in &steps {
         for fault in FAULTS {
             cells += 1;
             let lake = dir.path().join(format!("cell-{cells}"));
-            copy_dir(snapshot, &lake);
-            let out = weir(&lake, args, Some(fault));
+            copy_dir(&step.before, &lake);
+            let out = weir(&lake, &step.args, Some(fault));
             let stderr = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code();
             let hit = stderr.contains("injected storage fault");
@@ -180,32 +223,117 @@ fn every_job_survives_every_storage_fault_and_its_rerun_converges() {
                 (true, true) => [Some(0), Some(2)],
             };
             if !allowed.contains(&code) || stderr.contains("panicked") {
-                failures.push(format!("{name} with {fault}: exit {code:?}\n{stderr}"));
+                failures.push(format!("{} with {fault}: exit {code:?}\n{stderr}", step.name));
                 continue;
             }
-            let again = weir(&lake, args, None);
-            if again.status.code() != Some(0) {
-                failures.push(format!(
-                    "{name} after {fault}: rerun exit {:?}\n{}{}",
-                    again.status.code(),
-                    String::from_utf8_lossy(&again.stdout),
-                    String::from_utf8_lossy(&again.stderr)
-                ));
-                continue;
-            }
-            let got = rows(&lake);
-            for (table, want) in expected {
-                if got.get(table) != Some(want) {
-                    let n = got.get(table).map_or(0, Vec::len);
-                    failures.push(format!("{name} after {fault}: {table} has {n} rows, want {}", want.len()));
-                }
-            }
+            failures.extend(rerun_converges(step, &lake, fault));
             std::fs::remove_dir_all(&lake).unwrap();
         }
     }
     eprintln!("{cells} fault cells, {injected} with the fault hit");
     assert!(failures.is_empty(), "{} of {cells} cells failed:\n{}", failures.len(), failures.join("\n---\n"));
     assert!(injected * 2 > cells, "most cells must meet their fault ({injected} of {cells})");
+}
+
+/// Each job's crash points (`WEIR_FAULT`: the process aborts there, as a
+/// kill would), by name and hit; erase runs process and curate inside.
+fn crash_points(job: &str) -> &'static [&'static str] {
+    match job {
+        "ingest" => &["before_commit:1", "after_commit:1", "after_commit:2"],
+        "process" => &["process_before_commit:1", "process_after_commit:1", "process_after_commit:2"],
+        "curate" => {
+            &["curate_before_commit:1", "curate_after_commit:1", "curate_before_commit:2", "curate_after_commit:2"]
+        }
+        "maintain" => &[
+            "maintain_holding_lease:1",
+            "maintain_after_action:1",
+            "maintain_after_action:3",
+            "maintain_after_action:6",
+            "maintain_after_action:12",
+        ],
+        "erase" => &[
+            "erase_before_delete:1",
+            "erase_after_delete:1",
+            "erase_after_delete:2",
+            "erase_after_delete:3",
+            "process_after_commit:1",
+            "curate_after_commit:1",
+            "erase_before_log:1",
+        ],
+        _ => &["erase_after_delete:2", "erase_after_purge:1", "erase_after_purge:3", "erase_before_log:1"],
+    }
+}
+
+/// A job aborted at each of its commit boundaries, then run again, leaves
+/// the tables an uninterrupted run leaves; so does `weir run`, `weir
+/// maintain` and `weir erase --purge` killed (SIGKILL) at spread instants.
+#[test]
+fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = steps(dir.path());
+    let (mut cells, mut hit, mut failures) = (0, 0, Vec::new());
+    for step in &steps {
+        for point in crash_points(step.name) {
+            cells += 1;
+            let lake = dir.path().join(format!("cell-{cells}"));
+            copy_dir(&step.before, &lake);
+            let out = command(&lake, &step.args, &[("WEIR_FAULT", point)]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let aborted = stderr.contains("WEIR_FAULT: aborting");
+            hit += usize::from(aborted);
+            if !aborted && out.status.code() != Some(0) {
+                failures.push(format!("{} at {point}: exit {:?}\n{stderr}", step.name, out.status.code()));
+                continue;
+            }
+            failures.extend(rerun_converges(step, &lake, point));
+            std::fs::remove_dir_all(&lake).unwrap();
+        }
+    }
+    // SIGKILL at instants spread over each job's run (fractions of its
+    // uninterrupted time, so a failure reproduces on the same machine).
+    let mut kills = 0;
+    let first = &steps[0];
+    let run_took = first.took + steps[1].took + steps[2].took;
+    let killed_jobs = [
+        ("run", vec!["run"], &first.before, &steps[2].expected, run_took),
+        ("maintain", steps[3].args.clone(), &steps[3].before, &steps[3].expected, steps[3].took),
+        ("erase --purge", steps[5].args.clone(), &steps[5].before, &steps[5].expected, steps[5].took),
+    ];
+    for (i, (name, args, before, want, took)) in killed_jobs.iter().enumerate() {
+        for k in 1..=5u32 {
+            let lake = dir.path().join(format!("kill-{i}-{k}"));
+            copy_dir(before, &lake);
+            let mut child = command(&lake, args, &[])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(*took * k / 6);
+            let killed = child.try_wait().unwrap().is_none();
+            let _ = child.kill();
+            child.wait().unwrap();
+            kills += usize::from(killed);
+            let again = weir(&lake, args, None);
+            if again.status.code() != Some(0) {
+                failures.push(format!(
+                    "{name} killed at {k}/6: rerun exit {:?}\n{}",
+                    again.status.code(),
+                    String::from_utf8_lossy(&again.stderr)
+                ));
+                continue;
+            }
+            let got = rows(&lake);
+            for (table, rows) in want.iter() {
+                if got.get(table) != Some(rows) {
+                    failures.push(format!("{name} killed at {k}/6: {table} differs"));
+                }
+            }
+            std::fs::remove_dir_all(&lake).unwrap();
+        }
+    }
+    eprintln!("{cells} crash points ({hit} reached), {kills} kills mid-run");
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n---\n"));
+    assert!(hit * 3 > cells * 2, "most crash points must be reached ({hit} of {cells})");
 }
 
 /// The example pipeline in `dir` (with its schema and model beside it, as

@@ -688,6 +688,7 @@ async fn write_model(
     let t = &model.config;
     let name = t.name.as_str();
     fault::pause_point("curate_before_write");
+    fault::fault_point("curate_before_commit");
     let existed = catalog.tables.contains_key(name);
     let table = match catalog.tables.get(name).cloned() {
         Some(table) => table,
@@ -745,6 +746,7 @@ async fn write_model(
         versions_written: table.version().into_iter().collect(),
     };
     catalog.tables.insert(name.to_string(), table);
+    fault::fault_point("curate_after_commit");
     Ok(Some(written))
 }
 

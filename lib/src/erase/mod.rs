@@ -65,6 +65,7 @@ use crate::lake::commit::{self, CommitInfo};
 use crate::lake::contract::{
     erasure_log_schema, PROCESSED_PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN, RAW_PARTITION_COLUMN,
 };
+use crate::lake::fault::fault_point;
 use crate::lake::Marker;
 use crate::pii::PiiAction;
 use crate::pipeline::{CuratedTableConfig, LoadedPipeline};
@@ -507,7 +508,9 @@ impl Plan<'_> {
     async fn delete(&mut self, name: &str, location: &Location, table: DeltaTable, found: Found) -> Result<DeltaTable> {
         let (table, deleted, version) = match (&found.keys, self.options.dry_run) {
             (Some(keys), false) => {
+                fault_point("erase_before_delete");
                 let (t, n) = delta::delete_keys(table, keys.clone(), self.metadata()).await?;
+                fault_point("erase_after_delete");
                 if n != found.rows() {
                     return Err(Error::Internal(format!(
                         "erase: {name}: {} rows were found but the delete removed {n}; the table changed during the erase (is another job writing it?)",
@@ -617,6 +620,7 @@ impl Plan<'_> {
             let mut metadata = self.metadata();
             metadata.insert(commit::ACTION.into(), "purge".into());
             let purged = purge::purge(&table, keep.get(name).copied(), metadata).await?;
+            fault_point("erase_after_purge");
             if let Some(t) = self.report.tables.iter_mut().find(|t| &t.table == name) {
                 t.files_purged = purged.files;
                 t.bytes_purged = purged.bytes;
@@ -729,6 +733,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
         plan.purge().await?;
     }
     // 5. The erasure log.
+    fault_point("erase_before_log");
     let log_version = write_log(loaded, &plan, &log_location).await?;
     stages.push(plan.into_report(log_version, started_at));
     Ok(stages)

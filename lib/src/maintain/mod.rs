@@ -304,6 +304,7 @@ async fn maintain_table(
     if rewrites {
         table = delta::claim_rewrite_lease(table, LEASE, lease_metadata(t, options, "lease")).await?;
         crate::lake::fault::pause_point("maintain_holding_lease");
+        crate::lake::fault::fault_point("maintain_holding_lease");
     }
     let result = async {
         if let Some(r) = &t.policy.retention {
@@ -352,6 +353,7 @@ async fn timed(
 ) -> Result<(DeltaTable, MaintenanceAction)> {
     let started = Instant::now();
     let (table, mut a) = action.await?;
+    crate::lake::fault::fault_point("maintain_after_action");
     a.duration_ms = started.elapsed().as_millis() as u64;
     Ok((table, a))
 }
