@@ -316,7 +316,11 @@ fn storage_class(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     let text = e.to_string();
     if text.contains("lacked the necessary privileges") || text.contains("not authenticated") {
         Some(ErrorClass::Config)
-    } else if text.contains("Error interacting with object store") || text.contains("error sending request") {
+    } else if text.contains("Error interacting with object store")
+        || text.contains("error sending request")
+        // DataFusion's Parquet reader renders the object-store error into text.
+        || text.contains("Object Store error")
+    {
         Some(ErrorClass::Retryable)
     } else {
         None
