@@ -466,3 +466,31 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(rows_holding(&raw, "u-753"), 0);
 }
+
+/// One capture file storage will not give: its partition stops before it,
+/// every other partition is ingested and committed, the run exits 75, and
+/// the rerun reads the file again and lands the rest.
+#[test]
+fn one_unreadable_capture_file_stops_its_partition_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    assert_eq!(weir(&reference, &["ingest"], None).status.code(), Some(0));
+    let all = rows(&reference).remove("raw/user_events").unwrap();
+    let of = |rows: &[String], partition: &str| {
+        rows.iter().filter(|r| r.contains(&format!("partition_id={partition}|"))).count()
+    };
+
+    let lake = dir.path().join("lake");
+    let out = weir(&lake, &["ingest"], Some("get:error:1:1/2026/11/01/08/10/00.avro"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("capture file unreadable") && !stderr.contains("panicked"), "{stderr}");
+    let got = rows(&lake).remove("raw/user_events").unwrap();
+    for partition in ["0", "2", "3"] {
+        assert_eq!(of(&got, partition), of(&all, partition), "partition {partition} is ingested");
+    }
+    assert!(of(&got, "1") > 0 && of(&got, "1") < of(&all, "1"), "partition 1 stops before the file");
+
+    assert_eq!(weir(&lake, &["ingest"], None).status.code(), Some(0));
+    assert_eq!(rows(&lake).remove("raw/user_events").unwrap(), all);
+}

@@ -207,6 +207,7 @@ impl StageWork for IngestOptions {
             halt: pipeline.source.capture.on_corrupt_file == OnCorruptFile::Halt,
             park_budget: pipeline.ingest.commit_bytes,
             parked_bytes: 0,
+            unreadable: None,
         };
         let mut out = Output {
             table,
@@ -221,6 +222,11 @@ impl StageWork for IngestOptions {
         };
         take_all(files.work, &reader, self, &mut intake, &mut out, &run).await?;
         finish(&reader, &mut intake, &mut out, &run).await?;
+        // The other partitions' events are committed; a rerun reads the
+        // file again.
+        if let Some(e) = intake.unreadable.take() {
+            return Err(e);
+        }
 
         let Intake { states, mut report, .. } = intake;
         let Output { table, write, .. } = out;
@@ -543,6 +549,9 @@ struct Intake {
     park_budget: u64,
     /// Capture bytes of parked files whose chunks are held.
     parked_bytes: u64,
+    /// The first storage failure on a capture file: the run commits what
+    /// it could and then ends with it.
+    unreadable: Option<Error>,
 }
 
 impl Intake {
@@ -575,6 +584,30 @@ impl Intake {
         taken
     }
 
+    /// Storage failed to give `file`: its partition stops before it (what
+    /// was taken of it stays), the run goes on with the others and ends
+    /// with the error.
+    fn unreadable_file(&mut self, file: &CaptureFile, e: Error) {
+        let state = self.states.get_mut(&file.partition_id).expect("partition state");
+        self.current.skip_rest = true;
+        state.halted = true;
+        state.parked.clear();
+        state.report.halted_at = Some(file.name.clone());
+        tracing::error!(file = %file.name, partition = %file.partition_id, error = %e, "capture file unreadable");
+        self.report.problems.push(DataProblem {
+            kind: ProblemKind::UnreadableFile,
+            partition: Some(file.partition_id.clone()),
+            file: Some(file.name.clone()),
+            record: None,
+            message: format!(
+                "{}: storage did not give the file ({e}); the partition stops before it, a rerun reads it again",
+                file.name
+            ),
+            blocking: true,
+        });
+        self.unreadable.get_or_insert(e);
+    }
+
     /// Whether a commit may be cut now (see [`FileProgress::may_cut`]); if
     /// it is cut inside a file, the gaps found in the file so far are
     /// reported first: the commit's watermark passes them.
@@ -596,6 +629,11 @@ impl Intake {
         if piece.index == 0 {
             self.current = FileProgress { file: Some(file.clone()), floor: state.high, ..FileProgress::default() };
         }
+        if let Some(e) = piece.unreadable.take() {
+            self.unreadable_file(&file, e);
+            return Ok(None);
+        }
+        let state = self.states.get_mut(&file.partition_id).expect("partition state");
         let cur = &mut self.current;
         if cur.holding {
             if let Some(held) = state.parked.last_mut().and_then(|p| p.held.as_mut()) {

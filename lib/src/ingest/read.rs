@@ -38,6 +38,9 @@ pub(crate) struct Piece {
     /// Rows in [`crate::capture::decode::capture_schema`] followed by the
     /// `subject_<field>` columns, or why the chunk could not be decoded.
     pub(crate) result: std::result::Result<RecordBatch, DecodeError>,
+    /// Storage failed to give the file (from here on): the file is not
+    /// damaged, and a rerun reads it again.
+    pub(crate) unreadable: Option<Error>,
 }
 
 /// A chunk as framed, before decoding.
@@ -48,6 +51,15 @@ struct Framed {
     index: u64,
     last: bool,
     file_bytes: u64,
+    unreadable: Option<Error>,
+}
+
+impl Framed {
+    /// The end of a file storage failed to give, from chunk `index` on.
+    fn unreadable(file: Arc<CaptureFile>, index: u64, e: Error) -> Framed {
+        let chunk = Err(DecodeError::file(e.to_string()));
+        Framed { file, header: None, chunk, index, last: true, file_bytes: 0, unreadable: Some(e) }
+    }
 }
 
 /// The decoded chunks of `files`, in order: `fetches` files open ahead,
@@ -62,16 +74,20 @@ pub(crate) fn pieces(
 ) -> BoxStream<'static, Result<Piece>> {
     stream::iter(files)
         .map(move |file| {
+            let kept = Arc::new(file.clone());
             let mut reader = FileReader::new(store.clone(), source.clone(), file);
             async move {
-                reader.fill().await?;
-                Ok::<_, Error>(reader)
+                match reader.fill().await {
+                    Ok(()) => Ok(reader),
+                    Err(e) => Err((kept, e)),
+                }
             }
         })
         .buffered(fetches.max(1))
         .flat_map(|opened| match opened {
             Ok(reader) => reader.into_stream(),
-            Err(e) => stream::once(async { Err(e) }).boxed(),
+            // One file storage cannot give stops its partition, not the run.
+            Err((file, e)) => stream::once(async move { Ok(Framed::unreadable(file, 0, e)) }).boxed(),
         })
         .map(move |framed| {
             let subjects = subjects.clone();
@@ -210,6 +226,7 @@ impl FileReader {
                     index,
                     last,
                     file_bytes,
+                    unreadable: None,
                 }));
             }
             if self.done {
@@ -225,7 +242,7 @@ impl FileReader {
             match reader.next().await {
                 Ok(Some(framed)) => Some((Ok(framed), Some(reader))),
                 Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
+                Err(e) => Some((Ok(Framed::unreadable(reader.file.clone(), reader.handed, e)), None)),
             }
         })
         .boxed()
@@ -239,8 +256,12 @@ impl FileReader {
 /// The subject-key columns are extracted there too (one parse of every
 /// body, ~10% of ingest's CPU): they are appended after the capture columns.
 async fn decode_with_deadline(framed: Framed, subjects: Vec<String>) -> Result<Piece> {
-    let Framed { file, header, chunk, index, last, file_bytes } = framed;
-    let piece = |result| Piece { file: file.clone(), index, last, file_bytes, result };
+    let Framed { file, header, chunk, index, last, file_bytes, unreadable } = framed;
+    if let Some(e) = unreadable {
+        let result = Err(DecodeError::file(e.to_string()));
+        return Ok(Piece { file, index, last, file_bytes, result, unreadable: Some(e) });
+    }
+    let piece = |result| Piece { file: file.clone(), index, last, file_bytes, result, unreadable: None };
     let (chunk, header) = match (chunk, header) {
         (Err(e), _) => return Ok(piece(Err(e))),
         (Ok(c), Some(h)) => (c, h),

@@ -111,6 +111,10 @@ names! {
         ExpectationFailed = "expectation_failed",
         /// A `warn` rule's failure rate passed its threshold.
         ExpectationThreshold = "expectation_threshold",
+        /// Storage failed to give a capture file: its partition stopped
+        /// before it, the others went on, and the run exits with the
+        /// storage error's code.
+        UnreadableFile = "unreadable_file",
     }
 }
 
