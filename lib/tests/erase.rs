@@ -595,3 +595,15 @@ async fn purge_spares_a_nested_delta_table_the_pipeline_does_not_know() {
     let rows: usize = weir::delta::read_all(&table).await.unwrap().iter().map(RecordBatch::num_rows).sum();
     assert_eq!(rows, 3);
 }
+
+/// A subjects file is read up to a bound: `/dev/zero` is refused there
+/// with the file named, not read until memory runs out.
+#[test]
+fn an_endless_subjects_file_is_refused_at_the_bound() {
+    let e = weir::erase::read_subjects_file(Path::new("/dev/zero"), Some("userId")).unwrap_err();
+    assert_eq!(e.class(), weir::ErrorClass::Config, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: --subjects-file: more than 67108864 bytes; split the request into several files"
+    );
+}

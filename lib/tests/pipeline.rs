@@ -123,3 +123,65 @@ fn tables_that_share_or_nest_folders_are_refused() {
     let siblings = format!("{base}  erasure_log:\n    path: /data/lake/raw2\n  runs:\n    path: /data/lake/raw-runs\n");
     assert_eq!(problems(&siblings, &env), Vec::<String>::new());
 }
+
+/// Every number a user sets is bounded: one a few digits too long is a
+/// problem naming the key and the bound, not memory or an overflow later.
+#[test]
+fn numbers_beyond_their_bounds_name_key_and_bound() {
+    let text = format!(
+        "{GOOD}ingest:\n  commit_bytes: 99999999999\n  commit_events: 100000001\n  decode_parallelism: 100000000\n  fetch_parallelism: 257\n  lookback_hours: 87601\nmaintain:\n  target_file_size_mb: 10241\n  vacuum_retention_hours: 999999999999\n  tables:\n    raw:\n      target_file_size_mb: 99999999999999\n      vacuum_retention_hours: 87601\n      retention: {{column: _enqueued_time, days: 36501}}\n"
+    );
+    let got = problems(&text, &[]);
+    let expected = [
+        ":9: ingest.commit_bytes: must be at most 4294967296, not 99999999999",
+        ":10: ingest.commit_events: must be at most 100000000, not 100000001",
+        ":11: ingest.decode_parallelism: must be at most 256, not 100000000",
+        ":12: ingest.fetch_parallelism: must be at most 256, not 257",
+        ":13: ingest.lookback_hours: must be at most 87600, not 87601",
+        ":15: maintain.target_file_size_mb: must be at most 10240, not 10241",
+        ":16: maintain.vacuum_retention_hours: must be at most 87600, not 999999999999",
+        ":19: maintain.tables.raw.target_file_size_mb: must be at most 10240, not 99999999999999",
+        ":20: maintain.tables.raw.vacuum_retention_hours: must be at most 87600, not 87601",
+        ":21: maintain.tables.raw.retention.days: must be at most 36500, not 36501",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for e in expected {
+        assert!(got.iter().any(|g| g.contains(e)), "{e} in {got:#?}");
+    }
+    // The bounds themselves are accepted.
+    let text =
+        format!("{GOOD}ingest:\n  commit_bytes: 4294967296\n  decode_parallelism: 256\n  lookback_hours: 87600\n");
+    assert_eq!(problems(&text, &[]), Vec::<String>::new());
+}
+
+/// The process section's counts are bounded too: raw versions per commit
+/// and the dedup look-back.
+#[test]
+fn process_counts_beyond_their_bounds_name_key_and_bound() {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc");
+    let text = format!(
+        "{GOOD}body:\n  schema: {}\ntables:\n  processed: {{path: /data/lake/p}}\n  quarantine: {{path: /data/lake/q}}\nprocess:\n  event_time: eventTimestamp\n  raw_versions_per_commit: 10001\n  dedup: {{key: [eventId], lookback_days: 3651}}\n",
+        schema.display()
+    )
+    .replace("tables:\n  raw:\n    path: /data/lake/raw\n", "")
+    .replace("tables:\n  processed", "tables:\n  raw: {path: /data/lake/raw}\n  processed");
+    let got = problems(&text, &[]);
+    assert!(
+        got.iter().any(|g| g.contains("process.raw_versions_per_commit: must be at most 10000, not 10001")),
+        "{got:#?}"
+    );
+    assert!(got.iter().any(|g| g.contains("process.dedup.lookback_days: must be at most 3650, not 3651")), "{got:#?}");
+    assert_eq!(got.iter().filter(|g| g.contains("must be at most")).count(), 2, "{got:#?}");
+}
+
+/// A body schema that is a device is refused, not read without end.
+#[test]
+fn a_device_as_body_schema_is_refused() {
+    let text = format!("{GOOD}body:\n  schema: /dev/zero\n");
+    let got = problems(&text, &[]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("pipelines/x.yaml:9: body.schema: cannot read /dev/zero: not a regular file"),
+        "{got:#?}"
+    );
+}

@@ -107,7 +107,12 @@ pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
                 (Some(s), _) => s.clone(),
                 (None, Some(f)) => {
                     let path = loaded.base_dir().join(f);
-                    std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?
+                    crate::pipeline::read_text(&path).map_err(|reason| {
+                        loaded.invalid(
+                            &format!("curate.tables[{i}].sql_file"),
+                            format!("cannot read {}: {reason}", path.display()),
+                        )
+                    })?
                 }
                 (None, None) => return Err(model_error(&t.name, "no sql".into())),
             };

@@ -229,7 +229,10 @@ impl ExpectationConfig {
     }
 }
 
-/// Parses `<n>s|m|h|d` into seconds.
+/// The longest duration a rule may give (ten years).
+pub const MAX_DURATION_SECS: u64 = 3_650 * 86_400;
+
+/// Parses `<n>s|m|h|d` into seconds, at most [`MAX_DURATION_SECS`].
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -241,7 +244,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?} is not a duration like 30s, 15m, 6h or 7d")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .filter(|s| *s <= MAX_DURATION_SECS)
+        .ok_or_else(|| format!("{text:?} is longer than the longest duration allowed, 3650d"))
 }
 
 fn ident(name: &str) -> String {
@@ -425,6 +430,10 @@ mod tests {
         assert!(err("{name: x, not_null: a, sql: 'true'}").contains("exactly one"));
         assert!(err("{name: x, regex: {column: currency, pattern: '('}}").contains("regex.pattern"));
         assert!(err("{name: x, timeliness: {column: eventTimestamp, max_delay: 7 days}}").contains("duration"));
+        for too_long in ["3651d", "99999999999999999d"] {
+            let rule = format!("{{name: x, timeliness: {{column: eventTimestamp, max_ahead: {too_long}}}}}");
+            assert!(err(&rule).contains("longest duration allowed, 3650d"), "{too_long}");
+        }
         assert!(err("{name: x, not_null: eventId, max_failure_rate: 5}").contains("between 0 and 1"));
         assert!(serde_yaml_ng::from_str::<ExpectationConfig>("{name: x, not_nul: a}").is_err());
     }

@@ -163,11 +163,13 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
             }
             (None, Some(f)) => {
                 let file = loaded.base_dir().join(f);
-                if !file.is_file() {
+                if !file.exists() {
                     bad(
                         format!("{at}.sql_file"),
                         format!("cannot read {}; paths are relative to the pipeline file", file.display()),
                     );
+                } else if let Err(reason) = super::read_text(&file) {
+                    bad(format!("{at}.sql_file"), format!("cannot read {}: {reason}", file.display()));
                 }
             }
             (Some(_), None) => {}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::{LoadedPipeline, Pipeline, Problem};
+use super::{limits, LoadedPipeline, Pipeline, Problem};
 use crate::body::BodySchema;
 use crate::storage::Location;
 use crate::{Error, Result};
@@ -16,22 +16,53 @@ use crate::{Error, Result};
 /// Reads, interpolates, parses and validates a pipeline file using the
 /// process environment.
 pub fn load_pipeline(file: &Path) -> Result<LoadedPipeline> {
-    let text = std::fs::read_to_string(file).map_err(|source| Error::InvalidPipeline {
+    let text = read_text(file).map_err(|reason| Error::InvalidPipeline {
         problems: vec![Problem {
             file: file.to_path_buf(),
             line: None,
             path: String::new(),
-            message: format!("cannot read file: {source}"),
+            message: format!("cannot read file: {reason}"),
         }],
     })?;
     parse_pipeline(file, &text, &|name| std::env::var(name).ok())
+}
+
+/// Reads a file of a pipeline (the pipeline file, its body schema, its SQL
+/// models) as text. Only a regular file of at most
+/// [`limits::MAX_FILE_BYTES`] is read: a device or a pipe (`/dev/zero`)
+/// would be read without end. The error says why, without the path.
+pub fn read_text(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read as _;
+    let max = limits::MAX_FILE_BYTES;
+    let too_large = || format!("larger than the {max} bytes (4 MiB) a file of a pipeline may have");
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a folder, device or pipe cannot be read as one)".to_string());
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    // The file may grow between the look and the read.
+    std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_string(&mut text)).map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Parses and validates pipeline text; `env` looks up variables.
 pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedPipeline> {
     let invalid = |problems| Error::InvalidPipeline { problems };
     let text = interpolate(file, text, env).map_err(invalid)?;
-    let index = LineIndex::build(&text);
+    let index = LineIndex::build(&text).map_err(|line| {
+        invalid(vec![Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            path: String::new(),
+            message: format!("mappings and sequences nest more than {} levels deep here", limits::MAX_NESTING),
+        }])
+    })?;
 
     let de = serde_yaml_ng::Deserializer::from_str(&text);
     let pipeline: Pipeline = match serde_path_to_error::deserialize(de) {
@@ -52,11 +83,11 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
     let base = file.parent().unwrap_or_else(|| Path::new("."));
     let body = pipeline.body.as_ref().map(|b| {
         let schema = base.join(&b.schema);
-        if schema.is_file() {
-            BodySchema::from_file(&schema).map(Arc::new).map_err(|e| e.to_string())
-        } else {
-            Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()))
+        if !schema.exists() {
+            return Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()));
         }
+        let text = read_text(&schema).map_err(|reason| format!("cannot read {}: {reason}", schema.display()))?;
+        BodySchema::parse(&text, &schema.display().to_string()).map(Arc::new).map_err(|e| e.to_string())
     });
     let locations = Arc::new(resolve_locations(&pipeline));
     let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, locations };
@@ -202,12 +233,27 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
-    pub(crate) fn build(text: &str) -> Self {
+    /// Indexes the first document of `text`; `Err(line)` where mappings and
+    /// sequences nest deeper than [`limits::MAX_NESTING`] (each level's
+    /// path is as long as its depth, so an unbounded depth would cost time
+    /// and memory quadratic in it). A YAML syntax error ends the index
+    /// quietly: serde reports it with its own location.
+    pub(crate) fn build(text: &str) -> std::result::Result<Self, usize> {
+        if let Some(line) = too_deep_flow(text) {
+            return Err(line);
+        }
         let mut builder = IndexBuilder::default();
         let mut parser = Parser::new_from_str(text);
-        // A YAML syntax error is reported by serde with its own location.
-        let _ = parser.load(&mut builder, false);
-        LineIndex { lines: builder.lines }
+        while let Ok((event, mark)) = parser.next_token() {
+            if matches!(event, Event::StreamEnd | Event::DocumentEnd) {
+                break;
+            }
+            builder.on_event(event, mark);
+            if builder.stack.len() > limits::MAX_NESTING {
+                return Err(mark.line());
+            }
+        }
+        Ok(LineIndex { lines: builder.lines })
     }
 
     /// The line for `path`, or for its nearest ancestor that has one.
@@ -221,6 +267,106 @@ impl LineIndex {
             p = &p[..cut];
         }
     }
+}
+
+/// The line where flow collections (`[`, `{`) nest deeper than
+/// [`limits::MAX_NESTING`], if they do.
+///
+/// YAML scanners (libyaml's and yaml-rust2's) keep a possible simple key
+/// per open flow collection and look at all of them for every token, so a
+/// deep flow nesting costs time quadratic in its depth before any parser
+/// says a word (100,000 `[` took minutes). This pass measures it first, in
+/// linear time. It follows YAML as far as real files need: comments,
+/// quoted scalars (one line at a time), block scalars, and `[`/`{` in block
+/// context only where a node starts (`key: [`, `- {`, not `text [1]`).
+/// Block nesting is bounded as the index is built.
+fn too_deep_flow(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    // Indentation of the line that opened a block scalar (`key: |`).
+    let mut block_scalar: Option<usize> = None;
+    // The last character that is not a space, in flow context across lines.
+    let mut last: Option<char> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_scalar {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if depth == 0 {
+            last = None;
+        }
+        // The token before the current one on this line: (first, last
+        // character, length).
+        let mut prev: Option<(char, char, usize)> = None;
+        let mut current: Option<(char, char, usize)> = None;
+        let mut quote: Option<char> = None;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('\'') => {
+                    if c == '\'' && chars.next_if_eq(&'\'').is_none() {
+                        (quote, last) = (None, Some(c));
+                    }
+                    continue;
+                }
+                Some(_) => {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        (quote, last) = (None, Some(c));
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if c == ' ' || c == '\t' {
+                if current.is_some() {
+                    prev = current.take();
+                }
+                continue;
+            }
+            let token_start = current.is_none();
+            let tagged = |t: Option<(char, char, usize)>| matches!(t, Some(('&' | '!', _, _)));
+            let node_start = if depth == 0 {
+                token_start
+                    && match prev {
+                        None => true,
+                        Some((_, ':', _)) | Some(('-' | '?', _, 1)) | Some(('-', '-', 3)) => true,
+                        t => tagged(t),
+                    }
+            } else {
+                matches!(last, None | Some('[' | '{' | ',' | ':' | '?')) || (token_start && tagged(prev))
+            };
+            match c {
+                '#' if token_start => break,
+                '[' | '{' if depth > 0 || node_start => {
+                    depth += 1;
+                    if depth > limits::MAX_NESTING {
+                        return Some(n + 1);
+                    }
+                }
+                ']' | '}' if depth > 0 => depth -= 1,
+                '\'' | '"' if node_start => quote = Some(c),
+                '|' | '>' if depth == 0 && node_start => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => {}
+            }
+            last = Some(c);
+            current = Some(match current {
+                None => (c, c, 1),
+                Some((first, _, len)) => (first, c, len + 1),
+            });
+            // In flow context an indicator ends the token (`{a:[b]}`).
+            if depth > 0 && matches!(c, '[' | '{' | ',' | ']' | '}') {
+                prev = current.take();
+            }
+        }
+    }
+    None
 }
 
 enum Frame {
@@ -331,9 +477,36 @@ mod tests {
     }
 
     #[test]
+    fn nesting_deeper_than_the_limit_is_found_in_one_pass() {
+        let deep = |open: &str, n: usize| open.repeat(n);
+        let max = limits::MAX_NESTING;
+        assert_eq!(too_deep_flow(&format!("a: 1\nb: {}", deep("[", max + 1))), Some(2));
+        assert_eq!(too_deep_flow(&format!("b: {}{}", deep("[", max), deep("]", max))), None);
+        assert_eq!(too_deep_flow(&format!("b: {{\"k\":{}", deep("{\"k\": ", max))), Some(1));
+        assert_eq!(too_deep_flow(&format!("- [it's, {}", deep("[", max))), Some(1));
+        assert_eq!(too_deep_flow(&format!("b: [\n  a,\n  {}", deep("[", max))), Some(3), "across lines");
+        // Not collections: quoted and plain scalars, comments, block scalars.
+        for text in [
+            format!("a: '{}'", deep("[", 100)),
+            format!("a: \"x\\\" {}\"", deep("{", 100)),
+            format!("a: 'it''s {}'", deep("[", 100)),
+            format!("a: text {}", deep("[", 100)),
+            format!("a: 1 # {}", deep("[", 100)),
+            format!("sql: |\n  {}\n\n  x\nb: [1]", deep("[", 100)),
+        ] {
+            assert_eq!(too_deep_flow(&text), None, "{text}");
+        }
+        // Block nesting is bounded while the index is built.
+        assert_eq!(LineIndex::build(&format!("a: 1\nb:\n{}x\n", deep("- ", max + 1))).err(), Some(3));
+        assert!(LineIndex::build(&format!("b:\n{}x\n", deep("- ", max - 2))).is_ok());
+        let blocks: String = (0..=max).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(LineIndex::build(&blocks).is_err());
+    }
+
+    #[test]
     fn line_index_points_at_keys_and_items() {
         let text = "name: x\ntables:\n  raw:\n    path: lake/raw\nlist:\n  - a: 1\n  - a: 2\n";
-        let idx = LineIndex::build(text);
+        let idx = LineIndex::build(text).unwrap();
         assert_eq!(idx.line_of("name"), Some(1));
         assert_eq!(idx.line_of("tables.raw.path"), Some(4));
         assert_eq!(idx.line_of("tables.raw.pathh"), Some(3), "falls back to the parent");

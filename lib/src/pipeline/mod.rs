@@ -17,6 +17,7 @@
 
 pub mod check;
 mod curate;
+pub mod limits;
 mod load;
 mod maintain;
 mod validate;
@@ -32,7 +33,7 @@ use crate::storage::Location;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
-pub use load::{interpolate, load_pipeline, parse_pipeline};
+pub use load::{interpolate, load_pipeline, parse_pipeline, read_text};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
