@@ -188,6 +188,34 @@ fn a_partition_range_of_billions_selects_without_expanding() {
     assert_eq!(f.keys(), f.expected());
 }
 
+/// An environment value is taken literally: a lake folder named `hash #`
+/// is where the tables go (pasted into the YAML, ` #` started a comment and
+/// cut every path there), and a value with a line break is refused naming
+/// the variable.
+#[test]
+fn environment_values_are_taken_literally() {
+    let f = Fixture::new(spec(), "");
+    let lake = f.dir.path().join("hash #");
+    let out = f.cmd("ingest").env("WEIR_LAKE", &lake).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows = rt.block_on(async {
+        let raw = weir::storage::Location::parse(lake.join("raw").to_str().unwrap()).unwrap();
+        let table = weir::delta::open(&raw).await.unwrap().expect("the raw table is in the folder named by WEIR_LAKE");
+        weir::delta::read_all(&table).await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>()
+    });
+    assert_eq!(rows, f.expected().len());
+    assert!(!f.dir.path().join("hash").exists());
+
+    let out = f.cmd("validate").env("WEIR_LAKE", "/data/lake\nname: other").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "{}:7: environment variable WEIR_LAKE holds a line break, which a pipeline value cannot take",
+        f.dir.path().join("p.yaml").display()
+    );
+    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+}
+
 #[test]
 fn ingest_reports_and_reruns_are_no_ops() {
     let f = Fixture::new(spec(), "");

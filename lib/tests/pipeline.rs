@@ -185,3 +185,37 @@ fn a_device_as_body_schema_is_refused() {
         "{got:#?}"
     );
 }
+
+/// `${VAR}` values are part of a scalar, taken literally: `#`, `: ` and
+/// quotes in a lake folder name stay in every table's path.
+#[test]
+fn environment_values_with_yaml_characters_stay_in_the_paths() {
+    let text = "name: x\nsource:\n  capture:\n    url: ${CAP}\ntables:\n  raw:\n    path: ${WEIR_LAKE}/raw\n  runs:\n    path: \"${WEIR_LAKE}/runs\"\n  erasure_log: {path: '${WEIR_LAKE}/erasure_log'}\ningest:\n  commit_events: ${EVENTS}\n";
+    let lake = "/data/hash # it's: \"x\"";
+    let lookup = |n: &str| match n {
+        "WEIR_LAKE" => Some(lake.to_string()),
+        "CAP" => Some("/data/cap #1".to_string()),
+        "EVENTS" => Some("5000".to_string()),
+        _ => None,
+    };
+    let loaded = parse_pipeline(Path::new("x.yaml"), text, &lookup).unwrap_or_else(|e| panic!("{e}"));
+    let p = &loaded.pipeline;
+    assert_eq!(p.source.capture.url, "/data/cap #1");
+    assert_eq!(p.tables.raw.path, format!("{lake}/raw"));
+    assert_eq!(p.tables.runs.as_ref().unwrap().path, format!("{lake}/runs"));
+    assert_eq!(p.tables.erasure_log.as_ref().unwrap().path, format!("{lake}/erasure_log"));
+    assert_eq!(p.ingest.commit_events, 5000, "an unquoted number stays a number");
+    let locations: std::collections::BTreeSet<String> =
+        loaded.tables_written().iter().map(|t| loaded.location(&t.key).unwrap().to_string()).collect();
+    assert_eq!(locations.len(), 3, "{locations:?}");
+    // Locations are URLs: `hash # it's: "x"` percent-encoded.
+    assert!(locations.iter().all(|l| l.contains("/hash%20%23%20it's:%20%22x%22/")), "{locations:?}");
+
+    let lookup = |n: &str| (n == "WEIR_LAKE").then(|| "/data\n".to_string()).or(Some("/x".into()));
+    let got = match parse_pipeline(Path::new("x.yaml"), text, &lookup) {
+        Err(Error::InvalidPipeline { problems }) => problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].starts_with("x.yaml:7: environment variable WEIR_LAKE holds a line break"), "{got:#?}");
+}

@@ -1,14 +1,15 @@
 //! Reading a pipeline file: interpolation, YAML parsing, and the line index
 //! that lets every problem point at a line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::TScalarStyle;
 
-use super::{limits, LoadedPipeline, Pipeline, Problem};
+use super::{interpolate, limits, LoadedPipeline, Pipeline, Problem};
 use crate::body::BodySchema;
 use crate::storage::Location;
 use crate::{Error, Result};
@@ -54,8 +55,8 @@ pub fn read_text(path: &Path) -> std::result::Result<String, String> {
 /// Parses and validates pipeline text; `env` looks up variables.
 pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedPipeline> {
     let invalid = |problems| Error::InvalidPipeline { problems };
-    let text = interpolate(file, text, env).map_err(invalid)?;
-    let index = LineIndex::build(&text).map_err(|line| {
+    let interpolated = interpolate::placeholders(file, text, env).map_err(invalid)?;
+    let (index, plain) = LineIndex::build(&interpolated.text).map_err(|line| {
         invalid(vec![Problem {
             file: file.to_path_buf(),
             line: Some(line),
@@ -63,9 +64,18 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
             message: format!("mappings and sequences nest more than {} levels deep here", limits::MAX_NESTING),
         }])
     })?;
+    let syntax = |e: serde_yaml_ng::Error| {
+        invalid(vec![Problem {
+            file: file.to_path_buf(),
+            line: e.location().map(|l| l.line()),
+            message: serde_message(&e, ""),
+            path: String::new(),
+        }])
+    };
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&interpolated.text).map_err(syntax)?;
+    interpolated.substitute(&mut value, &plain);
 
-    let de = serde_yaml_ng::Deserializer::from_str(&text);
-    let pipeline: Pipeline = match serde_path_to_error::deserialize(de) {
+    let pipeline: Pipeline = match serde_path_to_error::deserialize(value) {
         Ok(p) => p,
         Err(e) => {
             let path = clean_path(&e.path().to_string());
@@ -111,95 +121,6 @@ fn resolve_locations(p: &Pipeline) -> BTreeMap<String, std::result::Result<Locat
     declared.into_iter().map(|(key, at)| (key, Location::parse(at))).collect()
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` from `env`; `$${` is a literal
-/// `${`. Every unset variable without a default is a problem on its line.
-pub fn interpolate(
-    file: &Path,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<String, Vec<Problem>> {
-    let mut out = String::with_capacity(text.len());
-    let mut problems = Vec::new();
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        // Comments are documentation: `${...}` in them is left alone.
-        let (line, comment) = line.split_at(comment_start(line));
-        let mut rest = line;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            if let Some(after) = tail.strip_prefix("$${") {
-                out.push_str("${");
-                rest = after;
-            } else if let Some(body) = tail.strip_prefix("${") {
-                let Some(end) = body.find('}') else {
-                    problems.push(line_problem(file, n, "unterminated `${` (escape a literal as `$${`)"));
-                    out.push_str(tail);
-                    rest = "";
-                    continue;
-                };
-                let expr = &body[..end];
-                let (name, default) = match expr.split_once(":-") {
-                    Some((name, default)) => (name, Some(default)),
-                    None => (expr, None),
-                };
-                if !is_var_name(name) {
-                    problems.push(line_problem(file, n, &format!("`${{{expr}}}`: {name:?} is not a variable name")));
-                } else {
-                    // An empty value counts as unset, as in the shell's `:-`.
-                    match (env(name).filter(|v| !v.is_empty()), default) {
-                        (Some(v), _) => out.push_str(&v),
-                        (None, Some(d)) => out.push_str(d),
-                        (None, None) => problems.push(line_problem(
-                            file,
-                            n,
-                            &format!(
-                                "environment variable {name} is not set (set it, or write `${{{name}:-default}}`)"
-                            ),
-                        )),
-                    }
-                }
-                rest = &body[end + 1..];
-            } else {
-                out.push('$');
-                rest = &tail[1..];
-            }
-        }
-        out.push_str(rest);
-        out.push_str(comment);
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Byte index where a YAML comment starts on this line (`#` at the start or
-/// after whitespace, outside quotes), or the line length.
-fn comment_start(line: &str) -> usize {
-    let (mut single, mut double, mut prev_space) = (false, false, true);
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && prev_space => return i,
-            _ => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    line.len()
-}
-
-fn is_var_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn line_problem(file: &Path, line0: usize, message: &str) -> Problem {
-    Problem { file: file.to_path_buf(), line: Some(line0 + 1), path: String::new(), message: message.to_string() }
-}
-
 /// serde_path_to_error writes `.` for the root; the user wants nothing there.
 fn clean_path(p: &str) -> String {
     if p == "." {
@@ -218,9 +139,15 @@ fn serde_message(e: &serde_yaml_ng::Error, path: &str) -> String {
         Some((head, tail)) if !head.is_empty() && path.starts_with(head) => tail.to_string(),
         _ => msg,
     };
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
+    // The problem's own location is printed before the message; a syntax
+    // error's context ("while parsing a flow sequence at line 28 column 10")
+    // keeps its location, which is where the cause usually is.
+    let msg = match e.location() {
+        Some(l) => msg.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1),
+        None => match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        },
     };
     msg.replace('`', "'")
 }
@@ -233,12 +160,14 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
-    /// Indexes the first document of `text`; `Err(line)` where mappings and
-    /// sequences nest deeper than [`limits::MAX_NESTING`] (each level's
-    /// path is as long as its depth, so an unbounded depth would cost time
-    /// and memory quadratic in it). A YAML syntax error ends the index
-    /// quietly: serde reports it with its own location.
-    pub(crate) fn build(text: &str) -> std::result::Result<Self, usize> {
+    /// Indexes the first document of `text`, and gives the plain
+    /// (unquoted) scalars that hold an interpolation placeholder (see
+    /// [`interpolate`]); `Err(line)` where mappings and sequences nest
+    /// deeper than [`limits::MAX_NESTING`] (each level's path is as long as
+    /// its depth, so an unbounded depth would cost time and memory
+    /// quadratic in it). A YAML syntax error ends the index quietly: the
+    /// parser reports it with its own location.
+    pub(crate) fn build(text: &str) -> std::result::Result<(Self, HashSet<String>), usize> {
         if let Some(line) = too_deep_flow(text) {
             return Err(line);
         }
@@ -248,12 +177,17 @@ impl LineIndex {
             if matches!(event, Event::StreamEnd | Event::DocumentEnd) {
                 break;
             }
+            if let Event::Scalar(value, TScalarStyle::Plain, ..) = &event {
+                if value.contains(interpolate::OPEN) {
+                    builder.plain.insert(value.clone());
+                }
+            }
             builder.on_event(event, mark);
             if builder.stack.len() > limits::MAX_NESTING {
                 return Err(mark.line());
             }
         }
-        Ok(LineIndex { lines: builder.lines })
+        Ok((LineIndex { lines: builder.lines }, builder.plain))
     }
 
     /// The line for `path`, or for its nearest ancestor that has one.
@@ -378,6 +312,8 @@ enum Frame {
 struct IndexBuilder {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    /// Plain scalars holding an interpolation placeholder.
+    plain: HashSet<String>,
 }
 
 impl IndexBuilder {
@@ -447,34 +383,6 @@ impl MarkedEventReceiver for IndexBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
-    }
-
-    #[test]
-    fn interpolation_forms() {
-        let f = PathBuf::from("p.yaml");
-        let text = "a: ${A}\nb: ${B:-lake}/raw\nc: $${A}\nd: cost $5\ne: ${E:-}x\n# ${NOT_SET} in a comment\nf: '#${A}' # ${NOT_SET}\n";
-        let out = interpolate(&f, text, &env(&[("A", "one")])).unwrap();
-        assert_eq!(
-            out,
-            "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n# ${NOT_SET} in a comment\nf: '#one' # ${NOT_SET}\n"
-        );
-    }
-
-    #[test]
-    fn unset_variables_are_all_reported_with_lines() {
-        let f = PathBuf::from("p.yaml");
-        let text = "a: ${MISSING_ONE}\nb: ok\nc: ${MISSING_TWO} ${1BAD}\n";
-        let problems = interpolate(&f, text, &env(&[])).unwrap_err();
-        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(shown.len(), 3, "{shown:?}");
-        assert!(shown[0].starts_with("p.yaml:1: environment variable MISSING_ONE is not set"));
-        assert!(shown[1].starts_with("p.yaml:3: environment variable MISSING_TWO"));
-        assert!(shown[2].contains("\"1BAD\" is not a variable name"));
-    }
 
     #[test]
     fn nesting_deeper_than_the_limit_is_found_in_one_pass() {
@@ -506,7 +414,7 @@ mod tests {
     #[test]
     fn line_index_points_at_keys_and_items() {
         let text = "name: x\ntables:\n  raw:\n    path: lake/raw\nlist:\n  - a: 1\n  - a: 2\n";
-        let idx = LineIndex::build(text).unwrap();
+        let idx = LineIndex::build(text).unwrap().0;
         assert_eq!(idx.line_of("name"), Some(1));
         assert_eq!(idx.line_of("tables.raw.path"), Some(4));
         assert_eq!(idx.line_of("tables.raw.pathh"), Some(3), "falls back to the parent");

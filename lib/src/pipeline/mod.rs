@@ -4,8 +4,9 @@
 //! goes through three steps, each reporting problems with file, line and key
 //! path rather than stopping at the first:
 //!
-//! 1. [`interpolate`]: `${VAR}` and `${VAR:-default}` are replaced from the
-//!    environment on the raw text (so line numbers stay true). `$${` escapes.
+//! 1. Interpolation: `${VAR}` and `${VAR:-default}` are replaced from the
+//!    environment inside the parsed scalars, each value taken literally
+//!    (see `interpolate.rs`); line numbers stay true. `$${` escapes.
 //! 2. Deserialisation into the structs below, all `deny_unknown_fields`, so a
 //!    typo is an error, not a silently ignored key.
 //! 3. [`validate`](Pipeline::validate): cross-field and semantic checks that
@@ -17,6 +18,7 @@
 
 pub mod check;
 mod curate;
+mod interpolate;
 pub mod limits;
 mod load;
 mod maintain;
@@ -33,7 +35,7 @@ use crate::storage::Location;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
-pub use load::{interpolate, load_pipeline, parse_pipeline, read_text};
+pub use load::{load_pipeline, parse_pipeline, read_text};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
