@@ -216,6 +216,29 @@ fn environment_values_are_taken_literally() {
     assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
 }
 
+/// A model file outside the pipeline's project is refused (exit 2) naming
+/// the key, before it is read: nothing of it reaches the message.
+#[test]
+fn a_sql_file_outside_the_project_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    let file = pipelines.join("p.yaml");
+    std::fs::write(
+        &file,
+        "name: x\nsource:\n  capture:\n    url: /c\ntables:\n  raw:\n    path: /l/raw\ncurate:\n  tables:\n    - name: m\n      path: /l/m\n      sql_file: ../../../../../etc/passwd\n      key: [a]\n",
+    )
+    .unwrap();
+    let out = weir().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "{}:12: curate.tables[0].sql_file: ../../../../../etc/passwd leaves the pipeline's project folder",
+        file.display()
+    );
+    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("root"), "{}", stdout(&out));
+}
+
 #[test]
 fn ingest_reports_and_reruns_are_no_ops() {
     let f = Fixture::new(spec(), "");

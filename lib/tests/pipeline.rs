@@ -219,3 +219,55 @@ fn environment_values_with_yaml_characters_stay_in_the_paths() {
     assert_eq!(got.len(), 3, "{got:#?}");
     assert!(got[0].starts_with("x.yaml:7: environment variable WEIR_LAKE holds a line break"), "{got:#?}");
 }
+
+/// A pipeline's files stay in its project (the folder that holds the
+/// pipeline's folder) unless given absolute: `../../../../../etc/passwd`
+/// is refused naming the key, and nothing of the file is shown.
+#[test]
+fn pipeline_files_may_not_leave_the_project_unless_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("project/pipelines");
+    std::fs::create_dir_all(pipelines.join("x")).unwrap();
+    std::fs::create_dir_all(dir.path().join("project/schemas")).unwrap();
+    let schema = dir.path().join("project/schemas/user_event.avsc");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc"), &schema).unwrap();
+    std::fs::copy(&schema, dir.path().join("outside.avsc")).unwrap();
+    std::fs::write(pipelines.join("x/model.sql"), "SELECT userId FROM processed").unwrap();
+    let file = pipelines.join("x.yaml");
+    let check = |schema: &str, sql_file: &str| {
+        let text = format!(
+            "{GOOD}body:\n  schema: {schema}\ncurate:\n  tables:\n    - name: m\n      path: /data/lake/m\n      sql_file: {sql_file}\n      key: [userId]\n"
+        );
+        match parse_pipeline(&file, &text, &|_| None) {
+            Ok(_) => vec![],
+            Err(Error::InvalidPipeline { problems }) => problems
+                .iter()
+                .filter(|p| p.path == "body.schema" || p.path.ends_with("sql_file"))
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(check("../schemas/user_event.avsc", "x/model.sql"), Vec::<String>::new(), "the project's own files");
+    assert_eq!(check(&schema.display().to_string(), "/etc/hostname"), Vec::<String>::new(), "absolute paths");
+
+    let got = check("../../outside.avsc", "../../../../../etc/passwd");
+    let project = dir.path().join("project");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(
+        got[0],
+        format!(
+            "{}:9: body.schema: ../../outside.avsc leaves the pipeline's project folder {} (relative paths may reach the folder that holds the pipeline's folder, no further); give an absolute path to read a file elsewhere",
+            file.display(),
+            project.display()
+        )
+    );
+    assert!(
+        got[1].starts_with(&format!(
+            "{}:14: curate.tables[0].sql_file: ../../../../../etc/passwd leaves the pipeline's project folder",
+            file.display()
+        )),
+        "{got:#?}"
+    );
+    assert!(!got.iter().any(|g| g.contains("root")), "nothing of /etc/passwd is shown: {got:#?}");
+}

@@ -105,15 +105,9 @@ pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
         .map(|(i, t)| {
             let sql = match (&t.sql, &t.sql_file) {
                 (Some(s), _) => s.clone(),
-                (None, Some(f)) => {
-                    let path = loaded.base_dir().join(f);
-                    crate::pipeline::read_text(&path).map_err(|reason| {
-                        loaded.invalid(
-                            &format!("curate.tables[{i}].sql_file"),
-                            format!("cannot read {}: {reason}", path.display()),
-                        )
-                    })?
-                }
+                (None, Some(f)) => loaded
+                    .read_file(f)
+                    .map_err(|problem| loaded.invalid(&format!("curate.tables[{i}].sql_file"), problem))?,
                 (None, None) => return Err(model_error(&t.name, "no sql".into())),
             };
             let location = loaded.location(&format!("curate.tables[{i}].path"))?;

@@ -295,6 +295,11 @@ pub fn compile(config: &ExpectationConfig, schema: &Schema) -> Result<Expectatio
     let df_schema = DFSchema::try_from(schema.clone()).map_err(|e| e.to_string())?;
     let ctx = session();
     let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(|e| clean(&e.to_string()))?;
+    if let Some(m) = many_rows(&expr) {
+        return Err(format!(
+            "expectations are row-level: {m} in `{sql}` needs many rows; check each row's own columns (max_failure_rate bounds the share of rows that may fail)"
+        ));
+    }
     let physical = ctx.create_physical_expr(expr, &df_schema).map_err(|e| clean(&e.to_string()))?;
     let ty = physical.data_type(schema).map_err(|e| clean(&e.to_string()))?;
     if ty != deltalake::arrow::datatypes::DataType::Boolean {
@@ -307,6 +312,24 @@ pub fn compile(config: &ExpectationConfig, schema: &Schema) -> Result<Expectatio
         sql,
         expr: physical,
     })
+}
+
+/// The first aggregate or window function in `expr`, named: a rule is
+/// evaluated on each row alone, and planning one of these gives a query
+/// plan dump rather than a reason.
+fn many_rows(expr: &deltalake::datafusion::logical_expr::Expr) -> Option<String> {
+    use deltalake::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use deltalake::datafusion::logical_expr::Expr;
+    let mut found = None;
+    let _ = expr.apply(|e| {
+        found = match e {
+            Expr::AggregateFunction(f) => Some(format!("the aggregate function {}()", f.func.name())),
+            Expr::WindowFunction(w) => Some(format!("the window function {}()", w.fun.name())),
+            _ => None,
+        };
+        Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
 
 /// A DataFusion session with case-sensitive identifiers.
@@ -430,6 +453,18 @@ mod tests {
         assert!(err("{name: x, not_null: a, sql: 'true'}").contains("exactly one"));
         assert!(err("{name: x, regex: {column: currency, pattern: '('}}").contains("regex.pattern"));
         assert!(err("{name: x, timeliness: {column: eventTimestamp, max_delay: 7 days}}").contains("duration"));
+        for (sql, function) in [
+            ("count(*) > 0", "the aggregate function count()"),
+            ("amount > avg(amount)", "the aggregate function avg()"),
+            ("row_number() OVER (ORDER BY amount) < 10", "the window function row_number()"),
+        ] {
+            let e = err(&format!("{{name: x, sql: '{sql}'}}"));
+            assert!(
+                e.starts_with(&format!("expectations are row-level: {function} in `{sql}` needs many rows")),
+                "{e}"
+            );
+            assert!(e.len() < 300, "a reason, not a query plan: {e}");
+        }
         for too_long in ["3651d", "99999999999999999d"] {
             let rule = format!("{{name: x, timeliness: {{column: eventTimestamp, max_ahead: {too_long}}}}}");
             assert!(err(&rule).contains("longest duration allowed, 3650d"), "{too_long}");

@@ -2,7 +2,7 @@
 //! that lets every problem point at a line.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -28,11 +28,59 @@ pub fn load_pipeline(file: &Path) -> Result<LoadedPipeline> {
     parse_pipeline(file, &text, &|name| std::env::var(name).ok())
 }
 
+/// Reads a file that belongs to the pipeline in `pipeline_file` (its body
+/// schema, a SQL model): `path` as given, or relative to the pipeline
+/// file's folder. A relative path must stay within the pipeline's project
+/// folder, the folder that holds the pipeline's folder (for
+/// `pipelines/user_events.yaml`: the folder with `pipelines/` and
+/// `schemas/`), so that a pipeline cannot name `../../../etc/passwd`; an
+/// absolute path says where it reads on its own. Gives the path shown in
+/// messages (as joined) and the text, or the problem.
+pub fn read_pipeline_file(pipeline_file: &Path, path: &Path) -> std::result::Result<(PathBuf, String), String> {
+    let base = match pipeline_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let joined = base.join(path);
+    if path.is_relative() {
+        let base = std::path::absolute(base).map(|b| lexical(&b)).map_err(|e| e.to_string())?;
+        let project = base.parent().unwrap_or(&base);
+        if !lexical(&base.join(path)).starts_with(project) {
+            return Err(format!(
+                "{} leaves the pipeline's project folder {} (relative paths may reach the folder that holds the pipeline's folder, no further); give an absolute path to read a file elsewhere",
+                path.display(),
+                project.display()
+            ));
+        }
+    }
+    if !joined.exists() {
+        return Err(format!("cannot read {}; paths are relative to the pipeline file", joined.display()));
+    }
+    let text = read_text(&joined).map_err(|reason| format!("cannot read {}: {reason}", joined.display()))?;
+    Ok((joined, text))
+}
+
+/// `path` with `.` and `..` taken out as written (symbolic links are not
+/// followed: a link inside the project is the project's choice).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Reads a file of a pipeline (the pipeline file, its body schema, its SQL
 /// models) as text. Only a regular file of at most
 /// [`limits::MAX_FILE_BYTES`] is read: a device or a pipe (`/dev/zero`)
 /// would be read without end. The error says why, without the path.
-pub fn read_text(path: &Path) -> std::result::Result<String, String> {
+pub(crate) fn read_text(path: &Path) -> std::result::Result<String, String> {
     use std::io::Read as _;
     let max = limits::MAX_FILE_BYTES;
     let too_large = || format!("larger than the {max} bytes (4 MiB) a file of a pipeline may have");
@@ -90,13 +138,8 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         }
     };
 
-    let base = file.parent().unwrap_or_else(|| Path::new("."));
     let body = pipeline.body.as_ref().map(|b| {
-        let schema = base.join(&b.schema);
-        if !schema.exists() {
-            return Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()));
-        }
-        let text = read_text(&schema).map_err(|reason| format!("cannot read {}: {reason}", schema.display()))?;
+        let (schema, text) = read_pipeline_file(file, &b.schema)?;
         BodySchema::parse(&text, &schema.display().to_string()).map(Arc::new).map_err(|e| e.to_string())
     });
     let locations = Arc::new(resolve_locations(&pipeline));

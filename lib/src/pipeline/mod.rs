@@ -35,7 +35,7 @@ use crate::storage::Location;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
-pub use load::{load_pipeline, parse_pipeline, read_text};
+pub use load::{load_pipeline, parse_pipeline, read_pipeline_file};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
@@ -121,6 +121,13 @@ impl LoadedPipeline {
     /// Why the location at `key` does not resolve, if it does not.
     pub(crate) fn location_problem(&self, key: &str) -> Option<String> {
         self.locations.get(key).and_then(|l| l.as_ref().err().cloned())
+    }
+
+    /// Reads a file that belongs to the pipeline (`body.schema`, a
+    /// `sql_file`), given relative to the pipeline file or absolute; see
+    /// [`read_pipeline_file`]. The problem names no key: the caller's.
+    pub fn read_file(&self, path: &Path) -> Result<String, String> {
+        read_pipeline_file(&self.file, path).map(|(_, text)| text)
     }
 
     /// The folder that pipeline-relative files resolve against.
