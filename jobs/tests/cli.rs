@@ -177,6 +177,95 @@ fn usage_errors_exit_2_and_missing_pipeline_is_a_config_error() {
     assert_eq!(report["error"]["class"], "config");
 }
 
+/// What a user controls is bounded: a device given as the pipeline, a
+/// nesting deep enough to make YAML parsers quadratic and a queue width of
+/// a hundred million are configuration errors (exit 2) naming the file,
+/// the key and the bound, found before anything grows.
+#[test]
+fn unbounded_inputs_are_config_errors_naming_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "name: x\nsource:\n  capture:\n    url: /c\ntables:\n  raw:\n    path: /l\n";
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(&deep, format!("{good}description: {}\n", "[".repeat(100_000))).unwrap();
+    let wide = dir.path().join("wide.yaml");
+    std::fs::write(&wide, format!("{good}ingest:\n  decode_parallelism: 100000000\n")).unwrap();
+    for (file, expected) in [
+        (PathBuf::from("/dev/zero"), "/dev/zero: cannot read file: not a regular file".to_string()),
+        (deep.clone(), format!("{}:8: mappings and sequences nest more than 32 levels deep", deep.display())),
+        (wide.clone(), format!("{}:9: ingest.decode_parallelism: must be at most 256, not 100000000", wide.display())),
+    ] {
+        let out = weir().arg("validate").arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", file.display());
+        assert!(stdout(&out).contains(&expected), "{expected}\n{}", stdout(&out));
+        // A job refuses it the same way, before reading anything.
+        let out = weir().arg("ingest").arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", file.display());
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["error"]["message"].as_str().unwrap().contains(&expected), "{report}");
+    }
+}
+
+/// A partition range is kept as a range: the widest one selects every
+/// partition at once instead of listing four billion ids first.
+#[test]
+fn a_partition_range_of_billions_selects_without_expanding() {
+    let f = Fixture::new(spec(), "");
+    let out = f.cmd("ingest").args(["--partitions", "0-4000000000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(f.keys(), f.expected());
+}
+
+/// An environment value is taken literally: a lake folder named `hash #`
+/// is where the tables go (pasted into the YAML, ` #` started a comment and
+/// cut every path there), and a value with a line break is refused naming
+/// the variable.
+#[test]
+fn environment_values_are_taken_literally() {
+    let f = Fixture::new(spec(), "");
+    let lake = f.dir.path().join("hash #");
+    let out = f.cmd("ingest").env("WEIR_LAKE", &lake).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows = rt.block_on(async {
+        let raw = weir::storage::Location::parse(lake.join("raw").to_str().unwrap()).unwrap();
+        let table = weir::delta::open(&raw).await.unwrap().expect("the raw table is in the folder named by WEIR_LAKE");
+        weir::delta::read_all(&table).await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>()
+    });
+    assert_eq!(rows, f.expected().len());
+    assert!(!f.dir.path().join("hash").exists());
+
+    let out = f.cmd("validate").env("WEIR_LAKE", "/data/lake\nname: other").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "{}:7: environment variable WEIR_LAKE holds a line break, which a pipeline value cannot take",
+        f.dir.path().join("p.yaml").display()
+    );
+    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+}
+
+/// A model file outside the pipeline's project is refused (exit 2) naming
+/// the key, before it is read: nothing of it reaches the message.
+#[test]
+fn a_sql_file_outside_the_project_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    let file = pipelines.join("p.yaml");
+    std::fs::write(
+        &file,
+        "name: x\nsource:\n  capture:\n    url: /c\ntables:\n  raw:\n    path: /l/raw\ncurate:\n  tables:\n    - name: m\n      path: /l/m\n      sql_file: ../../../../../etc/passwd\n      key: [a]\n",
+    )
+    .unwrap();
+    let out = weir().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "{}:12: curate.tables[0].sql_file: ../../../../../etc/passwd leaves the pipeline's project folder",
+        file.display()
+    );
+    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("root"), "{}", stdout(&out));
+}
+
 #[test]
 fn ingest_reports_and_reruns_are_no_ops() {
     let f = Fixture::new(spec(), "");

@@ -645,3 +645,15 @@ async fn a_body_repeating_its_subject_key_is_quarantined_and_erased_by_any_of_it
     let processed = rows(d, "processed", None, &["userId"]).await;
     assert_eq!(processed, vec![vec!["alice".to_string()], vec!["carol".into()]]);
 }
+
+/// A subjects file is read up to a bound: `/dev/zero` is refused there
+/// with the file named, not read until memory runs out.
+#[test]
+fn an_endless_subjects_file_is_refused_at_the_bound() {
+    let e = weir::erase::read_subjects_file(Path::new("/dev/zero"), Some("userId")).unwrap_err();
+    assert_eq!(e.class(), weir::ErrorClass::Config, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: --subjects-file: more than 67108864 bytes; split the request into several files"
+    );
+}

@@ -185,6 +185,31 @@ fn corrupt_files_are_refused_with_a_reason() {
     assert_eq!(weir::capture::decode_capture_file(&empty).unwrap().batch.num_rows(), 0);
 }
 
+/// Files cut off before their header says so: an empty file and a
+/// two-byte file are reported as empty and truncated, not as foreign files
+/// with a bad magic.
+#[tokio::test]
+async fn empty_and_two_byte_files_are_reported_as_empty_and_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    for (partition, bytes) in [("0", &b""[..]), ("1", b"Ob"), ("2", b"\0\0")] {
+        let path = write(&capture, partition, t0(), &events(0, 3, t0()), &FileSpec::default());
+        std::fs::write(path, bytes).unwrap();
+    }
+    let r = run(&pipeline(dir.path(), &capture, "    on_corrupt_file: skip\n")).await;
+    let mut reasons: Vec<(String, String)> = r
+        .problems
+        .iter()
+        .filter(|p| p.kind == "corrupt_file")
+        .map(|p| (p.file.clone().unwrap_or_default(), p.message.clone()))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
+    assert!(reasons[0].1.starts_with("0/2026/11/01/08/00/00.avro: empty file (0 bytes"), "{reasons:#?}");
+    assert!(reasons[1].1.starts_with("1/2026/11/01/08/00/00.avro: truncated file (2 bytes"), "{reasons:#?}");
+    assert!(reasons[2].1.starts_with("2/2026/11/01/08/00/00.avro: truncated file (2 bytes"), "{reasons:#?}");
+}
+
 #[tokio::test]
 async fn ingests_everything_once_and_reruns_are_no_ops() {
     let dir = tempfile::tempdir().unwrap();

@@ -123,3 +123,151 @@ fn tables_that_share_or_nest_folders_are_refused() {
     let siblings = format!("{base}  erasure_log:\n    path: /data/lake/raw2\n  runs:\n    path: /data/lake/raw-runs\n");
     assert_eq!(problems(&siblings, &env), Vec::<String>::new());
 }
+
+/// Every number a user sets is bounded: one a few digits too long is a
+/// problem naming the key and the bound, not memory or an overflow later.
+#[test]
+fn numbers_beyond_their_bounds_name_key_and_bound() {
+    let text = format!(
+        "{GOOD}ingest:\n  commit_bytes: 99999999999\n  commit_events: 100000001\n  decode_parallelism: 100000000\n  fetch_parallelism: 257\n  lookback_hours: 87601\nmaintain:\n  target_file_size_mb: 10241\n  vacuum_retention_hours: 999999999999\n  tables:\n    raw:\n      target_file_size_mb: 99999999999999\n      vacuum_retention_hours: 87601\n      retention: {{column: _enqueued_time, days: 36501}}\n"
+    );
+    let got = problems(&text, &[]);
+    let expected = [
+        ":9: ingest.commit_bytes: must be at most 4294967296, not 99999999999",
+        ":10: ingest.commit_events: must be at most 100000000, not 100000001",
+        ":11: ingest.decode_parallelism: must be at most 256, not 100000000",
+        ":12: ingest.fetch_parallelism: must be at most 256, not 257",
+        ":13: ingest.lookback_hours: must be at most 87600, not 87601",
+        ":15: maintain.target_file_size_mb: must be at most 10240, not 10241",
+        ":16: maintain.vacuum_retention_hours: must be at most 87600, not 999999999999",
+        ":19: maintain.tables.raw.target_file_size_mb: must be at most 10240, not 99999999999999",
+        ":20: maintain.tables.raw.vacuum_retention_hours: must be at most 87600, not 87601",
+        ":21: maintain.tables.raw.retention.days: must be at most 36500, not 36501",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for e in expected {
+        assert!(got.iter().any(|g| g.contains(e)), "{e} in {got:#?}");
+    }
+    // The bounds themselves are accepted.
+    let text =
+        format!("{GOOD}ingest:\n  commit_bytes: 4294967296\n  decode_parallelism: 256\n  lookback_hours: 87600\n");
+    assert_eq!(problems(&text, &[]), Vec::<String>::new());
+}
+
+/// The process section's counts are bounded too: raw versions per commit
+/// and the dedup look-back.
+#[test]
+fn process_counts_beyond_their_bounds_name_key_and_bound() {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc");
+    let text = format!(
+        "{GOOD}body:\n  schema: {}\ntables:\n  processed: {{path: /data/lake/p}}\n  quarantine: {{path: /data/lake/q}}\nprocess:\n  event_time: eventTimestamp\n  raw_versions_per_commit: 10001\n  dedup: {{key: [eventId], lookback_days: 3651}}\n",
+        schema.display()
+    )
+    .replace("tables:\n  raw:\n    path: /data/lake/raw\n", "")
+    .replace("tables:\n  processed", "tables:\n  raw: {path: /data/lake/raw}\n  processed");
+    let got = problems(&text, &[]);
+    assert!(
+        got.iter().any(|g| g.contains("process.raw_versions_per_commit: must be at most 10000, not 10001")),
+        "{got:#?}"
+    );
+    assert!(got.iter().any(|g| g.contains("process.dedup.lookback_days: must be at most 3650, not 3651")), "{got:#?}");
+    assert_eq!(got.iter().filter(|g| g.contains("must be at most")).count(), 2, "{got:#?}");
+}
+
+/// A body schema that is a device is refused, not read without end.
+#[test]
+fn a_device_as_body_schema_is_refused() {
+    let text = format!("{GOOD}body:\n  schema: /dev/zero\n");
+    let got = problems(&text, &[]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("pipelines/x.yaml:9: body.schema: cannot read /dev/zero: not a regular file"),
+        "{got:#?}"
+    );
+}
+
+/// `${VAR}` values are part of a scalar, taken literally: `#`, `: ` and
+/// quotes in a lake folder name stay in every table's path.
+#[test]
+fn environment_values_with_yaml_characters_stay_in_the_paths() {
+    let text = "name: x\nsource:\n  capture:\n    url: ${CAP}\ntables:\n  raw:\n    path: ${WEIR_LAKE}/raw\n  runs:\n    path: \"${WEIR_LAKE}/runs\"\n  erasure_log: {path: '${WEIR_LAKE}/erasure_log'}\ningest:\n  commit_events: ${EVENTS}\n";
+    let lake = "/data/hash # it's: \"x\"";
+    let lookup = |n: &str| match n {
+        "WEIR_LAKE" => Some(lake.to_string()),
+        "CAP" => Some("/data/cap #1".to_string()),
+        "EVENTS" => Some("5000".to_string()),
+        _ => None,
+    };
+    let loaded = parse_pipeline(Path::new("x.yaml"), text, &lookup).unwrap_or_else(|e| panic!("{e}"));
+    let p = &loaded.pipeline;
+    assert_eq!(p.source.capture.url, "/data/cap #1");
+    assert_eq!(p.tables.raw.path, format!("{lake}/raw"));
+    assert_eq!(p.tables.runs.as_ref().unwrap().path, format!("{lake}/runs"));
+    assert_eq!(p.tables.erasure_log.as_ref().unwrap().path, format!("{lake}/erasure_log"));
+    assert_eq!(p.ingest.commit_events, 5000, "an unquoted number stays a number");
+    let locations: std::collections::BTreeSet<String> =
+        loaded.tables_written().iter().map(|t| loaded.location(&t.key).unwrap().to_string()).collect();
+    assert_eq!(locations.len(), 3, "{locations:?}");
+    // Locations are URLs: `hash # it's: "x"` percent-encoded.
+    assert!(locations.iter().all(|l| l.contains("/hash%20%23%20it's:%20%22x%22/")), "{locations:?}");
+
+    let lookup = |n: &str| (n == "WEIR_LAKE").then(|| "/data\n".to_string()).or(Some("/x".into()));
+    let got = match parse_pipeline(Path::new("x.yaml"), text, &lookup) {
+        Err(Error::InvalidPipeline { problems }) => problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].starts_with("x.yaml:7: environment variable WEIR_LAKE holds a line break"), "{got:#?}");
+}
+
+/// A pipeline's files stay in its project (the folder that holds the
+/// pipeline's folder) unless given absolute: `../../../../../etc/passwd`
+/// is refused naming the key, and nothing of the file is shown.
+#[test]
+fn pipeline_files_may_not_leave_the_project_unless_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("project/pipelines");
+    std::fs::create_dir_all(pipelines.join("x")).unwrap();
+    std::fs::create_dir_all(dir.path().join("project/schemas")).unwrap();
+    let schema = dir.path().join("project/schemas/user_event.avsc");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/user_event.avsc"), &schema).unwrap();
+    std::fs::copy(&schema, dir.path().join("outside.avsc")).unwrap();
+    std::fs::write(pipelines.join("x/model.sql"), "SELECT userId FROM processed").unwrap();
+    let file = pipelines.join("x.yaml");
+    let check = |schema: &str, sql_file: &str| {
+        let text = format!(
+            "{GOOD}body:\n  schema: {schema}\ncurate:\n  tables:\n    - name: m\n      path: /data/lake/m\n      sql_file: {sql_file}\n      key: [userId]\n"
+        );
+        match parse_pipeline(&file, &text, &|_| None) {
+            Ok(_) => vec![],
+            Err(Error::InvalidPipeline { problems }) => problems
+                .iter()
+                .filter(|p| p.path == "body.schema" || p.path.ends_with("sql_file"))
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(check("../schemas/user_event.avsc", "x/model.sql"), Vec::<String>::new(), "the project's own files");
+    assert_eq!(check(&schema.display().to_string(), "/etc/hostname"), Vec::<String>::new(), "absolute paths");
+
+    let got = check("../../outside.avsc", "../../../../../etc/passwd");
+    let project = dir.path().join("project");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(
+        got[0],
+        format!(
+            "{}:9: body.schema: ../../outside.avsc leaves the pipeline's project folder {} (relative paths may reach the folder that holds the pipeline's folder, no further); give an absolute path to read a file elsewhere",
+            file.display(),
+            project.display()
+        )
+    );
+    assert!(
+        got[1].starts_with(&format!(
+            "{}:14: curate.tables[0].sql_file: ../../../../../etc/passwd leaves the pipeline's project folder",
+            file.display()
+        )),
+        "{got:#?}"
+    );
+    assert!(!got.iter().any(|g| g.contains("root")), "nothing of /etc/passwd is shown: {got:#?}");
+}

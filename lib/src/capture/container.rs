@@ -203,7 +203,12 @@ impl Splitter {
         }
         if self.header.is_none() {
             // Bytes that do not begin like a container were refused by `push`.
-            return vec![Err(DecodeError::file("truncated header"))];
+            let reason = match self.buf.len() {
+                0 => "empty file (0 bytes; a capture file holds at least an Avro header)".to_string(),
+                n if n < MAGIC.len() => format!("truncated file ({n} bytes, shorter than the Avro magic)"),
+                _ => "truncated header".to_string(),
+            };
+            return vec![Err(DecodeError::file(reason))];
         }
         if !self.buf.is_empty() {
             let e = self.torn_block().at(self.record);
@@ -343,14 +348,15 @@ impl Splitter {
 
 /// Reads the header if `bytes` hold all of it: (header, its length).
 fn read_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, DecodeError> {
-    let have = bytes.len().min(MAGIC.len());
-    if bytes[..have] != MAGIC[..have] {
-        return Err(DecodeError::file("not an Avro object container file (bad magic)"));
-    }
-    let mut cur = Cursor { bytes, pos: MAGIC.len() };
+    // Fewer bytes than the magic cannot be judged yet; at the end of the
+    // file they are a truncated file, not a foreign one.
     if bytes.len() < MAGIC.len() {
         return Ok(None);
     }
+    if bytes[..MAGIC.len()] != MAGIC[..] {
+        return Err(DecodeError::file("not an Avro object container file (bad magic)"));
+    }
+    let mut cur = Cursor { bytes, pos: MAGIC.len() };
     let mut codec = "null".to_string();
     let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
     loop {
@@ -551,6 +557,23 @@ mod tests {
         let chunks = split(&file, 3, CHUNK_BYTES).unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!((chunks[0].records, chunks[0].file_bytes), (0, file.len() as u64));
+    }
+
+    /// A file shorter than the magic is empty or truncated, whatever its
+    /// few bytes are, never "bad magic".
+    #[test]
+    fn files_shorter_than_the_magic_are_empty_or_truncated() {
+        for (bytes, reason) in [
+            (&b""[..], "empty file (0 bytes"),
+            (b"Ob", "truncated file (2 bytes"),
+            (b"\0\0", "truncated file (2 bytes"),
+            (b"PAR", "truncated file (3 bytes"),
+        ] {
+            for step in [1, 4] {
+                let e = split(bytes, step, 40_000).expect_err("no header");
+                assert!(e.reason.starts_with(reason), "{bytes:?}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -33,10 +33,48 @@ use std::collections::BTreeSet;
 /// or one shard of all of them (`--shard 2/8`: the numeric ids whose value
 /// modulo 8 is 2), which a Kubernetes Indexed Job or an Airflow mapped task
 /// gives each worker without knowing the partition count.
+///
+/// Ranges are kept as ranges: `0-4000000000` costs as little as `0-3`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionSet {
-    ids: Option<BTreeSet<String>>,
+    ids: Option<PartitionIds>,
     shard: Option<(u32, u32)>,
+}
+
+/// The ids of a `--partitions` list: numeric ranges (a single number is a
+/// range of one) and ids of any other text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PartitionIds {
+    /// Sorted by start; overlapping ranges are merged.
+    ranges: Vec<(u32, u32)>,
+    names: BTreeSet<String>,
+}
+
+impl PartitionIds {
+    fn contains(&self, partition: &str) -> bool {
+        if self.names.contains(partition) {
+            return true;
+        }
+        // Only the number's own spelling: `08` is not partition 8, as Capture
+        // names partition folders without leading zeros.
+        match partition.parse::<u32>() {
+            Ok(n) if n.to_string() == partition => self.ranges.iter().any(|&(a, b)| a <= n && n <= b),
+            _ => false,
+        }
+    }
+
+    fn insert_range(&mut self, a: u32, b: u32) {
+        self.ranges.push((a, b));
+        self.ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.ranges.len());
+        for &(a, b) in &self.ranges {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.ranges = merged;
+    }
 }
 
 impl PartitionSet {
@@ -59,22 +97,22 @@ impl PartitionSet {
 
     /// Parses `0,3,8-15` (ranges of numeric ids, or single ids of any text).
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut ids = BTreeSet::new();
+        let mut ids = PartitionIds::default();
         for part in spec.split(',').map(str::trim) {
             if part.is_empty() {
                 return Err(format!("empty element in partition list {spec:?}"));
             }
             match part.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b): (u32, u32) = match (a.trim().parse(), b.trim().parse()) {
-                        (Ok(a), Ok(b)) if a <= b => (a, b),
-                        _ => return Err(format!("{part:?} is not a range like 8-15")),
-                    };
-                    ids.extend((a..=b).map(|i| i.to_string()));
-                }
-                None => {
-                    ids.insert(part.to_string());
-                }
+                Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                    (Ok(a), Ok(b)) if a <= b => ids.insert_range(a, b),
+                    _ => return Err(format!("{part:?} is not a range like 8-15")),
+                },
+                None => match part.parse::<u32>() {
+                    Ok(n) if n.to_string() == part => ids.insert_range(n, n),
+                    _ => {
+                        ids.names.insert(part.to_string());
+                    }
+                },
             }
         }
         Ok(PartitionSet { ids: Some(ids), shard: None })
@@ -88,20 +126,19 @@ impl PartitionSet {
         };
         in_shard && self.ids.as_ref().is_none_or(|ids| ids.contains(partition))
     }
-
-    /// The selected ids; `None` for all partitions.
-    pub fn ids(&self) -> Option<&BTreeSet<String>> {
-        self.ids.as_ref()
-    }
 }
 
 impl std::fmt::Display for PartitionSet {
-    /// `all`, or the ids joined by commas.
+    /// `all`, `shard 2/8`, or the list: numbers and ranges in order, then
+    /// the other ids.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.ids, self.shard) {
             (_, Some((i, n))) => write!(f, "shard {i}/{n}"),
             (None, None) => f.write_str("all"),
-            (Some(ids), None) => f.write_str(&ids.iter().cloned().collect::<Vec<_>>().join(",")),
+            (Some(ids), None) => {
+                let ranges = ids.ranges.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") });
+                f.write_str(&ranges.chain(ids.names.iter().cloned()).collect::<Vec<_>>().join(","))
+            }
         }
     }
 }
@@ -141,5 +178,17 @@ mod tests {
         assert!(PartitionSet::all().contains("31"));
         assert!(PartitionSet::parse("5-2").is_err());
         assert!(PartitionSet::parse("1,,2").is_err());
+        let s = PartitionSet::parse("7,x,0-2,1-3,08").unwrap();
+        assert_eq!(s.to_string(), "0-3,7,08,x");
+        assert!(s.contains("08") && s.contains("x") && s.contains("2") && !s.contains("8") && !s.contains("02"));
+    }
+
+    /// A range is kept as a range, not as the ids in it: the widest one
+    /// parses at once and answers membership.
+    #[test]
+    fn a_huge_range_is_not_expanded() {
+        let s = PartitionSet::parse("0-4294967295").unwrap();
+        assert!(s.contains("0") && s.contains("4294967295") && !s.contains("4294967296"));
+        assert_eq!(s.to_string(), "0-4294967295");
     }
 }

@@ -105,10 +105,9 @@ pub fn models(loaded: &LoadedPipeline) -> Result<Vec<Model>> {
         .map(|(i, t)| {
             let sql = match (&t.sql, &t.sql_file) {
                 (Some(s), _) => s.clone(),
-                (None, Some(f)) => {
-                    let path = loaded.base_dir().join(f);
-                    std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?
-                }
+                (None, Some(f)) => loaded
+                    .read_file(f)
+                    .map_err(|problem| loaded.invalid(&format!("curate.tables[{i}].sql_file"), problem))?,
                 (None, None) => return Err(model_error(&t.name, "no sql".into())),
             };
             let location = loaded.location(&format!("curate.tables[{i}].path"))?;

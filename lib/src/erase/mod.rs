@@ -99,13 +99,30 @@ impl Subject {
     }
 }
 
+/// The largest `--subjects-file` read, in bytes (64 MiB: about a million
+/// subjects).
+pub const MAX_SUBJECTS_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Reads subjects from a file: one per line, `field=value` or a bare value
 /// of the pipeline's only subject-key field; blank lines and lines starting
-/// with `#` are skipped. Errors name the file and line.
+/// with `#` are skipped. Errors name the file and line. At most
+/// [`MAX_SUBJECTS_FILE_BYTES`] are read (a pipe such as `/dev/stdin` is
+/// fine; `/dev/zero` is refused at the bound, not read without end).
 pub fn read_subjects_file(path: &std::path::Path, default_field: Option<&str>) -> Result<Vec<Subject>> {
+    use std::io::Read as _;
+    let mut text = String::new();
     // A file that cannot be read is the request's problem, not storage's.
-    let text = std::fs::read_to_string(path)
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SUBJECTS_FILE_BYTES + 1).read_to_string(&mut text))
         .map_err(|e| Error::Request { message: format!("--subjects-file {}: cannot read it: {e}", path.display()) })?;
+    if text.len() as u64 > MAX_SUBJECTS_FILE_BYTES {
+        return Err(Error::BadInput {
+            path: path.to_path_buf(),
+            message: format!(
+                "--subjects-file: more than {MAX_SUBJECTS_FILE_BYTES} bytes; split the request into several files"
+            ),
+        });
+    }
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');

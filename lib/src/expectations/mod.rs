@@ -229,7 +229,10 @@ impl ExpectationConfig {
     }
 }
 
-/// Parses `<n>s|m|h|d` into seconds.
+/// The longest duration a rule may give (ten years).
+pub const MAX_DURATION_SECS: u64 = 3_650 * 86_400;
+
+/// Parses `<n>s|m|h|d` into seconds, at most [`MAX_DURATION_SECS`].
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -241,7 +244,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?} is not a duration like 30s, 15m, 6h or 7d")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .filter(|s| *s <= MAX_DURATION_SECS)
+        .ok_or_else(|| format!("{text:?} is longer than the longest duration allowed, 3650d"))
 }
 
 fn ident(name: &str) -> String {
@@ -290,6 +295,11 @@ pub fn compile(config: &ExpectationConfig, schema: &Schema) -> Result<Expectatio
     let df_schema = DFSchema::try_from(schema.clone()).map_err(|e| e.to_string())?;
     let ctx = session();
     let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(|e| clean(&e.to_string()))?;
+    if let Some(m) = many_rows(&expr) {
+        return Err(format!(
+            "expectations are row-level: {m} in `{sql}` needs many rows; check each row's own columns (max_failure_rate bounds the share of rows that may fail)"
+        ));
+    }
     let physical = ctx.create_physical_expr(expr, &df_schema).map_err(|e| clean(&e.to_string()))?;
     let ty = physical.data_type(schema).map_err(|e| clean(&e.to_string()))?;
     if ty != deltalake::arrow::datatypes::DataType::Boolean {
@@ -302,6 +312,24 @@ pub fn compile(config: &ExpectationConfig, schema: &Schema) -> Result<Expectatio
         sql,
         expr: physical,
     })
+}
+
+/// The first aggregate or window function in `expr`, named: a rule is
+/// evaluated on each row alone, and planning one of these gives a query
+/// plan dump rather than a reason.
+fn many_rows(expr: &deltalake::datafusion::logical_expr::Expr) -> Option<String> {
+    use deltalake::datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use deltalake::datafusion::logical_expr::Expr;
+    let mut found = None;
+    let _ = expr.apply(|e| {
+        found = match e {
+            Expr::AggregateFunction(f) => Some(format!("the aggregate function {}()", f.func.name())),
+            Expr::WindowFunction(w) => Some(format!("the window function {}()", w.fun.name())),
+            _ => None,
+        };
+        Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
 
 /// A DataFusion session with case-sensitive identifiers.
@@ -425,6 +453,22 @@ mod tests {
         assert!(err("{name: x, not_null: a, sql: 'true'}").contains("exactly one"));
         assert!(err("{name: x, regex: {column: currency, pattern: '('}}").contains("regex.pattern"));
         assert!(err("{name: x, timeliness: {column: eventTimestamp, max_delay: 7 days}}").contains("duration"));
+        for (sql, function) in [
+            ("count(*) > 0", "the aggregate function count()"),
+            ("amount > avg(amount)", "the aggregate function avg()"),
+            ("row_number() OVER (ORDER BY amount) < 10", "the window function row_number()"),
+        ] {
+            let e = err(&format!("{{name: x, sql: '{sql}'}}"));
+            assert!(
+                e.starts_with(&format!("expectations are row-level: {function} in `{sql}` needs many rows")),
+                "{e}"
+            );
+            assert!(e.len() < 300, "a reason, not a query plan: {e}");
+        }
+        for too_long in ["3651d", "99999999999999999d"] {
+            let rule = format!("{{name: x, timeliness: {{column: eventTimestamp, max_ahead: {too_long}}}}}");
+            assert!(err(&rule).contains("longest duration allowed, 3650d"), "{too_long}");
+        }
         assert!(err("{name: x, not_null: eventId, max_failure_rate: 5}").contains("between 0 and 1"));
         assert!(serde_yaml_ng::from_str::<ExpectationConfig>("{name: x, not_nul: a}").is_err());
     }

@@ -293,6 +293,10 @@ impl PiiConfig {
     }
 
     fn finish(&self, rules: Vec<Rule>, key: Option<&[u8]>) -> Result<PiiRules, PiiError> {
+        // A key kept in a file usually ends with a line break, which comes
+        // along when the file is put in the variable (a Kubernetes secret, a
+        // `.env` file): it is not part of the key.
+        let key = key.map(|k| k.strip_suffix(b"\n").map_or(k, |k| k.strip_suffix(b"\r").unwrap_or(k)));
         let key = match key.filter(|k| !k.is_empty()) {
             None if self.needs_key() => return Err(PiiError::MissingKey { variable: self.key_env.clone() }),
             None => None,

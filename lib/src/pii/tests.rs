@@ -746,3 +746,25 @@ fn debug_of_rules_never_shows_the_key() {
     assert!(shown.contains("<redacted>"), "{shown}");
     assert!(shown.contains("email"), "{shown}");
 }
+
+/// A key stored in a file comes with the file's line break: `\n` or
+/// `\r\n` at the end is not part of the key, in the environment or given.
+#[test]
+fn a_trailing_line_break_is_not_part_of_the_key() {
+    let variable = "WEIR_PII_TEST_KEY_NEWLINE_3F9A";
+    let cfg = PiiConfig { key_env: variable.to_owned(), rules: vec![rule("email", PiiAction::Hash)] };
+    let plain = cfg.build_with_key(&check_schema(), Some(KEY)).unwrap().hash_value("x@y.z");
+    assert!(plain.is_some());
+    for ending in [&b"\n"[..], b"\r\n"] {
+        let key = [KEY, ending].concat();
+        let given = cfg.build_with_key(&check_schema(), Some(&key)).unwrap();
+        assert_eq!(given.hash_value("x@y.z"), plain, "{ending:?}");
+        std::env::set_var(variable, std::str::from_utf8(&key).unwrap());
+        let from_env = cfg.build(&check_schema());
+        std::env::remove_var(variable);
+        assert_eq!(from_env.unwrap().hash_value("x@y.z"), plain, "{ending:?}");
+    }
+    // Other characters are the key's own.
+    let spaced = [KEY, b" "].concat();
+    assert_ne!(cfg.build_with_key(&check_schema(), Some(&spaced)).unwrap().hash_value("x@y.z"), plain);
+}

@@ -162,12 +162,8 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
                 bad(at.clone(), "the model needs sql (inline) or sql_file (a .sql file next to the pipeline)".into())
             }
             (None, Some(f)) => {
-                let file = loaded.base_dir().join(f);
-                if !file.is_file() {
-                    bad(
-                        format!("{at}.sql_file"),
-                        format!("cannot read {}; paths are relative to the pipeline file", file.display()),
-                    );
+                if let Err(problem) = loaded.read_file(f) {
+                    bad(format!("{at}.sql_file"), problem);
                 }
             }
             (Some(_), None) => {}

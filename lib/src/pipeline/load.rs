@@ -1,14 +1,15 @@
 //! Reading a pipeline file: interpolation, YAML parsing, and the line index
 //! that lets every problem point at a line.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::TScalarStyle;
 
-use super::{LoadedPipeline, Pipeline, Problem};
+use super::{interpolate, limits, LoadedPipeline, Pipeline, Problem};
 use crate::body::BodySchema;
 use crate::storage::Location;
 use crate::{Error, Result};
@@ -16,25 +17,113 @@ use crate::{Error, Result};
 /// Reads, interpolates, parses and validates a pipeline file using the
 /// process environment.
 pub fn load_pipeline(file: &Path) -> Result<LoadedPipeline> {
-    let text = std::fs::read_to_string(file).map_err(|source| Error::InvalidPipeline {
+    let text = read_text(file).map_err(|reason| Error::InvalidPipeline {
         problems: vec![Problem {
             file: file.to_path_buf(),
             line: None,
             path: String::new(),
-            message: format!("cannot read file: {source}"),
+            message: format!("cannot read file: {reason}"),
         }],
     })?;
     parse_pipeline(file, &text, &|name| std::env::var(name).ok())
 }
 
+/// Reads a file that belongs to the pipeline in `pipeline_file` (its body
+/// schema, a SQL model): `path` as given, or relative to the pipeline
+/// file's folder. A relative path must stay within the pipeline's project
+/// folder, the folder that holds the pipeline's folder (for
+/// `pipelines/user_events.yaml`: the folder with `pipelines/` and
+/// `schemas/`), so that a pipeline cannot name `../../../etc/passwd`; an
+/// absolute path says where it reads on its own. Gives the path shown in
+/// messages (as joined) and the text, or the problem.
+pub fn read_pipeline_file(pipeline_file: &Path, path: &Path) -> std::result::Result<(PathBuf, String), String> {
+    let base = match pipeline_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let joined = base.join(path);
+    if path.is_relative() {
+        let base = std::path::absolute(base).map(|b| lexical(&b)).map_err(|e| e.to_string())?;
+        let project = base.parent().unwrap_or(&base);
+        if !lexical(&base.join(path)).starts_with(project) {
+            return Err(format!(
+                "{} leaves the pipeline's project folder {} (relative paths may reach the folder that holds the pipeline's folder, no further); give an absolute path to read a file elsewhere",
+                path.display(),
+                project.display()
+            ));
+        }
+    }
+    if !joined.exists() {
+        return Err(format!("cannot read {}; paths are relative to the pipeline file", joined.display()));
+    }
+    let text = read_text(&joined).map_err(|reason| format!("cannot read {}: {reason}", joined.display()))?;
+    Ok((joined, text))
+}
+
+/// `path` with `.` and `..` taken out as written (symbolic links are not
+/// followed: a link inside the project is the project's choice).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Reads a file of a pipeline (the pipeline file, its body schema, its SQL
+/// models) as text. Only a regular file of at most
+/// [`limits::MAX_FILE_BYTES`] is read: a device or a pipe (`/dev/zero`)
+/// would be read without end. The error says why, without the path.
+pub(crate) fn read_text(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read as _;
+    let max = limits::MAX_FILE_BYTES;
+    let too_large = || format!("larger than the {max} bytes (4 MiB) a file of a pipeline may have");
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a folder, device or pipe cannot be read as one)".to_string());
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    // The file may grow between the look and the read.
+    std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_string(&mut text)).map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
 /// Parses and validates pipeline text; `env` looks up variables.
 pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedPipeline> {
     let invalid = |problems| Error::InvalidPipeline { problems };
-    let text = interpolate(file, text, env).map_err(invalid)?;
-    let index = LineIndex::build(&text);
+    let interpolated = interpolate::placeholders(file, text, env).map_err(invalid)?;
+    let (index, plain) = LineIndex::build(&interpolated.text).map_err(|line| {
+        invalid(vec![Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            path: String::new(),
+            message: format!("mappings and sequences nest more than {} levels deep here", limits::MAX_NESTING),
+        }])
+    })?;
+    let syntax = |e: serde_yaml_ng::Error| {
+        invalid(vec![Problem {
+            file: file.to_path_buf(),
+            line: e.location().map(|l| l.line()),
+            message: serde_message(&e, ""),
+            path: String::new(),
+        }])
+    };
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&interpolated.text).map_err(syntax)?;
+    interpolated.substitute(&mut value, &plain);
 
-    let de = serde_yaml_ng::Deserializer::from_str(&text);
-    let pipeline: Pipeline = match serde_path_to_error::deserialize(de) {
+    let pipeline: Pipeline = match serde_path_to_error::deserialize(value) {
         Ok(p) => p,
         Err(e) => {
             let path = clean_path(&e.path().to_string());
@@ -49,14 +138,9 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         }
     };
 
-    let base = file.parent().unwrap_or_else(|| Path::new("."));
     let body = pipeline.body.as_ref().map(|b| {
-        let schema = base.join(&b.schema);
-        if schema.is_file() {
-            BodySchema::from_file(&schema).map(Arc::new).map_err(|e| e.to_string())
-        } else {
-            Err(format!("cannot read {}; schema paths are relative to the pipeline file", schema.display()))
-        }
+        let (schema, text) = read_pipeline_file(file, &b.schema)?;
+        BodySchema::parse(&text, &schema.display().to_string()).map(Arc::new).map_err(|e| e.to_string())
     });
     let locations = Arc::new(resolve_locations(&pipeline));
     let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, locations };
@@ -99,95 +183,6 @@ fn table_folder(key: &str, declared: &str, location: Location) -> std::result::R
     Ok(location)
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` from `env`; `$${` is a literal
-/// `${`. Every unset variable without a default is a problem on its line.
-pub fn interpolate(
-    file: &Path,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<String, Vec<Problem>> {
-    let mut out = String::with_capacity(text.len());
-    let mut problems = Vec::new();
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        // Comments are documentation: `${...}` in them is left alone.
-        let (line, comment) = line.split_at(comment_start(line));
-        let mut rest = line;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            if let Some(after) = tail.strip_prefix("$${") {
-                out.push_str("${");
-                rest = after;
-            } else if let Some(body) = tail.strip_prefix("${") {
-                let Some(end) = body.find('}') else {
-                    problems.push(line_problem(file, n, "unterminated `${` (escape a literal as `$${`)"));
-                    out.push_str(tail);
-                    rest = "";
-                    continue;
-                };
-                let expr = &body[..end];
-                let (name, default) = match expr.split_once(":-") {
-                    Some((name, default)) => (name, Some(default)),
-                    None => (expr, None),
-                };
-                if !is_var_name(name) {
-                    problems.push(line_problem(file, n, &format!("`${{{expr}}}`: {name:?} is not a variable name")));
-                } else {
-                    // An empty value counts as unset, as in the shell's `:-`.
-                    match (env(name).filter(|v| !v.is_empty()), default) {
-                        (Some(v), _) => out.push_str(&v),
-                        (None, Some(d)) => out.push_str(d),
-                        (None, None) => problems.push(line_problem(
-                            file,
-                            n,
-                            &format!(
-                                "environment variable {name} is not set (set it, or write `${{{name}:-default}}`)"
-                            ),
-                        )),
-                    }
-                }
-                rest = &body[end + 1..];
-            } else {
-                out.push('$');
-                rest = &tail[1..];
-            }
-        }
-        out.push_str(rest);
-        out.push_str(comment);
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Byte index where a YAML comment starts on this line (`#` at the start or
-/// after whitespace, outside quotes), or the line length.
-fn comment_start(line: &str) -> usize {
-    let (mut single, mut double, mut prev_space) = (false, false, true);
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && prev_space => return i,
-            _ => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    line.len()
-}
-
-fn is_var_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn line_problem(file: &Path, line0: usize, message: &str) -> Problem {
-    Problem { file: file.to_path_buf(), line: Some(line0 + 1), path: String::new(), message: message.to_string() }
-}
-
 /// serde_path_to_error writes `.` for the root; the user wants nothing there.
 fn clean_path(p: &str) -> String {
     if p == "." {
@@ -206,9 +201,15 @@ fn serde_message(e: &serde_yaml_ng::Error, path: &str) -> String {
         Some((head, tail)) if !head.is_empty() && path.starts_with(head) => tail.to_string(),
         _ => msg,
     };
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
+    // The problem's own location is printed before the message; a syntax
+    // error's context ("while parsing a flow sequence at line 28 column 10")
+    // keeps its location, which is where the cause usually is.
+    let msg = match e.location() {
+        Some(l) => msg.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1),
+        None => match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        },
     };
     msg.replace('`', "'")
 }
@@ -221,12 +222,34 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
-    pub(crate) fn build(text: &str) -> Self {
+    /// Indexes the first document of `text`, and gives the plain
+    /// (unquoted) scalars that hold an interpolation placeholder (see
+    /// [`interpolate`]); `Err(line)` where mappings and sequences nest
+    /// deeper than [`limits::MAX_NESTING`] (each level's path is as long as
+    /// its depth, so an unbounded depth would cost time and memory
+    /// quadratic in it). A YAML syntax error ends the index quietly: the
+    /// parser reports it with its own location.
+    pub(crate) fn build(text: &str) -> std::result::Result<(Self, HashSet<String>), usize> {
+        if let Some(line) = too_deep_flow(text) {
+            return Err(line);
+        }
         let mut builder = IndexBuilder::default();
         let mut parser = Parser::new_from_str(text);
-        // A YAML syntax error is reported by serde with its own location.
-        let _ = parser.load(&mut builder, false);
-        LineIndex { lines: builder.lines }
+        while let Ok((event, mark)) = parser.next_token() {
+            if matches!(event, Event::StreamEnd | Event::DocumentEnd) {
+                break;
+            }
+            if let Event::Scalar(value, TScalarStyle::Plain, ..) = &event {
+                if value.contains(interpolate::OPEN) {
+                    builder.plain.insert(value.clone());
+                }
+            }
+            builder.on_event(event, mark);
+            if builder.stack.len() > limits::MAX_NESTING {
+                return Err(mark.line());
+            }
+        }
+        Ok((LineIndex { lines: builder.lines }, builder.plain))
     }
 
     /// The line for `path`, or for its nearest ancestor that has one.
@@ -242,6 +265,106 @@ impl LineIndex {
     }
 }
 
+/// The line where flow collections (`[`, `{`) nest deeper than
+/// [`limits::MAX_NESTING`], if they do.
+///
+/// YAML scanners (libyaml's and yaml-rust2's) keep a possible simple key
+/// per open flow collection and look at all of them for every token, so a
+/// deep flow nesting costs time quadratic in its depth before any parser
+/// says a word (100,000 `[` took minutes). This pass measures it first, in
+/// linear time. It follows YAML as far as real files need: comments,
+/// quoted scalars (one line at a time), block scalars, and `[`/`{` in block
+/// context only where a node starts (`key: [`, `- {`, not `text [1]`).
+/// Block nesting is bounded as the index is built.
+fn too_deep_flow(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    // Indentation of the line that opened a block scalar (`key: |`).
+    let mut block_scalar: Option<usize> = None;
+    // The last character that is not a space, in flow context across lines.
+    let mut last: Option<char> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_scalar {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if depth == 0 {
+            last = None;
+        }
+        // The token before the current one on this line: (first, last
+        // character, length).
+        let mut prev: Option<(char, char, usize)> = None;
+        let mut current: Option<(char, char, usize)> = None;
+        let mut quote: Option<char> = None;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('\'') => {
+                    if c == '\'' && chars.next_if_eq(&'\'').is_none() {
+                        (quote, last) = (None, Some(c));
+                    }
+                    continue;
+                }
+                Some(_) => {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        (quote, last) = (None, Some(c));
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if c == ' ' || c == '\t' {
+                if current.is_some() {
+                    prev = current.take();
+                }
+                continue;
+            }
+            let token_start = current.is_none();
+            let tagged = |t: Option<(char, char, usize)>| matches!(t, Some(('&' | '!', _, _)));
+            let node_start = if depth == 0 {
+                token_start
+                    && match prev {
+                        None => true,
+                        Some((_, ':', _)) | Some(('-' | '?', _, 1)) | Some(('-', '-', 3)) => true,
+                        t => tagged(t),
+                    }
+            } else {
+                matches!(last, None | Some('[' | '{' | ',' | ':' | '?')) || (token_start && tagged(prev))
+            };
+            match c {
+                '#' if token_start => break,
+                '[' | '{' if depth > 0 || node_start => {
+                    depth += 1;
+                    if depth > limits::MAX_NESTING {
+                        return Some(n + 1);
+                    }
+                }
+                ']' | '}' if depth > 0 => depth -= 1,
+                '\'' | '"' if node_start => quote = Some(c),
+                '|' | '>' if depth == 0 && node_start => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                _ => {}
+            }
+            last = Some(c);
+            current = Some(match current {
+                None => (c, c, 1),
+                Some((first, _, len)) => (first, c, len + 1),
+            });
+            // In flow context an indicator ends the token (`{a:[b]}`).
+            if depth > 0 && matches!(c, '[' | '{' | ',' | ']' | '}') {
+                prev = current.take();
+            }
+        }
+    }
+    None
+}
+
 enum Frame {
     Map { path: String, key: Option<String> },
     Seq { path: String, next: usize },
@@ -251,6 +374,8 @@ enum Frame {
 struct IndexBuilder {
     stack: Vec<Frame>,
     lines: HashMap<String, usize>,
+    /// Plain scalars holding an interpolation placeholder.
+    plain: HashSet<String>,
 }
 
 impl IndexBuilder {
@@ -320,39 +445,38 @@ impl MarkedEventReceiver for IndexBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
-    }
 
     #[test]
-    fn interpolation_forms() {
-        let f = PathBuf::from("p.yaml");
-        let text = "a: ${A}\nb: ${B:-lake}/raw\nc: $${A}\nd: cost $5\ne: ${E:-}x\n# ${NOT_SET} in a comment\nf: '#${A}' # ${NOT_SET}\n";
-        let out = interpolate(&f, text, &env(&[("A", "one")])).unwrap();
-        assert_eq!(
-            out,
-            "a: one\nb: lake/raw\nc: ${A}\nd: cost $5\ne: x\n# ${NOT_SET} in a comment\nf: '#one' # ${NOT_SET}\n"
-        );
-    }
-
-    #[test]
-    fn unset_variables_are_all_reported_with_lines() {
-        let f = PathBuf::from("p.yaml");
-        let text = "a: ${MISSING_ONE}\nb: ok\nc: ${MISSING_TWO} ${1BAD}\n";
-        let problems = interpolate(&f, text, &env(&[])).unwrap_err();
-        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(shown.len(), 3, "{shown:?}");
-        assert!(shown[0].starts_with("p.yaml:1: environment variable MISSING_ONE is not set"));
-        assert!(shown[1].starts_with("p.yaml:3: environment variable MISSING_TWO"));
-        assert!(shown[2].contains("\"1BAD\" is not a variable name"));
+    fn nesting_deeper_than_the_limit_is_found_in_one_pass() {
+        let deep = |open: &str, n: usize| open.repeat(n);
+        let max = limits::MAX_NESTING;
+        assert_eq!(too_deep_flow(&format!("a: 1\nb: {}", deep("[", max + 1))), Some(2));
+        assert_eq!(too_deep_flow(&format!("b: {}{}", deep("[", max), deep("]", max))), None);
+        assert_eq!(too_deep_flow(&format!("b: {{\"k\":{}", deep("{\"k\": ", max))), Some(1));
+        assert_eq!(too_deep_flow(&format!("- [it's, {}", deep("[", max))), Some(1));
+        assert_eq!(too_deep_flow(&format!("b: [\n  a,\n  {}", deep("[", max))), Some(3), "across lines");
+        // Not collections: quoted and plain scalars, comments, block scalars.
+        for text in [
+            format!("a: '{}'", deep("[", 100)),
+            format!("a: \"x\\\" {}\"", deep("{", 100)),
+            format!("a: 'it''s {}'", deep("[", 100)),
+            format!("a: text {}", deep("[", 100)),
+            format!("a: 1 # {}", deep("[", 100)),
+            format!("sql: |\n  {}\n\n  x\nb: [1]", deep("[", 100)),
+        ] {
+            assert_eq!(too_deep_flow(&text), None, "{text}");
+        }
+        // Block nesting is bounded while the index is built.
+        assert_eq!(LineIndex::build(&format!("a: 1\nb:\n{}x\n", deep("- ", max + 1))).err(), Some(3));
+        assert!(LineIndex::build(&format!("b:\n{}x\n", deep("- ", max - 2))).is_ok());
+        let blocks: String = (0..=max).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(LineIndex::build(&blocks).is_err());
     }
 
     #[test]
     fn line_index_points_at_keys_and_items() {
         let text = "name: x\ntables:\n  raw:\n    path: lake/raw\nlist:\n  - a: 1\n  - a: 2\n";
-        let idx = LineIndex::build(text);
+        let idx = LineIndex::build(text).unwrap().0;
         assert_eq!(idx.line_of("name"), Some(1));
         assert_eq!(idx.line_of("tables.raw.path"), Some(4));
         assert_eq!(idx.line_of("tables.raw.pathh"), Some(3), "falls back to the parent");

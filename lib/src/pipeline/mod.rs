@@ -4,8 +4,9 @@
 //! goes through three steps, each reporting problems with file, line and key
 //! path rather than stopping at the first:
 //!
-//! 1. [`interpolate`]: `${VAR}` and `${VAR:-default}` are replaced from the
-//!    environment on the raw text (so line numbers stay true). `$${` escapes.
+//! 1. Interpolation: `${VAR}` and `${VAR:-default}` are replaced from the
+//!    environment inside the parsed scalars, each value taken literally
+//!    (see `interpolate.rs`); line numbers stay true. `$${` escapes.
 //! 2. Deserialisation into the structs below, all `deny_unknown_fields`, so a
 //!    typo is an error, not a silently ignored key.
 //! 3. [`validate`](Pipeline::validate): cross-field and semantic checks that
@@ -17,6 +18,8 @@
 
 pub mod check;
 mod curate;
+mod interpolate;
+pub mod limits;
 mod load;
 mod maintain;
 mod validate;
@@ -32,7 +35,7 @@ use crate::storage::Location;
 
 pub use crate::error::Problem;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
-pub use load::{interpolate, load_pipeline, parse_pipeline};
+pub use load::{load_pipeline, parse_pipeline, read_pipeline_file};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
@@ -118,6 +121,13 @@ impl LoadedPipeline {
     /// Why the location at `key` does not resolve, if it does not.
     pub(crate) fn location_problem(&self, key: &str) -> Option<String> {
         self.locations.get(key).and_then(|l| l.as_ref().err().cloned())
+    }
+
+    /// Reads a file that belongs to the pipeline (`body.schema`, a
+    /// `sql_file`), given relative to the pipeline file or absolute; see
+    /// [`read_pipeline_file`]. The problem names no key: the caller's.
+    pub fn read_file(&self, path: &Path) -> Result<String, String> {
+        read_pipeline_file(&self.file, path).map(|(_, text)| text)
     }
 
     /// The folder that pipeline-relative files resolve against.

@@ -55,6 +55,9 @@ impl LoadedPipeline {
         if p.ingest.commit_events == 0 {
             bad("ingest.commit_events", "must be greater than 0".to_string());
         }
+        for (path, msg) in super::limits::check(self) {
+            bad(&path, msg);
+        }
         for (path, msg) in self.table_overlaps() {
             bad(&path, msg);
         }
