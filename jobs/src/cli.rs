@@ -242,6 +242,11 @@ struct MaintainArgs {
     /// Vacuum even below the table's safety window.
     #[arg(long)]
     force: bool,
+    /// Only give back the rewrite leases a maintain run that no longer runs
+    /// left on the tables (its holder on another host, or killed), giving
+    /// the reason; does nothing else.
+    #[arg(long, value_name = "REASON")]
+    release_leases: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -323,7 +328,8 @@ pub fn main() -> ExitCode {
             runtime.block_on(run_job(Job::Curate, a.common, request))
         }
         Command::Maintain(a) => {
-            let request = JobRequest { tables: a.tables, force: a.force, ..Default::default() };
+            let request =
+                JobRequest { tables: a.tables, force: a.force, release_leases: a.release_leases, ..Default::default() };
             runtime.block_on(run_job(Job::Maintain, a.common, request))
         }
         Command::Run(a) => {

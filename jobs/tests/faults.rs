@@ -394,7 +394,8 @@ fn rows_holding(path: &Path, needle: &str) -> usize {
 /// `weir maintain` killed while it holds a table's rewrite lease: an erase
 /// then neither stops halfway nor waits for the lease to run out, because
 /// the holder is known dead; a live holder's lease stops an erase before
-/// its first delete, naming the holder.
+/// its first delete, naming the holder, until `weir maintain
+/// --release-leases REASON` gives it back.
 #[test]
 fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before_any_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,18 +443,11 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     // before it deletes anything, and says who holds the table.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let processed = weir::storage::Location::parse(lake.join("processed/user_events").to_str().unwrap()).unwrap();
-    let hold = |release: bool| {
-        rt.block_on(async {
-            let table = weir::delta::open(&processed).await.unwrap().unwrap();
-            if release {
-                weir::delta::release_rewrite_lease(table, Default::default()).await.unwrap();
-            } else {
-                let hour = std::time::Duration::from_secs(3600);
-                weir::delta::claim_rewrite_lease(table, hour, Default::default()).await.unwrap();
-            }
-        })
-    };
-    hold(false);
+    rt.block_on(async {
+        let table = weir::delta::open(&processed).await.unwrap().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        weir::delta::claim_rewrite_lease(table, hour, Default::default()).await.unwrap();
+    });
     let before = rows_holding(&raw, "u-753");
     assert!(before > 0);
     let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
@@ -461,7 +455,19 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains(&format!("process {} on host", std::process::id())), "{stderr}");
     assert_eq!(rows_holding(&raw, "u-753"), before, "nothing was deleted");
-    hold(true);
+    // A holder that cannot be seen from here (another host): the operator
+    // gives the lease back, with the reason, and nothing else is done.
+    let reason = "maintain on host b was stopped";
+    let out = job(&pipeline, &lake, &["maintain", "--release-leases", reason]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions = report["stages"][0]["maintenance"].as_array().unwrap();
+    let done: Vec<&str> =
+        actions.iter().filter(|a| a["outcome"] == "done").map(|a| a["table"].as_str().unwrap()).collect();
+    assert_eq!(done, ["processed"], "{actions:#?}");
+    assert!(actions.iter().all(|a| a["action"] == "release_lease"), "{actions:#?}");
+    let released = actions.iter().find(|a| a["outcome"] == "done").unwrap()["detail"].as_str().unwrap().to_string();
+    assert!(released.contains(&format!("process {}", std::process::id())) && released.contains(reason), "{released}");
     let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(rows_holding(&raw, "u-753"), 0);

@@ -94,6 +94,9 @@ pub struct JobRequest {
     pub tables: Vec<String>,
     /// Maintain: vacuum below the safety window.
     pub force: bool,
+    /// Maintain: only release the rewrite leases left on the tables, for
+    /// this reason.
+    pub release_leases: Option<String>,
     /// Ingest: called with (files done, files in total) as files complete.
     pub on_progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
 }
@@ -240,6 +243,7 @@ pub async fn run_stages(
             force: request.force,
             run_id: run_id.to_string(),
             only: request.tables.clone(),
+            release_leases: request.release_leases.clone(),
         };
         stages.push(stage::run(loaded, &options).await?);
     }

@@ -74,6 +74,18 @@ pub async fn check_rewrite_lease(table: &DeltaTable) -> Result<()> {
     })
 }
 
+/// The holder of the table's rewrite lease and when it runs out, while
+/// one is held (whether or not the holder still runs).
+pub async fn held_lease(table: &DeltaTable) -> Result<Option<String>> {
+    let until = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
+    if until <= chrono::Utc::now().timestamp_millis() {
+        return Ok(None);
+    }
+    let holder = lease_holder(table).await.map_or_else(|| "an unknown run".to_string(), |h| h.to_string());
+    let until = chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default();
+    Ok(Some(format!("{holder}, until {until}")))
+}
+
 /// Commit metadata keys naming a lease's holder.
 const LEASE_HOST: &str = "weir.lease_host";
 const LEASE_PID: &str = "weir.lease_pid";

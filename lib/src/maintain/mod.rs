@@ -60,6 +60,9 @@ pub struct MaintainOptions {
     pub run_id: String,
     /// Only these tables (empty: all).
     pub only: Vec<String>,
+    /// Only give back the rewrite leases held on the tables, for this
+    /// reason (recorded with the commit).
+    pub release_leases: Option<String>,
 }
 
 /// A table to maintain and its resolved policy.
@@ -160,6 +163,8 @@ pub async fn maintain(loaded: &LoadedPipeline, options: &MaintainOptions) -> Res
 /// policy, opened (`None`: it does not exist yet, nothing to do).
 pub struct Planned {
     tables: Vec<(Target, Option<DeltaTable>)>,
+    /// Only leases are released (`--release-leases`).
+    release: bool,
 }
 
 impl StageWork for MaintainOptions {
@@ -176,12 +181,12 @@ impl StageWork for MaintainOptions {
         let mut tables = Vec::new();
         for t in targets(loaded, self)? {
             let table = delta::open(&t.location).await?;
-            if let (Some(table), true, false) = (&table, t.policy.vacuum, self.force) {
+            if let (Some(table), true, false, None) = (&table, t.policy.vacuum, self.force, &self.release_leases) {
                 check_vacuum_window(&t, table)?;
             }
             tables.push((t, table));
         }
-        Ok(Planned { tables })
+        Ok(Planned { tables, release: self.release_leases.is_some() })
     }
 
     fn describe(plan: &Planned) -> Vec<MaintainPlan> {
@@ -191,7 +196,7 @@ impl StageWork for MaintainOptions {
                 table: t.name.clone(),
                 location: t.location.to_string(),
                 version: table.as_ref().and_then(|t| t.version()),
-                actions: t.actions(),
+                actions: if plan.release { vec![ActionKind::ReleaseLease] } else { t.actions() },
                 vacuum_retention_hours: t.policy.vacuum.then_some(t.vacuum_hours),
             })
             .collect()
@@ -204,7 +209,10 @@ impl StageWork for MaintainOptions {
                 tracing::info!(table = %t.name, "the table does not exist yet: nothing to maintain");
                 continue;
             };
-            let actions = maintain_table(&t, table, self).await?;
+            let actions = match &self.release_leases {
+                Some(reason) => vec![release_lease(&t, table, self, reason).await?],
+                None => maintain_table(&t, table, self).await?,
+            };
             report.tables.push(crate::report::TableWrite {
                 table: t.name.clone(),
                 location: t.location.to_string(),
@@ -345,6 +353,34 @@ async fn maintain_table(
         out.push(timed(checkpoint(t, table, options)).await?.1);
     }
     Ok(out)
+}
+
+/// Gives back a rewrite lease left on the table, recording `reason` and
+/// the holder with the commit; skipped when the table is free.
+async fn release_lease(
+    t: &Target,
+    table: DeltaTable,
+    options: &MaintainOptions,
+    reason: &str,
+) -> Result<MaintenanceAction> {
+    let mut a = action(t, ActionKind::ReleaseLease, (0, 0));
+    let Some(held) = delta::held_lease(&table).await? else {
+        a.detail = "no lease held".into();
+        return Ok(a.ended(ActionOutcome::Skipped));
+    };
+    a.detail = format!("lease of {held} released: {reason}");
+    if options.dry_run {
+        return Ok(a.ended(ActionOutcome::Planned));
+    }
+    tracing::warn!(table = %t.name, holder = %held, reason, "releasing a rewrite lease");
+    let metadata = CommitInfo::new(&t.pipeline, "maintain", &options.run_id)
+        .with(commit::ACTION, "release_lease")
+        .with("weir.reason", reason.to_string())
+        .with("weir.released_holder", held.to_string())
+        .into_map();
+    let table = delta::release_rewrite_lease(table, metadata).await?;
+    a.version = table.version();
+    Ok(a.ended(ActionOutcome::Done))
 }
 
 /// Runs one action and stamps its wall time on it.

@@ -132,6 +132,9 @@ names! {
         Vacuum = "vacuum",
         /// A checkpoint written.
         Checkpoint = "checkpoint",
+        /// A rewrite lease left by a run that no longer runs, given back
+        /// (`--release-leases`).
+        ReleaseLease = "release_lease",
     }
 }
 
