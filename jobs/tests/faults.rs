@@ -68,11 +68,16 @@ const TABLES: &[&str] = &[
 
 /// Each table's rows as sorted text, without what a run stamps on them.
 fn rows(lake: &Path) -> BTreeMap<&'static str, Vec<String>> {
+    rows_at(lake.to_str().unwrap())
+}
+
+/// [`rows`] of the lake at `root`, a folder or an `az://` URL.
+fn rows_at(root: &str) -> BTreeMap<&'static str, Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut out = BTreeMap::new();
         for name in TABLES {
-            let location = weir::storage::Location::parse(lake.join(name).to_str().unwrap()).unwrap();
+            let location = weir::storage::Location::parse(&format!("{root}/{name}")).unwrap();
             let Some(table) = weir::delta::open(&location).await.unwrap() else { continue };
             let mut lines = Vec::new();
             for batch in weir::delta::read_all(&table).await.unwrap() {
@@ -499,4 +504,101 @@ fn one_unreadable_capture_file_stops_its_partition_only() {
 
     assert_eq!(weir(&lake, &["ingest"], None).status.code(), Some(0));
     assert_eq!(rows(&lake).remove("raw/user_events").unwrap(), all);
+}
+
+/// The Azurite endpoint `scripts/test.sh` started.
+fn azurite() -> String {
+    std::env::var("WEIR_AZURITE_BLOB_URL").unwrap_or_else(|_| {
+        panic!("WEIR_AZURITE_BLOB_URL is not set: this test needs Azurite. Run scripts/test.sh, which starts it")
+    })
+}
+
+/// Copies every object under `from` to the same name under `to` (two
+/// `az://` prefixes of one container).
+fn az_copy(from: &str, to: &str) {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStoreExt as _;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (store, from_prefix) = weir::storage::Location::parse(from).unwrap().object_store().unwrap();
+        let (_, to_prefix) = weir::storage::Location::parse(to).unwrap().object_store().unwrap();
+        let objects: Vec<object_store::ObjectMeta> = store.list(Some(&from_prefix)).try_collect().await.unwrap();
+        for meta in objects {
+            let rest = meta.location.as_ref().strip_prefix(from_prefix.as_ref()).unwrap().trim_start_matches('/');
+            let target = object_store::path::Path::from(format!("{}/{rest}", to_prefix.as_ref()));
+            store.copy(&meta.location, &target).await.unwrap();
+        }
+    });
+}
+
+/// The crash points on Azure Blob storage (Azurite): each job of the
+/// example aborted at each of its commit boundaries on a lake in a
+/// container, then run again, leaves every table as an uninterrupted run.
+#[test]
+fn every_job_aborted_at_every_commit_boundary_on_azurite_converges() {
+    let endpoint = azurite();
+    weir_testkit::env::clean_process(&["AZURE_"], &[]);
+    std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
+    let container = format!("faults-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    weir::storage::emulator::create_container(&endpoint, &container).unwrap();
+    let root = format!("az://{container}");
+    let az = |lake: &str, job: &[&str], env: &[(&str, &str)]| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        weir_testkit::env::clean(&mut c)
+            .current_dir(repo())
+            .env("RUST_LOG", "warn")
+            .env("WEIR_LAKE", lake)
+            .env("WEIR_PII_KEY", PII_KEY)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", &endpoint)
+            .envs(env.iter().copied())
+            .arg(job[0])
+            .arg(PIPELINE)
+            .args(&job[1..]);
+        c.output().unwrap()
+    };
+    let base = format!("{root}/base");
+    let mut steps = Vec::new();
+    for (i, (name, args)) in jobs().into_iter().enumerate() {
+        let before = format!("{root}/before-{i}");
+        az_copy(&base, &before);
+        let run = az(&base, &args, &[]);
+        assert_eq!(run.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        steps.push((name, args, before, rows_at(&base)));
+    }
+    let (mut cells, mut hit, mut failures) = (0, 0, Vec::new());
+    for (name, args, before, expected) in &steps {
+        for point in crash_points(name) {
+            cells += 1;
+            let lake = format!("{root}/cell-{cells}");
+            az_copy(before, &lake);
+            let out = az(&lake, args, &[("WEIR_FAULT", point)]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let aborted = stderr.contains("WEIR_FAULT: aborting");
+            hit += usize::from(aborted);
+            if !aborted && out.status.code() != Some(0) {
+                failures.push(format!("{name} at {point}: exit {:?}\n{stderr}", out.status.code()));
+                continue;
+            }
+            let again = az(&lake, args, &[]);
+            if again.status.code() != Some(0) {
+                failures.push(format!(
+                    "{name} after {point}: rerun exit {:?}\n{}",
+                    again.status.code(),
+                    String::from_utf8_lossy(&again.stderr)
+                ));
+                continue;
+            }
+            let got = rows_at(&lake);
+            for (table, want) in expected {
+                if got.get(table) != Some(want) {
+                    failures.push(format!("{name} after {point}: {table} differs on Azurite"));
+                }
+            }
+        }
+    }
+    eprintln!("{cells} crash points on Azurite ({hit} reached)");
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n---\n"));
+    assert!(hit * 3 > cells * 2, "most crash points must be reached ({hit} of {cells})");
 }
