@@ -304,8 +304,10 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
         ("maintain", steps[3].args.clone(), &steps[3].before, &steps[3].expected, steps[3].took),
         ("erase --purge", steps[5].args.clone(), &steps[5].before, &steps[5].expected, steps[5].took),
     ];
+    // `WEIR_KILL_INSTANTS=N` kills at N instants per job (5 by default).
+    let instants: u32 = std::env::var("WEIR_KILL_INSTANTS").ok().and_then(|n| n.parse().ok()).unwrap_or(5);
     for (i, (name, args, before, want, took)) in killed_jobs.iter().enumerate() {
-        for k in 1..=5u32 {
+        for k in 1..=instants {
             let lake = dir.path().join(format!("kill-{i}-{k}"));
             copy_dir(before, &lake);
             let mut child = command(&lake, args, &[])
@@ -313,7 +315,7 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(*took * k / 6);
+            std::thread::sleep(*took * k / (instants + 1));
             let killed = child.try_wait().unwrap().is_none();
             let _ = child.kill();
             child.wait().unwrap();
@@ -321,7 +323,8 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
             let again = weir(&lake, args, None);
             if again.status.code() != Some(0) {
                 failures.push(format!(
-                    "{name} killed at {k}/6: rerun exit {:?}\n{}",
+                    "{name} killed at {k}/{}: rerun exit {:?}\n{}",
+                    instants + 1,
                     again.status.code(),
                     String::from_utf8_lossy(&again.stderr)
                 ));
@@ -330,7 +333,7 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
             let got = rows(&lake);
             for (table, rows) in want.iter() {
                 if got.get(table) != Some(rows) {
-                    failures.push(format!("{name} killed at {k}/6: {table} differs"));
+                    failures.push(format!("{name} killed at {k}/{}: {table} differs", instants + 1));
                 }
             }
             std::fs::remove_dir_all(&lake).unwrap();
