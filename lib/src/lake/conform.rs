@@ -66,7 +66,14 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
         (D::Utf8 | D::LargeUtf8 | D::Utf8View, D::Utf8 | D::LargeUtf8 | D::Utf8View) => true,
         (D::Binary | D::LargeBinary | D::BinaryView, D::Binary | D::LargeBinary | D::BinaryView) => true,
         (D::List(x) | D::LargeList(x), D::List(y) | D::LargeList(y)) => same_type(x.data_type(), y.data_type()),
-        (D::Map(x, _), D::Map(y, _)) => same_type(x.data_type(), y.data_type()),
+        // Entries are (key, value) whatever their names: Arrow's
+        // `entries`/`keys`/`values`, Delta's `key_value`/`key`/`value`.
+        (D::Map(x, _), D::Map(y, _)) => match (x.data_type(), y.data_type()) {
+            (D::Struct(p), D::Struct(q)) if p.len() == 2 && q.len() == 2 => {
+                same_type(p[0].data_type(), q[0].data_type()) && same_type(p[1].data_type(), q[1].data_type())
+            }
+            _ => false,
+        },
         (D::Struct(x), D::Struct(y)) => {
             x.len() == y.len()
                 && x.iter().zip(y.iter()).all(|(p, q)| p.name() == q.name() && same_type(p.data_type(), q.data_type()))
