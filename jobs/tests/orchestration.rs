@@ -31,7 +31,7 @@ impl Lake {
     fn new() -> Lake {
         // The schedulers' commands inherit this environment: a shell's crash
         // hooks must not reach the jobs they launch.
-        weir_testkit::env::clean_process(&["WEIR_FAULT", "WEIR_PAUSE"], &[]);
+        weir_testkit::env::clean_process(&["WEIR_FAULT", "WEIR_PAUSE", "WEIR_STORE_FAULT"], &[]);
         let dir = tempfile::tempdir().unwrap();
         let spec = DatasetSpec {
             partitions: 6,
