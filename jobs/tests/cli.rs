@@ -1376,7 +1376,7 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
 
     let o = f.with_key("ingest").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
-    copy_dir(&f.dir.path().join("lake"), &f.dir.path().join("solo"));
+    weir_testkit::fs::copy_dir(&f.dir.path().join("lake"), &f.dir.path().join("solo"));
     let mut codes = pair("process");
     solo("process");
     // The first curate creates the tables: one run held between planning
@@ -1412,20 +1412,6 @@ fn rewriting_jobs_racing_on_one_table_exit_75_and_never_write_twice() {
         same("racing maintain runs");
     }
     assert!(codes.contains(&75), "some runs lost a race: {codes:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::create_dir_all(to).unwrap();
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The (path, body) of every request an endpoint received.

@@ -276,7 +276,7 @@ fn lake(cases: &[LakeCase], failures: &mut Vec<String>) -> usize {
     for case in cases {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().join("lake");
-        copy_dir(base.path(), &lake);
+        weir_testkit::fs::copy_dir(base.path(), &lake);
         let table = lake.join(&case.table);
         let log = table.join("_delta_log");
         let mut commits: Vec<PathBuf> = std::fs::read_dir(&log)
@@ -335,17 +335,4 @@ fn lake(cases: &[LakeCase], failures: &mut Vec<String>) -> usize {
         }
     }
     cases.len()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }

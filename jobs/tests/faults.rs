@@ -22,38 +22,31 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }
 
-/// `weir` in the repository on `lake`, with none of the caller's WEIR_*,
-/// AZURE_* or RUST_LOG settings, and `env` on top.
-fn command(lake: &Path, job: &[&str], env: &[(&str, &str)]) -> Command {
+/// `weir` in the repository running `pipeline` on `lake`, with none of the
+/// caller's WEIR_*, AZURE_* or RUST_LOG settings, and `env` on top.
+fn command_for(pipeline: &Path, lake: &Path, job: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
     weir_testkit::env::clean(&mut c)
         .current_dir(repo())
         .env("RUST_LOG", "warn")
         .env("WEIR_LAKE", lake)
         .env("WEIR_PII_KEY", PII_KEY)
+        .env("WEIR_CAPTURE", repo().join("testdata/capture/user_events"))
         .envs(env.iter().copied())
         .arg(job[0])
-        .arg(PIPELINE)
+        .arg(pipeline)
         .args(&job[1..]);
     c
+}
+
+/// [`command_for`] the example pipeline.
+fn command(lake: &Path, job: &[&str], env: &[(&str, &str)]) -> Command {
+    command_for(&repo().join(PIPELINE), lake, job, env)
 }
 
 fn weir(lake: &Path, job: &[&str], fault: Option<&str>) -> Output {
     let env: Vec<(&str, &str)> = fault.map(|f| ("WEIR_STORE_FAULT", f)).into_iter().collect();
     command(lake, job, &env).output().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// Tables whose rows a rerun must reproduce exactly (the audit tables
@@ -167,7 +160,7 @@ fn steps(dir: &Path) -> Vec<Step> {
     for (name, args) in jobs() {
         let before = dir.join(format!("before-{}", out.len()));
         if base.exists() {
-            copy_dir(&base, &before);
+            weir_testkit::fs::copy_dir(&base, &before);
         } else {
             std::fs::create_dir_all(&before).unwrap();
         }
@@ -214,7 +207,7 @@ fn every_job_survives_every_storage_fault_and_its_rerun_converges() {
         for fault in FAULTS {
             cells += 1;
             let lake = dir.path().join(format!("cell-{cells}"));
-            copy_dir(&step.before, &lake);
+            weir_testkit::fs::copy_dir(&step.before, &lake);
             let out = weir(&lake, &step.args, Some(fault));
             let stderr = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code();
@@ -281,7 +274,7 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
         for point in crash_points(step.name) {
             cells += 1;
             let lake = dir.path().join(format!("cell-{cells}"));
-            copy_dir(&step.before, &lake);
+            weir_testkit::fs::copy_dir(&step.before, &lake);
             let out = command(&lake, &step.args, &[("WEIR_FAULT", point)]).output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             let aborted = stderr.contains("WEIR_FAULT: aborting");
@@ -309,7 +302,7 @@ fn every_job_killed_at_every_commit_boundary_or_at_random_converges_on_rerun() {
     for (i, (name, args, before, want, took)) in killed_jobs.iter().enumerate() {
         for k in 1..=instants {
             let lake = dir.path().join(format!("kill-{i}-{k}"));
-            copy_dir(before, &lake);
+            weir_testkit::fs::copy_dir(before, &lake);
             let mut child = command(&lake, args, &[])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -365,20 +358,6 @@ fn example_in(dir: &Path, raw_days: u32) -> PathBuf {
     file
 }
 
-fn job(pipeline: &Path, lake: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    weir_testkit::env::clean(&mut c)
-        .current_dir(repo())
-        .env("RUST_LOG", "warn")
-        .env("WEIR_LAKE", lake)
-        .env("WEIR_PII_KEY", PII_KEY)
-        .env("WEIR_CAPTURE", repo().join("testdata/capture/user_events"))
-        .arg(args[0])
-        .arg(pipeline)
-        .args(&args[1..]);
-    c
-}
-
 /// Rows of the table at `path` whose text holds `needle`, in any column.
 fn rows_holding(path: &Path, needle: &str) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -410,10 +389,10 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     let lake = dir.path().join("lake");
     // Raw rows older than a day: maintain has rows to delete, so it takes the lease.
     let pipeline = example_in(dir.path(), 1);
-    let out = job(&pipeline, &lake, &["run"]).output().unwrap();
+    let out = command_for(&pipeline, &lake, &["run"], &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut maintain = job(&pipeline, &lake, &["maintain"])
+    let mut maintain = command_for(&pipeline, &lake, &["maintain"], &[])
         .env("WEIR_PAUSE", "maintain_holding_lease:120000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -436,7 +415,7 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
 
     let raw = lake.join("raw/user_events");
     assert!(rows_holding(&raw, "u-1071") > 0);
-    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-1071"]).output().unwrap();
+    let out = command_for(&pipeline, &lake, &["erase", "--subject", "userId=u-1071"], &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("no longer running"), "{stderr}");
@@ -458,7 +437,7 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     });
     let before = rows_holding(&raw, "u-753");
     assert!(before > 0);
-    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
+    let out = command_for(&pipeline, &lake, &["erase", "--subject", "userId=u-753"], &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains(&format!("process {} on host", std::process::id())), "{stderr}");
@@ -466,7 +445,7 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     // A holder that cannot be seen from here (another host): the operator
     // gives the lease back, with the reason, and nothing else is done.
     let reason = "maintain on host b was stopped";
-    let out = job(&pipeline, &lake, &["maintain", "--release-leases", reason]).output().unwrap();
+    let out = command_for(&pipeline, &lake, &["maintain", "--release-leases", reason], &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let actions = report["stages"][0]["maintenance"].as_array().unwrap();
@@ -476,7 +455,7 @@ fn a_killed_maintain_leaves_no_erase_halfway_and_a_live_lease_stops_erase_before
     assert!(actions.iter().all(|a| a["action"] == "release_lease"), "{actions:#?}");
     let released = actions.iter().find(|a| a["outcome"] == "done").unwrap()["detail"].as_str().unwrap().to_string();
     assert!(released.contains(&format!("process {}", std::process::id())) && released.contains(reason), "{released}");
-    let out = job(&pipeline, &lake, &["erase", "--subject", "userId=u-753"]).output().unwrap();
+    let out = command_for(&pipeline, &lake, &["erase", "--subject", "userId=u-753"], &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(rows_holding(&raw, "u-753"), 0);
 }

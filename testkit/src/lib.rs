@@ -8,6 +8,8 @@
 //!   files get damaged.
 //! - [`env`]: commands and processes cleaned of a shell's `WEIR_*`,
 //!   `AZURE_*` and `RUST_LOG`.
+//! - [`fs`]: copying a lake as it stands.
 
 pub mod capture;
 pub mod env;
+pub mod fs;
