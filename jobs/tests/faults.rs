@@ -24,7 +24,7 @@ fn repo() -> PathBuf {
 
 /// `weir` in the repository running `pipeline` on `lake`, with none of the
 /// caller's WEIR_*, AZURE_* or RUST_LOG settings, and `env` on top.
-fn command_for(pipeline: &Path, lake: &Path, job: &[&str], env: &[(&str, &str)]) -> Command {
+fn command_for(pipeline: &Path, lake: impl AsRef<std::ffi::OsStr>, job: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
     weir_testkit::env::clean(&mut c)
         .current_dir(repo())
@@ -526,19 +526,9 @@ fn every_job_aborted_at_every_commit_boundary_on_azurite_converges() {
     weir::storage::emulator::create_container(&endpoint, &container).unwrap();
     let root = format!("az://{container}");
     let az = |lake: &str, job: &[&str], env: &[(&str, &str)]| -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-        weir_testkit::env::clean(&mut c)
-            .current_dir(repo())
-            .env("RUST_LOG", "warn")
-            .env("WEIR_LAKE", lake)
-            .env("WEIR_PII_KEY", PII_KEY)
-            .env("AZURE_STORAGE_USE_EMULATOR", "true")
-            .env("AZURITE_BLOB_STORAGE_URL", &endpoint)
-            .envs(env.iter().copied())
-            .arg(job[0])
-            .arg(PIPELINE)
-            .args(&job[1..]);
-        c.output().unwrap()
+        let emulator = [("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", endpoint.as_str())];
+        let env: Vec<(&str, &str)> = emulator.into_iter().chain(env.iter().copied()).collect();
+        command_for(&repo().join(PIPELINE), lake, job, &env).output().unwrap()
     };
     let base = format!("{root}/base");
     let mut steps = Vec::new();

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use chrono::{TimeZone, Utc};
-use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::array::Array;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
 use weir::capture::PartitionSet;
@@ -94,7 +94,6 @@ async fn processed(dir: &Path, columns: &[&str]) -> Vec<String> {
                 .collect();
             out.push(cells.join(" "));
         }
-        let _ = b.column_by_name("metadata").unwrap().as_map();
     }
     out.sort();
     out

@@ -115,22 +115,9 @@ fn read_log(table: &Path) -> Log {
     log
 }
 
+/// A log path as a file path (the log percent-encodes them).
 fn percent_decode(p: &str) -> String {
-    let bytes = p.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&p[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
+    object_store::path::Path::from_url_path(p).unwrap().to_string()
 }
 
 fn parquet_rows(table: &Path, files: impl IntoIterator<Item = String>) -> Vec<RecordBatch> {

@@ -55,35 +55,48 @@ pub fn rewrite_marker() -> Transaction {
 /// rewrite lease. A lease whose holder ran on this host and is no longer
 /// running (killed, crashed) is free: nothing it was doing can commit.
 pub async fn check_rewrite_lease(table: &DeltaTable) -> Result<()> {
-    let until = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
-    if until <= chrono::Utc::now().timestamp_millis() {
-        return Ok(());
-    }
-    let holder = lease_holder(table).await;
+    let Some(lease) = live_lease(table).await? else { return Ok(()) };
     let url = crate::storage::redact(table.table_url().as_str());
-    if let Some(h) = &holder {
+    if let Some(h) = &lease.holder {
         if h.host == this_host() && !pid_alive(h.pid) {
             tracing::warn!(table = %url, host = %h.host, pid = h.pid, "the rewrite lease is held by a run that is no longer running; it is free");
             return Ok(());
         }
     }
-    Err(Error::TableBusy {
-        table: url,
-        until: chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default(),
-        holder: holder.map_or_else(|| "an unknown run".to_string(), |h| h.to_string()),
-    })
+    Err(Error::TableBusy { table: url, until: lease.until(), holder: lease.holder() })
 }
 
 /// The holder of the table's rewrite lease and when it runs out, while
 /// one is held (whether or not the holder still runs).
 pub async fn held_lease(table: &DeltaTable) -> Result<Option<String>> {
-    let until = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
-    if until <= chrono::Utc::now().timestamp_millis() {
+    Ok(live_lease(table).await?.map(|lease| format!("{}, until {}", lease.holder(), lease.until())))
+}
+
+/// A rewrite lease that has not run out.
+struct Lease {
+    /// Unix ms until which it holds the table.
+    until_ms: i64,
+    holder: Option<LeaseHolder>,
+}
+
+impl Lease {
+    fn until(&self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.until_ms).map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+
+    fn holder(&self) -> String {
+        self.holder.as_ref().map_or_else(|| "an unknown run".to_string(), ToString::to_string)
+    }
+}
+
+/// The table's rewrite lease while it holds; the holder is read from the
+/// history only then.
+async fn live_lease(table: &DeltaTable) -> Result<Option<Lease>> {
+    let until_ms = progress(table, REWRITE_APP_ID).await?.unwrap_or(0);
+    if until_ms <= chrono::Utc::now().timestamp_millis() {
         return Ok(None);
     }
-    let holder = lease_holder(table).await.map_or_else(|| "an unknown run".to_string(), |h| h.to_string());
-    let until = chrono::DateTime::from_timestamp_millis(until).map(|t| t.to_rfc3339()).unwrap_or_default();
-    Ok(Some(format!("{holder}, until {until}")))
+    Ok(Some(Lease { until_ms, holder: lease_holder(table).await }))
 }
 
 /// Commit metadata keys naming a lease's holder.
