@@ -9,10 +9,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 # Independent readers (Python deltalake) in a venv kept between runs.
 VENV="${WEIR_VENV:-$HOME/.cache/weir-venv}"
-if ! "$VENV/bin/python" -c "import deltalake, pyarrow, polars" >/dev/null 2>&1; then
+# Rebuilt when scripts/requirements.txt changes.
+if ! cmp -s scripts/requirements.txt "$VENV/.weir-requirements" \
+   || ! "$VENV/bin/python" -c "import deltalake, pyarrow, polars, fastavro" >/dev/null 2>&1; then
   echo "creating the Python reader venv in $VENV (once)..." >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt "$VENV/.weir-requirements"
 fi
 export WEIR_PYTHON="$VENV/bin/python"
 

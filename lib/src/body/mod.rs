@@ -74,7 +74,9 @@
 //!   meaning, so it is never decoded (ingest's subject columns hold null for
 //!   it, see [`subject`]).
 
+pub mod avro;
 mod convert;
+pub mod framing;
 mod prepass;
 mod schema;
 pub mod subject;

@@ -136,6 +136,38 @@ impl SubjectMatcher {
     }
 }
 
+impl SubjectMatcher {
+    /// For a body that is not JSON and could not be decoded (binary Avro
+    /// with an unknown schema, corrupt compressed data): the index of a
+    /// value found in it as a quoted JSON string or as an Avro string
+    /// (length prefix and UTF-8 bytes).
+    pub fn find_encoded(&self, body: &[u8]) -> Option<usize> {
+        let mut values: Vec<(&String, usize)> = self.values.iter().map(|(v, i)| (v, *i)).collect();
+        values.sort_by_key(|(_, i)| *i);
+        values.into_iter().find_map(|(v, i)| {
+            let quoted = &self.needles[i];
+            let avro = avro_string(v);
+            ((!quoted.is_empty() && contains(body, quoted)) || (!v.is_empty() && contains(body, &avro))).then_some(i)
+        })
+    }
+}
+
+/// `value` as Avro binary encodes a string: zigzag varint length, bytes.
+fn avro_string(value: &str) -> Vec<u8> {
+    let mut n = (value.len() as u64) << 1;
+    let mut out = Vec::with_capacity(value.len() + 2);
+    loop {
+        if n < 0x80 {
+            out.push(n as u8);
+            break;
+        }
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -58,6 +58,7 @@ use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::DeltaTable;
 use futures::StreamExt as _;
 
+use crate::body::framing::{envelope_columns, Envelope, Framing};
 use crate::body::subject::{self, SubjectMatcher};
 use crate::curate::CurateOptions;
 use crate::delta::{self, TableSpec, WriteOptions};
@@ -162,6 +163,8 @@ struct Finder {
     matchers: Vec<(String, SubjectMatcher, Vec<usize>)>,
     /// HMAC of each subject's value, for the erasure log.
     hashes: Vec<String>,
+    /// How bodies become JSON.
+    framing: Arc<Framing>,
 }
 
 impl Finder {
@@ -237,11 +240,34 @@ impl Finder {
                 (f.clone(), SubjectMatcher::new(f, &values), idx)
             })
             .collect();
-        Ok(Finder { subjects, fields, by_value, by_stored, matchers, hashes })
+        let framing = loaded.body_framing()?;
+        Ok(Finder { subjects, fields, by_value, by_stored, matchers, hashes, framing })
     }
 
-    fn body_match(&self, body: &[u8]) -> Option<usize> {
-        self.matchers.iter().find_map(|(_, m, idx)| m.find(body).map(|j| idx[j]))
+    /// The subject a body belongs to, read from its JSON; a body that
+    /// cannot be framed (a quarantined one) is searched for the values'
+    /// encodings, since personal data in a broken body is still personal data.
+    fn body_match(&self, body: &[u8], envelope: &Envelope<'_>) -> Option<usize> {
+        let mut buf = Vec::new();
+        match self.framing.json(body, envelope, &mut buf) {
+            Ok(json) => self.matchers.iter().find_map(|(_, m, idx)| m.find(json).map(|j| idx[j])),
+            Err(_) => self.matchers.iter().find_map(|(_, m, idx)| m.find_encoded(body).map(|j| idx[j])),
+        }
+    }
+
+    /// The envelope of row `row` of a batch whose columns from `at` on are
+    /// `system_properties` and `properties` (when the framing reads them).
+    fn envelope_of(&self, batch: &RecordBatch, at: usize, row: usize) -> [Option<String>; 2] {
+        if !self.framing.reads_properties() || batch.num_columns() < at + 2 {
+            return [None, None];
+        }
+        let [ct, ce] = envelope_columns(
+            1,
+            Some(batch.column(at).slice(row, 1).as_ref()),
+            Some(batch.column(at + 1).slice(row, 1).as_ref()),
+        );
+        let text = |c: &ArrayRef| c.as_string_opt::<i32>().filter(|c| c.is_valid(0)).map(|c| c.value(0).to_string());
+        [text(&ct), text(&ce)]
     }
 }
 
@@ -365,11 +391,15 @@ async fn find_raw(table: &DeltaTable, f: &Finder) -> Result<(Found, Lineage)> {
     } else {
         String::new()
     };
-    let sql = format!("SELECT {keys}, body FROM t {null_filter}");
+    let envelope = if f.framing.reads_properties() { ", system_properties, properties" } else { "" };
+    let sql = format!("SELECT {keys}, body{envelope} FROM t {null_filter}");
     parts.push(
         scan(table, &sql, 3, |b, row| {
             let body = b.column(3);
-            subject::body_bytes(body.as_ref(), row).and_then(|bytes| f.body_match(bytes))
+            let [content_type, content_encoding] = f.envelope_of(b, 4, row);
+            let envelope =
+                Envelope { content_type: content_type.as_deref(), content_encoding: content_encoding.as_deref() };
+            subject::body_bytes(body.as_ref(), row).and_then(|bytes| f.body_match(bytes, &envelope))
         })
         .await?,
     );
@@ -434,9 +464,9 @@ async fn find_quarantine(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Resul
     let sql = format!("SELECT _partition_id, _sequence_number, {QUARANTINE_PARTITION_COLUMN}, body FROM t");
     scan(table, &sql, 3, |b, row| {
         let pid = text(b, 0, row)?;
-        raw.get(&(pid, int(b, 1, row)))
-            .copied()
-            .or_else(|| subject::body_bytes(b.column(3).as_ref(), row).and_then(|bytes| f.body_match(bytes)))
+        raw.get(&(pid, int(b, 1, row))).copied().or_else(|| {
+            subject::body_bytes(b.column(3).as_ref(), row).and_then(|bytes| f.body_match(bytes, &Envelope::default()))
+        })
     })
     .await
 }

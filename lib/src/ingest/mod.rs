@@ -191,8 +191,15 @@ impl StageWork for IngestOptions {
 
         let width = Width::of(&pipeline.ingest, &source);
         let (store, _) = source.object_store()?;
-        let reader =
-            Reader { files: read::Files { store, source: source.to_string(), subjects: subjects.clone() }, width };
+        let reader = Reader {
+            files: read::Files {
+                store,
+                source: source.to_string(),
+                subjects: subjects.clone(),
+                framing: loaded.body_framing()?,
+            },
+            width,
+        };
         let run = RunContext {
             pipeline: &pipeline.name,
             run_id: &self.run_id,

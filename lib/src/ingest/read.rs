@@ -19,6 +19,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
+use crate::body::framing::{envelope_columns, Envelopes, Framing};
 use crate::body::subject;
 use crate::capture::{decode_chunk, CaptureFile, Chunk, DecodeError, Header, Splitter};
 use crate::{Error, Result};
@@ -71,6 +72,7 @@ pub(crate) fn pieces(
     fetches: usize,
     decoders: usize,
     subjects: Vec<String>,
+    framing: Arc<Framing>,
 ) -> BoxStream<'static, Result<Piece>> {
     stream::iter(files)
         .map(move |file| {
@@ -90,8 +92,8 @@ pub(crate) fn pieces(
             Err((file, e)) => stream::once(async move { Ok(Framed::unreadable(file, 0, e)) }).boxed(),
         })
         .map(move |framed| {
-            let subjects = subjects.clone();
-            async move { decode_with_deadline(framed?, subjects).await }
+            let (subjects, framing) = (subjects.clone(), framing.clone());
+            async move { decode_with_deadline(framed?, subjects, framing).await }
         })
         .buffered(decoders.max(1))
         .boxed()
@@ -102,6 +104,8 @@ pub(crate) struct Files {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) source: String,
     pub(crate) subjects: Vec<String>,
+    /// How bodies become JSON, for the subject columns.
+    pub(crate) framing: Arc<Framing>,
 }
 
 impl Files {
@@ -112,7 +116,15 @@ impl Files {
         fetches: usize,
         decoders: usize,
     ) -> BoxStream<'static, Result<Piece>> {
-        pieces(self.store.clone(), self.source.clone(), files, fetches, decoders, self.subjects.clone())
+        pieces(
+            self.store.clone(),
+            self.source.clone(),
+            files,
+            fetches,
+            decoders,
+            self.subjects.clone(),
+            self.framing.clone(),
+        )
     }
 }
 
@@ -255,7 +267,7 @@ impl FileReader {
 ///
 /// The subject-key columns are extracted there too (one parse of every
 /// body, ~10% of ingest's CPU): they are appended after the capture columns.
-async fn decode_with_deadline(framed: Framed, subjects: Vec<String>) -> Result<Piece> {
+async fn decode_with_deadline(framed: Framed, subjects: Vec<String>, framing: Arc<Framing>) -> Result<Piece> {
     let Framed { file, header, chunk, index, last, file_bytes, unreadable } = framed;
     if let Some(e) = unreadable {
         let result = Err(DecodeError::file(e.to_string()));
@@ -277,7 +289,7 @@ async fn decode_with_deadline(framed: Framed, subjects: Vec<String>) -> Result<P
         if subjects.is_empty() {
             Ok(batch)
         } else {
-            with_subject_columns(&batch, &subjects)
+            with_subject_columns(&batch, &subjects, &framing)
         }
     });
     match tokio::time::timeout(deadline, work).await {
@@ -290,12 +302,29 @@ async fn decode_with_deadline(framed: Framed, subjects: Vec<String>) -> Result<P
     }
 }
 
-/// Capture rows with one `subject_<field>` column per subject field after them.
-fn with_subject_columns(batch: &RecordBatch, subjects: &[String]) -> std::result::Result<RecordBatch, DecodeError> {
+/// Capture rows with one `subject_<field>` column per subject field after
+/// them, read from each body's JSON (`framing`; null where it has none).
+fn with_subject_columns(
+    batch: &RecordBatch,
+    subjects: &[String],
+    framing: &Framing,
+) -> std::result::Result<RecordBatch, DecodeError> {
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(subjects.iter().map(|s| Field::new(subject::column_name(s), DataType::Utf8, true)));
     let mut columns = batch.columns().to_vec();
-    columns.extend(subject::extract(batch.column(5).as_ref(), subjects));
+    let bodies = batch
+        .column_by_name("body")
+        .ok_or_else(|| DecodeError { record: None, reason: "internal: no body column".into() })?;
+    if framing.is_plain() {
+        columns.extend(subject::extract(bodies.as_ref(), subjects));
+    } else {
+        let column = |name: &str| batch.column_by_name(name).map(|c| c.as_ref());
+        let [content_type, content_encoding] =
+            envelope_columns(batch.num_rows(), column("system_properties"), column("properties"));
+        let envelopes = Envelopes::new(Some(content_type.as_ref()), Some(content_encoding.as_ref()));
+        let (json, _) = framing.json_array(bodies.as_ref(), &envelopes);
+        columns.extend(subject::extract(&json, subjects));
+    }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| DecodeError { record: None, reason: format!("internal: subject columns: {e}") })
 }
@@ -331,7 +360,8 @@ mod tests {
             partition_id: "0".into(),
         };
         let mut out = Vec::new();
-        let mut s = pieces(store, "local".into(), vec![file], 2, 2, Vec::new());
+        let plain = Arc::new(Framing::Json(crate::body::framing::Compression::None));
+        let mut s = pieces(store, "local".into(), vec![file], 2, 2, Vec::new(), plain);
         while let Some(p) = s.next().await {
             out.push(p.unwrap());
         }

@@ -138,12 +138,19 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         }
     };
 
-    let body = pipeline.body.as_ref().map(|b| {
-        let (schema, text) = read_pipeline_file(file, &b.schema)?;
+    let read = pipeline.body.as_ref().map(|b| read_pipeline_file(file, &b.schema));
+    let body = read.as_ref().map(|read| {
+        let (schema, text) = read.clone()?;
         BodySchema::parse(&text, &schema.display().to_string()).map(Arc::new).map_err(|e| e.to_string())
     });
+    // A schema that cannot be read is reported under body.schema alone.
+    let framing = pipeline.body.as_ref().zip(read.as_ref()).map(|(b, read)| match read {
+        Ok((_, text)) => super::framing::compile(file, b, text).map(Arc::new),
+        Err(_) => Err(Vec::new()),
+    });
     let locations = Arc::new(resolve_locations(&pipeline));
-    let loaded = LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, locations };
+    let loaded =
+        LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, framing, locations };
     let problems = loaded.validate();
     if problems.is_empty() {
         Ok(loaded)

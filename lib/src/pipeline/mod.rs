@@ -18,6 +18,7 @@
 
 pub mod check;
 mod curate;
+mod framing;
 mod interpolate;
 pub mod limits;
 mod load;
@@ -30,10 +31,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::body::framing::Framing;
 use crate::body::BodySchema;
 use crate::storage::Location;
 
 pub use crate::error::Problem;
+
+/// Problems found at load, as (key path, message).
+type Problems = Vec<(String, String)>;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
 pub use load::{load_pipeline, parse_pipeline, read_pipeline_file};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
@@ -52,6 +57,9 @@ pub struct LoadedPipeline {
     /// The body schema, parsed at load (`None` without `body:`); the error
     /// is reported under `body.schema` by validation.
     body: Option<Result<Arc<BodySchema>, String>>,
+    /// How bodies become JSON, compiled at load with every writer schema
+    /// (`None` without `body:`); problems by key path.
+    framing: Option<Result<Arc<Framing>, Problems>>,
     /// Every declared location by key path, resolved at load (relative
     /// paths against the working directory then), or why it does not
     /// resolve (reported by validation).
@@ -87,6 +95,16 @@ impl LoadedPipeline {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b.clone())),
             Some(Err(e)) => Err(self.invalid("body.schema", e.clone())),
+        }
+    }
+
+    /// How the pipeline's bodies become JSON (plain JSON without `body:`).
+    pub fn body_framing(&self) -> crate::Result<Arc<Framing>> {
+        match &self.framing {
+            None => Ok(Arc::new(Framing::Json(crate::body::framing::Compression::None))),
+            Some(Ok(f)) => Ok(f.clone()),
+            Some(Err(problems)) if problems.is_empty() => Err(self.invalid("body.schema", "cannot be read")),
+            Some(Err(problems)) => Err(self.invalid_all(problems.clone())),
         }
     }
 
@@ -269,17 +287,57 @@ pub struct BodyConfig {
     /// Body encoding.
     #[serde(default)]
     pub format: BodyFormat,
-    /// Avro schema (`.avsc`) of the body, relative to the pipeline file.
+    /// Avro schema (`.avsc`) of the body, relative to the pipeline file: the
+    /// columns of the processed table (the reader's schema for Avro bodies).
     pub schema: PathBuf,
+    /// Compression of `json` bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<BodyCompression>,
+    /// Writer schemas by schema id, for `avro-schema-registry` and
+    /// `confluent`: a folder of `<id>.avsc` files, or a map of id to file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_schemas: Option<WriterSchemas>,
 }
 
 /// Body encodings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum BodyFormat {
-    /// UTF-8 JSON, one object per event.
+    /// UTF-8 JSON, one object per event (maybe compressed, see `compression`).
     #[default]
     Json,
+    /// A binary Avro datum written with `schema` (no container, no header).
+    Avro,
+    /// Azure Schema Registry's Avro: the content type property is
+    /// `avro/binary+<schema id>`, the body a datum of that writer schema.
+    AvroSchemaRegistry,
+    /// Confluent's wire format: byte 0, a 4-byte big-endian schema id, the datum.
+    Confluent,
+}
+
+/// Compression of JSON bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyCompression {
+    /// Plain JSON.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// zlib (HTTP's `deflate`) or raw deflate.
+    Deflate,
+    /// By the event's content-encoding property, else by the bytes.
+    Auto,
+}
+
+/// Where writer schemas are found by id.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum WriterSchemas {
+    /// A folder of `<schema id>.avsc` files, relative to the pipeline file.
+    Folder(PathBuf),
+    /// Schema id to `.avsc` file, relative to the pipeline file.
+    Files(BTreeMap<String, PathBuf>),
 }
 
 /// The pipeline's tables.

@@ -36,6 +36,11 @@ impl LoadedPipeline {
         if let Some(Err(e)) = &self.body {
             bad("body.schema", e.clone());
         }
+        if let Some(Err(framing)) = &self.framing {
+            for (path, msg) in framing {
+                bad(path, msg.clone());
+            }
+        }
         for (path, msg) in super::check::process(self) {
             bad(&path, msg);
         }

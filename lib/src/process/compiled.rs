@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::body::framing::Framing;
 use crate::body::BodySchema;
 use crate::dedup::DedupConfig;
 use crate::delta::TableSpec;
@@ -24,6 +25,8 @@ pub struct Compiled {
     pub pipeline: String,
     /// The body schema.
     pub body: Arc<BodySchema>,
+    /// How bodies become the JSON the body schema decodes.
+    pub framing: Arc<Framing>,
     /// The rows the expectations see: body fields (all nullable), `_rescued`
     /// and the lineage columns.
     pub checked_schema: SchemaRef,
@@ -100,6 +103,7 @@ impl Compiled {
         Ok(Compiled {
             pipeline: p.name.clone(),
             body,
+            framing: loaded.body_framing()?,
             checked_schema: checked,
             expectations,
             pii,

@@ -23,6 +23,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
 use super::metrics::RuleFigures;
 use super::read::raw_read_schema;
 use super::{arrow_err, Compiled};
+use crate::body::framing::Envelopes;
 use crate::expectations::{Action, Expectation};
 use crate::lake::contract::{quarantine_schema, SCHEMA_RULE};
 use crate::report::{DataProblem, ProblemKind, RuleVerdict};
@@ -258,10 +259,25 @@ struct RowChecks {
 /// that parsed.
 fn check_rows(plan: &Compiled, raw: &RecordBatch) -> Result<RowChecks> {
     let n = raw.num_rows();
-    let parsed = plan.body.decode(raw_column(raw, "body")?.as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    let bodies = raw_column(raw, "body")?;
     let mut schema_reason: Vec<Option<String>> = vec![None; n];
+    let parsed = if plan.framing.is_plain() {
+        plan.body.decode(bodies.as_ref())
+    } else {
+        let envelopes = Envelopes::new(
+            raw.column_by_name("content_type").map(|c| c.as_ref()),
+            raw.column_by_name("content_encoding").map(|c| c.as_ref()),
+        );
+        let (json, unframed) = plan.framing.json_array(bodies.as_ref(), &envelopes);
+        for (row, reason) in unframed {
+            schema_reason[row] = Some(reason);
+        }
+        plan.body.decode(&json)
+    }
+    .map_err(|e| Error::Internal(e.to_string()))?;
     for (row, reason) in parsed.failures {
-        schema_reason[row] = Some(reason);
+        // A body that could not be framed decodes as null: its reason stays.
+        schema_reason[row].get_or_insert(reason);
     }
 
     // The rows the rules see: parsed body, `_rescued`, lineage.

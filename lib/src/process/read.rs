@@ -9,13 +9,16 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::DeltaTable;
 
+use crate::body::framing::envelope_columns;
 use crate::capture::decode::utc_micros;
 use crate::expectations;
 use crate::lake::contract::RAW_PARTITION_COLUMN;
 use crate::{Error, Result};
 
 /// Reads raw rows committed in versions `from..=to`, with normalised types:
-/// partition and file as Utf8, body as Binary, `_commit_version` last.
+/// partition and file as Utf8, body as Binary, each event's content type
+/// and encoding (read from the Capture maps only when `envelopes`, else
+/// null), `_commit_version` last.
 ///
 /// Raw versions are almost always appends: their inserted rows are the
 /// rows of the files they add, read here straight from Parquet with only the
@@ -23,9 +26,9 @@ use crate::{Error, Result};
 /// never decoded). A range holding any other change (an erase or retention
 /// delete, a deletion vector, column mapping) is read from the change feed,
 /// whose inserts are what a plain append would have given.
-pub(super) async fn read_raw(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+pub(super) async fn read_raw(raw: &DeltaTable, from: u64, to: u64, envelopes: bool) -> Result<Vec<RecordBatch>> {
     match appended_files(raw, from, to).await? {
-        Some(files) => read_appended(raw, files).await,
+        Some(files) => read_appended(raw, files, envelopes).await,
         None => read_raw_changes(raw, from, to).await,
     }
 }
@@ -39,6 +42,8 @@ pub(super) fn raw_read_schema() -> SchemaRef {
         Field::new("enqueued_date", DataType::Date32, false),
         Field::new("source_file", DataType::Utf8, false),
         Field::new("body", DataType::Binary, true),
+        Field::new("content_type", DataType::Utf8, true),
+        Field::new("content_encoding", DataType::Utf8, true),
         Field::new("_commit_version", DataType::Int64, false),
     ]))
 }
@@ -86,7 +91,11 @@ async fn appended_files(raw: &DeltaTable, from: u64, to: u64) -> Result<Option<V
 }
 
 /// Reads the processing columns of appended raw files, in log order.
-async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add)>) -> Result<Vec<RecordBatch>> {
+async fn read_appended(
+    raw: &DeltaTable,
+    files: Vec<(u64, deltalake::kernel::Add)>,
+    envelopes: bool,
+) -> Result<Vec<RecordBatch>> {
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use deltalake::parquet::arrow::ProjectionMask;
     use futures::{StreamExt as _, TryStreamExt as _};
@@ -114,7 +123,10 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
             let bytes = fetched.bytes().await.map_err(|e| Error::storage(&at, e))?;
             let decode = move || -> std::result::Result<Vec<RecordBatch>, String> {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
-                let wanted = ["partition_id", "sequence_number", "enqueued_time", "source_file", "body"];
+                let mut wanted = vec!["partition_id", "sequence_number", "enqueued_time", "source_file", "body"];
+                if envelopes {
+                    wanted.extend(["system_properties", "properties"]);
+                }
                 let roots = wanted
                     .iter()
                     .map(|n| builder.schema().index_of(n).map_err(|_| format!("no column {n}")))
@@ -142,6 +154,11 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
                         let c = b.column_by_name(name).ok_or_else(|| fail(&format!("no column {name}")))?;
                         cast(c, t).map_err(|e| fail(&e))
                     };
+                    let [content_type, content_encoding] = envelope_columns(
+                        n,
+                        b.column_by_name("system_properties").map(|c| c.as_ref()),
+                        b.column_by_name("properties").map(|c| c.as_ref()),
+                    );
                     let columns = vec![
                         column("partition_id", &DataType::Utf8)?,
                         column("sequence_number", &DataType::Int64)?,
@@ -149,6 +166,8 @@ async fn read_appended(raw: &DeltaTable, files: Vec<(u64, deltalake::kernel::Add
                         Arc::new(Date32Array::from(vec![date; n])) as ArrayRef,
                         column("source_file", &DataType::Utf8)?,
                         column("body", &DataType::Binary)?,
+                        content_type,
+                        content_encoding,
                         Arc::new(Int64Array::from(vec![version as i64; n])) as ArrayRef,
                     ];
                     RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(&e))
@@ -192,8 +211,8 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<Re
     ctx.register_table("raw_changes", Arc::new(provider)).map_err(df_err)?;
     let batches = ctx
         .sql(
-            "SELECT partition_id, sequence_number, enqueued_time, enqueued_date, source_file, body, _commit_version \
-             FROM raw_changes WHERE _change_type = 'insert'",
+            "SELECT partition_id, sequence_number, enqueued_time, enqueued_date, source_file, body, \
+             system_properties, properties, _commit_version FROM raw_changes WHERE _change_type = 'insert'",
         )
         .await
         .map_err(df_err)?
@@ -203,10 +222,14 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<Re
     let schema = raw_read_schema();
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
+        let [content_type, content_encoding] =
+            envelope_columns(b.num_rows(), Some(b.column(6).as_ref()), Some(b.column(7).as_ref()));
+        let mut given: Vec<ArrayRef> = b.columns()[..6].to_vec();
+        given.extend([content_type, content_encoding, b.column(8).clone()]);
         let columns = schema
             .fields()
             .iter()
-            .zip(b.columns())
+            .zip(&given)
             .map(|(f, c)| cast(c, f.data_type()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(format!("raw change feed: {e}")))?;

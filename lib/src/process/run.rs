@@ -123,7 +123,7 @@ impl<'a> Run<'a> {
 
     /// Processes one range; `false` when a `fail` rule stopped the run.
     async fn range(&mut self, raw: &DeltaTable, range: RawRange) -> Result<bool> {
-        let rows = read_raw(raw, range.from, range.to).await?;
+        let rows = read_raw(raw, range.from, range.to, self.plan.framing.reads_properties()).await?;
         let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
         self.report.events_read += read as u64;
         let ev = evaluate(self.plan, rows, &self.options.run_id, range.now)?;

@@ -96,6 +96,8 @@ fn raw(first_sequence: i64, rows: &[(Option<&str>, i64)]) -> RecordBatch {
         Arc::new(Date32Array::from(vec![days(event_time()); n])),
         Arc::new(StringArray::from(vec!["capture/0/file.avro"; n])),
         Arc::new(BinaryArray::from(rows.iter().map(|(b, _)| b.map(str::as_bytes)).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
         Arc::new(Int64Array::from(rows.iter().map(|(_, v)| *v).collect::<Vec<_>>())),
     ];
     RecordBatch::try_new(raw_read_schema(), columns).unwrap()
