@@ -5,6 +5,8 @@ readers.
 usage:
   body_formats.py generate DIR FORMAT   # FORMAT: json | avro | avro-schema-registry | confluent
   body_formats.py check DIR
+  body_formats.py check-erased DIR ACCOUNT
+  body_formats.py bench DIR FORMAT EVENTS   # a defect-free set for bench/formats.sh
 
 `generate` writes DIR/capture (Capture Avro container files written by
 fastavro), DIR/pipeline.yaml, DIR/schemas and DIR/expected.json. Bodies are
@@ -456,6 +458,60 @@ def check(out):
     print("ok")
 
 
+def bench(out, fmt, events, partitions=32, files=12):
+    """A defect-free set of `events` transactions for the throughput bench
+    (bench/formats.sh): every body in `fmt` (JSON gzipped), Avro datums by
+    fastavro, Schema Registry content types as the Azure encoder sets them."""
+    writers = {v: fastavro.parse_schema(schema(v)) for v in (0, 1, 2)}
+    ids = {1: hashlib.sha256(json.dumps(schema(1)).encode()).hexdigest()[:32],
+           2: hashlib.sha256(json.dumps(schema(2)).encode()).hexdigest()[:32]}
+    if fmt == "confluent":
+        ids = {1: "101", 2: "102"}
+    capture = fastavro.parse_schema(CAPTURE_SCHEMA)
+    per_file = -(-events // (partitions * files))
+    i = 0
+    for f in range(files):
+        window = BASE + dt.timedelta(minutes=5 * f)
+        for partition in range(partitions):
+            records = []
+            for k in range(per_file):
+                if i >= events:
+                    break
+                t = transaction(i)
+                system = {}
+                if fmt == "json":
+                    body = gzip.compress(json.dumps(as_json(t)).encode(), compresslevel=6)
+                else:
+                    version = 0 if fmt == "avro" else producer_version(i)
+                    buf = io.BytesIO()
+                    fastavro.schemaless_writer(buf, writers[version], as_written(t, version))
+                    body = buf.getvalue()
+                    if fmt == "avro-schema-registry":
+                        system["content-type"] = f"avro/binary+{ids[version]}"
+                    elif fmt == "confluent":
+                        body = b"\x00" + struct.pack(">I", int(ids[version])) + body
+                seq = f * per_file + k
+                records.append({"SequenceNumber": seq, "Offset": str(seq), "EnqueuedTimeUtc": capture_time(window),
+                                "SystemProperties": system, "Properties": {}, "Body": body})
+                i += 1
+            folder = os.path.join(out, "capture", str(partition), *(f"{x:02d}" for x in (window.year, window.month, window.day, window.hour, window.minute)))
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "00.avro"), "wb") as fh:
+                fastavro.writer(fh, capture, records, codec="deflate")
+    os.makedirs(os.path.join(out, "schemas", "writers"), exist_ok=True)
+    with open(os.path.join(out, "schemas", "transaction.avsc"), "w") as fh:
+        json.dump(schema(0), fh, indent=1)
+    if fmt in ("avro-schema-registry", "confluent"):
+        for v, schema_id in ids.items():
+            with open(os.path.join(out, "schemas", "writers", f"{schema_id}.avsc"), "w") as fh:
+                json.dump(schema(v), fh, indent=1)
+    body = {"json": "  compression: gzip\n", "avro": ""}.get(fmt, "  writer_schemas: schemas/writers\n")
+    text = PIPELINE.format(format=fmt, body=body)
+    text = text[: text.index("curate:")]
+    with open(os.path.join(out, "pipeline.yaml"), "w") as fh:
+        fh.write(text)
+
+
 def check_erased(out, account):
     """After `weir erase --subject accountId=ACCOUNT`: every row of the
     account is gone from raw, processed and quarantine, bodies that could
@@ -487,6 +543,8 @@ def check_erased(out, account):
 if __name__ == "__main__":
     if sys.argv[1] == "generate":
         generate(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "bench":
+        bench(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1] == "check-erased":
         check_erased(sys.argv[2], sys.argv[3])
     else:

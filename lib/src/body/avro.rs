@@ -598,7 +598,7 @@ mod tests {
             {"name":"n","type":"int"}]}"#;
         check_compatible(older, reader).unwrap();
         let wrong =
-            r#"{"type":"record","name":"T","fields":[{"name":"amount","type":"string"},{"name":"n","type":"long"}]}"#;
+            r#"{"type":"record","name":"T","fields":[{"name":"amount","type":"boolean"},{"name":"n","type":"long"}]}"#;
         assert!(check_compatible(wrong, reader).unwrap_err().contains("amount"));
         let lacking = r#"{"type":"record","name":"T","fields":[{"name":"amount","type":"bytes"}]}"#;
         assert!(check_compatible(lacking, reader).is_err());

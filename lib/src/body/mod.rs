@@ -1,6 +1,10 @@
 //! Event bodies: JSON bodies parsed into typed Arrow columns by an Avro
 //! schema file (`.avsc`).
 //!
+//! Bodies in other formats (compressed JSON, binary Avro, Schema Registry
+//! and Confluent Avro) are turned into JSON first by [`framing`], so every
+//! format shares this module's semantics.
+//!
 //! The process stage reads the raw table's `body` column (bytes) and calls
 //! [`BodySchema::decode`], which returns one typed row per body plus a
 //! `_rescued` column ([`RESCUED_COLUMN`]) and a list of rows that failed,
