@@ -69,8 +69,16 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ("avro_with_compression", "  format: json\n", "  format: avro\n  compression: gzip\n"),
     ("registry_without_writer_schemas", "  format: json\n", "  format: avro-schema-registry\n"),
     ("json_with_writer_schemas", "  format: json\n", "  format: json\n  writer_schemas: ../schemas\n"),
-    ("writer_schema_folder_missing", "  format: json\n", "  format: confluent\n  writer_schemas: ../schemas/registry\n"),
-    ("confluent_id_not_a_number", "  format: json\n", "  format: confluent\n  writer_schemas: {v1: ../schemas/user_event.avsc}\n"),
+    (
+        "writer_schema_folder_missing",
+        "  format: json\n",
+        "  format: confluent\n  writer_schemas: ../schemas/registry\n",
+    ),
+    (
+        "confluent_id_not_a_number",
+        "  format: json\n",
+        "  format: confluent\n  writer_schemas: {v1: ../schemas/user_event.avsc}\n",
+    ),
 ];
 
 #[test]

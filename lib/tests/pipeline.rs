@@ -271,3 +271,40 @@ fn pipeline_files_may_not_leave_the_project_unless_absolute() {
     );
     assert!(!got.iter().any(|g| g.contains("root")), "nothing of /etc/passwd is shown: {got:#?}");
 }
+
+/// Writer schemas by id: numeric keys as Confluent ids, each checked
+/// against the pipeline's schema by Avro's resolution rules at load.
+#[test]
+fn writer_schemas_are_loaded_by_id_and_checked_against_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = r#"{"type":"record","name":"T","fields":[
+        {"name":"id","type":"string"},
+        {"name":"n","type":"long"},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"channel","type":"string","default":"web"}]}"#;
+    let older = r#"{"type":"record","name":"T","fields":[
+        {"name":"id","type":"string"},{"name":"n","type":"int"},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    let broken = r#"{"type":"record","name":"T","fields":[
+        {"name":"id","type":"string"},{"name":"n","type":"boolean"},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    std::fs::create_dir_all(dir.path().join("p")).unwrap();
+    std::fs::write(dir.path().join("reader.avsc"), reader).unwrap();
+    std::fs::write(dir.path().join("older.avsc"), older).unwrap();
+    std::fs::write(dir.path().join("broken.avsc"), broken).unwrap();
+    let file = dir.path().join("p/x.yaml");
+    let pipeline = |writers: &str| {
+        format!(
+            "name: x\nsource:\n  capture:\n    url: c\nbody:\n  format: confluent\n  schema: ../reader.avsc\n  writer_schemas: {writers}\ntables:\n  raw:\n    path: lake/raw\n"
+        )
+    };
+    let loaded = parse_pipeline(&file, &pipeline("{1: ../older.avsc, 2: ../reader.avsc}"), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!loaded.body_framing().unwrap().is_plain());
+
+    let err = parse_pipeline(&file, &pipeline("{1: ../older.avsc, 3: ../broken.avsc}"), &|_| None).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("body.writer_schemas.3: schema id 3"), "{text}");
+    assert!(text.contains("Avro's resolution rules"), "{text}");
+    assert!(!text.contains("schema id 1 "), "the compatible one is not named: {text}");
+}

@@ -331,13 +331,63 @@ pub enum BodyCompression {
 }
 
 /// Where writer schemas are found by id.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
 pub enum WriterSchemas {
     /// A folder of `<schema id>.avsc` files, relative to the pipeline file.
     Folder(PathBuf),
     /// Schema id to `.avsc` file, relative to the pipeline file.
     Files(BTreeMap<String, PathBuf>),
+}
+
+impl<'de> Deserialize<'de> for WriterSchemas {
+    /// A folder (a string), or a map whose keys may be written as numbers
+    /// (`42: file.avsc`, as Confluent ids are).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Id(String);
+        impl<'de> Deserialize<'de> for Id {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = Id;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a schema id (text or a number)")
+                    }
+                    fn visit_str<E: Error>(self, v: &str) -> Result<Id, E> {
+                        Ok(Id(v.to_string()))
+                    }
+                    fn visit_u64<E: Error>(self, v: u64) -> Result<Id, E> {
+                        Ok(Id(v.to_string()))
+                    }
+                    fn visit_i64<E: Error>(self, v: i64) -> Result<Id, E> {
+                        Ok(Id(v.to_string()))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WriterSchemas;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a folder of <schema id>.avsc files, or a map of schema id to .avsc file")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<WriterSchemas, E> {
+                Ok(WriterSchemas::Folder(PathBuf::from(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WriterSchemas, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((Id(id), file)) = map.next_entry::<Id, PathBuf>()? {
+                    if out.insert(id.clone(), file).is_some() {
+                        return Err(A::Error::custom(format!("schema id {id} is given twice")));
+                    }
+                }
+                Ok(WriterSchemas::Files(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The pipeline's tables.
