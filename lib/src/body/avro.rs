@@ -126,12 +126,20 @@ impl AvroTranscoder {
     /// the field path where decoding stopped.
     pub fn to_json(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         let mut r = Reader { bytes, at: 0 };
-        let mut path = Vec::new();
-        write(&self.root, &mut r, out, &mut path).map_err(|e| {
+        write(&self.root, &mut r, out).map_err(|Fail { mut path, message }| {
             if path.is_empty() {
-                e
+                message
             } else {
-                format!("field '{}': {e}", path.join("."))
+                // Segments were added innermost first, while unwinding.
+                path.reverse();
+                let mut dotted = String::new();
+                for segment in path {
+                    if !dotted.is_empty() && !segment.starts_with('[') {
+                        dotted.push('.');
+                    }
+                    dotted.push_str(&segment);
+                }
+                format!("field '{dotted}': {message}")
             }
         })?;
         if r.at != bytes.len() {
@@ -276,7 +284,7 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn long(&mut self) -> Result<i64, String> {
         let mut value: u64 = 0;
         let mut shift = 0;
@@ -302,7 +310,7 @@ impl Reader<'_> {
         i32::try_from(v).map_err(|_| format!("{v} does not fit an Avro int"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
             format!("the datum ends inside a value ({n} bytes wanted, {} left)", self.bytes.len() - self.at)
         })?;
@@ -333,13 +341,34 @@ impl Reader<'_> {
     }
 }
 
-fn write(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<String>) -> Result<(), String> {
+/// Where a datum failed: the field path (innermost segment first; built
+/// only on failure, so decoding allocates nothing for it) and why.
+struct Fail {
+    path: Vec<String>,
+    message: String,
+}
+
+impl From<String> for Fail {
+    fn from(message: String) -> Fail {
+        Fail { path: Vec::new(), message }
+    }
+}
+
+/// Adds the segment `at` to a failure's path.
+fn at<T>(result: Result<T, Fail>, at: impl FnOnce() -> String) -> Result<T, Fail> {
+    result.map_err(|mut f| {
+        f.path.push(at());
+        f
+    })
+}
+
+fn write(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Fail> {
     match node {
         Node::Null => out.extend_from_slice(b"null"),
         Node::Boolean => match r.take(1)?[0] {
             0 => out.extend_from_slice(b"false"),
             1 => out.extend_from_slice(b"true"),
-            b => return Err(format!("{b} is not a boolean")),
+            b => return Err(format!("{b} is not a boolean").into()),
         },
         Node::Int => number(out, r.int()?),
         Node::Long => number(out, r.long()?),
@@ -376,8 +405,8 @@ fn write(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<Stri
                 .ok_or_else(|| format!("enum index {i} is out of range ({} symbols)", symbols.len()))?;
             out.extend_from_slice(s.as_bytes());
         }
-        Node::Array(item) => items(item, r, out, path)?,
-        Node::Map(value) => entries(value, r, out, path)?,
+        Node::Array(item) => items(item, r, out)?,
+        Node::Map(value) => entries(value, r, out)?,
         Node::Record { fields, defaults } => {
             out.push(b'{');
             for (i, (key, name, field)) in fields.iter().enumerate() {
@@ -385,9 +414,7 @@ fn write(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<Stri
                     out.push(b',');
                 }
                 out.extend_from_slice(key.as_bytes());
-                path.push(name.clone());
-                write(field, r, out, path)?;
-                path.pop();
+                at(write(field, r, out), || name.clone())?;
             }
             for (i, d) in defaults.iter().enumerate() {
                 if i > 0 || !fields.is_empty() {
@@ -403,14 +430,14 @@ fn write(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<Stri
                 .ok()
                 .and_then(|i| branches.get(i))
                 .ok_or_else(|| format!("union branch {i} is out of range ({} branches)", branches.len()))?;
-            write(branch, r, out, path)?;
+            write(branch, r, out)?;
         }
     }
     Ok(())
 }
 
 /// An array's blocks as a JSON array.
-fn items(item: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<String>) -> Result<(), String> {
+fn items(item: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Fail> {
     out.push(b'[');
     let mut i = 0;
     loop {
@@ -422,9 +449,7 @@ fn items(item: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<Stri
             if i > 0 {
                 out.push(b',');
             }
-            path.push(format!("[{i}]"));
-            write(item, r, out, path)?;
-            path.pop();
+            at(write(item, r, out), || format!("[{i}]"))?;
             i += 1;
         }
     }
@@ -433,7 +458,7 @@ fn items(item: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<Stri
 }
 
 /// A map's blocks as a JSON object, entries in the writer's order.
-fn entries(value: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<String>) -> Result<(), String> {
+fn entries(value: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), Fail> {
     out.push(b'{');
     let mut first = true;
     loop {
@@ -450,9 +475,7 @@ fn entries(value: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>, path: &mut Vec<S
             let key = std::str::from_utf8(r.take(len)?).map_err(|e| format!("a map key is not UTF-8: {e}"))?;
             escape(out, key);
             out.push(b':');
-            path.push(key.to_string());
-            write(value, r, out, path)?;
-            path.pop();
+            at(write(value, r, out), || key.to_string())?;
         }
     }
     out.push(b'}');
@@ -602,6 +625,25 @@ mod tests {
         assert!(check_compatible(wrong, reader).unwrap_err().contains("amount"));
         let lacking = r#"{"type":"record","name":"T","fields":[{"name":"amount","type":"bytes"}]}"#;
         assert!(check_compatible(lacking, reader).is_err());
+    }
+
+    #[test]
+    fn a_failure_names_the_field_path() {
+        let w = Schema::parse_str(
+            r#"{"type":"record","name":"T","fields":[{"name":"items","type":{"type":"array","items":
+                {"type":"record","name":"I","fields":[{"name":"attrs","type":{"type":"map","values":"double"}}]}}}]}"#,
+        )
+        .unwrap();
+        let item = |x: f64| {
+            Value::Record(vec![(
+                "attrs".into(),
+                Value::Map([("w".to_string(), Value::Double(x))].into_iter().collect()),
+            )])
+        };
+        let v = Value::Record(vec![("items".into(), Value::Array(vec![item(1.0), item(f64::NAN)]))]);
+        let bytes = apache_avro::to_avro_datum(&w, v).unwrap();
+        let err = AvroTranscoder::new(&w, None).unwrap().to_json(&bytes, &mut Vec::new()).unwrap_err();
+        assert!(err.starts_with("field 'items[1].attrs.w': NaN has no JSON spelling"), "{err}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Compiled {
             dedup: process.dedup.clone(),
             processed_schema,
             pre_pii_schema: pre,
-            config_hash: config_hash(&process, &body_config.schema, loaded),
+            config_hash: config_hash(&process, body_config, loaded),
             config: process,
             tables,
         })
@@ -144,11 +144,19 @@ impl Compiled {
     }
 }
 
-/// The fingerprint of the `process:` section and the body schema file.
-fn config_hash(process: &ProcessConfig, schema: &std::path::Path, loaded: &LoadedPipeline) -> String {
+/// The fingerprint of the `process:` section, the body schema file and,
+/// for bodies other than plain JSON, the `body:` section.
+fn config_hash(process: &ProcessConfig, body: &crate::pipeline::BodyConfig, loaded: &LoadedPipeline) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(serde_json::to_vec(process).unwrap_or_default());
-    h.update(std::fs::read(loaded.base_dir().join(schema)).unwrap_or_default());
+    h.update(std::fs::read(loaded.base_dir().join(&body.schema)).unwrap_or_default());
+    // Plain JSON leaves the fingerprint of lakes written before formats existed as it was.
+    let plain = body.format == crate::pipeline::BodyFormat::Json
+        && body.compression.is_none_or(|c| c == crate::pipeline::BodyCompression::None)
+        && body.writer_schemas.is_none();
+    if !plain {
+        h.update(serde_json::to_vec(body).unwrap_or_default());
+    }
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
