@@ -447,6 +447,18 @@ def check(out):
         assert reason in got_q[key]["reason"], f"{key}: {got_q[key]['reason']!r} lacks {reason!r}"
         assert got_q[key]["body"] is not None, "the body is kept as received"
 
+    # Ingest read each decodable body's subject key into its raw column
+    # (erasure finds rows by it); only the broken bodies lack it.
+    raw = DeltaTable(os.path.join(lake, "raw")).to_pyarrow_table(
+        columns=["partition_id", "sequence_number", "subject_accountId"]
+    ).to_pylist()
+    no_subject = {f"{r['partition_id']}/{r['sequence_number']}" for r in raw if r["subject_accountId"] is None}
+    broken = {k for k, reason in expected["quarantine"].items() if reason != "amount_not_negative"}
+    assert no_subject == broken, (sorted(no_subject), sorted(broken))
+    for r in raw:
+        key = f"{r['partition_id']}/{r['sequence_number']}"
+        assert key in broken or r["subject_accountId"] == expected["accounts"][key], (key, r)
+
     totals = DeltaTable(os.path.join(lake, "curated", "totals")).to_pyarrow_table().to_pylist()
     got_t = {r["currency"]: (str(r["total"]), r["n"]) for r in totals}
     want_t = {}
