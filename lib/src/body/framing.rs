@@ -249,7 +249,11 @@ fn inflate(body: &[u8], how: Inflate, out: &mut Vec<u8>) -> Result<(), String> {
         Inflate::Zlib => "zlib",
         Inflate::Raw => "deflate",
     };
-    let mut d = libdeflater::Decompressor::new();
+    thread_local! {
+        // One inflater per thread: its state is ~32 KiB, too much to build per body.
+        static INFLATER: std::cell::RefCell<libdeflater::Decompressor> =
+            std::cell::RefCell::new(libdeflater::Decompressor::new());
+    }
     // gzip records the inflated size (mod 4 GiB) in its last 4 bytes.
     let hint = match how {
         Inflate::Gzip if body.len() >= 18 => {
@@ -260,11 +264,11 @@ fn inflate(body: &[u8], how: Inflate, out: &mut Vec<u8>) -> Result<(), String> {
     let mut room = hint.clamp(64, MAX_INFLATED);
     loop {
         out.resize(room, 0);
-        let result = match how {
+        let result = INFLATER.with_borrow_mut(|d| match how {
             Inflate::Gzip => d.gzip_decompress(body, out),
             Inflate::Zlib => d.zlib_decompress(body, out),
             Inflate::Raw => d.deflate_decompress(body, out),
-        };
+        });
         match result {
             Ok(n) => {
                 out.truncate(n);
