@@ -25,7 +25,7 @@ fn example_pipeline_is_valid_with_defaults() {
     assert!(p.source.capture.url == "testdata/capture/user_events" || std::env::var("WEIR_CAPTURE").is_ok());
     assert!(p.tables.raw.path.ends_with("/raw/user_events"));
     assert_eq!(p.source.capture.on_corrupt_file, OnCorruptFile::Halt);
-    assert_eq!(p.body.as_ref().unwrap().schema, PathBuf::from("../schemas/user_event.avsc"));
+    assert_eq!(p.body.as_ref().unwrap().schema, Some(PathBuf::from("../schemas/user_event.avsc")));
 }
 
 #[test]

@@ -194,6 +194,30 @@ pub fn envelope_columns(rows: usize, system: Option<&dyn Array>, properties: Opt
     [column(CONTENT_TYPE_KEYS), column(CONTENT_ENCODING_KEYS)]
 }
 
+/// The value of property `key` of each event (Utf8, null where absent or
+/// null): from the Capture record's application `properties`, then its
+/// `system_properties` (string maps; either may be absent), by exact,
+/// case-sensitive name.
+pub fn property_column(rows: usize, properties: Option<&dyn Array>, system: Option<&dyn Array>, key: &str) -> ArrayRef {
+    let maps: Vec<&MapArray> = [properties, system].into_iter().flatten().filter_map(|a| a.as_map_opt()).collect();
+    if maps.is_empty() {
+        return new_null_array(&DataType::Utf8, rows);
+    }
+    let found = |m: &&MapArray, row: usize| -> Option<String> {
+        if row >= m.len() || m.is_null(row) {
+            return None;
+        }
+        let names = m.keys().as_string_opt::<i32>()?;
+        let values = m.values().as_string_opt::<i32>()?;
+        let offsets = m.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .find(|&i| names.value(i) == key && values.is_valid(i))
+            .map(|i| values.value(i).to_string())
+    };
+    let values: StringArray = (0..rows).map(|row| maps.iter().find_map(|m| found(m, row))).collect();
+    Arc::new(values)
+}
+
 /// The value of the first of `keys` (case-insensitive) in row `row` of a
 /// string map.
 fn lookup<'a>(map: &'a MapArray, row: usize, keys: &[&str]) -> Option<&'a str> {
