@@ -399,6 +399,14 @@ fn erase_finds_a_subject_in_every_route_table_and_the_quarantine() {
     let dir = dir.path();
     ingested(dir);
     ok(&shop(dir, &["run"]));
+    // A field no route's schema marks as a subject key is refused.
+    let out = shop(dir, &["erase", "--subject", "orderId=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#""orderId" is not a subject-key field of any route's schema (declared: userId)"#),
+        "{stderr}"
+    );
     let report = ok(&shop(dir, &["erase", "--subject", "userId=u-1"]));
     let erasure = report["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "erase").unwrap();
     let deleted: BTreeMap<&str, u64> = erasure["erasure"]["tables"]
