@@ -393,4 +393,35 @@ mod tests {
         assert!(frame(&conf, &[0, 0, 0, 0, 8, 2, b'q'], Envelope::default()).unwrap_err().contains("schema id 8"));
         assert!(frame(&conf, b"{}", Envelope::default()).unwrap_err().contains("magic byte 0x7b"));
     }
+
+    /// A string map column of `rows`, each a list of (key, value).
+    fn string_map(rows: &[&[(&str, Option<&str>)]]) -> ArrayRef {
+        use deltalake::arrow::array::{MapBuilder, StringBuilder};
+        let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for row in rows {
+            for (k, v) in *row {
+                b.keys().append_value(k);
+                b.values().append_option(*v);
+            }
+            b.append(true).unwrap();
+        }
+        Arc::new(b.finish())
+    }
+
+    #[test]
+    fn a_property_is_read_from_the_application_properties_then_the_system_ones_by_exact_name() {
+        let app =
+            string_map(&[&[("eventType", Some("Purchase"))], &[], &[("EventType", Some("x"))], &[("eventType", None)]]);
+        let system = string_map(&[
+            &[("eventType", Some("UserEvent"))],
+            &[("eventType", Some("UserEvent"))],
+            &[],
+            &[("eventType", Some("Refund"))],
+        ]);
+        let got = property_column(4, Some(app.as_ref()), Some(system.as_ref()), "eventType");
+        let got = got.as_string::<i32>();
+        let values: Vec<Option<&str>> = (0..4).map(|i| got.is_valid(i).then(|| got.value(i))).collect();
+        assert_eq!(values, [Some("Purchase"), Some("UserEvent"), None, Some("Refund")]);
+        assert_eq!(property_column(2, None, None, "eventType").null_count(), 2);
+    }
 }
