@@ -103,6 +103,55 @@ fn validate_messages_for_broken_pipelines() {
     insta::assert_snapshot!("validate_broken", all.replace(&dir.path().display().to_string(), "[dir]"));
 }
 
+/// Broken pipelines with routes: the routed example with one thing wrong
+/// each.
+const BROKEN_ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "route_without_table",
+        "        table:\n          path: ${WEIR_LAKE:-lake}/processed/shop_purchases\n          description: Parsed, checked, deduplicated purchases.\n",
+        "",
+    ),
+    ("route_name_twice", "      - name: purchase\n", "      - name: user_event\n"),
+    ("route_bad_name", "      - name: purchase\n", "      - name: Purchase\n"),
+    ("route_value_twice", "when: [Purchase]", "when: [Purchase, UserEvent]"),
+    ("route_when_empty", "when: [Purchase]", "when: []"),
+    ("route_field_not_in_schema", "by: {property: eventType}", "by: {field: eventType}"),
+    ("route_by_two_keys", "by: {property: eventType}", "by: {property: eventType, field: type}"),
+    ("route_unknown_key", "        event_time: purchasedAt\n", "        event_tme: purchasedAt\n"),
+    (
+        "route_top_level_event_time",
+        "  raw_versions_per_commit: 1\n  routes:",
+        "  raw_versions_per_commit: 1\n  event_time: eventTimestamp\n  routes:",
+    ),
+    ("route_rule_sql", "sql: amount > 0", "sql: total > 0"),
+    ("route_avro_body", "  format: json\n", "  format: avro\n"),
+    ("route_curated_without_source", "        source: purchase\n", ""),
+];
+
+#[test]
+fn validate_messages_for_broken_routed_pipelines() {
+    let example = std::fs::read_to_string(repo().join("pipelines/shop_events.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    for f in ["schemas/user_event.avsc", "schemas/purchase.avsc"] {
+        std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+    }
+    let out = weir().arg("validate").arg(repo().join("pipelines/shop_events.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "the example is valid: {}", text(&out));
+    let mut all = String::new();
+    for (name, from, to) in BROKEN_ROUTES {
+        assert!(example.contains(from), "{name}: the example no longer holds {from:?}");
+        let file = pipelines.join(format!("{name}.yaml"));
+        std::fs::write(&file, example.replacen(from, to, 1)).unwrap();
+        let out = weir().arg("validate").arg(&file).env("WEIR_LAKE", dir.path().join("lake")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        all += &format!("== {name}: exit {}\n{}\n", out.status.code().unwrap(), text(&out));
+    }
+    insta::assert_snapshot!("validate_broken_routes", all.replace(&dir.path().display().to_string(), "[dir]"));
+}
+
 /// The example pipeline job by job on one lake, then `weir run` again (up
 /// to date) and on a fresh lake as a dry run.
 #[test]

@@ -65,8 +65,10 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         IngestOptions { partitions: partitions.clone(), dry_run: true, run_id: String::new(), on_progress: None };
     out.ingest = stage::plan(loaded, &ingest).await?;
     if p.process.is_some() {
-        let process = ProcessOptions { dry_run: true, run_id: String::new() };
-        out.stages.push(stage::plan(loaded, &process).await?);
+        let process = ProcessOptions { dry_run: true, run_id: String::new(), route: None };
+        for process in crate::process::each_unit(loaded, &process) {
+            out.stages.push(stage::plan(loaded, &process).await?);
+        }
     }
     if p.curate.as_ref().is_some_and(|c| !c.tables.is_empty()) {
         let curate = CurateOptions { dry_run: true, ..Default::default() };

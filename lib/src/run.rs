@@ -225,8 +225,11 @@ pub async fn run_stages(
         stages.push(stage::run(loaded, &options).await?);
     }
     if job == Job::Process || (job == Job::Run && p.process.is_some()) {
-        let options = ProcessOptions { dry_run: request.dry_run, run_id: run_id.to_string() };
-        stages.push(stage::run(loaded, &options).await?);
+        let options = ProcessOptions { dry_run: request.dry_run, run_id: run_id.to_string(), route: None };
+        // Once per route, with routes: each report is pushed as it completes.
+        for options in crate::process::each_unit(loaded, &options) {
+            stages.push(stage::run(loaded, &options).await?);
+        }
     }
     if job == Job::Curate || (job == Job::Run && p.curate.as_ref().is_some_and(|c| !c.tables.is_empty())) {
         let options = CurateOptions {

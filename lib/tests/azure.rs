@@ -79,7 +79,7 @@ async fn run_all(p: &LoadedPipeline) -> Vec<weir::report::StageReport> {
     let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
     vec![
         ingest(p, &opts).await.expect("ingest"),
-        process(p, &ProcessOptions { dry_run: false, run_id: "r".into() }).await.expect("process"),
+        process(p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None }).await.expect("process"),
         curate(p, &CurateOptions { run_id: "r".into(), ..Default::default() }).await.expect("curate"),
         // Compaction, z-order, a full vacuum of nothing old enough, checkpoints.
         weir::maintain::maintain(p, &weir::maintain::MaintainOptions { run_id: "r".into(), ..Default::default() })

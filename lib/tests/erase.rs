@@ -160,7 +160,7 @@ fn window_bodies(rng: &mut Rng, seq: &mut i64) -> Vec<Vec<u8>> {
 async fn run_stages(p: &LoadedPipeline, run: &str) {
     let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run.into(), on_progress: None };
     ingest(p, &opts).await.expect("ingest");
-    process(p, &ProcessOptions { dry_run: false, run_id: run.into() }).await.expect("process");
+    process(p, &ProcessOptions { dry_run: false, run_id: run.into(), route: None }).await.expect("process");
     curate(p, &CurateOptions { run_id: run.into(), ..Default::default() }).await.expect("curate");
 }
 

@@ -369,7 +369,7 @@ async fn large_files_are_ingested_and_processed_exactly_once() {
     let again = ingest(&p, &options).await.expect("rerun");
     assert_eq!((again.events_read, again.events_written, again.events_already_ingested), (total, 0, total));
 
-    let po = ProcessOptions { dry_run: false, run_id: "large".into() };
+    let po = ProcessOptions { dry_run: false, run_id: "large".into(), route: None };
     let r = process(&p, &po).await.expect("process");
     assert!(r.problems.iter().all(|p| !p.blocking), "{:?}", r.problems);
     let mut processed = keys(dir.path(), "processed", "_").await;

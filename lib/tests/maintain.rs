@@ -85,7 +85,7 @@ async fn load(p: &LoadedPipeline) {
     std::env::set_var("WEIR_TEST_PII_KEY", "0123456789abcdef-maintain-key");
     let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
     ingest(p, &opts).await.unwrap();
-    process(p, &ProcessOptions { dry_run: false, run_id: "r".into() }).await.unwrap();
+    process(p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None }).await.unwrap();
 }
 
 async fn table(dir: &Path, name: &str) -> deltalake::DeltaTable {

@@ -60,7 +60,7 @@ async fn run(dir: &Path, extra: &str, run_id: &str) {
     let options =
         IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None };
     ingest(&p, &options).await.unwrap();
-    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into() }).await.unwrap();
+    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None }).await.unwrap();
     let quality = report.quality.unwrap();
     assert_eq!(quality.events_quarantined, 0, "{quality:?}");
 }

@@ -203,7 +203,9 @@ async fn ingest_and_process_agree_with_an_independent_reading_of_input_and_table
             on_progress: None,
         };
         ingest(&pipeline, &options).await.unwrap();
-        process(&pipeline, &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}") }).await.unwrap();
+        process(&pipeline, &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}"), route: None })
+            .await
+            .unwrap();
     }
 
     // Input = raw.

@@ -25,7 +25,7 @@ fn example_pipeline_is_valid_with_defaults() {
     assert!(p.source.capture.url == "testdata/capture/user_events" || std::env::var("WEIR_CAPTURE").is_ok());
     assert!(p.tables.raw.path.ends_with("/raw/user_events"));
     assert_eq!(p.source.capture.on_corrupt_file, OnCorruptFile::Halt);
-    assert_eq!(p.body.as_ref().unwrap().schema, PathBuf::from("../schemas/user_event.avsc"));
+    assert_eq!(p.body.as_ref().unwrap().schema, Some(PathBuf::from("../schemas/user_event.avsc")));
 }
 
 #[test]
@@ -307,4 +307,68 @@ fn writer_schemas_are_loaded_by_id_and_checked_against_the_reader() {
     assert!(text.contains("body.writer_schemas.3: schema id 3"), "{text}");
     assert!(text.contains("Avro's resolution rules"), "{text}");
     assert!(!text.contains("schema id 1 "), "the compatible one is not named: {text}");
+}
+
+/// With `process.routes`, each route is a process unit with its own marker,
+/// table and schema; the raw subject columns are every route's subject
+/// fields; routes are refused what only a pipeline without routes takes,
+/// and the other way round.
+#[test]
+fn routes_are_units_with_their_own_marker_table_and_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    let schema = |name: &str, subject: &str| {
+        format!(
+            r#"{{"type": "record", "name": "{name}", "fields": [
+                {{"name": "kind", "type": "string"}},
+                {{"name": "{subject}", "type": "string", "weir.pii": "subject"}},
+                {{"name": "at", "type": "string", "weir.timestamp": "iso8601"}}]}}"#
+        )
+    };
+    std::fs::write(dir.path().join("schemas/a.avsc"), schema("A", "userId")).unwrap();
+    std::fs::write(dir.path().join("schemas/b.avsc"), schema("B", "accountId")).unwrap();
+    let routed = "name: r\nsource:\n  capture:\n    url: /c\nbody:\n  format: json\ntables:\n  raw: {path: /l/raw}\n  quarantine: {path: /l/q}\nprocess:\n  routes:\n    by: {field: kind}\n    types:\n      - {name: a, schema: ../schemas/a.avsc, table: {path: /l/a}, event_time: at}\n      - {name: b, when: [B, 2], schema: ../schemas/b.avsc, table: {path: /l/b}, event_time: at}\n";
+    let file = dir.path().join("pipelines/r.yaml");
+    let loaded = parse_pipeline(&file, routed, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let units = loaded.process_units();
+    let named: Vec<(String, String, String)> =
+        units.iter().map(|u| (u.name.clone(), u.app_id("r"), u.table_key.clone())).collect();
+    assert_eq!(
+        named,
+        [
+            ("a".into(), "weir/r/process/a".into(), "process.routes.types[0].table.path".into()),
+            ("b".into(), "weir/r/process/b".into(), "process.routes.types[1].table.path".into()),
+        ]
+    );
+    assert_eq!(loaded.routes().unwrap().types[1].values(), ["B", "2"]);
+    assert_eq!(loaded.subject_fields().unwrap(), ["userId", "accountId"]);
+    let tables: Vec<String> = loaded.tables_written().into_iter().map(|t| t.name).collect();
+    assert_eq!(tables, ["raw", "a", "b", "quarantine"]);
+
+    let errors = |text: &str| -> Vec<String> {
+        match parse_pipeline(&file, text, &|_| None) {
+            Ok(_) => vec![],
+            Err(Error::InvalidPipeline { problems }) => {
+                problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let with_top_level = routed.replace("process:\n", "process:\n  event_time: at\n  dedup: {key: [kind]}\n");
+    assert_eq!(
+        errors(&with_top_level),
+        [
+            "process.event_time: not used with process.routes: each route declares its own event_time",
+            "process.dedup: not used with process.routes: each route declares its own dedup",
+        ]
+    );
+    let unrouted = "name: u\nsource:\n  capture:\n    url: /c\nbody:\n  format: json\ntables:\n  raw: {path: /l/raw}\n  processed: {path: /l/p}\n  quarantine: {path: /l/q}\nprocess: {}\n";
+    assert_eq!(
+        errors(unrouted),
+        [
+            "process.event_time: missing: name the body field (a timestamp) whose UTC date partitions the processed table",
+            "body.schema: missing: the .avsc the process stage parses bodies by",
+        ]
+    );
 }

@@ -194,6 +194,30 @@ pub fn envelope_columns(rows: usize, system: Option<&dyn Array>, properties: Opt
     [column(CONTENT_TYPE_KEYS), column(CONTENT_ENCODING_KEYS)]
 }
 
+/// The value of property `key` of each event (Utf8, null where absent or
+/// null): from the Capture record's application `properties`, then its
+/// `system_properties` (string maps; either may be absent), by exact,
+/// case-sensitive name.
+pub fn property_column(rows: usize, properties: Option<&dyn Array>, system: Option<&dyn Array>, key: &str) -> ArrayRef {
+    let maps: Vec<&MapArray> = [properties, system].into_iter().flatten().filter_map(|a| a.as_map_opt()).collect();
+    if maps.is_empty() {
+        return new_null_array(&DataType::Utf8, rows);
+    }
+    let found = |m: &&MapArray, row: usize| -> Option<String> {
+        if row >= m.len() || m.is_null(row) {
+            return None;
+        }
+        let names = m.keys().as_string_opt::<i32>()?;
+        let values = m.values().as_string_opt::<i32>()?;
+        let offsets = m.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .find(|&i| names.value(i) == key && values.is_valid(i))
+            .map(|i| values.value(i).to_string())
+    };
+    let values: StringArray = (0..rows).map(|row| maps.iter().find_map(|m| found(m, row))).collect();
+    Arc::new(values)
+}
+
 /// The value of the first of `keys` (case-insensitive) in row `row` of a
 /// string map.
 fn lookup<'a>(map: &'a MapArray, row: usize, keys: &[&str]) -> Option<&'a str> {
@@ -372,5 +396,36 @@ mod tests {
         assert_eq!(frame(&conf, &[0, 0, 0, 0, 7, 2, b'q'], Envelope::default()).unwrap(), r#""q""#);
         assert!(frame(&conf, &[0, 0, 0, 0, 8, 2, b'q'], Envelope::default()).unwrap_err().contains("schema id 8"));
         assert!(frame(&conf, b"{}", Envelope::default()).unwrap_err().contains("magic byte 0x7b"));
+    }
+
+    /// A string map column of `rows`, each a list of (key, value).
+    fn string_map(rows: &[&[(&str, Option<&str>)]]) -> ArrayRef {
+        use deltalake::arrow::array::{MapBuilder, StringBuilder};
+        let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for row in rows {
+            for (k, v) in *row {
+                b.keys().append_value(k);
+                b.values().append_option(*v);
+            }
+            b.append(true).unwrap();
+        }
+        Arc::new(b.finish())
+    }
+
+    #[test]
+    fn a_property_is_read_from_the_application_properties_then_the_system_ones_by_exact_name() {
+        let app =
+            string_map(&[&[("eventType", Some("Purchase"))], &[], &[("EventType", Some("x"))], &[("eventType", None)]]);
+        let system = string_map(&[
+            &[("eventType", Some("UserEvent"))],
+            &[("eventType", Some("UserEvent"))],
+            &[],
+            &[("eventType", Some("Refund"))],
+        ]);
+        let got = property_column(4, Some(app.as_ref()), Some(system.as_ref()), "eventType");
+        let got = got.as_string::<i32>();
+        let values: Vec<Option<&str>> = (0..4).map(|i| got.is_valid(i).then(|| got.value(i))).collect();
+        assert_eq!(values, [Some("Purchase"), Some("UserEvent"), None, Some("Refund")]);
+        assert_eq!(property_column(2, None, None, "eventType").null_count(), 2);
     }
 }

@@ -220,9 +220,10 @@ struct Catalog {
 impl Catalog {
     async fn open(loaded: &LoadedPipeline, models: &[Model]) -> Result<Catalog> {
         let mut tables = HashMap::new();
-        if loaded.pipeline.tables.processed.is_some() {
-            if let Some(table) = delta::open(&loaded.location("tables.processed.path")?).await? {
-                tables.insert(PROCESSED.to_string(), table);
+        // `processed`, or each route's table by the route's name.
+        for unit in loaded.process_units().iter().filter(|u| u.table.is_some()) {
+            if let Some(table) = delta::open(&loaded.location(&unit.table_key)?).await? {
+                tables.insert(unit.name.clone(), table);
             }
         }
         for (i, r) in loaded.pipeline.curate.iter().flat_map(|c| &c.references).enumerate() {
@@ -263,9 +264,11 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
     let empty = |schema: SchemaRef| -> Result<Arc<MemTable>> {
         MemTable::try_new(schema, vec![vec![]]).map(Arc::new).map_err(|e| Error::Internal(e.to_string()))
     };
-    if let (Some(process), Ok(Some(body))) = (&loaded.pipeline.process, loaded.body_schema()) {
-        let schema = contract::processed_schema_for_check(&body, &process.pii);
-        ctx.register_table(PROCESSED, empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
+    for unit in loaded.process_units() {
+        if let Ok(Some(body)) = loaded.unit_body_schema(&unit) {
+            let schema = contract::processed_schema_for_check(&body, &unit.process.pii);
+            ctx.register_table(unit.name.as_str(), empty(schema)?).map_err(|e| Error::Internal(e.to_string()))?;
+        }
     }
     for (i, r) in curate.references.iter().enumerate() {
         let Ok(location) = loaded.location(&format!("curate.references[{i}].path")) else { continue };

@@ -67,7 +67,6 @@ use crate::lake::contract::{
     erasure_log_schema, PROCESSED_PARTITION_COLUMN, QUARANTINE_PARTITION_COLUMN, RAW_PARTITION_COLUMN,
 };
 use crate::lake::fault::fault_point;
-use crate::lake::Marker;
 use crate::pii::PiiAction;
 use crate::pipeline::{CuratedTableConfig, LoadedPipeline};
 use crate::process::ProcessOptions;
@@ -157,9 +156,12 @@ struct Finder {
     fields: Vec<String>,
     /// Per field: value → subject index.
     by_value: HashMap<String, HashMap<String, usize>>,
-    /// Per field: the value as stored in processed/curated (hashed when a
-    /// hash rule covers the field; absent when another rule changes it).
-    by_stored: HashMap<String, HashMap<String, usize>>,
+    /// Per field: the value as stored in curated tables, as any process
+    /// unit stores it (hashed when a hash rule covers the field; absent
+    /// when another rule changes it).
+    by_stored: Stored,
+    /// The same per process unit, in order: as its processed table stores it.
+    stored: Vec<Stored>,
     matchers: Vec<(String, SubjectMatcher, Vec<usize>)>,
     /// HMAC of each subject's value, for the erasure log.
     hashes: Vec<String>,
@@ -167,69 +169,69 @@ struct Finder {
     framing: Arc<Framing>,
 }
 
+/// Per subject-key field: the value as a table stores it → subject index.
+type Stored = HashMap<String, HashMap<String, usize>>;
+
 impl Finder {
     fn build(loaded: &LoadedPipeline, subjects: Vec<Subject>) -> Result<Finder> {
         let p = &loaded.pipeline;
         let config_error = |path: &str, message: String| loaded.invalid(path, message);
-        let schema = loaded.body_schema()?.ok_or_else(|| {
-            config_error("body", "erase finds subjects by body fields: declare body: with a schema that marks them \"weir.pii\": \"subject\"".into())
-        })?;
-        let declared = subject::subject_fields(&schema);
+        let (schema_key, schema_name) = match loaded.routes() {
+            None => {
+                loaded.body_schema()?.ok_or_else(|| {
+                    config_error("body", "erase finds subjects by body fields: declare body: with a schema that marks them \"weir.pii\": \"subject\"".into())
+                })?;
+                let file = p.body.as_ref().and_then(|b| b.schema.as_ref()).map(|s| s.display().to_string());
+                ("body.schema", file.unwrap_or_default())
+            }
+            Some(_) => ("process.routes", "any route's schema".to_string()),
+        };
+        let declared = loaded.subject_fields()?;
         if declared.is_empty() {
-            return Err(config_error("body.schema", "no field is marked \"weir.pii\": \"subject\": mark the data-subject key (e.g. userId) so ingest keeps it at hand for erasure".into()));
+            return Err(config_error(schema_key, "no field is marked \"weir.pii\": \"subject\": mark the data-subject key (e.g. userId) so ingest keeps it at hand for erasure".into()));
         }
         for s in &subjects {
             if !declared.contains(&s.field) {
                 return Err(Error::Request {
                     message: format!(
-                        "{:?} is not a subject-key field of {} (declared: {})",
+                        "{:?} is not a subject-key field of {schema_name} (declared: {})",
                         s.field,
-                        p.body.as_ref().map(|b| b.schema.display().to_string()).unwrap_or_default(),
                         declared.join(", ")
                     ),
                 });
             }
         }
-        let process = p.process.as_ref().ok_or_else(|| {
-            config_error(
+        let units = loaded.process_units();
+        if units.is_empty() {
+            return Err(config_error(
                 "process.pii.key_env",
                 "erase records each subject as a keyed hash: declare process.pii.key_env (the PII key)".into(),
-            )
-        })?;
-        let key = std::env::var_os(&process.pii.key_env).map(|v| v.into_encoded_bytes());
-        if key.as_ref().is_none_or(|k| k.is_empty()) {
-            return Err(Error::Secret {
-                message: format!(
-                    "the erasure log stores each subject as a keyed hash: set {} (the pipeline's PII key)",
-                    process.pii.key_env
-                ),
-            });
+            ));
         }
-        let pii = process
-            .pii
-            .build_with_key(&schema.arrow_schema(), key.as_deref())
-            .map_err(|e| Error::Secret { message: e.to_string() })?;
         let mut fields: Vec<String> = Vec::new();
         let mut by_value: HashMap<String, HashMap<String, usize>> = HashMap::new();
-        let mut by_stored: HashMap<String, HashMap<String, usize>> = HashMap::new();
-        let mut hashes = Vec::new();
         for (i, s) in subjects.iter().enumerate() {
             if !fields.contains(&s.field) {
                 fields.push(s.field.clone());
             }
             by_value.entry(s.field.clone()).or_default().insert(s.value.clone(), i);
-            let hash = pii.hash_value(&s.value).ok_or_else(|| Error::Internal("PII key missing after check".into()))?;
-            match process.pii.rules.iter().find(|r| r.column == s.field).map(|r| &r.action) {
-                None => {
-                    by_stored.entry(s.field.clone()).or_default().insert(s.value.clone(), i);
-                }
-                Some(PiiAction::Hash) => {
-                    by_stored.entry(s.field.clone()).or_default().insert(hash.clone(), i);
-                }
-                // Masked, generalized or dropped: found by lineage only.
-                Some(_) => {}
+        }
+        // The erasure log hashes subjects with the first unit's key; each
+        // table stores a hashed subject under its own unit's.
+        let mut hashes = Vec::new();
+        let mut stored = Vec::new();
+        for (u, unit) in units.iter().enumerate() {
+            let (unit_hashes, unit_stored) = stored_values(loaded, unit, &subjects)?;
+            if u == 0 {
+                hashes = unit_hashes;
             }
-            hashes.push(hash);
+            stored.push(unit_stored);
+        }
+        let mut by_stored = Stored::new();
+        for unit in &stored {
+            for (field, values) in unit {
+                by_stored.entry(field.clone()).or_default().extend(values.iter().map(|(v, i)| (v.clone(), *i)));
+            }
         }
         let matchers = fields
             .iter()
@@ -241,7 +243,7 @@ impl Finder {
             })
             .collect();
         let framing = loaded.body_framing()?;
-        Ok(Finder { subjects, fields, by_value, by_stored, matchers, hashes, framing })
+        Ok(Finder { subjects, fields, by_value, by_stored, stored, matchers, hashes, framing })
     }
 
     /// The subject a body belongs to, read from its JSON; a body that
@@ -269,6 +271,46 @@ impl Finder {
         let text = |c: &ArrayRef| c.as_string_opt::<i32>().filter(|c| c.is_valid(0)).map(|c| c.value(0).to_string());
         [text(&ct), text(&ce)]
     }
+}
+
+/// Each subject's value hashed with `unit`'s PII key, and each as `unit`'s
+/// processed table stores it.
+fn stored_values(
+    loaded: &LoadedPipeline,
+    unit: &crate::pipeline::ProcessUnit,
+    subjects: &[Subject],
+) -> Result<(Vec<String>, Stored)> {
+    let pii = &unit.process.pii;
+    let schema = loaded.unit_body_schema(unit)?.ok_or_else(|| loaded.invalid(&unit.schema_key, "missing"))?;
+    let key = std::env::var_os(&pii.key_env).map(|v| v.into_encoded_bytes());
+    if key.as_ref().is_none_or(|k| k.is_empty()) {
+        return Err(Error::Secret {
+            message: format!(
+                "the erasure log stores each subject as a keyed hash: set {} (the pipeline's PII key)",
+                pii.key_env
+            ),
+        });
+    }
+    let rules = pii
+        .build_with_key(&schema.arrow_schema(), key.as_deref())
+        .map_err(|e| Error::Secret { message: e.to_string() })?;
+    let mut hashes = Vec::new();
+    let mut stored = Stored::new();
+    for (i, s) in subjects.iter().enumerate() {
+        let hash = rules.hash_value(&s.value).ok_or_else(|| Error::Internal("PII key missing after check".into()))?;
+        match pii.rules.iter().find(|r| r.column == s.field).map(|r| &r.action) {
+            None => {
+                stored.entry(s.field.clone()).or_default().insert(s.value.clone(), i);
+            }
+            Some(PiiAction::Hash) => {
+                stored.entry(s.field.clone()).or_default().insert(hash.clone(), i);
+            }
+            // Masked, generalized or dropped: found by lineage only.
+            Some(_) => {}
+        }
+        hashes.push(hash);
+    }
+    Ok((hashes, stored))
 }
 
 /// Rows of one table that belong to the subjects.
@@ -437,10 +479,10 @@ fn merge_found(parts: Vec<Found>, pid: usize, seq: usize) -> Result<(Found, Line
 }
 
 /// Processed rows: by the subject column as stored, or by raw lineage.
-async fn find_processed(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result<Found> {
+async fn find_processed(table: &DeltaTable, f: &Finder, stored: &Stored, raw: &Lineage) -> Result<Found> {
     let mut cols = Vec::new();
     for field in &f.fields {
-        if f.by_stored.contains_key(field) && has_column(table, field)? {
+        if stored.contains_key(field) && has_column(table, field)? {
             cols.push(field.clone());
         }
     }
@@ -450,7 +492,7 @@ async fn find_processed(table: &DeltaTable, f: &Finder, raw: &Lineage) -> Result
         let by_column = cols
             .iter()
             .enumerate()
-            .find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| f.by_stored[field].get(&v).copied()));
+            .find_map(|(i, field)| text(b, 3 + i, row).and_then(|v| stored[field].get(&v).copied()));
         by_column.or_else(|| {
             let pid = text(b, 0, row)?;
             raw.get(&(pid, int(b, 1, row))).copied()
@@ -600,14 +642,14 @@ impl Plan<'_> {
         Ok(raw_lineage)
     }
 
-    /// Finds and deletes the processed and quarantine rows (where those
-    /// tables exist).
+    /// Finds and deletes the processed rows (of every route's table, with
+    /// routes) and the quarantine rows (where those tables exist).
     async fn erase_processed(&mut self, locations: &Locations, raw_lineage: &Lineage) -> Result<()> {
-        if let Some(pl) = &locations.processed {
+        for (u, (name, pl)) in locations.processed.iter().enumerate() {
             if let Some(table) = delta::open(pl).await? {
-                let found = find_processed(&table, &self.finder, raw_lineage).await?;
-                self.delete("processed", pl, table, found).await?;
-                self.written.push(("processed".into(), pl.clone()));
+                let found = find_processed(&table, &self.finder, &self.finder.stored[u], raw_lineage).await?;
+                self.delete(name, pl, table, found).await?;
+                self.written.push((name.clone(), pl.clone()));
             }
         }
         if let Some(ql) = &locations.quarantine {
@@ -709,15 +751,28 @@ impl Plan<'_> {
 /// The tables rows are found in by lineage.
 struct Locations {
     raw: Location,
-    processed: Option<Location>,
+    /// Each process unit's table (`processed`, or each route's), by name,
+    /// in the order of [`LoadedPipeline::process_units`], with the marker
+    /// its unit records on it.
+    processed: Vec<(String, Location)>,
+    /// The app id of each unit's marker, in the same order.
+    markers: Vec<String>,
     quarantine: Option<Location>,
 }
 
 impl Locations {
     fn of(loaded: &LoadedPipeline) -> Result<Locations> {
+        let units = loaded.process_units();
+        let mut processed = Vec::new();
+        let mut markers = Vec::new();
+        for unit in units.iter().filter(|u| u.table.is_some()) {
+            processed.push((unit.name.clone(), loaded.location(&unit.table_key)?));
+            markers.push(unit.app_id(&loaded.pipeline.name));
+        }
         Ok(Locations {
             raw: loaded.location("tables.raw.path")?,
-            processed: loaded.table_location("processed")?,
+            processed,
+            markers,
             quarantine: loaded.table_location("quarantine")?,
         })
     }
@@ -730,7 +785,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     let p = &loaded.pipeline;
     let (finder, log_location) = request(loaded, options)?;
     let mut stages = Vec::new();
-    let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone() };
+    let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone(), route: None };
 
     let locations = Locations::of(loaded)?;
     if !options.dry_run {
@@ -738,7 +793,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     }
     // 1. Catch up: raw rows are erased at the version process consumed.
     if p.process.is_some() && !options.dry_run {
-        stages.push(crate::process::process(loaded, &process_options).await?);
+        stages.extend(crate::process::process_all(loaded, &process_options).await?);
     }
     let raw_version = raw_version(loaded, &locations, options.dry_run).await?;
     let mut plan = Plan {
@@ -816,8 +871,9 @@ fn request(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<(Finder, L
 async fn leases_free(loaded: &LoadedPipeline, locations: &Locations) -> Result<()> {
     let curated = loaded.pipeline.curate.iter().flat_map(|c| &c.tables).enumerate();
     let curated: Vec<Location> = curated.map(|(i, _)| loaded.curated_location(i)).collect::<Result<_>>()?;
-    let all = [Some(&locations.raw), locations.processed.as_ref(), locations.quarantine.as_ref()];
-    for location in all.into_iter().flatten().chain(&curated) {
+    let processed = locations.processed.iter().map(|(_, l)| l);
+    let all = [Some(&locations.raw), locations.quarantine.as_ref()];
+    for location in all.into_iter().flatten().chain(processed).chain(&curated) {
         if let Some(table) = delta::open(location).await? {
             delta::check_rewrite_lease(&table).await?;
         }
@@ -826,17 +882,18 @@ async fn leases_free(loaded: &LoadedPipeline, locations: &Locations) -> Result<(
 }
 
 async fn raw_version(loaded: &LoadedPipeline, locations: &Locations, dry_run: bool) -> Result<Option<u64>> {
-    let p = &loaded.pipeline;
-    Ok(match (delta::open(&locations.raw).await?, &locations.processed) {
-        (None, _) => None,
-        (Some(_), Some(pl)) if p.process.is_some() && !dry_run => match delta::open(pl).await? {
-            Some(processed) => {
-                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
-            }
-            None => None,
-        },
-        (Some(raw), _) => raw.version(),
-    })
+    let Some(raw) = delta::open(&locations.raw).await? else { return Ok(None) };
+    if loaded.pipeline.process.is_none() || locations.processed.is_empty() || dry_run {
+        return Ok(raw.version());
+    }
+    // With routes, the version every route has consumed.
+    let mut consumed: Option<u64> = None;
+    for ((_, location), app_id) in locations.processed.iter().zip(&locations.markers) {
+        let Some(processed) = delta::open(location).await? else { return Ok(None) };
+        let Some(v) = delta::progress(&processed, app_id).await? else { return Ok(None) };
+        consumed = Some(consumed.map_or(v as u64, |c| c.min(v as u64)));
+    }
+    Ok(consumed)
 }
 
 /// Runs process again (it consumes the raw delete) and curate (it consumes
@@ -848,7 +905,7 @@ async fn recompute(
 ) -> Result<Vec<StageReport>> {
     let mut stages = Vec::new();
     if loaded.pipeline.process.is_some() {
-        stages.push(crate::process::process(loaded, process_options).await?);
+        stages.extend(crate::process::process_all(loaded, process_options).await?);
     }
     if curate {
         let curate_options =

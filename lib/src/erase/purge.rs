@@ -53,9 +53,10 @@ pub(super) async fn consumer_versions(loaded: &LoadedPipeline) -> Result<HashMap
         let e = out.entry(table.to_string()).or_insert(version);
         *e = (*e).min(version);
     };
-    if let (Some(_), Some(location)) = (&p.process, loaded.table_location("processed")?) {
-        if let Some(processed) = delta::open(&location).await? {
-            if let Some(v) = delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await? {
+    // Each process unit (each route, with routes) reads raw.
+    for unit in loaded.process_units().iter().filter(|u| u.table.is_some()) {
+        if let Some(processed) = delta::open(&loaded.location(&unit.table_key)?).await? {
+            if let Some(v) = delta::progress(&processed, &unit.app_id(&p.name)).await? {
                 note("raw", v as u64);
             }
         }

@@ -53,7 +53,6 @@ use deltalake::kernel::Transaction;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::body::subject;
 use crate::capture::decode::capture_schema;
 use crate::capture::{discover, list_partitions, CaptureFile, PartitionSet, PathFormat};
 use crate::delta::{self, TableSpec};
@@ -76,9 +75,10 @@ mod sink;
 use seqs::SeqRanges;
 use sink::RawSink;
 
-/// The subject-key fields of the pipeline's body schema (none without one).
+/// The subject-key fields of the pipeline's body schema (none without
+/// one); with routes, of every route's schema.
 pub fn subject_fields(loaded: &LoadedPipeline) -> Result<Vec<String>> {
-    Ok(loaded.body_schema()?.map(|schema| subject::subject_fields(&schema)).unwrap_or_default())
+    loaded.subject_fields()
 }
 
 /// Options of one ingest run.

@@ -66,6 +66,14 @@ pub const SCHEMA_RULE: &str = "schema";
 /// Rule name under which dedup is reported in the metrics table.
 pub const DEDUP_RULE: &str = "dedup";
 
+/// Rule name under which a pipeline with routes quarantines (and reports)
+/// the events no route takes.
+pub const ROUTE_RULE: &str = "route";
+
+/// The quality-metrics column naming the route a row is about (only in the
+/// tables of pipelines with routes; null elsewhere).
+pub const METRICS_ROUTE_COLUMN: &str = "route";
+
 /// Lineage columns every processed and quarantined row carries.
 pub fn lineage_fields() -> Vec<Field> {
     vec![
@@ -140,6 +148,14 @@ pub fn metrics_schema() -> SchemaRef {
         Field::new("published", DataType::Boolean, false),
         Field::new("recorded_at", utc_micros(), false),
     ]))
+}
+
+/// Schema of the quality-metrics table of a pipeline with routes: the
+/// columns of [`metrics_schema`] and a nullable [`METRICS_ROUTE_COLUMN`].
+pub fn metrics_schema_with_route() -> SchemaRef {
+    let mut fields: Vec<Field> = metrics_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(METRICS_ROUTE_COLUMN, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
 }
 
 /// Schema of the runs table.

@@ -33,6 +33,15 @@ pub enum Marker<'a> {
         /// Pipeline name.
         pipeline: &'a str,
     },
+    /// With `process.routes`: on a route's processed table and on the
+    /// shared quarantine and quality-metrics tables, the last raw version
+    /// whose output for that route the table holds.
+    ProcessRoute {
+        /// Pipeline name.
+        pipeline: &'a str,
+        /// The route's name.
+        route: &'a str,
+    },
     /// On a curated table: the last version of its source it reflects.
     Curate {
         /// Pipeline name.
@@ -49,6 +58,7 @@ impl Marker<'_> {
             Marker::IngestWatermark { pipeline, partition } => format!("weir/{pipeline}/ingest/{partition}"),
             Marker::IngestWindow { pipeline, partition } => format!("weir/{pipeline}/ingest/{partition}/window"),
             Marker::Process { pipeline } => format!("weir/{pipeline}/process"),
+            Marker::ProcessRoute { pipeline, route } => format!("weir/{pipeline}/process/{route}"),
             Marker::Curate { pipeline, table } => format!("weir/{pipeline}/curate/{table}"),
         }
     }
@@ -65,6 +75,7 @@ mod tests {
         assert_eq!(Marker::IngestWatermark { pipeline, partition: "3" }.app_id(), "weir/user_events/ingest/3");
         assert_eq!(Marker::IngestWindow { pipeline, partition: "3" }.app_id(), "weir/user_events/ingest/3/window");
         assert_eq!(Marker::Process { pipeline }.app_id(), "weir/user_events/process");
+        assert_eq!(Marker::ProcessRoute { pipeline, route: "purchase" }.app_id(), "weir/user_events/process/purchase");
         assert_eq!(Marker::Curate { pipeline, table: "f" }.app_id(), "weir/user_events/curate/f");
     }
 }

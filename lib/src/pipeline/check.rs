@@ -25,7 +25,11 @@ pub fn process(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         return problems;
     };
     let mut bad = |path: String, msg: String| problems.push((path, msg));
-    for (name, table) in [("processed", &p.tables.processed), ("quarantine", &p.tables.quarantine)] {
+    let tables: &[(&str, &Option<super::TableConfig>)] = match &process.routes {
+        None => &[("processed", &p.tables.processed), ("quarantine", &p.tables.quarantine)],
+        Some(_) => &[("quarantine", &p.tables.quarantine)],
+    };
+    for (name, table) in tables {
         match table {
             None => bad("tables".into(), format!("the process stage needs tables.{name}.path")),
             Some(_) => {
@@ -41,59 +45,100 @@ pub fn process(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     if process.raw_versions_per_commit == 0 {
         bad("process.raw_versions_per_commit".into(), "must be greater than 0".into());
     }
-    if p.body.is_none() {
+    let Some(body) = &p.body else {
         bad("process".into(), "the process stage needs body: (format and schema)".into());
         return problems;
+    };
+    match &process.routes {
+        None => {
+            if process.event_time.is_none() {
+                bad(
+                    "process.event_time".into(),
+                    "missing: name the body field (a timestamp) whose UTC date partitions the processed table".into(),
+                );
+            }
+            if body.schema.is_none() {
+                bad("body.schema".into(), "missing: the .avsc the process stage parses bodies by".into());
+            }
+        }
+        Some(routes) => super::routes::check(loaded, routes, &mut bad),
     }
-    let body = match loaded.body_schema() {
+    for unit in loaded.process_units() {
+        check_unit(loaded, &unit, &mut bad);
+    }
+    problems
+}
+
+/// The checks of one process unit (the pipeline's, or a route's): its
+/// schema, event time, expectations, PII rules and dedup.
+fn check_unit(loaded: &LoadedPipeline, unit: &super::ProcessUnit, bad: &mut impl FnMut(String, String)) {
+    let (at, process) = (&unit.at, &unit.process);
+    if unit.route.is_some() {
+        match &unit.table {
+            None => bad(
+                at.clone(),
+                format!("route {:?} needs table: {{path: ...}}, the processed table of its events", unit.name),
+            ),
+            Some(_) => {
+                if let Some(e) = loaded.location_problem(&unit.table_key) {
+                    bad(unit.table_key.clone(), e);
+                }
+            }
+        }
+    }
+    let body = match loaded.unit_body_schema(unit) {
         Ok(Some(b)) => b,
-        // Reported under body.schema by the pipeline validation.
-        _ => return problems,
+        // Reported under the schema's key by the pipeline validation.
+        _ => return,
     };
     let body_schema = body.arrow_schema();
     for f in body_schema.fields() {
         if f.name().starts_with('_') || f.name() == PROCESSED_PARTITION_COLUMN {
             bad(
-                "body.schema".into(),
+                unit.schema_key.clone(),
                 format!("body field {:?} clashes with a column Weir adds (names starting with '_' and {PROCESSED_PARTITION_COLUMN:?} are reserved)", f.name()),
             );
         }
     }
-    match body_schema.field_with_name(&process.event_time) {
-        Err(_) => bad(
-            "process.event_time".into(),
-            format!("no body field {:?}; name a timestamp field of the schema", process.event_time),
-        ),
-        Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => bad(
-            "process.event_time".into(),
-            format!(
-                "{:?} is {}, not a timestamp (mark an ISO-8601 string field with \"weir.timestamp\": \"iso8601\" or use a timestamp logical type)",
-                process.event_time,
-                f.data_type()
+    if let Some(event_time) = &process.event_time {
+        match body_schema.field_with_name(event_time) {
+            Err(_) => bad(
+                format!("{at}.event_time"),
+                format!("no body field {event_time:?}; name a timestamp field of the schema"),
             ),
-        ),
-        Ok(_) => {}
+            Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => bad(
+                format!("{at}.event_time"),
+                format!(
+                    "{event_time:?} is {}, not a timestamp (mark an ISO-8601 string field with \"weir.timestamp\": \"iso8601\" or use a timestamp logical type)",
+                    f.data_type()
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
     let checked = contract::checked_schema(&body);
     let mut names = std::collections::HashSet::new();
     for (i, e) in process.expectations.iter().enumerate() {
-        if !names.insert(e.name.as_str()) || e.name == contract::SCHEMA_RULE || e.name == contract::DEDUP_RULE {
-            bad(format!("process.expectations[{i}].name"), format!("rule name {:?} is used twice or reserved", e.name));
+        // `route` names the routing rule only where there are routes.
+        let reserved = [contract::SCHEMA_RULE, contract::DEDUP_RULE];
+        let route_rule = unit.route.is_some() && e.name == contract::ROUTE_RULE;
+        if !names.insert(e.name.as_str()) || reserved.contains(&e.name.as_str()) || route_rule {
+            bad(format!("{at}.expectations[{i}].name"), format!("rule name {:?} is used twice or reserved", e.name));
         }
         if let Err(m) = expectations::compile(e, &checked) {
-            bad(format!("process.expectations[{i}]"), format!("rule {:?}: {m}", e.name));
+            bad(format!("{at}.expectations[{i}]"), format!("rule {:?}: {m}", e.name));
         }
     }
     for m in process.pii.check(&body_schema) {
         let (path, msg) = split_rule_path(&m);
-        bad(format!("process.pii.{path}"), msg);
+        bad(format!("{at}.pii.{path}"), msg);
     }
     // Privacy by default: a field the schema marks as personal data must
     // have a rule. `subject` (the erasure key) and `none` are exempt.
     for (field, kind) in body.annotations("weir.pii") {
         if kind != "subject" && kind != "none" && !process.pii.rules.iter().any(|r| r.column == field) {
             bad(
-                "process.pii".into(),
+                format!("{at}.pii"),
                 format!(
                     "body field {field:?} is marked \"weir.pii\": {kind:?} in the schema but has no PII rule; add one (hash, mask, generalize or drop), or mark the field \"weir.pii\": \"none\" in the schema to publish it as is"
                 ),
@@ -103,10 +148,9 @@ pub fn process(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     if let Some(d) = &process.dedup {
         let out = contract::processed_schema_for_check(&body, &process.pii);
         for (path, m) in d.check(&out) {
-            bad(format!("process.dedup.{path}"), m);
+            bad(format!("{at}.dedup.{path}"), m);
         }
     }
-    problems
 }
 
 /// `rules[3]: message` → (`rules[3]`, `message`).
@@ -124,21 +168,34 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let Some(curate) = &p.curate else { return problems };
     let mut bad = |path: String, msg: String| problems.push((path, msg));
-    if !curate.tables.is_empty() && (p.process.is_none() || p.tables.processed.is_none()) {
+    let routed = loaded.routes().is_some();
+    if !curate.tables.is_empty() && (p.process.is_none() || (p.tables.processed.is_none() && !routed)) {
         bad(
             "curate".into(),
             "curated tables read the processed table: the pipeline needs a process: section and tables.processed"
                 .into(),
         );
     }
-    let mut names: Vec<&str> = vec![PROCESSED];
+    // The tables a model reads by name: `processed`, or each route's.
+    let mut sources: Vec<String> = match routed {
+        false => vec![PROCESSED.to_string()],
+        true => loaded.process_units().into_iter().map(|u| u.name).collect(),
+    };
+    // A route declared twice is reported with the routes.
+    let mut seen = std::collections::HashSet::new();
+    sources.retain(|s| seen.insert(s.clone()));
+    let mut names: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let sources_text = match routed {
+        false => format!("{PROCESSED:?}"),
+        true => format!("a route ({})", sources.join(", ")),
+    };
     for (i, r) in curate.references.iter().enumerate() {
         let at = format!("curate.references[{i}]");
         if !is_identifier(&r.name) || names.contains(&r.name.as_str()) {
             bad(
                 format!("{at}.name"),
                 format!(
-                    "{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?}",
+                    "{:?} must be a SQL identifier (letters, digits, '_') used once, and not {sources_text}",
                     r.name
                 ),
             );
@@ -151,7 +208,7 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     for (i, t) in curate.tables.iter().enumerate() {
         let at = format!("curate.tables[{i}]");
         if !is_identifier(&t.name) || names.contains(&t.name.as_str()) {
-            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {PROCESSED:?} or a reference name", t.name));
+            bad(format!("{at}.name"), format!("{:?} must be a SQL identifier (letters, digits, '_') used once, and not {sources_text} or a reference name", t.name));
         }
         if let Some(e) = loaded.location_problem(&format!("{at}.path")) {
             bad(format!("{at}.path"), e);
@@ -179,6 +236,12 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
                 );
             }
         }
+        if routed && t.incremental.is_none() {
+            bad(
+                at.clone(),
+                format!("with process.routes a curated table is kept up to date from one source: declare incremental: {{source: ROUTE, by: [...]}} with a route ({})", sources.join(", ")),
+            );
+        }
         if let Some(inc) = &t.incremental {
             if inc.by.is_empty() {
                 bad(
@@ -189,7 +252,7 @@ pub fn curate(loaded: &LoadedPipeline) -> Vec<(String, String)> {
             if !names[..].contains(&inc.source.as_str()) || curate.references.iter().any(|r| r.name == inc.source) {
                 bad(
                     format!("{at}.incremental.source"),
-                    format!("{:?} is neither {PROCESSED:?} nor a curated table declared before this one", inc.source),
+                    format!("{:?} is neither {sources_text} nor a curated table declared before this one", inc.source),
                 );
             }
         }

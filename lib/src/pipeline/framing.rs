@@ -50,8 +50,7 @@ pub(super) fn compile(file: &Path, body: &BodyConfig, reader: &str) -> Result<Fr
         return Ok(Framing::Json(compression));
     }
     let reader_text = reader;
-    let reader =
-        parse_schema(reader, &body.schema.display().to_string()).map_err(|e| vec![("body.schema".into(), e)])?;
+    let reader = parse_schema(reader, &schema_name(body)).map_err(|e| vec![("body.schema".into(), e)])?;
     let transcoder = |writer: &apache_avro::Schema| AvroTranscoder::new(writer, Some(&reader)).map(Arc::new);
     match body.format {
         BodyFormat::Json => unreachable!("handled above"),
@@ -67,6 +66,11 @@ pub(super) fn compile(file: &Path, body: &BodyConfig, reader: &str) -> Result<Fr
             })?)))
         }
     }
+}
+
+/// The body schema's file as declared, for messages.
+fn schema_name(body: &BodyConfig) -> String {
+    body.schema.as_ref().map(|s| s.display().to_string()).unwrap_or_default()
 }
 
 /// Every writer schema by id, each parsed, checked against `reader` and compiled.
@@ -91,7 +95,7 @@ fn writers<K: std::hash::Hash + Eq>(
                 format!(
                     "schema id {id} ({}) cannot be read as {} by Avro's resolution rules: {e}",
                     shown.display(),
-                    body.schema.display()
+                    schema_name(body)
                 )
             })?;
             transcoder(&writer).map_err(|e| format!("schema id {id} ({}): {e}", shown.display()))

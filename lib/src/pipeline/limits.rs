@@ -51,8 +51,10 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     if let Some(process) = &p.process {
         let versions = process.raw_versions_per_commit;
         bounded("process.raw_versions_per_commit", versions, MAX_RAW_VERSIONS_PER_COMMIT);
-        if let Some(d) = &process.dedup {
-            bounded("process.dedup.lookback_days", d.lookback_days.into(), MAX_LOOKBACK_DAYS.into());
+    }
+    for unit in loaded.process_units() {
+        if let Some(d) = &unit.process.dedup {
+            bounded(&format!("{}.dedup.lookback_days", unit.at), d.lookback_days.into(), MAX_LOOKBACK_DAYS.into());
         }
     }
     if let Some(m) = &p.maintain {

@@ -138,19 +138,37 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         }
     };
 
-    let read = pipeline.body.as_ref().map(|b| read_pipeline_file(file, &b.schema));
-    let body = read.as_ref().map(|read| {
-        let (schema, text) = read.clone()?;
+    let parse = |path: &Path| -> std::result::Result<Arc<BodySchema>, String> {
+        let (schema, text) = read_pipeline_file(file, path)?;
         BodySchema::parse(&text, &schema.display().to_string()).map(Arc::new).map_err(|e| e.to_string())
-    });
+    };
+    let read = pipeline.body.as_ref().and_then(|b| b.schema.as_ref()).map(|s| read_pipeline_file(file, s));
+    let body = pipeline.body.as_ref().and_then(|b| b.schema.as_deref()).map(parse);
     // A schema that cannot be read is reported under body.schema alone.
-    let framing = pipeline.body.as_ref().zip(read.as_ref()).map(|(b, read)| match read {
-        Ok((_, text)) => super::framing::compile(file, b, text).map(Arc::new),
-        Err(_) => Err(Vec::new()),
+    // Without one (a pipeline with routes), JSON framing needs none;
+    // validation says what an Avro format lacks.
+    let framing = pipeline.body.as_ref().map(|b| match read.as_ref() {
+        Some(Ok((_, text))) => super::framing::compile(file, b, text).map(Arc::new),
+        None if b.format == super::BodyFormat::Json => super::framing::compile(file, b, "").map(Arc::new),
+        _ => Err(Vec::new()),
     });
+    let route_schemas = pipeline
+        .process
+        .iter()
+        .flat_map(|p| p.routes.iter())
+        .flat_map(|r| &r.types)
+        .map(|r| parse(&r.schema))
+        .collect();
     let locations = Arc::new(resolve_locations(&pipeline));
-    let loaded =
-        LoadedPipeline { file: file.to_path_buf(), pipeline, lines: Arc::new(index), body, framing, locations };
+    let loaded = LoadedPipeline {
+        file: file.to_path_buf(),
+        pipeline,
+        lines: Arc::new(index),
+        body,
+        framing,
+        route_schemas: Arc::new(route_schemas),
+        locations,
+    };
     let problems = loaded.validate();
     if problems.is_empty() {
         Ok(loaded)

@@ -23,6 +23,7 @@ mod interpolate;
 pub mod limits;
 mod load;
 mod maintain;
+mod routes;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ type Problems = Vec<(String, String)>;
 pub use curate::{CurateConfig, CuratedTableConfig, IncrementalConfig, ReferenceConfig, ScopeColumn, PROCESSED};
 pub use load::{load_pipeline, parse_pipeline, read_pipeline_file};
 pub use maintain::{MaintainConfig, RowRetention, TablePolicy};
+pub use routes::{ProcessUnit, RouteBy, RouteConfig, RoutesConfig};
 
 /// A loaded, validated pipeline, compiled once: the body schema parsed,
 /// every declared location resolved, and the file's line index kept so a
@@ -60,6 +62,9 @@ pub struct LoadedPipeline {
     /// How bodies become JSON, compiled at load with every writer schema
     /// (`None` without `body:`); problems by key path.
     framing: Option<Result<Arc<Framing>, Problems>>,
+    /// Each route's body schema (`process.routes.types[i].schema`), parsed
+    /// at load, or why it does not parse (reported by validation).
+    route_schemas: Arc<Vec<Result<Arc<BodySchema>, String>>>,
     /// Every declared location by key path, resolved at load (relative
     /// paths against the working directory then), or why it does not
     /// resolve (reported by validation).
@@ -162,12 +167,27 @@ impl LoadedPipeline {
 
 impl Pipeline {
     /// Every table the pipeline writes, in declaration order: the
-    /// `tables:` section, then the curated tables.
+    /// `tables:` section (each route's table after `processed`), then the
+    /// curated tables.
     pub fn tables_written(&self) -> Vec<DeclaredTable<'_>> {
         let t = &self.tables;
         let mut out = vec![DeclaredTable { name: "raw".into(), key: "tables.raw.path".into(), path: &t.raw.path }];
+        if let Some(table) = &t.processed {
+            out.push(DeclaredTable {
+                name: "processed".into(),
+                key: "tables.processed.path".into(),
+                path: &table.path,
+            });
+        }
+        // Each route's processed table, named after the route.
+        let routes = self.process.iter().flat_map(|p| p.routes.iter()).flat_map(|r| &r.types).enumerate();
+        for (i, r) in routes {
+            if let Some(table) = &r.table {
+                let key = format!("process.routes.types[{i}].table.path");
+                out.push(DeclaredTable { name: r.name.clone(), key, path: &table.path });
+            }
+        }
         for (name, table) in [
-            ("processed", &t.processed),
             ("quarantine", &t.quarantine),
             ("quality_metrics", &t.quality_metrics),
             ("erasure_log", &t.erasure_log),
@@ -289,7 +309,9 @@ pub struct BodyConfig {
     pub format: BodyFormat,
     /// Avro schema (`.avsc`) of the body, relative to the pipeline file: the
     /// columns of the processed table (the reader's schema for Avro bodies).
-    pub schema: PathBuf,
+    /// Required without `process.routes`; with routes each route has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<PathBuf>,
     /// Compression of `json` bodies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<BodyCompression>,
@@ -482,7 +504,9 @@ fn default_commit_events() -> u64 {
 pub struct ProcessConfig {
     /// The body field (a timestamp) whose UTC date partitions the processed
     /// table (`event_date`). Rows where it is null use their enqueue date.
-    pub event_time: String,
+    /// Required without `routes`; with routes each route has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
     /// Data-quality rules, checked in order on every row.
     #[serde(default)]
     pub expectations: Vec<crate::expectations::ExpectationConfig>,
@@ -500,6 +524,11 @@ pub struct ProcessConfig {
     /// before it passed every rule and stay published.
     #[serde(default = "default_raw_versions_per_commit")]
     pub raw_versions_per_commit: u64,
+    /// Several event types in one hub: each event goes by a discriminator
+    /// to its route's schema, rules and processed table. The keys above
+    /// except `raw_versions_per_commit` are then declared per route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<RoutesConfig>,
 }
 
 fn default_raw_versions_per_commit() -> u64 {

@@ -36,6 +36,10 @@ impl LoadedPipeline {
         if let Some(Err(e)) = &self.body {
             bad("body.schema", e.clone());
         }
+        // With a process: section, its checks say what the body lacks.
+        if p.process.is_none() && p.body.as_ref().is_some_and(|b| b.schema.is_none()) {
+            bad("body.schema", "missing: the .avsc of the event body".to_string());
+        }
         if let Some(Err(framing)) = &self.framing {
             for (path, msg) in framing {
                 bad(path, msg.clone());

@@ -435,9 +435,8 @@ fn kept_rows(
     let idx = UInt32Array::from(rows.iter().map(|&i| i as u32).collect::<Vec<_>>());
     let picked = take_record_batch(checked, &idx).map_err(arrow_err("kept rows"))?;
     let k = picked.num_rows();
-    let event_time = picked
-        .column_by_name(&plan.config.event_time)
-        .ok_or_else(|| Error::Internal("event_time column missing".into()))?;
+    let event_time =
+        picked.column_by_name(&plan.event_time).ok_or_else(|| Error::Internal("event_time column missing".into()))?;
     let event_time = cast(event_time, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
         .map_err(arrow_err("event time"))?;
     let event_time = event_time.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();

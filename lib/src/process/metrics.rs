@@ -10,7 +10,7 @@ use deltalake::arrow::array::{
 use super::run::RawRange;
 use super::{arrow_err, Compiled};
 use crate::expectations::Action;
-use crate::lake::contract::metrics_schema;
+use crate::lake::contract::{metrics_schema, metrics_schema_with_route};
 use crate::report::{QualityReport, RuleOutcome, RuleVerdict};
 use crate::Result;
 
@@ -38,29 +38,34 @@ pub(super) fn metrics_batch(
 ) -> Result<RecordBatch> {
     let RawRange { from, to, now } = *range;
     let k = rules.len();
-    RecordBatch::try_new(
-        metrics_schema(),
-        vec![
-            Arc::new(StringArray::from(vec![run_id; k])),
-            Arc::new(StringArray::from(vec![plan.pipeline.as_str(); k])),
-            Arc::new(StringArray::from(vec!["process"; k])),
-            Arc::new(Int64Array::from(vec![from as i64; k])),
-            Arc::new(Int64Array::from(vec![to as i64; k])),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.expression.as_deref()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rules.iter().map(|r| r.checked as i64).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(rules.iter().map(|r| r.failed as i64).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(
-                rules.iter().map(|r| (r.checked > 0).then(|| r.failed as f64 / r.checked as f64)).collect::<Vec<_>>(),
-            )),
-            Arc::new(Float64Array::from(rules.iter().map(|r| r.max_failure_rate).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rules.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())),
-            Arc::new(BooleanArray::from(vec![published; k])),
-            Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
-        ],
-    )
-    .map_err(arrow_err("metrics rows"))
+    let mut columns: Vec<deltalake::arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![run_id; k])),
+        Arc::new(StringArray::from(vec![plan.pipeline.as_str(); k])),
+        Arc::new(StringArray::from(vec!["process"; k])),
+        Arc::new(Int64Array::from(vec![from as i64; k])),
+        Arc::new(Int64Array::from(vec![to as i64; k])),
+        Arc::new(StringArray::from(rules.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rules.iter().map(|r| r.expression.as_deref()).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rules.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(rules.iter().map(|r| r.checked as i64).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(rules.iter().map(|r| r.failed as i64).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            rules.iter().map(|r| (r.checked > 0).then(|| r.failed as f64 / r.checked as f64)).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(rules.iter().map(|r| r.max_failure_rate).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rules.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())),
+        Arc::new(BooleanArray::from(vec![published; k])),
+        Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
+    ];
+    // Only a pipeline with routes has the route column.
+    let schema = match plan.unit.route_name() {
+        None => metrics_schema(),
+        Some(route) => {
+            columns.push(Arc::new(StringArray::from(vec![route; k])));
+            metrics_schema_with_route()
+        }
+    };
+    RecordBatch::try_new(schema, columns).map_err(arrow_err("metrics rows"))
 }
 
 /// Adds one chunk's figures to the run's, rule by rule.

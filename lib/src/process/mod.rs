@@ -30,6 +30,7 @@ mod evaluate;
 mod metrics;
 mod output;
 mod read;
+mod route;
 mod run;
 mod schema;
 mod select;
@@ -41,7 +42,6 @@ pub use schema::check_table_schema;
 
 use crate::delta;
 use crate::lake::refresh::{Catchup, Definition};
-use crate::lake::Marker;
 use crate::pipeline::LoadedPipeline;
 use crate::report::plan::SourcePlan;
 use crate::report::{Stage, StageReport};
@@ -51,17 +51,42 @@ use output::Outputs;
 use run::{Ranges, Run};
 
 /// Options of one process run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessOptions {
     /// Compute and report, write nothing.
     pub dry_run: bool,
     /// Stored in every row written.
     pub run_id: String,
+    /// With `process.routes`: the route this run processes (a pipeline
+    /// with routes runs the stage once per route, see [`each_unit`]).
+    pub route: Option<String>,
 }
 
 /// Runs the process stage: plans it, then executes the plan.
 pub async fn process(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<StageReport> {
     crate::stage::run(loaded, options).await
+}
+
+/// The runs the process stage makes of `options`: one per route, in
+/// declaration order, or `options` itself for a pipeline without routes
+/// (and for one without `process:`, whose run says what is missing).
+pub fn each_unit(loaded: &LoadedPipeline, options: &ProcessOptions) -> Vec<ProcessOptions> {
+    match loaded.routes() {
+        None => vec![options.clone()],
+        Some(routes) => {
+            routes.types.iter().map(|r| ProcessOptions { route: Some(r.name.clone()), ..options.clone() }).collect()
+        }
+    }
+}
+
+/// Runs the process stage for every unit ([`each_unit`]) in order; the
+/// first failing one stops the rest.
+pub async fn process_all(loaded: &LoadedPipeline, options: &ProcessOptions) -> Result<Vec<StageReport>> {
+    let mut reports = Vec::new();
+    for unit in each_unit(loaded, options) {
+        reports.push(process(loaded, &unit).await?);
+    }
+    Ok(reports)
 }
 
 /// What planning a process run found: the raw table and the versions to
@@ -85,15 +110,19 @@ impl StageWork for ProcessOptions {
     /// progress markers only: no PII key is needed to plan.
     async fn plan(&self, loaded: &LoadedPipeline) -> Result<Pending> {
         let p = &loaded.pipeline;
+        let unit = loaded.process_unit(self.route.as_deref())?;
+        let stage = unit.stage();
         let Some(raw) = delta::open(&loaded.location("tables.raw.path")?).await? else {
-            let plan = SourcePlan { stage: "process".into(), source: "raw".into(), ..Default::default() };
+            let plan = SourcePlan { stage, source: "raw".into(), ..Default::default() };
             return Ok(Pending { raw: None, plan });
         };
         let latest = raw.version().unwrap_or(0);
-        let app_id = Marker::Process { pipeline: &p.name }.app_id();
-        let processed = marker_of(loaded, p.tables.processed.as_ref(), "processed", &app_id).await?.flatten();
-        let quarantine = marker_of(loaded, p.tables.quarantine.as_ref(), "quarantine", &app_id).await?.flatten();
-        let metrics = marker_of(loaded, p.tables.quality_metrics.as_ref(), "quality_metrics", &app_id)
+        let app_id = unit.app_id(&p.name);
+        let processed = marker_of(loaded, unit.table.is_some(), &unit.table_key, &app_id).await?.flatten();
+        let table_key = |name: &str| format!("tables.{name}.path");
+        let quarantine =
+            marker_of(loaded, p.tables.quarantine.is_some(), &table_key("quarantine"), &app_id).await?.flatten();
+        let metrics = marker_of(loaded, p.tables.quality_metrics.is_some(), &table_key("quality_metrics"), &app_id)
             .await?
             .map(|m| output::metrics_start(m, processed, quarantine));
         let markers: Vec<i64> =
@@ -107,7 +136,7 @@ impl StageWork for ProcessOptions {
             full_refresh: false,
             definition: Definition::Same,
         };
-        let mut plan = SourcePlan::decided("process", "raw", &catchup);
+        let mut plan = SourcePlan::decided(&stage, "raw", &catchup);
         if let (true, Some(from), Some(to)) = (self.dry_run, plan.from_version, plan.to_version) {
             (plan.files, plan.bytes) = delta::added(&raw, from, to).await?;
         }
@@ -121,15 +150,17 @@ impl StageWork for ProcessOptions {
     /// Compiles the stage (a broken rule or a missing key stops it here),
     /// then processes the planned raw versions.
     async fn execute(&self, loaded: &LoadedPipeline, pending: Pending) -> Result<StageReport> {
-        let compiled = Compiled::build(loaded)?;
-        let report = StageReport { stage: Stage::Process, ..Default::default() };
+        let unit = loaded.process_unit(self.route.as_deref())?;
+        let compiled = Compiled::build(loaded, &unit)?;
+        let route = unit.route_name().map(str::to_string);
+        let report = StageReport { stage: Stage::Process, route, ..Default::default() };
         let Some(raw) = pending.raw else {
             tracing::info!(table = %compiled.tables.raw, "the raw table does not exist yet: nothing to process");
             return Ok(report);
         };
         // Up to the version planned, not a newer one committed since.
         let latest = raw.version().unwrap_or(0);
-        let app_id = Marker::Process { pipeline: &compiled.pipeline }.app_id();
+        let app_id = unit.app_id(&compiled.pipeline);
         let outputs = Outputs::open(&compiled, loaded, &app_id, !self.dry_run).await?;
         let ranges = Ranges::new(&outputs, latest, compiled.config.raw_versions_per_commit);
         let mut run = Run::new(&compiled, self, app_id, report, outputs);
@@ -144,18 +175,13 @@ impl StageWork for ProcessOptions {
     }
 }
 
-/// A declared table's marker: `None` when not declared, `Some(None)` when
-/// it has none yet.
-async fn marker_of(
-    loaded: &LoadedPipeline,
-    table: Option<&crate::pipeline::TableConfig>,
-    name: &str,
-    app_id: &str,
-) -> Result<Option<Option<i64>>> {
-    if table.is_none() {
+/// A declared table's marker (its location at `key`): `None` when not
+/// declared, `Some(None)` when it has none yet.
+async fn marker_of(loaded: &LoadedPipeline, declared: bool, key: &str, app_id: &str) -> Result<Option<Option<i64>>> {
+    if !declared {
         return Ok(None);
     }
-    Ok(Some(match delta::open(&loaded.location(&format!("tables.{name}.path"))?).await? {
+    Ok(Some(match delta::open(&loaded.location(key)?).await? {
         Some(t) => delta::progress(&t, app_id).await?,
         None => None,
     }))

@@ -37,8 +37,9 @@ impl Outputs {
     /// this run may write them: the processed table's schema, and the
     /// configuration of an interrupted run it would complete.
     pub(super) async fn open(plan: &Compiled, loaded: &LoadedPipeline, app_id: &str, create: bool) -> Result<Outputs> {
-        let (ps, qs, ms) = (plan.processed_spec(loaded), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
-        let processed = Output::open("processed", plan.tables.processed.clone(), create.then_some(&ps), app_id).await?;
+        let (ps, qs, ms) = (plan.processed_spec(), plan.quarantine_spec(loaded), plan.metrics_spec(loaded));
+        let processed =
+            Output::open(&plan.unit.name, plan.tables.processed.clone(), create.then_some(&ps), app_id).await?;
         if let Some(t) = &processed.table {
             check_processed_table(t, &processed.location, &plan.processed_schema)?;
         }
@@ -110,7 +111,8 @@ pub(super) fn start_commits(
         plan.dedup.iter().flat_map(|d| d.key.iter().cloned()).chain(["_sequence_number".to_string()]).collect();
     let processed_options =
         WriteOptions { merge_schema: true, no_dictionary, ..options_for(PROCESSED_PARTITION_COLUMN) };
-    let metrics_options = options_for("");
+    // A pipeline that gained routes adds the route column to its metrics.
+    let metrics_options = WriteOptions { merge_schema: plan.routing.is_some(), ..options_for("") };
     let upsert_key = plan.dedup.as_ref().filter(|_| replacing).map(|d| d.key.clone());
     // In this order, as a run without overlap would: a crash leaves
     // the tables at a known step (see the repair tests).
@@ -149,7 +151,11 @@ pub(super) async fn record_unpublished(
         .write(
             vec![batch],
             range.to,
-            WriteOptions { metadata: commit_metadata(plan, run_id, range), ..Default::default() },
+            WriteOptions {
+                metadata: commit_metadata(plan, run_id, range),
+                merge_schema: plan.routing.is_some(),
+                ..Default::default()
+            },
         )
         .await?;
     metrics.progress = progress;
@@ -160,7 +166,7 @@ pub(super) async fn record_unpublished(
 /// (the last raw version it holds the output of) and the versions this run
 /// wrote.
 pub(super) struct Output {
-    pub(super) name: &'static str,
+    pub(super) name: String,
     pub(super) location: Location,
     /// `None` in a dry run when the table does not exist yet.
     pub(super) table: Option<DeltaTable>,
@@ -171,7 +177,7 @@ pub(super) struct Output {
 
 impl Output {
     /// Opens the table at `location`, creating it by `spec` when given.
-    async fn open(name: &'static str, location: Location, spec: Option<&TableSpec>, app_id: &str) -> Result<Output> {
+    async fn open(name: &str, location: Location, spec: Option<&TableSpec>, app_id: &str) -> Result<Output> {
         let table = match spec {
             Some(spec) => {
                 let t = delta::open_or_create(&location, spec).await?;
@@ -185,7 +191,7 @@ impl Output {
             None => None,
         };
         Ok(Output {
-            name,
+            name: name.to_string(),
             version_before: table.as_ref().and_then(|t| t.version()),
             location,
             table,
@@ -249,7 +255,7 @@ impl Output {
     /// What the run did to the table, for the run report.
     pub(super) fn report(&self) -> TableWrite {
         TableWrite {
-            table: self.name.to_string(),
+            table: self.name.clone(),
             location: self.location.to_string(),
             version_before: self.version_before,
             versions_written: self.written.clone(),

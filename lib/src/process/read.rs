@@ -9,7 +9,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::DeltaTable;
 
-use crate::body::framing::envelope_columns;
+use crate::body::framing::{envelope_columns, property_column};
 use crate::capture::decode::utc_micros;
 use crate::expectations;
 use crate::lake::contract::RAW_PARTITION_COLUMN;
@@ -18,7 +18,9 @@ use crate::{Error, Result};
 /// Reads raw rows committed in versions `from..=to`, with normalised types:
 /// partition and file as Utf8, body as Binary, each event's content type
 /// and encoding (read from the Capture maps only when `envelopes`, else
-/// null), `_commit_version` last.
+/// null), the value of the event's property `property` when given (the
+/// discriminator of a pipeline routed by a property, else null),
+/// `_commit_version` last.
 ///
 /// Raw versions are almost always appends: their inserted rows are the
 /// rows of the files they add, read here straight from Parquet with only the
@@ -26,12 +28,21 @@ use crate::{Error, Result};
 /// never decoded). A range holding any other change (an erase or retention
 /// delete, a deletion vector, column mapping) is read from the change feed,
 /// whose inserts are what a plain append would have given.
-pub(super) async fn read_raw(raw: &DeltaTable, from: u64, to: u64, envelopes: bool) -> Result<Vec<RecordBatch>> {
+pub(super) async fn read_raw(
+    raw: &DeltaTable,
+    from: u64,
+    to: u64,
+    envelopes: bool,
+    property: Option<&str>,
+) -> Result<Vec<RecordBatch>> {
     match appended_files(raw, from, to).await? {
-        Some(files) => read_appended(raw, files, envelopes).await,
-        None => read_raw_changes(raw, from, to).await,
+        Some(files) => read_appended(raw, files, envelopes, property).await,
+        None => read_raw_changes(raw, from, to, property).await,
     }
 }
+
+/// The raw read column holding each event's discriminator property.
+pub(super) const DISCRIMINATOR_COLUMN: &str = "discriminator";
 
 /// Columns of raw rows as processing reads them.
 pub(super) fn raw_read_schema() -> SchemaRef {
@@ -44,6 +55,7 @@ pub(super) fn raw_read_schema() -> SchemaRef {
         Field::new("body", DataType::Binary, true),
         Field::new("content_type", DataType::Utf8, true),
         Field::new("content_encoding", DataType::Utf8, true),
+        Field::new(DISCRIMINATOR_COLUMN, DataType::Utf8, true),
         Field::new("_commit_version", DataType::Int64, false),
     ]))
 }
@@ -95,7 +107,9 @@ async fn read_appended(
     raw: &DeltaTable,
     files: Vec<(u64, deltalake::kernel::Add)>,
     envelopes: bool,
+    property: Option<&str>,
 ) -> Result<Vec<RecordBatch>> {
+    let property = property.map(str::to_string);
     use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use deltalake::parquet::arrow::ProjectionMask;
     use futures::{StreamExt as _, TryStreamExt as _};
@@ -104,7 +118,7 @@ async fn read_appended(
     let store = raw.log_store().object_store(None);
     let url = raw.table_url().clone();
     let read_one = |(version, add): (u64, deltalake::kernel::Add)| {
-        let (store, schema, url) = (store.clone(), schema.clone(), url.clone());
+        let (store, schema, url, property) = (store.clone(), schema.clone(), url.clone(), property.clone());
         async move {
             let fail = |e: &dyn std::fmt::Display| {
                 Error::Internal(format!(
@@ -121,10 +135,11 @@ async fn read_appended(
             let at = format!("{}{}", url.as_str().trim_end_matches('/'), format_args!("/{}", add.path));
             let fetched = store.get(&path).await.map_err(|e| Error::storage(&at, e))?;
             let bytes = fetched.bytes().await.map_err(|e| Error::storage(&at, e))?;
+            let maps = envelopes || property.is_some();
             let decode = move || -> std::result::Result<Vec<RecordBatch>, String> {
                 let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
                 let mut wanted = vec!["partition_id", "sequence_number", "enqueued_time", "source_file", "body"];
-                if envelopes {
+                if maps {
                     wanted.extend(["system_properties", "properties"]);
                 }
                 let roots = wanted
@@ -154,11 +169,16 @@ async fn read_appended(
                         let c = b.column_by_name(name).ok_or_else(|| fail(&format!("no column {name}")))?;
                         cast(c, t).map_err(|e| fail(&e))
                     };
-                    let [content_type, content_encoding] = envelope_columns(
-                        n,
-                        b.column_by_name("system_properties").map(|c| c.as_ref()),
-                        b.column_by_name("properties").map(|c| c.as_ref()),
-                    );
+                    let system = b.column_by_name("system_properties").map(|c| c.as_ref());
+                    let properties = b.column_by_name("properties").map(|c| c.as_ref());
+                    let [content_type, content_encoding] = match envelopes {
+                        true => envelope_columns(n, system, properties),
+                        false => envelope_columns(n, None, None),
+                    };
+                    let discriminator = match &property {
+                        Some(key) => property_column(n, properties, system, key),
+                        None => property_column(n, None, None, ""),
+                    };
                     let columns = vec![
                         column("partition_id", &DataType::Utf8)?,
                         column("sequence_number", &DataType::Int64)?,
@@ -168,6 +188,7 @@ async fn read_appended(
                         column("body", &DataType::Binary)?,
                         content_type,
                         content_encoding,
+                        discriminator,
                         Arc::new(Int64Array::from(vec![version as i64; n])) as ArrayRef,
                     ];
                     RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(&e))
@@ -196,7 +217,7 @@ fn shrunk(batch: RecordBatch) -> std::result::Result<RecordBatch, deltalake::arr
 }
 
 /// [`read_raw`] through the change feed (any kind of version).
-async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64, property: Option<&str>) -> Result<Vec<RecordBatch>> {
     // One partition: the read runs beside the previous range's writes (see
     // `Run` in run.rs), and DataFusion's repartitioning only copied rows here.
     let ctx = deltalake::datafusion::prelude::SessionContext::new_with_config(
@@ -224,8 +245,12 @@ async fn read_raw_changes(raw: &DeltaTable, from: u64, to: u64) -> Result<Vec<Re
     for b in batches {
         let [content_type, content_encoding] =
             envelope_columns(b.num_rows(), Some(b.column(6).as_ref()), Some(b.column(7).as_ref()));
+        let discriminator = match property {
+            Some(key) => property_column(b.num_rows(), Some(b.column(7).as_ref()), Some(b.column(6).as_ref()), key),
+            None => property_column(b.num_rows(), None, None, ""),
+        };
         let mut given: Vec<ArrayRef> = b.columns()[..6].to_vec();
-        given.extend([content_type, content_encoding, b.column(8).clone()]);
+        given.extend([content_type, content_encoding, discriminator, b.column(8).clone()]);
         let columns = schema
             .fields()
             .iter()

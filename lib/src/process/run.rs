@@ -12,10 +12,15 @@ use super::evaluate::{evaluate, Evaluated};
 use super::metrics::{merge_rules, metrics_batch, RuleFigures};
 use super::output::{record_unpublished, start_commits, Output, Outputs, RangeCommits};
 use super::read::read_raw;
+use super::route::split;
 use super::select::rows_after;
 use super::{Compiled, ProcessOptions};
-use crate::report::{QualityReport, StageReport};
+use crate::expectations::Action;
+use crate::lake::contract::{quarantine_schema, ROUTE_RULE};
+use crate::pipeline::RouteBy;
+use crate::report::{QualityReport, RuleVerdict, StageReport};
 use crate::Result;
+use deltalake::arrow::compute::concat_batches;
 
 /// A range of raw versions `from..=to` processed and committed as one, and
 /// the time stamped on what it writes.
@@ -123,10 +128,24 @@ impl<'a> Run<'a> {
 
     /// Processes one range; `false` when a `fail` rule stopped the run.
     async fn range(&mut self, raw: &DeltaTable, range: RawRange) -> Result<bool> {
-        let rows = read_raw(raw, range.from, range.to, self.plan.framing.reads_properties()).await?;
-        let read: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let property = match self.plan.routing.as_ref().map(|r| &r.by) {
+            Some(RouteBy::Property(key)) => Some(key.as_str()),
+            _ => None,
+        };
+        let rows = read_raw(raw, range.from, range.to, self.plan.framing.reads_properties(), property).await?;
+        let (rows, unrouted) = self.route(rows, &range)?;
+        // A route counts the events it takes (and the first one those no
+        // route takes): over the routes, every event once.
+        let read = rows.iter().map(RecordBatch::num_rows).sum::<usize>()
+            + unrouted.as_ref().map_or(0, |(u, _, _)| u.num_rows());
         self.report.events_read += read as u64;
-        let ev = evaluate(self.plan, rows, &self.options.run_id, range.now)?;
+        let mut ev = evaluate(self.plan, rows, &self.options.run_id, range.now)?;
+        if let Some((rows, versions, figures)) = unrouted {
+            ev.rules.insert(0, figures);
+            ev.quarantine = concat_batches(&quarantine_schema(), [&rows, &ev.quarantine])
+                .map_err(|e| crate::Error::Internal(format!("quarantine rows: {e}")))?;
+            ev.quarantine_versions.splice(0..0, versions);
+        }
         self.report.problems.extend(ev.warnings.iter().cloned());
         if !ev.failures.is_empty() {
             self.stop(&ev, &range).await?;
@@ -146,6 +165,34 @@ impl<'a> Run<'a> {
             start_commits(&mut self.outs, self.plan, &self.options.run_id, &self.app_id, commits);
         }
         Ok(true)
+    }
+
+    /// With routes: the rows this route takes, and (for the first route)
+    /// the quarantine rows of the events no route takes, their raw
+    /// versions and the `route` rule's figures.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+        rows: Vec<RecordBatch>,
+        range: &RawRange,
+    ) -> Result<(Vec<RecordBatch>, Option<(RecordBatch, Vec<i64>, RuleFigures)>)> {
+        let Some(routing) = &self.plan.routing else { return Ok((rows, None)) };
+        let all: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let split = split(self.plan, routing, rows, &self.options.run_id, range.now)?;
+        if !routing.takes_unrouted {
+            return Ok((split.taken, None));
+        }
+        let failed = split.unrouted.num_rows();
+        let figures = RuleFigures {
+            rule: ROUTE_RULE.to_string(),
+            expression: None,
+            action: Action::Quarantine,
+            checked: all as u64,
+            failed: failed as u64,
+            max_failure_rate: None,
+            outcome: if failed == 0 { RuleVerdict::Passed } else { RuleVerdict::Quarantined },
+        };
+        Ok((split.taken, Some((split.unrouted, split.unrouted_versions, figures))))
     }
 
     /// Records a range a `fail` rule stopped: its figures and problems,

@@ -12,22 +12,27 @@ use crate::pipeline::LoadedPipeline;
 use crate::storage::Location;
 use crate::{Error, Result};
 
-/// Checks the processed table (when it exists) against the schema the
-/// pipeline now produces. Breaking changes are problems for `weir validate`.
+/// Checks each processed table (a route's, with routes; when it exists)
+/// against the schema the pipeline now produces. Breaking changes are
+/// problems for `weir validate`.
 pub async fn check_table_schema(loaded: &LoadedPipeline) -> Result<Vec<(String, String)>> {
-    let Some(process) = &loaded.pipeline.process else { return Ok(vec![]) };
-    if loaded.pipeline.tables.processed.is_none() {
-        return Ok(vec![]);
+    let mut problems = Vec::new();
+    for unit in loaded.process_units() {
+        if unit.table.is_none() {
+            continue;
+        }
+        let Ok(Some(body)) = loaded.unit_body_schema(&unit) else { continue };
+        let location = loaded.location(&unit.table_key)?;
+        let Some(table) = delta::open(&location).await? else { continue };
+        let wanted = contract::processed_schema_for_check(&body, &unit.process.pii);
+        let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
+        problems.extend(
+            breaking
+                .into_iter()
+                .map(|m| (unit.schema_key.clone(), format!("incompatible with the processed table {location}: {m}"))),
+        );
     }
-    let Ok(Some(body)) = loaded.body_schema() else { return Ok(vec![]) };
-    let location = loaded.location("tables.processed.path")?;
-    let Some(table) = delta::open(&location).await? else { return Ok(vec![]) };
-    let wanted = contract::processed_schema_for_check(&body, &process.pii);
-    let (_, breaking) = schema_changes(delta::arrow_schema(&table)?.as_ref(), &wanted);
-    Ok(breaking
-        .into_iter()
-        .map(|m| ("body.schema".to_string(), format!("incompatible with the processed table {location}: {m}")))
-        .collect())
+    Ok(problems)
 }
 
 /// Stops a run before it writes when the processed table cannot take the

@@ -61,7 +61,7 @@ process:
     std::fs::write(dir.join("p.yaml"), &text).unwrap();
     let loaded = parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).expect("valid pipeline");
     std::env::set_var(KEY_ENV, KEY);
-    Compiled::build(&loaded).expect("plan")
+    Compiled::build(&loaded, &loaded.process_unit(None).unwrap()).expect("plan")
 }
 
 const ROUTING_RULES: &str = r#"    - {name: amount_not_negative, sql: "amount IS NULL OR amount >= 0", action: quarantine}
@@ -96,6 +96,7 @@ fn raw(first_sequence: i64, rows: &[(Option<&str>, i64)]) -> RecordBatch {
         Arc::new(Date32Array::from(vec![days(event_time()); n])),
         Arc::new(StringArray::from(vec!["capture/0/file.avro"; n])),
         Arc::new(BinaryArray::from(rows.iter().map(|(b, _)| b.map(str::as_bytes)).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
         Arc::new(StringArray::from(vec![None::<&str>; n])),
         Arc::new(StringArray::from(vec![None::<&str>; n])),
         Arc::new(Int64Array::from(rows.iter().map(|(_, v)| *v).collect::<Vec<_>>())),

@@ -60,19 +60,18 @@ fn datasets(loaded: &LoadedPipeline, job: &str) -> (Named, Named) {
     let named = |name: &str, table: &Option<crate::pipeline::TableConfig>| {
         table.as_ref().map(|c| (name.to_string(), c.path.clone()))
     };
-    let process_out: Vec<(String, String)> = [
-        named("processed", &t.processed),
-        named("quarantine", &t.quarantine),
-        named("quality_metrics", &t.quality_metrics),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    // `processed`, or each route's table.
+    let processed: Vec<(String, String)> =
+        loaded.process_units().into_iter().filter_map(|u| u.table.map(|table| (u.name, table.path))).collect();
+    let process_out: Vec<(String, String)> = processed
+        .iter()
+        .cloned()
+        .chain([named("quarantine", &t.quarantine), named("quality_metrics", &t.quality_metrics)].into_iter().flatten())
+        .collect();
     let curated: Vec<(String, String)> =
         p.curate.iter().flat_map(|c| &c.tables).map(|c| (c.name.clone(), c.path.clone())).collect();
     let references: Vec<(String, String)> =
         p.curate.iter().flat_map(|c| &c.references).map(|r| (r.name.clone(), r.path.clone())).collect();
-    let processed: Vec<(String, String)> = named("processed", &t.processed).into_iter().collect();
     let all: Vec<(String, String)> = loaded
         .tables_written()
         .into_iter()
@@ -136,7 +135,7 @@ pub fn event(
                     .filter(|s| s.tables.iter().any(|w| &w.table == name && !w.versions_written.is_empty()))
                     .filter(|s| {
                         (name == "raw" && s.stage == super::Stage::Ingest)
-                            || (name == "processed" && s.stage == super::Stage::Process)
+                            || (s.stage == super::Stage::Process && s.route.as_deref().unwrap_or("processed") == name)
                     })
                     .map(|s| s.events_written)
                     .sum();

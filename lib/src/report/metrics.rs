@@ -15,6 +15,19 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A stage's labels: its name, and its route when it ran for one.
+fn stage_label(s: &super::StageReport) -> String {
+    match &s.route {
+        None => format!("stage=\"{}\"", escape(s.stage.as_str())),
+        Some(_) => format!("stage=\"{}\",{}", escape(s.stage.as_str()), route_label(s)),
+    }
+}
+
+/// A process stage's route label (none without routes).
+fn route_label(s: &super::StageReport) -> String {
+    s.route.as_ref().map(|r| format!("route=\"{}\"", escape(r))).unwrap_or_default()
+}
+
 /// The metrics text for one run.
 pub fn render(report: &RunReport, exit_code: u8) -> String {
     let labels = format!("pipeline=\"{}\",job=\"{}\"", escape(&report.pipeline), escape(&report.job));
@@ -64,7 +77,7 @@ pub fn render(report: &RunReport, exit_code: u8) -> String {
         );
     }
     let per_stage = |f: fn(&super::StageReport) -> u64| -> Vec<(String, String)> {
-        report.stages.iter().map(|s| (format!("stage=\"{}\"", escape(s.stage.as_str())), f(s).to_string())).collect()
+        report.stages.iter().map(|s| (stage_label(s), f(s).to_string())).collect()
     };
     metric(
         "weir_last_run_events_read",
@@ -99,8 +112,7 @@ pub fn render(report: &RunReport, exit_code: u8) -> String {
     let quality: Vec<(String, String)> = report
         .stages
         .iter()
-        .filter_map(|s| s.quality.as_ref())
-        .map(|q| (String::new(), q.events_quarantined.to_string()))
+        .filter_map(|s| s.quality.as_ref().map(|q| (route_label(s), q.events_quarantined.to_string())))
         .collect();
     if !quality.is_empty() {
         metric("weir_last_run_events_quarantined", "Events the last run sent to quarantine.", "gauge", quality);

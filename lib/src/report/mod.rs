@@ -217,6 +217,10 @@ pub struct ErrorReport {
 pub struct StageReport {
     /// Stage name.
     pub stage: Stage,
+    /// The route a process stage ran for (pipelines with `process.routes`
+    /// run the stage once per route).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
     /// Files read.

@@ -214,14 +214,12 @@ pub(crate) async fn lags(loaded: &LoadedPipeline, tables: &[TableStatus]) -> Res
         };
         StageLag { stage, source: source.to_string(), consumed_version: consumed, source_version, versions_behind }
     };
-    if let (Some(_), Some(_)) = (&p.process, &p.tables.processed) {
-        let consumed = match delta::open(&loaded.location("tables.processed.path")?).await? {
-            Some(processed) => {
-                delta::progress(&processed, &Marker::Process { pipeline: &p.name }.app_id()).await?.map(|v| v as u64)
-            }
+    for unit in loaded.process_units().iter().filter(|u| u.table.is_some()) {
+        let consumed = match delta::open(&loaded.location(&unit.table_key)?).await? {
+            Some(processed) => delta::progress(&processed, &unit.app_id(&p.name)).await?.map(|v| v as u64),
             None => None,
         };
-        out.push(lag("process".into(), "raw", consumed));
+        out.push(lag(unit.stage(), "raw", consumed));
     }
     for (i, c) in p.curate.iter().flat_map(|c| &c.tables).enumerate() {
         let source = c.incremental.as_ref().map_or("processed", |i| i.source.as_str());
