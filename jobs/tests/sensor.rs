@@ -155,3 +155,55 @@ fn validate_accepts_json_functions_and_names_a_misspelled_one() {
         text(&out)
     );
 }
+
+/// The figures docs/guide/sensor-alarms.md states for the committed sample
+/// (`testdata/capture/sensor_readings`, the example's default source).
+#[test]
+fn the_sample_gives_the_figures_the_guide_states() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = weir().args(["run", EXAMPLE]).env("WEIR_LAKE", lake.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ingest, process, curate) = (&report["stages"][0], &report["stages"][1], &report["stages"][2]);
+    assert_eq!(ingest["events_written"], 245, "{report}");
+    assert_eq!(process["events_written"], 236, "{report}");
+    assert_eq!(process["quality"]["events_quarantined"], 4, "{report}");
+    assert_eq!(process["quality"]["duplicates_dropped"], 5, "{report}");
+    let rules: Vec<(String, u64)> = process["quality"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule"].as_str().unwrap().to_string(), r["rows_failed"].as_u64().unwrap()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("schema".into(), 2),
+            ("temp_01_probe_connected".into(), 2),
+            ("fault_has_code".into(), 1),
+            ("dedup".into(), 5)
+        ]
+    );
+    assert_eq!(curate["models"][0]["rows_inserted"], 109, "{report}");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let levels = rt.block_on(async {
+        let path = lake.path().join("curated/sensor_range_alarms");
+        let loc = weir::storage::Location::parse(path.to_str().unwrap()).unwrap();
+        let table = weir::delta::open(&loc).await.unwrap().expect("the alarm table");
+        let mut levels = std::collections::BTreeMap::new();
+        for b in weir::delta::read_all(&table).await.unwrap() {
+            let level = deltalake::arrow::compute::cast(
+                b.column_by_name("level").unwrap(),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            for l in deltalake::arrow::array::AsArray::as_string::<i32>(&level).iter().flatten() {
+                *levels.entry(l.to_string()).or_insert(0) += 1;
+            }
+        }
+        levels
+    });
+    assert_eq!(levels, [("H".into(), 43), ("HH".into(), 37), ("L".into(), 15), ("LL".into(), 14)].into());
+}

@@ -464,6 +464,45 @@ mod tests {
         );
     }
 
+    /// The JSON functions as docs/reference/sql.md describes them, on
+    /// `_rescued` values as the process stage writes them.
+    #[test]
+    fn json_functions_read_rescued_fields() {
+        let schema = Arc::new(Schema::new(vec![Field::new("_rescued", DataType::Utf8, true)]));
+        let rescued = StringArray::from(vec![
+            Some(r#"{"TEMP_07":21.5,"tag":"A","n":3,"ok":true,"arr":[1,2],"s":"97.5","deep":{"x":1}}"#),
+            Some(r#"{"TEMP_07":"ERR","n":3.5,"ok":"true","gone":null}"#),
+            None,
+        ]);
+        let b = RecordBatch::try_new(schema, vec![Arc::new(rescued)]).unwrap();
+        let passes = |sql: &str| -> Vec<bool> {
+            let e =
+                compile(&rule(&format!("{{name: x, sql: {sql:?}}}")), &b.schema()).unwrap_or_else(|e| panic!("{e}"));
+            e.evaluate(&b).unwrap().iter().map(|v| v.unwrap()).collect()
+        };
+        for (sql, expected) in [
+            ("json_get_float(_rescued, 'TEMP_07') < 100", [true, false, false]),
+            ("json_get_float(_rescued, 'TEMP_07') IS NULL", [false, true, true]),
+            ("json_get_float(_rescued, 's') = 97.5", [true, false, false]),
+            ("json_get_str(_rescued, 'tag') = 'A'", [true, false, false]),
+            ("json_get_str(_rescued, 's') = '97.5'", [true, false, false]),
+            ("json_get_int(_rescued, 'n') = 3", [true, false, false]),
+            ("json_get_bool(_rescued, 'ok')", [true, true, false]),
+            ("json_contains(_rescued, 'TEMP_07')", [true, true, false]),
+            ("json_length(_rescued, 'arr') = 2", [true, false, false]),
+            ("json_length(_rescued) = 4", [false, true, false]),
+            ("json_contains(_rescued, 'gone')", [false, true, false]),
+            ("array_length(json_get_array(_rescued, 'arr')) = 2", [true, false, false]),
+            ("json_get_int(_rescued, 'deep', 'x') = 1", [true, false, false]),
+            ("json_get_json(_rescued, 'deep') = '{\"x\":1}'", [true, false, false]),
+            ("(_rescued->>'tag') = 'A'", [true, false, false]),
+            ("(_rescued->>'n') = '3.5'", [false, true, false]),
+            ("array_has(json_object_keys(_rescued), 'arr')", [true, false, false]),
+        ] {
+            assert_eq!(passes(sql), expected, "{sql}");
+        }
+    }
+
     #[test]
     fn messages_keep_each_cause_and_drop_the_rule_name() {
         let analyzer = "type_coercion\ncaused by\nWHEN expressions in CASE couldn't be converted to common type (Boolean)\ncaused by\nError during planning: Unexpected argument type to 'json_as_text' at position 2, expected string or int, got Boolean.";
