@@ -382,8 +382,9 @@ async fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
                 Ok(problems) if problems.is_empty() => writeln!(out, "{}: ok", file.display())?,
                 Ok(problems) => {
                     invalid += 1;
+                    // With the line of the key, as load problems have.
                     for (path, message) in problems {
-                        writeln!(out, "{}: {path}: {message}", file.display())?;
+                        writeln!(out, "{}", loaded.problem(&path, message))?;
                     }
                 }
                 Err(e) => {

@@ -152,6 +152,50 @@ fn validate_messages_for_broken_routed_pipelines() {
     insta::assert_snapshot!("validate_broken_routes", all.replace(&dir.path().display().to_string(), "[dir]"));
 }
 
+/// The sensor example with one thing wrong each, in the pipeline file or in
+/// its model's SQL file: (name, file, from, to).
+const BROKEN_SENSOR: &[(&str, &str, &str, &str)] = &[
+    ("json_function_typo_in_rule", "pipelines/sensor_readings.yaml", "json_get_int(_rescued", "json_get_intt(_rescued"),
+    (
+        "json_function_typo_in_model",
+        "pipelines/sensor_readings/range_alarms.sql",
+        "json_get_float(_rescued",
+        "json_get_flaot(_rescued",
+    ),
+    (
+        "json_operator_precedence_in_model",
+        "pipelines/sensor_readings/range_alarms.sql",
+        "  WHERE _rescued IS NOT NULL\n",
+        "  WHERE _rescued->>'SIMULATED' = 'false'\n",
+    ),
+];
+
+#[test]
+fn validate_messages_for_broken_sensor_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines/sensor_readings")).unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    let files =
+        ["schemas/sensor_reading.avsc", "pipelines/sensor_readings.yaml", "pipelines/sensor_readings/range_alarms.sql"];
+    for f in files {
+        std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+    }
+    let pipeline = dir.path().join("pipelines/sensor_readings.yaml");
+    let out = weir().arg("validate").arg(&pipeline).env("WEIR_LAKE", dir.path().join("lake")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "the example validates: {}", text(&out));
+    let mut all = String::new();
+    for (name, file, from, to) in BROKEN_SENSOR {
+        let original = std::fs::read_to_string(repo().join(file)).unwrap();
+        assert!(original.contains(from), "{name}: {file} no longer holds {from:?}");
+        std::fs::write(dir.path().join(file), original.replacen(from, to, 1)).unwrap();
+        let out = weir().arg("validate").arg(&pipeline).env("WEIR_LAKE", dir.path().join("lake")).output().unwrap();
+        std::fs::write(dir.path().join(file), original).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        all += &format!("== {name}: exit {}\n{}\n", out.status.code().unwrap(), text(&out));
+    }
+    insta::assert_snapshot!("validate_broken_sensor", all.replace(&dir.path().display().to_string(), "[dir]"));
+}
+
 /// The example pipeline job by job on one lake, then `weir run` again (up
 /// to date) and on a fresh lake as a dry run.
 #[test]

@@ -708,3 +708,191 @@ async fn models_read_reference_tables_and_chain_on_curated_tables() {
         }
     }
 }
+
+/// What the JSON functions read from one `_rescued` value (the raw JSON as
+/// sent): `json_get_str` strings only; `json_get_float` numbers and strings
+/// holding one; `json_get_int` integers, floats with an integral value and
+/// strings holding an integer; `json_get_bool` booleans and the strings
+/// `"true"` and `"false"`. Anything else, and an absent key, is NULL.
+#[derive(Default)]
+struct Rescued {
+    variant: Option<String>,
+    score: Option<f64>,
+    retries: Option<i64>,
+    beta: Option<bool>,
+}
+
+fn rescued_fields(i: usize) -> (Vec<(&'static str, serde_json::Value)>, Rescued) {
+    use serde_json::json;
+    let mut sent = Vec::new();
+    let mut read = Rescued::default();
+    match i % 4 {
+        0 => {}
+        1 => {
+            sent.push(("abVariant", json!("A")));
+            read.variant = Some("A".into());
+        }
+        2 => {
+            sent.push(("abVariant", json!("B")));
+            read.variant = Some("B".into());
+        }
+        _ => sent.push(("abVariant", json!(7))),
+    }
+    // Quarter steps: every sum is exact in any order.
+    let quarters = (i % 9) as f64 / 4.0;
+    match i % 5 {
+        0 => {}
+        1 => {
+            sent.push(("score", json!(quarters)));
+            read.score = Some(quarters);
+        }
+        2 => {
+            sent.push(("score", json!(quarters.to_string())));
+            read.score = Some(quarters);
+        }
+        3 => sent.push(("score", json!("n/a"))),
+        _ => sent.push(("score", json!(null))),
+    }
+    match i % 6 {
+        0 => {}
+        1 => {
+            sent.push(("retries", json!(2.0)));
+            read.retries = Some(2);
+        }
+        2 => sent.push(("retries", json!(2.5))),
+        5 => {
+            sent.push(("retries", json!("5")));
+            read.retries = Some(5);
+        }
+        n => {
+            sent.push(("retries", json!(n)));
+            read.retries = Some(n as i64);
+        }
+    }
+    match i % 3 {
+        0 => {}
+        1 => {
+            sent.push(("beta", json!(i.is_multiple_of(2))));
+            read.beta = Some(i.is_multiple_of(2));
+        }
+        _ if i.is_multiple_of(2) => {
+            sent.push(("beta", json!("true")));
+            read.beta = Some(true);
+        }
+        _ => sent.push(("beta", json!("yes"))),
+    }
+    (sent, read)
+}
+
+/// A curated model reads fields the schema does not know from `_rescued`
+/// with the JSON functions: its table equals what those fields say,
+/// computed here from the bodies sent.
+#[tokio::test]
+async fn a_model_reads_rescued_fields_with_json_functions() {
+    set_key();
+    let dir = tempfile::tempdir().unwrap();
+    let section = format!(
+        r#"curate:
+  tables:
+    - name: experiments
+      path: {lake}/curated/experiments
+      key: [userId, date]
+      incremental: {{by: [userId, {{column: date, source: event_date}}]}}
+      sql: |
+        SELECT
+          userId,
+          event_date AS date,
+          COUNT(json_get_str(_rescued, 'abVariant')) AS with_variant,
+          COUNT(CASE WHEN (_rescued->>'abVariant') = 'B' THEN 1 END) AS variant_b,
+          COALESCE(SUM(json_get_float(_rescued, 'score')), 0) AS score,
+          MAX(json_get_int(_rescued, 'retries')) AS max_retries,
+          COUNT(CASE WHEN json_get_bool(_rescued, 'beta') THEN 1 END) AS beta_true
+        FROM processed
+        GROUP BY userId, event_date
+"#,
+        lake = dir.path().join("lake").display()
+    );
+    let p = pipeline(dir.path(), &section);
+    assert_eq!(weir::curate::check_models(&p).await.unwrap(), vec![]);
+
+    type Row = (i64, i64, f64, Option<i64>, i64);
+    let mut expected: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut bodies = Vec::new();
+    let mut rng = Rng::new(5);
+    for i in 0..60 {
+        let at = t0() + Duration::days((i % 3) as i64) + Duration::minutes(i as i64);
+        let user = format!("u-{}", i % 4);
+        let (sent, read) = rescued_fields(i);
+        bodies.push(edit(&user_event_body(&mut rng, i as i64, at), |m| {
+            m.insert("userId".into(), serde_json::Value::String(user.clone()));
+            m.insert("eventName".into(), serde_json::Value::String("click".into()));
+            for (k, v) in sent {
+                m.insert(k.into(), v);
+            }
+        }));
+        let row = expected.entry((user, at.format("%Y-%m-%d").to_string())).or_insert((0, 0, 0.0, None, 0));
+        row.0 += i64::from(read.variant.is_some());
+        row.1 += i64::from(read.variant.as_deref() == Some("B"));
+        row.2 += read.score.unwrap_or(0.0);
+        row.3 = row.3.max(read.retries);
+        row.4 += i64::from(read.beta == Some(true));
+    }
+    write_window(dir.path(), t0(), &bodies, &mut BTreeMap::new());
+    run_stages(&p, "r1").await;
+
+    let stored = weir::delta::read_all(&table(dir.path(), "curated/experiments").await).await.unwrap();
+    let mut got: BTreeMap<(String, String), Row> = BTreeMap::new();
+    for b in &stored {
+        use deltalake::arrow::datatypes::{Float64Type, Int64Type};
+        let text = |c: &str, r: usize| array_value_to_string(b.column_by_name(c).unwrap(), r).unwrap();
+        let typed = |c: &str, t: DataType| cast(b.column_by_name(c).unwrap(), &t).unwrap();
+        let [with_variant, variant_b, retries, beta_true] =
+            ["with_variant", "variant_b", "max_retries", "beta_true"].map(|c| typed(c, DataType::Int64));
+        let score = typed("score", DataType::Float64);
+        let int = |a: &deltalake::arrow::array::ArrayRef, r: usize| {
+            let a = a.as_primitive::<Int64Type>();
+            a.is_valid(r).then(|| a.value(r))
+        };
+        for r in 0..b.num_rows() {
+            got.insert(
+                (text("userId", r), text("date", r)),
+                (
+                    int(&with_variant, r).unwrap(),
+                    int(&variant_b, r).unwrap(),
+                    score.as_primitive::<Float64Type>().value(r),
+                    int(&retries, r),
+                    int(&beta_true, r).unwrap(),
+                ),
+            );
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+/// `weir validate` (and every curate run, before it writes) type-checks a
+/// model, not only its names: `->>` binds more loosely than `=` in
+/// DataFusion, so `_rescued->>'k' = 'B'` asks for the key `'k' = 'B'` (a
+/// boolean) and fails; the problem names the model and the cause.
+#[tokio::test]
+async fn validate_finds_a_model_that_does_not_type_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = r#"curate:
+  tables:
+    - name: variants
+      path: lake/variants
+      key: [userId]
+      sql: SELECT userId, COUNT(CASE WHEN _rescued->>'abVariant' = 'B' THEN 1 END) AS b FROM processed GROUP BY userId
+"#;
+    let p = pipeline(dir.path(), section);
+    let problems = weir::curate::check_models(&p).await.unwrap();
+    assert_eq!(
+        problems,
+        vec![(
+            "curate.tables[0].sql".to_string(),
+            "model \"variants\" does not plan: WHEN expressions in CASE couldn't be converted to common type (Boolean): Unexpected argument type to 'json_as_text' at position 2, expected string or int, got Boolean.".to_string()
+        )]
+    );
+    // Parenthesised, it plans.
+    let fixed = section.replace("_rescued->>'abVariant'", "(_rescued->>'abVariant')");
+    assert_eq!(weir::curate::check_models(&pipeline(dir.path(), &fixed)).await.unwrap(), vec![]);
+}

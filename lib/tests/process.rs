@@ -554,3 +554,85 @@ async fn a_raw_version_that_deleted_rows_adds_no_rows_to_process() {
     assert_eq!(ids.len(), 80);
     assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), expected);
 }
+
+/// Fields the schema does not know land in `_rescued` as a JSON object of
+/// their raw JSON values (`{"TEMP_07":21.5}`: the number itself, not a
+/// string holding it), and rules read them with the JSON functions.
+/// `json_get_float` reads a JSON number or a string holding one; anything
+/// else (`"ERR"`, `null`, an object, an absent key) is NULL.
+#[tokio::test]
+async fn a_rule_over_rescued_fields_with_json_functions_quarantines_exactly_the_rows_over_the_limit() {
+    set_key();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = pipeline(
+        d,
+        "    - {name: temp_07_below_100, sql: \"json_get_float(_rescued, 'TEMP_07') IS NULL OR json_get_float(_rescued, 'TEMP_07') < 100\", action: quarantine}\n    - {name: temp_07_sent, sql: \"json_contains(_rescued, 'TEMP_07')\", action: warn}\n",
+    );
+    // (TEMP_07 as sent, or absent; quarantined by temp_07_below_100)
+    let cases: Vec<(Option<&str>, bool)> = vec![
+        (Some("21.5"), false),
+        (Some("150"), true),
+        (Some("100"), true),
+        (Some("100.0"), true),
+        (Some("99.99"), false),
+        (Some("1e3"), true),
+        (Some("-1e3"), false),
+        (Some("\"150.5\""), true),
+        (Some("\"ERR\""), false),
+        (Some("null"), false),
+        (Some("{\"v\": 150}"), false),
+        (Some("[150]"), false),
+        (None, false),
+    ];
+    let bodies: Vec<Option<Vec<u8>>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (temp, _))| {
+            let body = edit(&valid(7000 + i as u64, t0()), |m| {
+                if temp.is_some() {
+                    m.insert("TEMP_07".into(), serde_json::Value::String("<temp>".into()));
+                }
+            });
+            // The value's text exactly as given (`1e3` stays `1e3`).
+            let text = String::from_utf8(body).unwrap().replace("\"<temp>\"", temp.unwrap_or_default());
+            Some(text.into_bytes())
+        })
+        .collect();
+    let mut seq = BTreeMap::new();
+    write_window(d, t0(), &bodies, &mut seq);
+    run_all(&p, "run-1").await;
+
+    let mut expect_quarantine = BTreeMap::new();
+    let mut expect_kept = BTreeSet::new();
+    for (i, (body, (_, over))) in bodies.iter().zip(&cases).enumerate() {
+        let key = ((i % 2).to_string(), (i / 2) as i64);
+        if *over {
+            expect_quarantine.insert(key, vec!["temp_07_below_100".to_string()]);
+        } else {
+            expect_kept.insert(event_id(body.as_ref().unwrap()).unwrap());
+        }
+    }
+    assert_eq!(quarantined(&rows(d, "quarantine").await), expect_quarantine);
+    let processed = rows(d, "processed").await;
+    let ids: BTreeSet<String> = strings(&processed, "eventId").into_iter().flatten().collect();
+    assert_eq!(ids, expect_kept);
+    // The representation the functions read: the value as sent, as JSON.
+    let rescued: BTreeSet<String> = strings(&processed, "_rescued").into_iter().flatten().collect();
+    for kept in [
+        r#"{"TEMP_07":21.5}"#,
+        r#"{"TEMP_07":-1e3}"#,
+        r#"{"TEMP_07":"ERR"}"#,
+        r#"{"TEMP_07":null}"#,
+        r#"{"TEMP_07":{"v": 150}}"#,
+    ] {
+        assert!(rescued.contains(kept), "{kept} in {rescued:?}");
+    }
+    // The warn rule flagged the one kept row without TEMP_07 (and the rows
+    // whose _rescued is absent: none here).
+    let metrics = rows(d, "quality").await;
+    let failed: Vec<(Option<String>, Option<String>)> =
+        strings(&metrics, "rule").into_iter().zip(strings(&metrics, "rows_failed")).collect();
+    assert!(failed.contains(&(Some("temp_07_sent".into()), Some("1".into()))), "{failed:?}");
+    assert!(failed.contains(&(Some("temp_07_below_100".into()), Some("5".into()))), "{failed:?}");
+}

@@ -950,6 +950,7 @@ fn make_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensor::{sensor_messages, write_sensor_capture, SensorSpec};
     use apache_avro::types::Value;
     use std::collections::{HashMap, HashSet};
 
@@ -1488,6 +1489,13 @@ mod tests {
         let summary = generate_dataset(&capture, &sample_dataset_spec()).unwrap();
         println!("capture/user_events: {summary:?}");
 
+        let sensors = root.join("capture/sensor_readings");
+        if sensors.exists() {
+            std::fs::remove_dir_all(&sensors).unwrap();
+        }
+        let files = write_sensor_capture(&sensors, &sensor_messages(&SensorSpec::sample())).unwrap();
+        println!("capture/sensor_readings: {files} files");
+
         let bad = root.join("bad");
         let deflate = small_deflate_file();
         let (start, len) = first_block(&deflate).unwrap();
@@ -1534,6 +1542,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(digest(files_below(&committed)), digest(files_below(fresh.path())), "run regenerate_testdata");
+        let sensors = root.join("capture/sensor_readings");
+        assert!(sensors.is_dir(), "{} is missing: run regenerate_testdata", sensors.display());
+        let fresh = tempfile::tempdir().unwrap();
+        write_sensor_capture(fresh.path(), &sensor_messages(&SensorSpec::sample())).unwrap();
+        assert_eq!(digest(files_below(&sensors)), digest(files_below(fresh.path())), "run regenerate_testdata");
         let valid = std::fs::read(root.join("bad/us-time-legacy-union.avro")).unwrap();
         assert_eq!(valid, write_capture_file(&fixed_events(UnionStyle::Legacy), &FileSpec::default()).unwrap());
     }

@@ -136,13 +136,7 @@ fn df_error(table: &str) -> impl Fn(DataFusionError) -> Error + '_ {
 }
 
 fn clean(message: &str) -> String {
-    let first = message.lines().next().unwrap_or(message);
-    crate::storage::scrub(
-        first
-            .trim_start_matches("Error during planning: ")
-            .trim_start_matches("Schema error: ")
-            .trim_start_matches("SQL error: "),
-    )
+    crate::storage::scrub(&crate::expectations::clean(message))
 }
 
 /// The Delta-friendly type of a model output column: timestamps become
@@ -281,11 +275,19 @@ pub async fn check_models(loaded: &LoadedPipeline) -> Result<Vec<(String, String
     for (i, m) in models.iter().enumerate() {
         let at = format!("curate.tables[{i}]");
         let t = &m.config;
-        let output = match ctx.sql(&m.sql).await {
+        // Planned through the analyzer too: type errors (an argument a
+        // function does not take) show here, not only when the model runs.
+        let planned = match ctx.sql(&m.sql).await {
+            Ok(df) => df.clone().into_optimized_plan().map(|_| df),
+            Err(e) => Err(e),
+        };
+        let output = match planned {
             Ok(df) => Arc::new(df.schema().as_arrow().clone()),
             Err(e) => {
+                // The key that holds the SQL, so the problem gets its line.
+                let key = if t.sql.is_some() { "sql" } else { "sql_file" };
                 problems.push((
-                    format!("{at}.sql"),
+                    format!("{at}.{key}"),
                     format!("model {:?} does not plan: {}", t.name, clean(&e.to_string())),
                 ));
                 continue;

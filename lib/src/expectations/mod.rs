@@ -29,6 +29,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{Array, BooleanArray, RecordBatch};
 use deltalake::arrow::datatypes::Schema;
 use deltalake::datafusion::common::DFSchema;
+use deltalake::datafusion::execution::session_state::SessionStateBuilder;
 use deltalake::datafusion::physical_expr::PhysicalExpr;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
@@ -332,22 +333,49 @@ fn many_rows(expr: &deltalake::datafusion::logical_expr::Expr) -> Option<String>
     found
 }
 
-/// A DataFusion session with case-sensitive identifiers.
+/// The DataFusion session every piece of pipeline SQL runs in (expectations
+/// here and in `weir validate`, curated models and their checks, features,
+/// exports): identifiers are case-sensitive, and the JSON functions of
+/// `datafusion-functions-json` (`json_get_float(_rescued, 'TEMP_07')`,
+/// `json_get_str`, `json_contains`, the `->`/`->>` operators, ...) are
+/// registered, so SQL that plans in one place plans in all of them.
 pub fn session() -> SessionContext {
     let config = SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    SessionContext::new_with_config(config)
+    let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    // Registering into a `SessionState` only inserts into its maps: it
+    // cannot fail (the `Result` is the registry trait's).
+    datafusion_functions_json::register_all(&mut state).expect("registering functions in a session state");
+    SessionContext::new_with_state(state)
 }
 
-/// DataFusion messages carry backtrace hints and planner jargon prefixes.
-fn clean(message: &str) -> String {
-    message
-        .lines()
-        .next()
-        .unwrap_or(message)
-        .trim_start_matches("Error during planning: ")
-        .trim_start_matches("Schema error: ")
-        .trim_start_matches("SQL error: ")
-        .to_string()
+/// DataFusion messages carry backtrace hints, planner jargon prefixes and,
+/// from the analyzer, a chain of causes under the name of the rule that
+/// failed (`type_coercion\ncaused by\n...`). Each cause's first line says
+/// what is wrong; a misspelled function name gets DataFusion's suggestion
+/// from the next (`Invalid function 'json_get_flaot'. Did you mean
+/// 'json_get_float'?`).
+pub(crate) fn clean(message: &str) -> String {
+    let causes: Vec<&str> = message.split("\ncaused by\n").collect();
+    let mut out: Vec<String> = Vec::new();
+    for (i, cause) in causes.iter().enumerate() {
+        let mut lines = cause.lines();
+        let first = lines
+            .next()
+            .unwrap_or(cause)
+            .trim_start_matches("Error during planning: ")
+            .trim_start_matches("Schema error: ")
+            .trim_start_matches("SQL error: ");
+        // A rule's name (`type_coercion`) says where, not what.
+        let rule_name = !first.is_empty() && first.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        if i == 0 && causes.len() > 1 && rule_name {
+            continue;
+        }
+        out.push(match lines.next().filter(|l| l.starts_with("Did you mean")) {
+            Some(hint) => format!("{first} {hint}"),
+            None => first.to_string(),
+        });
+    }
+    out.join(": ")
 }
 
 impl Expectation {
@@ -436,6 +464,55 @@ mod tests {
         );
     }
 
+    /// The JSON functions as docs/reference/sql.md describes them, on
+    /// `_rescued` values as the process stage writes them.
+    #[test]
+    fn json_functions_read_rescued_fields() {
+        let schema = Arc::new(Schema::new(vec![Field::new("_rescued", DataType::Utf8, true)]));
+        let rescued = StringArray::from(vec![
+            Some(r#"{"TEMP_07":21.5,"tag":"A","n":3,"ok":true,"arr":[1,2],"s":"97.5","deep":{"x":1}}"#),
+            Some(r#"{"TEMP_07":"ERR","n":3.5,"ok":"true","gone":null}"#),
+            None,
+        ]);
+        let b = RecordBatch::try_new(schema, vec![Arc::new(rescued)]).unwrap();
+        let passes = |sql: &str| -> Vec<bool> {
+            let e =
+                compile(&rule(&format!("{{name: x, sql: {sql:?}}}")), &b.schema()).unwrap_or_else(|e| panic!("{e}"));
+            e.evaluate(&b).unwrap().iter().map(|v| v.unwrap()).collect()
+        };
+        for (sql, expected) in [
+            ("json_get_float(_rescued, 'TEMP_07') < 100", [true, false, false]),
+            ("json_get_float(_rescued, 'TEMP_07') IS NULL", [false, true, true]),
+            ("json_get_float(_rescued, 's') = 97.5", [true, false, false]),
+            ("json_get_str(_rescued, 'tag') = 'A'", [true, false, false]),
+            ("json_get_str(_rescued, 's') = '97.5'", [true, false, false]),
+            ("json_get_int(_rescued, 'n') = 3", [true, false, false]),
+            ("json_get_bool(_rescued, 'ok')", [true, true, false]),
+            ("json_contains(_rescued, 'TEMP_07')", [true, true, false]),
+            ("json_length(_rescued, 'arr') = 2", [true, false, false]),
+            ("json_length(_rescued) = 4", [false, true, false]),
+            ("json_contains(_rescued, 'gone')", [false, true, false]),
+            ("array_length(json_get_array(_rescued, 'arr')) = 2", [true, false, false]),
+            ("json_get_int(_rescued, 'deep', 'x') = 1", [true, false, false]),
+            ("json_get_json(_rescued, 'deep') = '{\"x\":1}'", [true, false, false]),
+            ("(_rescued->>'tag') = 'A'", [true, false, false]),
+            ("(_rescued->>'n') = '3.5'", [false, true, false]),
+            ("array_has(json_object_keys(_rescued), 'arr')", [true, false, false]),
+        ] {
+            assert_eq!(passes(sql), expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn messages_keep_each_cause_and_drop_the_rule_name() {
+        let analyzer = "type_coercion\ncaused by\nWHEN expressions in CASE couldn't be converted to common type (Boolean)\ncaused by\nError during planning: Unexpected argument type to 'json_as_text' at position 2, expected string or int, got Boolean.";
+        assert_eq!(
+            clean(analyzer),
+            "WHEN expressions in CASE couldn't be converted to common type (Boolean): Unexpected argument type to 'json_as_text' at position 2, expected string or int, got Boolean."
+        );
+        assert_eq!(clean("Schema error: No field named eventid.\n\nbacktrace: ..."), "No field named eventid.");
+    }
+
     #[test]
     fn sql_rules_are_case_sensitive_and_null_fails() {
         assert_eq!(passes("{name: amt, sql: 'amount >= 0'}"), [true, false, false, true]);
@@ -470,6 +547,10 @@ mod tests {
             assert!(err(&rule).contains("longest duration allowed, 3650d"), "{too_long}");
         }
         assert!(err("{name: x, not_null: eventId, max_failure_rate: 5}").contains("between 0 and 1"));
+        assert_eq!(
+            err("{name: x, sql: \"json_get_flaot(eventId, 'a') > 1\"}"),
+            "Invalid function 'json_get_flaot'. Did you mean 'json_get_float'?"
+        );
         assert!(serde_yaml_ng::from_str::<ExpectationConfig>("{name: x, not_nul: a}").is_err());
     }
 }
