@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Process throughput per body format: the same payment transactions as
-# gzipped JSON, binary Avro, Azure Schema Registry Avro and Confluent Avro
+# plain JSON, gzipped JSON, binary Avro, Azure Schema Registry Avro and Confluent Avro
 # (generated once per format by jobs/tests/python/body_formats.py into
 # bench/out/formats-FORMAT-EVENTS), ingested, then `weir process` timed.
 #
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
 OUT=${OUT:-bench/out}
-FORMATS=${FORMATS:-json avro avro-schema-registry confluent}
+FORMATS=${FORMATS:-json-plain json avro avro-schema-registry confluent}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir-target}"
 export WEIR_PII_KEY=${WEIR_PII_KEY:-bench-key-not-a-secret-0123456789}
 if [[ ${BUILD:-1} != 0 ]]; then

@@ -6,7 +6,7 @@ usage:
   body_formats.py generate DIR FORMAT   # FORMAT: json | avro | avro-schema-registry | confluent
   body_formats.py check DIR
   body_formats.py check-erased DIR ACCOUNT
-  body_formats.py bench DIR FORMAT EVENTS   # a defect-free set for bench/formats.sh
+  body_formats.py bench DIR FORMAT EVENTS   # a defect-free set for bench/formats.sh (FORMAT may also be json-plain: JSON, uncompressed)
 
 `generate` writes DIR/capture (Capture Avro container files written by
 fastavro), DIR/pipeline.yaml, DIR/schemas and DIR/expected.json. Bodies are
@@ -491,7 +491,9 @@ def bench(out, fmt, events, partitions=32, files=12):
                     break
                 t = transaction(i)
                 system = {}
-                if fmt == "json":
+                if fmt == "json-plain":
+                    body = json.dumps(as_json(t)).encode()
+                elif fmt == "json":
                     body = gzip.compress(json.dumps(as_json(t)).encode(), compresslevel=6)
                 else:
                     version = 0 if fmt == "avro" else producer_version(i)
@@ -517,8 +519,8 @@ def bench(out, fmt, events, partitions=32, files=12):
         for v, schema_id in ids.items():
             with open(os.path.join(out, "schemas", "writers", f"{schema_id}.avsc"), "w") as fh:
                 json.dump(schema(v), fh, indent=1)
-    body = {"json": "  compression: gzip\n", "avro": ""}.get(fmt, "  writer_schemas: schemas/writers\n")
-    text = PIPELINE.format(format=fmt, body=body)
+    body = {"json": "  compression: gzip\n", "json-plain": "", "avro": ""}.get(fmt, "  writer_schemas: schemas/writers\n")
+    text = PIPELINE.format(format="json" if fmt == "json-plain" else fmt, body=body)
     text = text[: text.index("curate:")]
     with open(os.path.join(out, "pipeline.yaml"), "w") as fh:
         fh.write(text)
