@@ -372,3 +372,49 @@ fn routes_are_units_with_their_own_marker_table_and_subjects() {
         ]
     );
 }
+
+/// Confluent bodies with routes: each route reads the writer schemas its
+/// own schema can read (one type's ids are not another's), and a writer
+/// schema no route reads is a problem at load.
+#[test]
+fn routed_confluent_bodies_are_read_per_route_by_the_writer_schemas_each_route_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["schemas", "writers", "pipelines"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let a = r#"{"type":"record","name":"A","fields":[{"name":"id","type":"string"},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},{"name":"kind","type":"string","default":"a"}]}"#;
+    let b = r#"{"type":"record","name":"B","fields":[{"name":"ref","type":"int"},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    let a_v1 = r#"{"type":"record","name":"A","fields":[{"name":"id","type":"string"},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    let stray = r#"{"type":"record","name":"C","fields":[{"name":"flag","type":"boolean"}]}"#;
+    std::fs::write(dir.path().join("schemas/a.avsc"), a).unwrap();
+    std::fs::write(dir.path().join("schemas/b.avsc"), b).unwrap();
+    std::fs::write(dir.path().join("writers/1.avsc"), a_v1).unwrap();
+    std::fs::write(dir.path().join("writers/2.avsc"), b).unwrap();
+    let routed = "name: r\nsource:\n  capture:\n    url: /c\nbody:\n  format: confluent\n  writer_schemas: ../writers\ntables:\n  raw: {path: /l/raw}\n  quarantine: {path: /l/q}\nprocess:\n  routes:\n    by: {property: type}\n    types:\n      - {name: a, schema: ../schemas/a.avsc, table: {path: /l/a}, event_time: at}\n      - {name: b, schema: ../schemas/b.avsc, table: {path: /l/b}, event_time: at}\n";
+    let file = dir.path().join("pipelines/r.yaml");
+    let loaded = parse_pipeline(&file, routed, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let units = loaded.process_units();
+    let framing = |i: usize| loaded.unit_framing(&units[i]).unwrap();
+    let json = |i: usize, body: &[u8]| {
+        let mut buf = Vec::new();
+        framing(i).json(body, &Default::default(), &mut buf).map(|j| String::from_utf8(j.to_vec()).unwrap())
+    };
+    // id 1 is an older A: route a reads it (with its default), route b does not.
+    let a_body = [0, 0, 0, 0, 1, 2, b'x', 8];
+    assert_eq!(json(0, &a_body).unwrap(), r#"{"id":"x","at":4,"kind":"a"}"#);
+    assert!(json(1, &a_body).unwrap_err().contains("schema id 1"));
+    let b_body = [0, 0, 0, 0, 2, 6, 8];
+    assert_eq!(json(1, &b_body).unwrap(), r#"{"ref":3,"at":4}"#);
+    // Ingest and erase read bodies by the writer's own names.
+    let mut buf = Vec::new();
+    let base = loaded.body_framing().unwrap();
+    assert_eq!(base.json(&a_body, &Default::default(), &mut buf).unwrap(), br#"{"id":"x","at":4}"#);
+
+    std::fs::write(dir.path().join("writers/3.avsc"), stray).unwrap();
+    let err = parse_pipeline(&file, routed, &|_| None).unwrap_err().to_string();
+    assert!(err.contains("body.writer_schemas.3: schema id 3 can be read as no route's schema"), "{err}");
+
+    let plain = routed.replace("format: confluent\n  writer_schemas: ../writers\n", "format: avro\n");
+    let err = parse_pipeline(&file, &plain, &|_| None).unwrap_err().to_string();
+    assert!(err.contains("not plain avro"), "{err}");
+}

@@ -11,12 +11,33 @@ use super::{read_pipeline_file, BodyCompression, BodyConfig, BodyFormat, WriterS
 use crate::body::avro::{check_compatible, parse_schema, AvroTranscoder};
 use crate::body::framing::{Compression, Framing};
 
+/// Compiled writer schemas by id.
+type ById<K> = HashMap<K, Arc<AvroTranscoder>>;
+
 /// Problems as (key path, message).
 type Problems = Vec<(String, String)>;
 
-/// Compiles `body` of the pipeline in `file`; `reader` is the text of
-/// `body.schema`.
-pub(super) fn compile(file: &Path, body: &BodyConfig, reader: &str) -> Result<Framing, Problems> {
+/// Which writer schemas a framing keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writers {
+    /// Every one, each checked against the reader: an incompatible one is a problem.
+    Checked,
+    /// Those the reader can read (a route's framing): the others are listed.
+    Readable,
+    /// Every one, decoded by its own names alone (no reader: a pipeline with
+    /// routes, for subject columns, field discriminators and erasure).
+    Unread,
+}
+
+/// Compiles `body` of the pipeline in `file`; `reader` is the text of the
+/// schema bodies are read as (`body.schema`, or a route's). Also gives the
+/// writer schema ids left out (with [`Writers::Readable`]).
+pub(super) fn compile(
+    file: &Path,
+    body: &BodyConfig,
+    reader: &str,
+    keep: Writers,
+) -> Result<(Framing, Vec<String>), Problems> {
     let mut problems = Problems::new();
     if body.format != BodyFormat::Json && body.compression.is_some_and(|c| c != BodyCompression::None) {
         problems.push((
@@ -47,23 +68,30 @@ pub(super) fn compile(file: &Path, body: &BodyConfig, reader: &str) -> Result<Fr
         BodyCompression::Auto => Compression::Auto,
     };
     if body.format == BodyFormat::Json {
-        return Ok(Framing::Json(compression));
+        return Ok((Framing::Json(compression), Vec::new()));
     }
     let reader_text = reader;
-    let reader = parse_schema(reader, &schema_name(body)).map_err(|e| vec![("body.schema".into(), e)])?;
-    let transcoder = |writer: &apache_avro::Schema| AvroTranscoder::new(writer, Some(&reader)).map(Arc::new);
+    let reader = match keep {
+        Writers::Unread => None,
+        _ => Some(parse_schema(reader, &schema_name(body)).map_err(|e| vec![("body.schema".into(), e)])?),
+    };
+    let transcoder = |writer: &apache_avro::Schema| AvroTranscoder::new(writer, reader.as_ref()).map(Arc::new);
     match body.format {
         BodyFormat::Json => unreachable!("handled above"),
-        BodyFormat::Avro => transcoder(&reader).map(Framing::Avro).map_err(|e| vec![("body.schema".into(), e)]),
+        BodyFormat::Avro => match &reader {
+            Some(r) => {
+                transcoder(r).map(|t| (Framing::Avro(t), Vec::new())).map_err(|e| vec![("body.schema".into(), e)])
+            }
+            // Only with routes, which refuse plain avro and say why.
+            None => Err(Vec::new()),
+        },
         BodyFormat::AvroSchemaRegistry => {
-            Ok(Framing::SchemaRegistry(Arc::new(writers(file, body, reader_text, &transcoder, |id| {
-                Some(id.to_string())
-            })?)))
+            let (ids, left) = writers(file, body, reader_text, keep, &transcoder, |id| Some(id.to_string()))?;
+            Ok((Framing::SchemaRegistry(Arc::new(ids)), left))
         }
         BodyFormat::Confluent => {
-            Ok(Framing::Confluent(Arc::new(writers(file, body, reader_text, &transcoder, |id| {
-                id.parse::<u32>().ok()
-            })?)))
+            let (ids, left) = writers(file, body, reader_text, keep, &transcoder, |id| id.parse::<u32>().ok())?;
+            Ok((Framing::Confluent(Arc::new(ids)), left))
         }
     }
 }
@@ -73,42 +101,50 @@ fn schema_name(body: &BodyConfig) -> String {
     body.schema.as_ref().map(|s| s.display().to_string()).unwrap_or_default()
 }
 
-/// Every writer schema by id, each parsed, checked against `reader` and compiled.
+/// Every writer schema by id, each parsed, checked against `reader` (as
+/// `keep` says) and compiled; and the ids left out.
 fn writers<K: std::hash::Hash + Eq>(
     file: &Path,
     body: &BodyConfig,
     reader_text: &str,
+    keep: Writers,
     transcoder: &dyn Fn(&apache_avro::Schema) -> Result<Arc<AvroTranscoder>, String>,
     key: impl Fn(&str) -> Option<K>,
-) -> Result<HashMap<K, Arc<AvroTranscoder>>, Problems> {
+) -> Result<(ById<K>, Vec<String>), Problems> {
     let listed = list(file, body.writer_schemas.as_ref().expect("checked by the caller"))?;
     let mut problems = Problems::new();
     let mut out = HashMap::new();
+    let mut left = Vec::new();
     for (id, path, at) in listed {
         let Some(k) = key(&id) else {
             problems.push((at, format!("{id:?} is not a Confluent schema id (a number from 0 to 4294967295)")));
             continue;
         };
+        let mut unreadable = false;
         let compiled = read_pipeline_file(file, &path).and_then(|(shown, text)| {
             let writer = parse_schema(&text, &shown.display().to_string())?;
-            check_compatible(&text, reader_text).map_err(|e| {
-                format!(
-                    "schema id {id} ({}) cannot be read as {} by Avro's resolution rules: {e}",
-                    shown.display(),
-                    schema_name(body)
-                )
-            })?;
+            if keep != Writers::Unread {
+                if let Err(e) = check_compatible(&text, reader_text) {
+                    unreadable = true;
+                    return Err(format!(
+                        "schema id {id} ({}) cannot be read as {} by Avro's resolution rules: {e}",
+                        shown.display(),
+                        schema_name(body)
+                    ));
+                }
+            }
             transcoder(&writer).map_err(|e| format!("schema id {id} ({}): {e}", shown.display()))
         });
         match compiled {
             Ok(t) => {
                 out.insert(k, t);
             }
+            Err(_) if unreadable && keep == Writers::Readable => left.push(id),
             Err(e) => problems.push((at, e)),
         }
     }
     if problems.is_empty() {
-        Ok(out)
+        Ok((out, left))
     } else {
         Err(problems)
     }

@@ -147,11 +147,37 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
     // A schema that cannot be read is reported under body.schema alone.
     // Without one (a pipeline with routes), JSON framing needs none;
     // validation says what an Avro format lacks.
+    use super::framing::{compile, Writers};
     let framing = pipeline.body.as_ref().map(|b| match read.as_ref() {
-        Some(Ok((_, text))) => super::framing::compile(file, b, text).map(Arc::new),
-        None if b.format == super::BodyFormat::Json => super::framing::compile(file, b, "").map(Arc::new),
-        _ => Err(Vec::new()),
+        Some(Ok((_, text))) => compile(file, b, text, Writers::Checked).map(|(f, _)| Arc::new(f)),
+        None => compile(file, b, "", Writers::Unread).map(|(f, _)| Arc::new(f)),
+        Some(Err(_)) => Err(Vec::new()),
     });
+    // Per route, the writer schemas its own schema reads; a writer schema
+    // no route reads is a problem.
+    let mut route_framings = Vec::new();
+    if let (Some(b), Some(routes)) = (pipeline.body.as_ref(), pipeline.process.as_ref().and_then(|p| p.routes.as_ref()))
+    {
+        let mut unread: Option<Vec<String>> = None;
+        for r in &routes.types {
+            let compiled = read_pipeline_file(file, &r.schema)
+                .map_err(|_| Vec::new())
+                .and_then(|(_, text)| compile(file, b, &text, Writers::Readable));
+            if let Ok((_, left)) = &compiled {
+                unread = Some(match unread {
+                    None => left.clone(),
+                    Some(u) => u.into_iter().filter(|id| left.contains(id)).collect(),
+                });
+            }
+            route_framings.push(compiled.map(|(f, _)| Arc::new(f)));
+        }
+        for id in unread.unwrap_or_default() {
+            route_framings.push(Err(vec![(
+                format!("body.writer_schemas.{id}"),
+                format!("schema id {id} can be read as no route's schema by Avro's resolution rules"),
+            )]));
+        }
+    }
     let route_schemas = pipeline
         .process
         .iter()
@@ -167,6 +193,7 @@ pub fn parse_pipeline(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<Stri
         body,
         framing,
         route_schemas: Arc::new(route_schemas),
+        route_framings: Arc::new(route_framings),
         locations,
     };
     let problems = loaded.validate();

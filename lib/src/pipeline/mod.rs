@@ -65,6 +65,9 @@ pub struct LoadedPipeline {
     /// Each route's body schema (`process.routes.types[i].schema`), parsed
     /// at load, or why it does not parse (reported by validation).
     route_schemas: Arc<Vec<Result<Arc<BodySchema>, String>>>,
+    /// Per route, how its bodies become JSON (its writer schemas read as its
+    /// schema); after them, problems no route accounts for.
+    route_framings: Arc<Vec<Result<Arc<Framing>, Problems>>>,
     /// Every declared location by key path, resolved at load (relative
     /// paths against the working directory then), or why it does not
     /// resolve (reported by validation).
@@ -110,6 +113,17 @@ impl LoadedPipeline {
             Some(Ok(f)) => Ok(f.clone()),
             Some(Err(problems)) if problems.is_empty() => Err(self.invalid("body.schema", "cannot be read")),
             Some(Err(problems)) => Err(self.invalid_all(problems.clone())),
+        }
+    }
+
+    /// How `unit`'s bodies become JSON: a route reads each writer schema
+    /// as its own schema.
+    pub fn unit_framing(&self, unit: &ProcessUnit) -> crate::Result<Arc<Framing>> {
+        match unit.route.map(|i| self.route_framings.get(i)) {
+            None | Some(None) => self.body_framing(),
+            Some(Some(Ok(f))) => Ok(f.clone()),
+            Some(Some(Err(problems))) if problems.is_empty() => self.body_framing(),
+            Some(Some(Err(problems))) => Err(self.invalid_all(problems.clone())),
         }
     }
 

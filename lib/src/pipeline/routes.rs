@@ -317,14 +317,10 @@ pub(super) fn check(loaded: &LoadedPipeline, routes: &RoutesConfig, bad: &mut im
     if p.tables.processed.is_some() {
         bad("tables.processed".into(), format!("{unused} table"));
     }
-    if let Some(b) = p.body.as_ref().filter(|b| b.format != super::BodyFormat::Json) {
-        let format = serde_json::to_value(b.format).ok().and_then(|v| v.as_str().map(str::to_string));
+    if p.body.as_ref().is_some_and(|b| b.format == super::BodyFormat::Avro) {
         bad(
             "body.format".into(),
-            format!(
-                "process.routes reads JSON bodies (format json, any compression), not {}: a binary Avro body cannot be read without knowing its event type's schema",
-                format.unwrap_or_default()
-            ),
+            "process.routes reads json, avro-schema-registry and confluent bodies, not plain avro: a datum without a schema id cannot be read without knowing its event type's schema".into(),
         );
     }
     if routes.by.key().is_empty() {

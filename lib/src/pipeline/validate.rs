@@ -45,6 +45,11 @@ impl LoadedPipeline {
                 bad(path, msg.clone());
             }
         }
+        for problems in self.route_framings.iter().filter_map(|f| f.as_ref().err()) {
+            for (path, msg) in problems {
+                bad(path, msg.clone());
+            }
+        }
         for (path, msg) in super::check::process(self) {
             bad(&path, msg);
         }

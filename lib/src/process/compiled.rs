@@ -142,7 +142,7 @@ impl Compiled {
             unit: unit.clone(),
             routing,
             body,
-            framing: loaded.body_framing()?,
+            framing: loaded.unit_framing(unit)?,
             checked_schema: checked,
             expectations,
             pii,
