@@ -6,6 +6,8 @@ usage:
   body_formats.py generate DIR FORMAT   # FORMAT: json | avro | avro-schema-registry | confluent
   body_formats.py check DIR
   body_formats.py check-erased DIR ACCOUNT
+  body_formats.py generate-routed DIR    # two Confluent event types routed by a property
+  body_formats.py check-routed DIR
   body_formats.py bench DIR FORMAT EVENTS   # a defect-free set for bench/formats.sh (FORMAT may also be json-plain: JSON, uncompressed)
 
 `generate` writes DIR/capture (Capture Avro container files written by
@@ -526,6 +528,132 @@ def bench(out, fmt, events, partitions=32, files=12):
         fh.write(text)
 
 
+REFUND = {
+    "type": "record",
+    "name": "Refund",
+    "namespace": "com.example.payments",
+    "fields": [
+        {"name": "refundId", "type": "string"},
+        {"name": "transactionId", "type": "string"},
+        {"name": "amount", "type": DECIMAL},
+        {"name": "occurredAt", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    ],
+}
+
+ROUTED = """name: payments
+source:
+  capture:
+    url: capture
+body:
+  format: confluent
+  writer_schemas: writers
+tables:
+  raw: {path: lake/raw}
+  quarantine: {path: lake/quarantine}
+process:
+  routes:
+    by: {property: eventType}
+    types:
+      - name: payment
+        when: [Payment]
+        schema: schemas/transaction.avsc
+        table: {path: lake/payments}
+        event_time: occurredAt
+        pii:
+          rules:
+            - {column: cardNumber, action: drop}
+            - {column: accountId, action: hash}
+        dedup: {key: [transactionId]}
+      - name: refund
+        when: [Refund]
+        schema: schemas/refund.avsc
+        table: {path: lake/refunds}
+        event_time: occurredAt
+        dedup: {key: [refundId]}
+"""
+
+
+def generate_routed(out):
+    """Two event types in Confluent bodies on one hub, routed by the
+    application property eventType: payments (two producer versions) and
+    refunds, plus a type no route takes and a refund tagged as a payment."""
+    expected = {"payments": [], "refunds": [], "quarantine": {}}
+    records, seq = [], 0
+
+    def add(body, event_type):
+        nonlocal seq
+        props = {"eventType": event_type} if event_type else {}
+        records.append({"SequenceNumber": seq, "Offset": str(seq), "EnqueuedTimeUtc": capture_time(BASE),
+                        "SystemProperties": {}, "Properties": props, "Body": body})
+        seq += 1
+        return f"0/{seq - 1}"
+
+    def confluent(schema_id, writer, value):
+        return b"\x00" + struct.pack(">I", schema_id) + datum(writer, value)
+
+    for i in range(20):
+        t = transaction(i)
+        if t["amount"] < 0:
+            continue
+        v = producer_version(i)
+        add(confluent(100 + v, schema(v), as_written(t, v)), "Payment")
+        expected["payments"].append(t["transactionId"])
+        if i % 4 == 0:
+            refund = {"refundId": f"r{i:04d}", "transactionId": t["transactionId"], "amount": t["amount"],
+                      "occurredAt": t["occurredAt"]}
+            add(confluent(201, REFUND, refund), "Refund")
+            expected["refunds"].append(refund["refundId"])
+    # Re-sent: the first payment and refund again.
+    add(records[0]["Body"], "Payment")
+    add(records[1]["Body"], "Refund")
+    key = add(confluent(101, schema(1), as_written(transaction(100), 1)), "Chargeback")
+    expected["quarantine"][key] = 'eventType "Chargeback" matches no route'
+    key = add(confluent(101, schema(1), as_written(transaction(101), 1)), "Refund")
+    expected["quarantine"][key] = "schema id 101 is not in body.writer_schemas"
+    key = add(confluent(201, REFUND, {"refundId": "rx", "transactionId": "t", "amount": Decimal("1.00"), "occurredAt": BASE}), None)
+    expected["quarantine"][key] = "the event has no property eventType"
+
+    folder = os.path.join(out, "capture", "0", *(f"{x:02d}" for x in (BASE.year, BASE.month, BASE.day, BASE.hour, BASE.minute)))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "00.avro"), "wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(CAPTURE_SCHEMA), records, codec="deflate")
+    os.makedirs(os.path.join(out, "schemas"), exist_ok=True)
+    os.makedirs(os.path.join(out, "writers"), exist_ok=True)
+    for name, sch in (("schemas/transaction.avsc", schema(0)), ("schemas/refund.avsc", REFUND),
+                      ("writers/101.avsc", schema(1)), ("writers/102.avsc", schema(2)), ("writers/201.avsc", REFUND)):
+        with open(os.path.join(out, name), "w") as fh:
+            json.dump(sch, fh, indent=1)
+    with open(os.path.join(out, "pipeline.yaml"), "w") as fh:
+        fh.write(ROUTED)
+    with open(os.path.join(out, "expected.json"), "w") as fh:
+        json.dump(expected, fh, indent=1)
+
+
+def check_routed(out):
+    """Each type exactly once in its route's table; the rest in quarantine with the reason."""
+    from deltalake import DeltaTable
+
+    with open(os.path.join(out, "expected.json")) as fh:
+        expected = json.load(fh)
+    lake = os.path.join(out, "lake")
+    payments = DeltaTable(os.path.join(lake, "payments")).to_pyarrow_table().to_pylist()
+    assert sorted(r["transactionId"] for r in payments) == sorted(expected["payments"]), payments
+    by_id = {r["transactionId"]: r for r in payments}
+    for tid in expected["payments"]:
+        i = int(tid[1:])
+        t = transaction(i)
+        assert str(by_id[tid]["amount"]) == str(t["amount"]), (tid, by_id[tid]["amount"])
+        assert by_id[tid]["channel"] == ("web" if producer_version(i) == 1 else t["channel"])
+    refunds = DeltaTable(os.path.join(lake, "refunds")).to_pyarrow_table().to_pylist()
+    assert sorted(r["refundId"] for r in refunds) == sorted(expected["refunds"]), refunds
+    quarantine = DeltaTable(os.path.join(lake, "quarantine")).to_pyarrow_table().to_pylist()
+    got = {f"{r['_partition_id']}/{r['_sequence_number']}": r["reason"] for r in quarantine}
+    assert sorted(got) == sorted(expected["quarantine"]), got
+    for key, reason in expected["quarantine"].items():
+        assert reason in got[key], (key, got[key], reason)
+    print("ok")
+
+
 def check_erased(out, account):
     """After `weir erase --subject accountId=ACCOUNT`: every row of the
     account is gone from raw, processed and quarantine, bodies that could
@@ -557,6 +685,10 @@ def check_erased(out, account):
 if __name__ == "__main__":
     if sys.argv[1] == "generate":
         generate(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "generate-routed":
+        generate_routed(sys.argv[2])
+    elif sys.argv[1] == "check-routed":
+        check_routed(sys.argv[2])
     elif sys.argv[1] == "bench":
         bench(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1] == "check-erased":
