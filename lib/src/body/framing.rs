@@ -64,10 +64,11 @@ pub enum Framing {
     /// A binary Avro datum written with the pipeline's schema.
     Avro(Arc<AvroTranscoder>),
     /// Azure Schema Registry: the datum's writer schema is named by the
-    /// content type `avro/binary+<id>`.
-    SchemaRegistry(Arc<HashMap<String, Arc<AvroTranscoder>>>),
+    /// content type `avro/binary+<id>`. An id mapped to `None` is declared
+    /// but not read by this schema (a route's: another event type's).
+    SchemaRegistry(Arc<HashMap<String, Option<Arc<AvroTranscoder>>>>),
     /// Confluent's wire format: byte 0, a 4-byte big-endian schema id, the datum.
-    Confluent(Arc<HashMap<u32, Arc<AvroTranscoder>>>),
+    Confluent(Arc<HashMap<u32, Option<Arc<AvroTranscoder>>>>),
 }
 
 /// What an event says about its body besides the bytes.
@@ -116,13 +117,11 @@ impl Framing {
             Framing::Avro(t) => t.to_json(body, buf)?,
             Framing::SchemaRegistry(ids) => {
                 let id = registry_id(envelope)?;
-                let t = ids.get(id).ok_or_else(|| format!("schema id {id} is not in body.writer_schemas"))?;
-                t.to_json(body, buf).map_err(|e| format!("schema id {id}: {e}"))?;
+                writer(ids.get(id), id)?.to_json(body, buf).map_err(|e| format!("schema id {id}: {e}"))?;
             }
             Framing::Confluent(ids) => {
                 let (id, datum) = confluent(body)?;
-                let t = ids.get(&id).ok_or_else(|| format!("schema id {id} is not in body.writer_schemas"))?;
-                t.to_json(datum, buf).map_err(|e| format!("schema id {id}: {e}"))?;
+                writer(ids.get(&id), id)?.to_json(datum, buf).map_err(|e| format!("schema id {id}: {e}"))?;
             }
         }
         Ok(buf)
@@ -313,6 +312,20 @@ fn inflate(body: &[u8], how: Inflate, out: &mut Vec<u8>) -> Result<(), String> {
     }
 }
 
+/// The compiled writer schema of `id`, or why there is none.
+fn writer(
+    found: Option<&Option<Arc<AvroTranscoder>>>,
+    id: impl std::fmt::Display,
+) -> Result<&Arc<AvroTranscoder>, String> {
+    match found {
+        Some(Some(t)) => Ok(t),
+        Some(None) => Err(format!(
+            "schema id {id} is a writer schema this route's schema does not read (another event type's, tagged as this one?)"
+        )),
+        None => Err(format!("schema id {id} is not in body.writer_schemas")),
+    }
+}
+
 fn registry_id<'a>(envelope: &Envelope<'a>) -> Result<&'a str, String> {
     let Some(ct) = envelope.content_type else {
         return Err("the event has no content-type property; Schema Registry bodies name their schema in it (avro/binary+<schema id>)".into());
@@ -385,14 +398,17 @@ mod tests {
     fn registry_and_confluent_ids_are_read_and_unknown_ones_named() {
         let w = apache_avro::Schema::parse_str(r#""string""#).unwrap();
         let t = Arc::new(AvroTranscoder::new(&w, None).unwrap());
-        let reg = Framing::SchemaRegistry(Arc::new([("abc".to_string(), t.clone())].into_iter().collect()));
+        let reg = Framing::SchemaRegistry(Arc::new(
+            [("abc".to_string(), Some(t.clone())), ("other".to_string(), None)].into_iter().collect(),
+        ));
         let datum = [6, b'x', b'y', b'z'];
         let env = |ct| Envelope { content_type: Some(ct), content_encoding: None };
         assert_eq!(frame(&reg, &datum, env("avro/binary+abc")).unwrap(), r#""xyz""#);
         assert!(frame(&reg, &datum, env("avro/binary+zzz")).unwrap_err().contains("schema id zzz"));
+        assert!(frame(&reg, &datum, env("avro/binary+other")).unwrap_err().contains("does not read"));
         assert!(frame(&reg, &datum, env("application/json")).unwrap_err().contains("avro/binary+<schema id>"));
         assert!(frame(&reg, &datum, Envelope::default()).unwrap_err().contains("no content-type"));
-        let conf = Framing::Confluent(Arc::new([(7u32, t)].into_iter().collect()));
+        let conf = Framing::Confluent(Arc::new([(7u32, Some(t))].into_iter().collect()));
         assert_eq!(frame(&conf, &[0, 0, 0, 0, 7, 2, b'q'], Envelope::default()).unwrap(), r#""q""#);
         assert!(frame(&conf, &[0, 0, 0, 0, 8, 2, b'q'], Envelope::default()).unwrap_err().contains("schema id 8"));
         assert!(frame(&conf, b"{}", Envelope::default()).unwrap_err().contains("magic byte 0x7b"));

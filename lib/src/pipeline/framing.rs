@@ -12,7 +12,7 @@ use crate::body::avro::{check_compatible, parse_schema, AvroTranscoder};
 use crate::body::framing::{Compression, Framing};
 
 /// Compiled writer schemas by id.
-type ById<K> = HashMap<K, Arc<AvroTranscoder>>;
+type ById<K> = HashMap<K, Option<Arc<AvroTranscoder>>>;
 
 /// Problems as (key path, message).
 type Problems = Vec<(String, String)>;
@@ -137,9 +137,12 @@ fn writers<K: std::hash::Hash + Eq>(
         });
         match compiled {
             Ok(t) => {
-                out.insert(k, t);
+                out.insert(k, Some(t));
             }
-            Err(_) if unreadable && keep == Writers::Readable => left.push(id),
+            Err(_) if unreadable && keep == Writers::Readable => {
+                out.insert(k, None);
+                left.push(id);
+            }
             Err(e) => problems.push((at, e)),
         }
     }
