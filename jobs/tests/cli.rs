@@ -526,7 +526,7 @@ fn an_ingest_that_lost_the_race_after_writing_deletes_its_files() {
             }
         }
     }
-    let listed = Command::new(python())
+    let listed = Command::new(weir_testkit::env::python())
         .args(["-c", "import sys, deltalake; [print(u.rsplit('/', 1)[1]) for u in deltalake.DeltaTable(sys.argv[1]).file_uris()]"])
         .arg(f.dir.path().join("lake/raw"))
         .output()
@@ -538,17 +538,6 @@ fn an_ingest_that_lost_the_race_after_writing_deletes_its_files() {
     assert_eq!(on_disk, referenced, "uncommitted files left behind");
 }
 
-/// The Python interpreter with `deltalake` that scripts/test.sh prepares.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let venv = Path::new(&home).join(".cache/weir-venv/bin/python");
-    assert!(venv.exists(), "no Python reader: run scripts/test.sh once (it creates {})", venv.display());
-    venv
-}
-
 /// An independent reader (Python `deltalake`, as the ML team uses) sees the
 /// same rows, types, watermarks and change feed.
 #[test]
@@ -557,7 +546,7 @@ fn python_deltalake_reads_the_raw_table() {
     let (code, _) = f.run("ingest");
     assert_eq!(code, 0);
     let expected = serde_json::json!({ "pipeline": "crash", "last_sequence": f.last });
-    let out = Command::new(python())
+    let out = Command::new(weir_testkit::env::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_raw.py"))
         .arg(f.dir.path().join("lake/raw"))
         .arg(expected.to_string())
@@ -692,7 +681,7 @@ fn example_pipeline_runs_end_to_end_and_python_reads_the_processed_table() {
     assert_eq!(report["stages"][1]["events_written"], 387, "{report}");
     assert_eq!(report["stages"][1]["quality"]["duplicates_dropped"], 9);
     assert_eq!(report["stages"][1]["quality"]["events_quarantined"], 4);
-    let out = Command::new(python())
+    let out = Command::new(weir_testkit::env::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_processed.py"))
         .arg(lake.path())
         .arg(serde_json::json!({"processed": 387, "quarantined": 4, "duplicates": 9}).to_string())
@@ -967,7 +956,7 @@ fn curated_tables_and_their_change_feed_read_back_in_polars() {
         "inserted": daily["rows_inserted"], "updated": daily["rows_updated"], "deleted": daily["rows_deleted"],
         "changes_jsonl": jsonl, "changes_parquet": parquet,
     });
-    let out = Command::new(python())
+    let out = Command::new(weir_testkit::env::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_curated.py"))
         .arg(f.dir.path().join("lake"))
         .arg(expected.to_string())
@@ -1132,7 +1121,7 @@ fn erase_from_a_subjects_file_reads_back_in_python_and_bad_requests_exit_2() {
         "users": users, "key": "a-test-key-of-32-bytes-length!!!", "tables": tables,
         "processed_version": processed["version"],
     });
-    let py = Command::new(python())
+    let py = Command::new(weir_testkit::env::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_erasure.py"))
         .arg(f.dir.path().join("lake"))
         .arg(expected.to_string())

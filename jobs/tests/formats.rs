@@ -18,18 +18,6 @@ fn weir(dir: &Path) -> Command {
     c
 }
 
-/// The Python interpreter with deltalake, polars, fastavro and the Azure
-/// encoder that scripts/test.sh prepares.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let venv = Path::new(&home).join(".cache/weir-venv/bin/python");
-    assert!(venv.exists(), "no Python: run scripts/test.sh once (it creates {})", venv.display());
-    venv
-}
-
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/body_formats.py")
 }
@@ -45,7 +33,7 @@ fn ok(what: &str, out: &Output) {
 }
 
 fn python_ok(args: &[&str]) {
-    let out = Command::new(python()).arg(script()).args(args).output().unwrap();
+    let out = Command::new(weir_testkit::env::python()).arg(script()).args(args).output().unwrap();
     ok(&format!("body_formats.py {}", args.join(" ")), &out);
 }
 

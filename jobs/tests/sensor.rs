@@ -26,18 +26,6 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// The Python interpreter with `deltalake` and `polars` that
-/// scripts/test.sh prepares.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let venv = Path::new(&home).join(".cache/weir-venv/bin/python");
-    assert!(venv.exists(), "no Python reader: run scripts/test.sh once (it creates {})", venv.display());
-    venv
-}
-
 const EXAMPLE: &str = "pipelines/sensor_readings.yaml";
 
 /// The messages as sent, one JSON line each, for the Python recomputation.
@@ -98,7 +86,7 @@ fn sensor_example_alarms_equal_an_independent_recomputation() {
 
     let sent = dir.path().join("messages.jsonl");
     write_messages(&sent, &messages);
-    let out = Command::new(python())
+    let out = Command::new(weir_testkit::env::python())
         .arg(repo().join("jobs/tests/python/check_sensor_alarms.py"))
         .arg(&lake)
         .arg(&sent)

@@ -29,3 +29,16 @@ pub fn clean_process(prefixes: &[&str], keep: &[&str]) {
         std::env::remove_var(k);
     }
 }
+
+/// The Python interpreter with the independent readers and encoders
+/// (deltalake, polars, fastavro, the Azure encoder) that `scripts/test.sh`
+/// prepares: `WEIR_PYTHON`, else the venv it creates.
+pub fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    let venv = std::path::Path::new(&home).join(".cache/weir-venv/bin/python");
+    assert!(venv.exists(), "no Python reader: run scripts/test.sh once (it creates {})", venv.display());
+    venv
+}

@@ -381,6 +381,36 @@ fn quarantine_rows(
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<RecordBatch> {
+    let mut names = Vec::with_capacity(rows.len());
+    let mut reasons = Vec::with_capacity(rows.len());
+    for &i in rows {
+        let mut rules = Vec::new();
+        let mut text = Vec::new();
+        if let Some(reason) = &checks.schema_reason[i] {
+            rules.push(SCHEMA_RULE);
+            text.push(format!("{SCHEMA_RULE}: {reason}"));
+        }
+        for &r in &checks.failed_rules[i] {
+            let e = &plan.expectations[r];
+            rules.push(e.name.as_str());
+            text.push(format!("{} ({}): not true: {}", e.name, e.action.as_str(), e.sql));
+        }
+        names.push(rules);
+        reasons.push(text.join("; "));
+    }
+    quarantine_batch(raw, rows, &names, &reasons, run_id, now)
+}
+
+/// Quarantine rows for `rows` of `raw` (lineage, raw version, the body as
+/// received), each with its rule names and reason.
+pub(super) fn quarantine_batch(
+    raw: &RecordBatch,
+    rows: &[usize],
+    rules: &[Vec<&str>],
+    reasons: &[String],
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch> {
     let idx = UInt32Array::from(rows.iter().map(|&i| i as u32).collect::<Vec<_>>());
     let pick = |name: &str| -> Result<ArrayRef> {
         let c = raw.column_by_name(name).ok_or_else(|| Error::Internal(format!("raw column {name} missing")))?;
@@ -388,20 +418,11 @@ fn quarantine_rows(
     };
     let mut names =
         ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
-    let mut reasons = StringBuilder::new();
-    for &i in rows {
-        let mut text = Vec::new();
-        if let Some(reason) = &checks.schema_reason[i] {
-            names.values().append_value(SCHEMA_RULE);
-            text.push(format!("{SCHEMA_RULE}: {reason}"));
-        }
-        for &r in &checks.failed_rules[i] {
-            let e = &plan.expectations[r];
-            names.values().append_value(&e.name);
-            text.push(format!("{} ({}): not true: {}", e.name, e.action.as_str(), e.sql));
+    for row in rules {
+        for rule in row {
+            names.values().append_value(rule);
         }
         names.append(true);
-        reasons.append_value(text.join("; "));
     }
     let k = rows.len();
     RecordBatch::try_new(
@@ -414,7 +435,7 @@ fn quarantine_rows(
             pick("_commit_version")?,
             pick("body")?,
             Arc::new(names.finish()),
-            Arc::new(reasons.finish()),
+            Arc::new(StringArray::from(reasons.iter().map(String::as_str).collect::<Vec<_>>())),
             Arc::new(StringArray::from(vec![run_id; k])),
             Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
             pick("enqueued_date")?,

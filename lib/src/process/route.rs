@@ -6,17 +6,12 @@
 //! Pure, like the evaluate step: the same rows and routes give the same
 //! split, which is what makes a route's repair run exact.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, UInt32Array,
-};
-use deltalake::arrow::compute::{concat_batches, filter_record_batch, take};
-use deltalake::arrow::datatypes::{DataType, Field};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::{concat_batches, filter_record_batch};
 
 use super::compiled::Routing;
+use super::evaluate::quarantine_batch;
 use super::read::DISCRIMINATOR_COLUMN;
 use super::{arrow_err, Compiled};
 use crate::body::framing::Envelopes;
@@ -126,36 +121,9 @@ fn quarantine_rows(
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(RecordBatch, Vec<i64>)> {
-    let idx = UInt32Array::from(lost.iter().map(|(i, _)| *i as u32).collect::<Vec<_>>());
-    let pick = |name: &str| -> Result<ArrayRef> {
-        let c = raw.column_by_name(name).ok_or_else(|| Error::Internal(format!("raw column {name} missing")))?;
-        take(c, &idx, None).map_err(arrow_err("unrouted rows"))
-    };
-    let mut rules =
-        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, true)));
-    for _ in lost {
-        rules.values().append_value(ROUTE_RULE);
-        rules.append(true);
-    }
-    let k = lost.len();
-    let versions = pick("_commit_version")?;
-    let batch = RecordBatch::try_new(
-        quarantine_schema(),
-        vec![
-            pick("partition_id")?,
-            pick("sequence_number")?,
-            pick("enqueued_time")?,
-            pick("source_file")?,
-            versions.clone(),
-            pick("body")?,
-            Arc::new(rules.finish()),
-            Arc::new(StringArray::from(lost.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(vec![run_id; k])),
-            Arc::new(TimestampMicrosecondArray::from(vec![now.timestamp_micros(); k]).with_timezone("UTC")),
-            pick("enqueued_date")?,
-        ],
-    )
-    .map_err(arrow_err("unrouted rows"))?;
-    let versions = versions.as_primitive::<deltalake::arrow::datatypes::Int64Type>().values().to_vec();
+    let rows: Vec<usize> = lost.iter().map(|(i, _)| *i).collect();
+    let reasons: Vec<String> = lost.iter().map(|(_, r)| r.clone()).collect();
+    let batch = quarantine_batch(raw, &rows, &vec![vec![ROUTE_RULE]; rows.len()], &reasons, run_id, now)?;
+    let versions = batch.column(4).as_primitive::<deltalake::arrow::datatypes::Int64Type>().values().to_vec();
     Ok((batch, versions))
 }
