@@ -240,7 +240,8 @@ async fn ingests_everything_once_and_reruns_are_no_ops() {
 
     let second = run(&p).await;
     assert_eq!(second.events_written, 0);
-    assert_eq!(second.events_already_ingested, summary.events);
+    assert_eq!((second.files_read, second.events_already_ingested), (0, 0), "no file is read again");
+    assert_eq!(second.files_skipped_as_done, summary.files);
     assert!(second.tables[0].versions_written.is_empty());
     assert_eq!(raw_table(dir.path()).await.version(), version, "no commit when nothing is new");
 }
@@ -500,14 +501,68 @@ async fn files_far_behind_the_newest_window_are_not_read_again() {
     assert_eq!((plan.files, plan.partitions["0"].files), (r.files_read, r.files_read), "{plan:?}");
     assert_eq!(plan.partitions["0"].watermark, Some(14));
     assert_eq!(plan.new_files, 0, "the back-fill is older than the newest window ingested");
-    assert_eq!(r.files_skipped_as_done, 2, "the files of hours 0 and 1");
-    assert_eq!(r.files_read, 2);
+    assert_eq!(r.files_skipped_as_done, 3, "hours 0 and 1 behind the lookback, hour 30 read to its end before");
+    assert_eq!(r.files_read, 1, "only the back-fill");
     assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 19)])));
 
-    // lookback_hours: 0 reads everything again (and finds nothing new).
+    // lookback_hours: 0 lists every file again. The ledger dropped the
+    // files behind the 24 h lookback, so those two are read once more; from
+    // then on it keeps every file.
     let all = pipeline(dir.path(), &capture, "ingest:\n  lookback_hours: 0\n");
     let r = run(&all).await;
-    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (4, 0, 0));
+    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (2, 2, 0));
+    let r = run(&all).await;
+    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (0, 4, 0));
+    // Without its ledger the table's watermark still decides: every file is
+    // read again and nothing is taken twice.
+    std::fs::remove_dir_all(dir.path().join("lake/raw/_weir")).unwrap();
+    let r = run(&all).await;
+    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written, r.events_already_ingested), (4, 0, 0, 20));
+}
+
+/// The ledger of files read (`_weir/ingest/<partition>.json` in the raw
+/// table) only ever saves a reread: a file rewritten in place is read again,
+/// and a file the ledger claims but whose numbers the table's watermark does
+/// not cover is read (a ledger ahead of the table, e.g. after a crash
+/// between a commit and the ledger's write, or a forged one).
+#[tokio::test]
+async fn a_ledger_entry_never_hides_events_the_table_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = FileSpec::default();
+    let first = write(&capture, "0", t0(), &events(0, 5, t0()), &spec);
+    let p = pipeline(dir.path(), &capture, "");
+    assert_eq!(run(&p).await.events_written, 5);
+
+    // Capture files do not change, but a tool that rewrites one with more
+    // events must not have them skipped.
+    std::fs::write(&first, write_capture_file(&events(0, 8, t0()), &spec).unwrap()).unwrap();
+    let r = run(&p).await;
+    assert_eq!((r.files_read, r.events_written, r.events_already_ingested), (1, 3, 5));
+
+    // A new file the ledger claims with numbers above the watermark.
+    let later = t0() + chrono::Duration::minutes(5);
+    let new = write(&capture, "0", later, &events(8, 2, later), &spec);
+    let ledger_path = dir.path().join("lake/raw/_weir/ingest/0.json");
+    let mut ledger: serde_json::Value = serde_json::from_slice(&std::fs::read(&ledger_path).unwrap()).unwrap();
+    assert_eq!(ledger["files"].as_array().unwrap().len(), 1, "{ledger}");
+    ledger["files"].as_array_mut().unwrap().push(serde_json::json!({
+        "name": "0/2026/11/01/08/05/00.avro",
+        "size": std::fs::metadata(&new).unwrap().len(),
+        "window": later.timestamp(),
+        "last": 9,
+    }));
+    std::fs::write(&ledger_path, serde_json::to_vec(&ledger).unwrap()).unwrap();
+    let r = run(&p).await;
+    assert_eq!((r.files_read, r.files_skipped_as_done, r.events_written), (1, 1, 2));
+    assert_eq!(keys(dir.path()).await, expected_keys(&BTreeMap::from([("0".to_string(), 9)])));
+
+    // A ledger that cannot be read is a reread, not an error.
+    std::fs::write(&ledger_path, b"{not json").unwrap();
+    let r = run(&p).await;
+    assert_eq!((r.files_read, r.events_written, r.events_already_ingested), (2, 0, 10));
+    let r = run(&p).await;
+    assert_eq!((r.files_read, r.files_skipped_as_done), (0, 2), "the ledger is written again");
 }
 
 /// Events of the given sequence numbers, in that order, one a second.
@@ -563,8 +618,10 @@ async fn a_file_whose_sequence_numbers_run_backwards_is_ingested_whole() {
     want.extend((10..=20).map(|s| ("3".to_string(), s)));
     assert_eq!(keys(dir.path()).await, want);
 
+    // Every file was read to its end: the rerun reads none of them again.
     let again = run(&p).await;
-    assert_eq!((again.events_written, again.events_already_ingested), (0, 92), "{:?}", again.problems);
+    let read = (again.events_written, again.events_already_ingested, again.files_read, again.files_skipped_as_done);
+    assert_eq!(read, (0, 0, 0, 7), "{:?}", again.problems);
     assert!(again.problems.is_empty(), "{:?}", again.problems);
     assert_eq!(keys(dir.path()).await, want);
 }
@@ -616,5 +673,6 @@ async fn commits_cut_inside_files_out_of_order_keep_every_version_exactly_once()
     assert!(!marks.iter().any(|w| (7_000..12_999).contains(w) || (13_000..18_999).contains(w)), "{marks:?}");
     assert_eq!(marks.last(), Some(&18_999));
     let again = run(&p).await;
-    assert_eq!((again.events_written, again.events_already_ingested), (0, 19_000));
+    let read = (again.events_written, again.events_already_ingested, again.files_read, again.files_skipped_as_done);
+    assert_eq!(read, (0, 0, 0, 4));
 }

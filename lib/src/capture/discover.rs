@@ -31,6 +31,9 @@ pub struct CaptureFile {
     pub path: ObjectPath,
     /// Size in bytes.
     pub size: u64,
+    /// The store's entity tag, when it gives one: it changes when the
+    /// object is rewritten.
+    pub e_tag: Option<String>,
     /// Event Hub partition id (from the path).
     pub partition_id: String,
 }
@@ -201,6 +204,7 @@ pub async fn discover(
                     name: name.to_string(),
                     path: meta.location.clone(),
                     size: meta.size,
+                    e_tag: meta.e_tag.clone(),
                     partition_id: info.partition_id,
                 });
             }

@@ -69,9 +69,11 @@ use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{Error, Result};
 
+mod ledger;
 mod read;
 mod seqs;
 mod sink;
+use ledger::Ledgers;
 use seqs::SeqRanges;
 use sink::RawSink;
 
@@ -177,11 +179,14 @@ impl StageWork for IngestOptions {
 
     async fn execute(&self, loaded: &LoadedPipeline, plan: Planned) -> Result<StageReport> {
         let pipeline = &loaded.pipeline;
-        let Planned { table, spec, source, raw_location, subjects, files, report } = plan;
+        let Planned { table, spec, source, raw_location, subjects, mut files, report } = plan;
         let table = match table {
             None if !self.dry_run => Some(delta::open_or_create(&raw_location, &spec).await?),
             table => table,
         };
+        if let Some(t) = &table {
+            files.ledgers.attach(t);
+        }
         let write = TableWrite {
             table: "raw".into(),
             location: raw_location.to_string(),
@@ -208,6 +213,7 @@ impl StageWork for IngestOptions {
         };
         let mut intake = Intake {
             states: files.states,
+            ledgers: files.ledgers,
             report,
             pending: Pending::default(),
             current: FileProgress::default(),
@@ -229,6 +235,19 @@ impl StageWork for IngestOptions {
         };
         take_all(files.work, &reader, self, &mut intake, &mut out, &run).await?;
         finish(&reader, &mut intake, &mut out, &run).await?;
+        if !self.dry_run {
+            let lookback = pipeline.ingest.lookback_hours as i64 * 3600;
+            let states = &intake.states;
+            intake
+                .ledgers
+                .save(|partition| match states.get(partition) {
+                    Some(s) => {
+                        (s.report.watermark_after, s.window_marker.filter(|_| lookback > 0).map(|m| m - lookback))
+                    }
+                    None => (None, None),
+                })
+                .await;
+        }
         // The other partitions' events are committed; a rerun reads the
         // file again.
         if let Some(e) = intake.unreadable.take() {
@@ -306,6 +325,8 @@ async fn open_raw(loaded: &LoadedPipeline, raw_location: &Location, subjects: &[
 struct FilePlan {
     states: BTreeMap<String, PartitionState>,
     work: Vec<CaptureFile>,
+    /// The files each partition's commits are known to hold.
+    ledgers: Ledgers,
 }
 
 /// Lists the capture files and plans the run. Adds the unmatched objects
@@ -332,6 +353,7 @@ async fn plan_files(
         tracing::warn!(count = found.unmatched.len(), first = %found.unmatched[0], "objects below the capture source do not match the path format");
     }
 
+    let ledgers = Ledgers::load(table, found.partitions.keys()).await;
     let mut states: BTreeMap<String, PartitionState> = BTreeMap::new();
     let mut work: Vec<CaptureFile> = Vec::new();
     for (partition, files) in &found.partitions {
@@ -351,7 +373,8 @@ async fn plan_files(
         state.report.files_listed = files.len() as u64;
         state.report.newest_file_window = files.last().map(|f| f.window);
         for file in files {
-            if lookback > 0 && window_marker.is_some_and(|m| file.window.timestamp() < m - lookback) {
+            let old = lookback > 0 && window_marker.is_some_and(|m| file.window.timestamp() < m - lookback);
+            if old || ledgers.holds(file, watermark) {
                 report.files_skipped_as_done += 1;
             } else {
                 work.push(file.clone());
@@ -359,7 +382,7 @@ async fn plan_files(
         }
     }
     work.sort_by(|a, b| (a.window, &a.partition_id, &a.name).cmp(&(b.window, &b.partition_id, &b.name)));
-    Ok(FilePlan { states, work })
+    Ok(FilePlan { states, work, ledgers })
 }
 
 /// Partitions whose newest ingested window is known are listed only from
@@ -516,6 +539,10 @@ struct FileProgress {
     taken: SeqRanges,
     /// Highest sequence number taken from the file.
     high: Option<i64>,
+    /// Highest sequence number read from the file, taken or not.
+    last: Option<i64>,
+    /// Held back behind a gap: taken again later, from its first chunk.
+    parked: bool,
     /// An event of the file came after a higher one.
     turned: bool,
     /// Gaps up to here were reported (at a commit cut inside the file).
@@ -547,6 +574,8 @@ impl FileProgress {
 /// Decoded chunks → pending rows, with the per-partition bookkeeping.
 struct Intake {
     states: BTreeMap<String, PartitionState>,
+    /// Files read to their end, for the next run's plan.
+    ledgers: Ledgers,
     report: StageReport,
     pending: Pending,
     current: FileProgress,
@@ -569,6 +598,11 @@ impl Intake {
         let (file, last) = (piece.file.clone(), piece.last);
         let taken = self.take_piece(piece, run, may_park);
         if last {
+            let cur = &self.current;
+            let halted = self.states.get(&file.partition_id).is_some_and(|s| s.halted);
+            if taken.is_ok() && !cur.skip_rest && !cur.holding && !cur.parked && !halted {
+                self.ledgers.finished(&file, cur.last);
+            }
             self.current.done = true;
             if self.current.accepted {
                 let state = self.states.get_mut(&file.partition_id).expect("partition state");
@@ -694,6 +728,10 @@ impl Intake {
         let rows = batch.num_rows() as u64;
         self.report.events_read += rows;
         cur.events += rows;
+        if rows > 0 {
+            let last = deltalake::arrow::compute::max(batch.column(0).as_primitive::<Int64Type>());
+            cur.last = cur.last.max(last);
+        }
         if rows == 0 {
             if piece.last && cur.events == 0 {
                 self.report.empty_files += 1;
@@ -719,6 +757,7 @@ impl Intake {
                     cur.skip_rest = true;
                     None
                 };
+                cur.parked = true;
                 state.parked.push(Parked { file: (*file).clone(), first, held });
                 return Ok(None);
             }

@@ -357,6 +357,7 @@ mod tests {
             name: "f.avro".into(),
             path: object_store::path::Path::from("f.avro"),
             size: listed,
+            e_tag: None,
             partition_id: "0".into(),
         };
         let mut out = Vec::new();
