@@ -3,8 +3,34 @@
 -- days later (it leaves the windows). A row uses only events from before its
 -- as_of, so `weir features` can join it point-in-time without leakage; the
 -- latest row with as_of <= t holds the values at t (to the day).
-WITH active_days AS (
-  SELECT DISTINCT userId, event_date FROM processed
+--
+-- Events are first summed per user, day and session, so each as_of row joins
+-- one row per session-day of the user's history rather than one per event.
+-- Distinct sessions in a window are then counted without a set of session
+-- ids per row: a session counts once, on its last day before the as_of
+-- (`next_date`, the next day the same session has events, is not before it).
+WITH session_days AS (
+  SELECT
+    userId,
+    event_date,
+    sessionId,
+    COUNT(*) AS events,
+    COUNT(CASE WHEN eventName = 'purchase' THEN 1 END) AS purchases,
+    SUM(CASE WHEN currency = 'EUR' THEN amount END) AS spend_eur,
+    SUM(CASE WHEN currency = 'USD' THEN amount END) AS spend_usd,
+    SUM(CASE WHEN currency = 'GBP' THEN amount END) AS spend_gbp,
+    MAX(eventTimestamp) AS last_at
+  FROM processed
+  GROUP BY userId, event_date, sessionId
+),
+history AS (
+  SELECT
+    *,
+    LEAD(event_date) OVER (PARTITION BY userId, sessionId ORDER BY event_date) AS next_date
+  FROM session_days
+),
+active_days AS (
+  SELECT DISTINCT userId, event_date FROM session_days
 ),
 as_of_days AS (
   SELECT DISTINCT userId, d FROM (
@@ -18,15 +44,17 @@ as_of_days AS (
 SELECT
   a.userId,
   CAST(a.d AS TIMESTAMP) AS as_of,
-  COUNT(CASE WHEN p.event_date >= a.d - INTERVAL '7' DAY THEN 1 END) AS events_7d,
-  COUNT(*) FILTER (WHERE p.event_date >= a.d - INTERVAL '30' DAY) AS events_30d,
-  COUNT(DISTINCT CASE WHEN p.event_date >= a.d - INTERVAL '7' DAY THEN p.sessionId END) AS sessions_7d,
-  COUNT(DISTINCT CASE WHEN p.event_date >= a.d - INTERVAL '30' DAY THEN p.sessionId END) AS sessions_30d,
-  COUNT(CASE WHEN p.eventName = 'purchase' AND p.event_date >= a.d - INTERVAL '30' DAY THEN 1 END) AS purchases_30d,
-  MAX(p.eventTimestamp) AS last_active_at,
-  COALESCE(SUM(CASE WHEN p.currency = 'EUR' THEN p.amount END), 0) AS total_spend_eur,
-  COALESCE(SUM(CASE WHEN p.currency = 'USD' THEN p.amount END), 0) AS total_spend_usd,
-  COALESCE(SUM(CASE WHEN p.currency = 'GBP' THEN p.amount END), 0) AS total_spend_gbp
+  COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '7' DAY THEN h.events END), 0) AS events_7d,
+  COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '30' DAY THEN h.events END), 0) AS events_30d,
+  COUNT(CASE WHEN h.sessionId IS NOT NULL AND h.event_date >= a.d - INTERVAL '7' DAY
+              AND (h.next_date IS NULL OR h.next_date >= a.d) THEN 1 END) AS sessions_7d,
+  COUNT(CASE WHEN h.sessionId IS NOT NULL AND h.event_date >= a.d - INTERVAL '30' DAY
+              AND (h.next_date IS NULL OR h.next_date >= a.d) THEN 1 END) AS sessions_30d,
+  COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '30' DAY THEN h.purchases END), 0) AS purchases_30d,
+  MAX(h.last_at) AS last_active_at,
+  CAST(COALESCE(SUM(h.spend_eur), 0) AS DECIMAL(28, 2)) AS total_spend_eur,
+  CAST(COALESCE(SUM(h.spend_usd), 0) AS DECIMAL(28, 2)) AS total_spend_usd,
+  CAST(COALESCE(SUM(h.spend_gbp), 0) AS DECIMAL(28, 2)) AS total_spend_gbp
 FROM as_of_days AS a
-JOIN processed AS p ON p.userId = a.userId AND p.event_date < a.d
+JOIN history AS h ON h.userId = a.userId AND h.event_date < a.d
 GROUP BY a.userId, a.d
