@@ -4,11 +4,13 @@
 -- as_of, so `weir features` can join it point-in-time without leakage; the
 -- latest row with as_of <= t holds the values at t (to the day).
 --
--- Events are first summed per user, day and session, so each as_of row joins
--- one row per session-day of the user's history rather than one per event.
--- Distinct sessions in a window are then counted without a set of session
--- ids per row: a session counts once, on its last day before the as_of
--- (`next_date`, the next day the same session has events, is not before it).
+-- Cost: each as_of row joins a few rows per day of the user's history, not
+-- one per event. Events are summed per user, day and session; distinct
+-- sessions in a window are then counted without a set of session ids: a
+-- session counts once, on its last day before the as_of (`next_date`, the
+-- next day the same session has events, is null or not before the as_of).
+-- Session-days are then summed per user, day and next_date, which keeps
+-- exactly what the windows need.
 WITH session_days AS (
   SELECT
     userId,
@@ -29,8 +31,24 @@ history AS (
     LEAD(event_date) OVER (PARTITION BY userId, sessionId ORDER BY event_date) AS next_date
   FROM session_days
 ),
+days AS (
+  SELECT
+    userId,
+    event_date,
+    next_date,
+    SUM(events) AS events,
+    COUNT(sessionId) AS sessions,
+    SUM(purchases) AS purchases,
+    SUM(spend_eur) AS spend_eur,
+    SUM(spend_usd) AS spend_usd,
+    SUM(spend_gbp) AS spend_gbp,
+    MAX(last_at) AS last_at
+  FROM history
+  GROUP BY userId, event_date, next_date
+),
+-- From the source, not from `days`: a CTE is computed once per use.
 active_days AS (
-  SELECT DISTINCT userId, event_date FROM session_days
+  SELECT DISTINCT userId, event_date FROM processed
 ),
 as_of_days AS (
   SELECT DISTINCT userId, d FROM (
@@ -46,15 +64,15 @@ SELECT
   CAST(a.d AS TIMESTAMP) AS as_of,
   COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '7' DAY THEN h.events END), 0) AS events_7d,
   COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '30' DAY THEN h.events END), 0) AS events_30d,
-  COUNT(CASE WHEN h.sessionId IS NOT NULL AND h.event_date >= a.d - INTERVAL '7' DAY
-              AND (h.next_date IS NULL OR h.next_date >= a.d) THEN 1 END) AS sessions_7d,
-  COUNT(CASE WHEN h.sessionId IS NOT NULL AND h.event_date >= a.d - INTERVAL '30' DAY
-              AND (h.next_date IS NULL OR h.next_date >= a.d) THEN 1 END) AS sessions_30d,
+  COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '7' DAY
+                     AND (h.next_date IS NULL OR h.next_date >= a.d) THEN h.sessions END), 0) AS sessions_7d,
+  COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '30' DAY
+                     AND (h.next_date IS NULL OR h.next_date >= a.d) THEN h.sessions END), 0) AS sessions_30d,
   COALESCE(SUM(CASE WHEN h.event_date >= a.d - INTERVAL '30' DAY THEN h.purchases END), 0) AS purchases_30d,
   MAX(h.last_at) AS last_active_at,
   CAST(COALESCE(SUM(h.spend_eur), 0) AS DECIMAL(28, 2)) AS total_spend_eur,
   CAST(COALESCE(SUM(h.spend_usd), 0) AS DECIMAL(28, 2)) AS total_spend_usd,
   CAST(COALESCE(SUM(h.spend_gbp), 0) AS DECIMAL(28, 2)) AS total_spend_gbp
 FROM as_of_days AS a
-JOIN history AS h ON h.userId = a.userId AND h.event_date < a.d
+JOIN days AS h ON h.userId = a.userId AND h.event_date < a.d
 GROUP BY a.userId, a.d
