@@ -61,7 +61,7 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ("unknown_action", "      action: warn\n      max_failure_rate", "      action: shout\n      max_failure_rate"),
     ("pii_unknown_column", "      - column: email\n", "      - column: e_mail\n"),
     ("dedup_unknown_key", "key: [eventId]", "key: [event_id]"),
-    ("curate_bad_sql", "COUNT(DISTINCT sessionId) AS sessions", "COUNT(DISTINCT session_id) AS sessions"),
+    ("curate_bad_sql", "COUNT(sessionId) AS sessions", "COUNT(session_id) AS sessions"),
     ("maintain_unknown_table", "  tables:\n    raw:\n      retention", "  tables:\n    rawr:\n      retention"),
     ("zero_commit_bytes", "commit_bytes: 67108864", "commit_bytes: 0"),
     ("yaml_syntax", "  raw:\n    path:", "  raw:\n   path: ["),

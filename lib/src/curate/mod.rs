@@ -132,7 +132,18 @@ fn model_error(table: &str, message: String) -> Error {
 /// A model's query failed: storage's failure when storage failed under
 /// it, else the model's (its SQL or data).
 fn df_error(table: &str) -> impl Fn(DataFusionError) -> Error + '_ {
-    move |e| Error::query(&format!("curated table {table}"), &e, || model_error(table, clean(&e.to_string())))
+    move |e| {
+        let message = || {
+            let m = clean(&e.to_string());
+            match e.find_root() {
+                DataFusionError::ResourcesExhausted(_) => format!(
+                    "{m}; the model needs more memory than curate.memory_mb allows for what cannot spill (a hash join's build side): raise it, or narrow what the join holds"
+                ),
+                _ => m,
+            }
+        };
+        Error::query(&format!("curated table {table}"), &e, || model_error(table, message()))
+    }
 }
 
 fn clean(message: &str) -> String {
@@ -209,6 +220,8 @@ async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Resul
 /// tables are refreshed as the run writes them).
 struct Catalog {
     tables: HashMap<String, DeltaTable>,
+    /// `curate.memory_mb`, in bytes.
+    memory: usize,
 }
 
 impl Catalog {
@@ -233,12 +246,13 @@ impl Catalog {
                 tables.insert(m.config.name.clone(), table);
             }
         }
-        Ok(Catalog { tables })
+        let memory_mb = loaded.pipeline.curate.as_ref().map_or(512, |c| c.memory_mb);
+        Ok(Catalog { tables, memory: usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX) })
     }
 
     /// A session with every known table registered.
     async fn session(&self) -> Result<SessionContext> {
-        let ctx = crate::expectations::session();
+        let ctx = crate::expectations::session_within(self.memory);
         for (name, table) in &self.tables {
             register(&ctx, name, table).await?;
         }

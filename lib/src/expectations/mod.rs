@@ -340,8 +340,31 @@ fn many_rows(expr: &deltalake::datafusion::logical_expr::Expr) -> Option<String>
 /// `json_get_str`, `json_contains`, the `->`/`->>` operators, ...) are
 /// registered, so SQL that plans in one place plans in all of them.
 pub fn session() -> SessionContext {
+    session_with(SessionStateBuilder::new())
+}
+
+/// [`session`] whose queries hold at most `limit` bytes between them:
+/// sorts, aggregations and sort-merge joins beyond it spill to files in the
+/// system's temporary folder (`TMPDIR`); what cannot spill (the build side
+/// of a hash join) fails with DataFusion's `Resources exhausted`.
+pub fn session_within(limit: usize) -> SessionContext {
+    use deltalake::datafusion::execution::memory_pool::FairSpillPool;
+    use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(FairSpillPool::new(limit))).build_arc();
+    match runtime {
+        Ok(runtime) => session_with(SessionStateBuilder::new().with_runtime_env(runtime)),
+        // Only a disk manager that cannot be set up fails here: run
+        // without the bound rather than not at all.
+        Err(e) => {
+            tracing::warn!(error = %e, "no memory bound for queries");
+            session()
+        }
+    }
+}
+
+fn session_with(builder: SessionStateBuilder) -> SessionContext {
     let config = SessionConfig::new().set_bool("datafusion.sql_parser.enable_ident_normalization", false);
-    let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    let mut state = builder.with_config(config).with_default_features().build();
     // Registering into a `SessionState` only inserts into its maps: it
     // cannot fail (the `Result` is the registry trait's).
     datafusion_functions_json::register_all(&mut state).expect("registering functions in a session state");
@@ -552,5 +575,51 @@ mod tests {
             "Invalid function 'json_get_flaot'. Did you mean 'json_get_float'?"
         );
         assert!(serde_yaml_ng::from_str::<ExpectationConfig>("{name: x, not_nul: a}").is_err());
+    }
+
+    /// A session bounded to 48 MiB sorts and aggregates two million rows
+    /// (about 80 MB) by spilling, with the exact result; a hash join whose build
+    /// side cannot fit fails as resources exhausted rather than growing.
+    #[tokio::test]
+    async fn a_bounded_session_spills_what_it_can_and_refuses_what_it_cannot() {
+        use deltalake::datafusion::error::DataFusionError;
+        let n = 2_000_000i64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batches: Vec<RecordBatch> = (0..n)
+            .step_by(8192)
+            .map(|start| {
+                let ids: Vec<i64> = (start..(start + 8192).min(n)).collect();
+                let keys: Vec<String> = ids.iter().map(|i| format!("key-{:012}", (i * 7919) % n)).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(keys)), Arc::new(Int64Array::from(ids))],
+                )
+                .unwrap()
+            })
+            .collect();
+        let ctx = session_within(48 * 1024 * 1024);
+        let mem = deltalake::datafusion::datasource::MemTable::try_new(schema, vec![batches]).unwrap();
+        ctx.register_table("t", Arc::new(mem)).unwrap();
+
+        let sorted = ctx.sql("SELECT k, v FROM t ORDER BY k DESC").await.unwrap().collect().await.unwrap();
+        let keys: Vec<String> = sorted
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<StringArray>().unwrap().iter())
+            .map(|k| k.unwrap().to_string())
+            .collect();
+        assert_eq!(keys.len(), n as usize);
+        assert!(keys.windows(2).all(|w| w[0] >= w[1]), "sorted");
+        assert_eq!(keys[0], format!("key-{:012}", n - 1));
+
+        let grouped = ctx.sql("SELECT COUNT(*) FROM (SELECT k, SUM(v) FROM t GROUP BY k)").await.unwrap();
+        let grouped = grouped.collect().await.unwrap();
+        assert_eq!(grouped[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0), n);
+
+        let joined = ctx.sql("SELECT COUNT(*) FROM t a JOIN t b ON a.k = b.k AND a.v <> b.v").await.unwrap();
+        let err = joined.collect().await.unwrap_err();
+        assert!(matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)), "{err}");
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const PROCESSED: &str = "processed";
 
 /// `curate:` — curated tables computed by SQL from the processed table.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CurateConfig {
     /// Curated tables, computed in this order (a table may read the ones
@@ -20,6 +20,22 @@ pub struct CurateConfig {
     /// --full-refresh` after changing one.
     #[serde(default)]
     pub references: Vec<ReferenceConfig>,
+    /// Memory the models' queries may hold at once, in MiB. Sorts,
+    /// aggregations and windows beyond it spill to temporary files; the
+    /// build side of a hash join cannot, and a model needing more fails
+    /// naming this key. Rows computed and diffed are held besides.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+}
+
+fn default_memory_mb() -> u64 {
+    512
+}
+
+impl Default for CurateConfig {
+    fn default() -> Self {
+        CurateConfig { tables: Vec::new(), references: Vec::new(), memory_mb: default_memory_mb() }
+    }
 }
 
 /// A Delta table a model reads by name.

@@ -29,6 +29,8 @@ pub const MAX_RAW_VERSIONS_PER_COMMIT: u64 = 10_000;
 pub const MAX_LOOKBACK_DAYS: u32 = 3_650;
 /// `target_file_size_mb` of `maintain:` (10 GiB).
 pub const MAX_TARGET_FILE_SIZE_MB: u64 = 10_240;
+/// `curate.memory_mb` (1 TiB).
+pub const MAX_CURATE_MEMORY_MB: u64 = 1024 * 1024;
 /// `retention.days` of a `maintain:` table policy (a hundred years).
 pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
@@ -56,6 +58,9 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         if let Some(d) = &unit.process.dedup {
             bounded(&format!("{}.dedup.lookback_days", unit.at), d.lookback_days.into(), MAX_LOOKBACK_DAYS.into());
         }
+    }
+    if let Some(c) = &p.curate {
+        bounded("curate.memory_mb", c.memory_mb, MAX_CURATE_MEMORY_MB);
     }
     if let Some(m) = &p.maintain {
         bounded("maintain.target_file_size_mb", m.target_file_size_mb, MAX_TARGET_FILE_SIZE_MB);
