@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark, one command: Weir against the Python job a data
-# engineer writes instead (bench/peer/peer.py: fastavro -> polars ->
-# deltalake), on the same capture files.
+# Side-by-side benchmark, one command: Weir against the Python jobs a data
+# engineer writes instead, on the same capture files: bench/peer/peer.py
+# (fastavro -> polars -> deltalake) and bench/peer/duckdb_peer.py (DuckDB's
+# avro extension and SQL -> deltalake).
 #
 #   bench/compare.sh                      # 1M events
-#   EVENTS=10000000 bench/compare.sh      # 10M (the peer is skipped above
-#                                         # 2M: it holds every event in
-#                                         # Python objects; PEER=1 forces it)
-#   STAGES=0 bench/compare.sh             # only the whole job and the peer
+#   EVENTS=10000000 bench/compare.sh      # 10M (the polars peer is skipped
+#                                         # above 2M: it holds every event in
+#                                         # Python objects; PEER=1 forces it.
+#                                         # The DuckDB peer runs up to 10M;
+#                                         # DUCKDB_PEER=1 forces it, =0 skips)
+#   STAGES=0 bench/compare.sh             # only the whole job and the peers
 #
 # Prints, in the stable `key: value` block format of bench/stages.sh:
 # per stage (ingest, process, curate, erase), then `weir run` + `weir
-# maintain` from an empty lake (the peer's whole job), then the peer, then a
-# comparison block with the ratios.
+# maintain` from an empty lake (the peers' whole job), then each peer, then
+# a comparison block with the ratios (the polars peer's unprefixed, the
+# DuckDB peer's prefixed `duckdb_`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EVENTS=${EVENTS:-1000000}
@@ -75,19 +79,28 @@ print(f"peak_rss_mb: $weir_rss")
 print("== end")
 PY
 
-if [[ ${PEER:-} == 1 || ( -z ${PEER:-} && $EVENTS -le 2000000 ) ]]; then
-  VENV="${WEIR_PEER_VENV:-$HOME/.cache/weir-peer}"
+# The peers' venv (one for both), made from bench/peer/requirements.txt
+# when that changes.
+VENV="${WEIR_PEER_VENV:-$HOME/.cache/weir-peer}"
+peer_venv() {
   if ! cmp -s bench/peer/requirements.txt "$VENV/.weir-requirements"; then
-    echo "creating the peer's venv in $VENV (once)..." >&2
+    echo "creating the peers' venv in $VENV (once)..." >&2
     rm -rf "$VENV" && python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/peer/requirements.txt
     cp bench/peer/requirements.txt "$VENV/.weir-requirements"
   fi
+}
+
+# Each peer's figures, for the comparison block.
+: > "$OUT/peers.env"
+if [[ ${PEER:-} == 1 || ( -z ${PEER:-} && $EVENTS -le 2000000 ) ]]; then
+  peer_venv
   peer_lake=$(realpath "$OUT")/lake-peer
   rm -rf "$peer_lake"
   /usr/bin/time -v "$VENV/bin/python" bench/peer/peer.py "$(realpath "$data")" "$peer_lake" > "$OUT/peer.json" 2> "$OUT/time-peer.txt" \
     || { cat "$OUT/time-peer.txt" >&2; exit 1; }
   read -r p_wall p_cpu p_rss < <(measure "$OUT/time-peer.txt")
+  echo "polars $p_wall $p_cpu $p_rss $OUT/peer.json" >> "$OUT/peers.env"
   python3 - <<PY
 import json
 c = json.load(open("$OUT/peer.json"))
@@ -101,15 +114,62 @@ print(f"input_mb_per_s: {mb / w:.1f}")
 print(f"cpu_s: $p_cpu")
 print(f"peak_rss_mb: $p_rss")
 print("== end")
-print("== comparison")
-print(f"wall_ratio: {w / $weir_wall:.1f}x")
-print(f"cpu_ratio: {$p_cpu / $weir_cpu:.1f}x")
-print(f"rss_ratio: {$p_rss / $weir_rss:.1f}x")
-print(f"same_processed_rows: {c['processed'] == $processed}")
-print("== end")
 PY
 else
   echo "== python peer bench"
   echo "skipped: $EVENTS events (PEER=1 to run it)"
   echo "== end"
+fi
+
+# The DuckDB peer holds the capture in DuckDB's memory and deltalake
+# buffers its writes: peak RSS was 2.1 GB at 1M events and 3.7 GB at 3M
+# (~0.8 GB per million more), so ~9-10 GB at 10M.
+if [[ ${DUCKDB_PEER:-} == 1 || ( -z ${DUCKDB_PEER:-} && $EVENTS -le 10000000 ) ]]; then
+  peer_venv
+  duck_lake=$(realpath "$OUT")/lake-duckdb-peer
+  rm -rf "$duck_lake"
+  /usr/bin/time -v "$VENV/bin/python" bench/peer/duckdb_peer.py "$(realpath "$data")" "$duck_lake" \
+    > "$OUT/duckdb-peer.json" 2> "$OUT/time-duckdb-peer.txt" \
+    || { cat "$OUT/time-duckdb-peer.txt" >&2; exit 1; }
+  read -r d_wall d_cpu d_rss < <(measure "$OUT/time-duckdb-peer.txt")
+  echo "duckdb $d_wall $d_cpu $d_rss $OUT/duckdb-peer.json" >> "$OUT/peers.env"
+  python3 - <<PY
+import json
+c = json.load(open("$OUT/duckdb-peer.json"))
+e, w, mb = $events, $d_wall, $bytes / 1e6
+print("== duckdb peer bench")
+print(f"events: {e}")
+print(f"events_processed: {c['processed']}")
+print(f"events_quarantined: {c['quarantined']}")
+print(f"wall_s: {w:.2f}")
+print(f"events_per_s: {e / w:,.0f}")
+print(f"input_mb_per_s: {mb / w:.1f}")
+print(f"cpu_s: $d_cpu")
+print(f"peak_rss_mb: $d_rss")
+# read_avro's known faults, found and repaired from the files (0 = none).
+print(f"avro_reader: {c['reader']}")
+print(f"avro_null_bodies: {c['avro_null_bodies']}")
+print(f"avro_missing_rows: {c['avro_missing_rows']}")
+print("== end")
+PY
+else
+  echo "== duckdb peer bench"
+  echo "skipped: $EVENTS events (DUCKDB_PEER=1 to run it)"
+  echo "== end"
+fi
+
+if [[ -s $OUT/peers.env ]]; then
+  python3 - "$OUT/peers.env" <<PY
+import json, sys
+print("== comparison")
+for line in open(sys.argv[1]):
+    name, wall, cpu, rss, counts = line.split()
+    wall, cpu, rss, c = float(wall), float(cpu), float(rss), json.load(open(counts))
+    prefix = "" if name == "polars" else name + "_"
+    print(f"{prefix}wall_ratio: {wall / $weir_wall:.1f}x")
+    print(f"{prefix}cpu_ratio: {cpu / $weir_cpu:.1f}x")
+    print(f"{prefix}rss_ratio: {rss / $weir_rss:.1f}x")
+    print(f"{prefix}same_processed_rows: {c['processed'] == $processed}")
+print("== end")
+PY
 fi
