@@ -283,9 +283,7 @@ pub fn against_existing(
     config: &DedupConfig,
 ) -> Result<(RecordBatch, DedupCounts), String> {
     let mut index = StoredIndex::new(config);
-    for b in existing {
-        index.add(b)?;
-    }
+    index.load(existing)?;
     index.filter(batch)
 }
 
@@ -384,6 +382,69 @@ impl StoredIndex {
         Ok(())
     }
 
+    /// Builds the index of the stored rows read at the start of a run (with
+    /// [`DedupConfig::stored_columns`]): with `keep: first`, every key is
+    /// hashed into one array, sorted once and split into the settled keys
+    /// (one copy) and the keys with several copies. Inserting millions of
+    /// keys one by one into the recent keys' hash table cost most of the
+    /// time a run spent reading the lookback's keys.
+    pub fn load(&mut self, batches: &[RecordBatch]) -> Result<(), String> {
+        if self.config.keep == Keep::Latest || !self.is_empty() {
+            return batches.iter().try_for_each(|b| self.add(b));
+        }
+        let mut all: Vec<(u128, u32, i64)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            self.converters(&batch.schema())?;
+            let hashes = key_hashes(batch, &self.config)?;
+            let (parts, seqs) = lineage(batch)?;
+            let mut last: Option<(usize, u32)> = None;
+            for (i, hash) in hashes.iter().enumerate() {
+                let Some(hash) = *hash else { continue };
+                let p = parts.value(i);
+                // Rows come in runs of one partition: look up only changes.
+                let partition = match last {
+                    Some((j, id)) if parts.value(j) == p => id,
+                    _ => self.partition_id(p),
+                };
+                last = Some((i, partition));
+                all.push((hash, partition, seqs.value(i)));
+            }
+        }
+        all.sort_unstable_by_key(|e| e.0);
+        let mut single = Vec::with_capacity(all.len());
+        let mut i = 0;
+        while i < all.len() {
+            let j = i + all[i..].iter().take_while(|e| e.0 == all[i].0).count();
+            if j - i == 1 {
+                single.push(all[i]);
+            } else {
+                let copies = all[i..j].iter().map(|&(_, partition, sequence)| Copy {
+                    partition,
+                    sequence,
+                    order: Box::default(),
+                });
+                self.copies.insert(all[i].0, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
+                self.spilled.push(copies.collect());
+            }
+            i = j;
+        }
+        drop(all);
+        self.settled.merge(single);
+        Ok(())
+    }
+
+    fn partition_id(&mut self, p: &str) -> u32 {
+        match self.partition_ids.get(p) {
+            Some(id) => *id,
+            None => {
+                let id = self.partitions.len() as u32;
+                self.partitions.push(p.to_string());
+                self.partition_ids.insert(p.to_string(), id);
+                id
+            }
+        }
+    }
+
     /// Adds stored rows (with [`DedupConfig::stored_columns`]).
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let hashes = key_hashes(batch, &self.config)?;
@@ -411,16 +472,7 @@ impl StoredIndex {
         let (parts, seqs) = lineage(batch)?;
         for (i, hash) in hashes.iter().enumerate() {
             let Some(hash) = *hash else { continue };
-            let p = parts.value(i);
-            let partition = match self.partition_ids.get(p) {
-                Some(id) => *id,
-                None => {
-                    let id = self.partitions.len() as u32;
-                    self.partitions.push(p.to_string());
-                    self.partition_ids.insert(p.to_string(), id);
-                    id
-                }
-            };
+            let partition = self.partition_id(parts.value(i));
             let copy = Copy {
                 partition,
                 sequence: seqs.value(i),
@@ -637,7 +689,16 @@ mod tests {
             let (kept, counts) = index.filter(&probe).unwrap();
             outcomes.push((ids_and_seqs(&kept), counts));
         }
+        // Loaded at once (sorted, split into settled keys and keys with
+        // several copies), then extended one by one: the same answers.
+        let mut loaded = StoredIndex::new(&config());
+        loaded.load(&adds[..2]).unwrap();
+        loaded.add(&adds[2]).unwrap();
+        assert_eq!(loaded.len(), 5);
+        let (kept, counts) = loaded.filter(&probe).unwrap();
+        outcomes.push((ids_and_seqs(&kept), counts));
         assert_eq!(outcomes[0], outcomes[1]);
+        assert_eq!(outcomes[0], outcomes[2]);
         assert_eq!(outcomes[0].0, [("f".into(), 8)]);
         assert_eq!(outcomes[0].1, DedupCounts { within_run: 0, against_table: 2, already_written: 4, replacing: 0 });
     }

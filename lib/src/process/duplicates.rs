@@ -168,9 +168,7 @@ async fn reach_back(
     // Reading stored keys needs the previous write to have landed.
     if let Some(t) = &outs.get().await?.processed.table {
         let mut index = StoredIndex::new(d);
-        for b in stored_keys(t, d, oldest).await? {
-            index.add(&b).map_err(Error::Internal)?;
-        }
+        index.load(&stored_keys(t, d, oldest).await?).map_err(Error::Internal)?;
         *stored = Some(StoredKeys { from, index });
     }
     Ok(())
