@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
@@ -238,6 +238,62 @@ async fn zorder_clusters_files_so_a_user_lookup_touches_fewer_files() {
         "before: {touched_before} file reads for 40 users over {files_before} files; after: {touched_after} over {files_after}"
     );
     assert_eq!(rows(dir.path(), "processed", &["eventId", "userId"]).await, before_rows);
+}
+
+/// Once z-ordered, a partition is rewritten again only when the files
+/// written since hold `zorder_new_percent` of its bytes: not on every run
+/// (it used to be, as soon as it held two files), not for a small append,
+/// and as before when the record of what was clustered is gone.
+#[tokio::test]
+async fn a_zordered_partition_is_rewritten_again_only_when_new_files_warrant_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "maintain:\n  target_file_size_mb: 1\n  zorder_new_percent: 25\n  tables:\n    processed:\n      zorder_by: [userId, eventTimestamp]\n",
+    );
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+    let mut next = BTreeMap::new();
+    write_capture(dir.path(), start, 40, 120, &mut next);
+    load(&p).await;
+    let options = MaintainOptions { run_id: "z".into(), only: vec!["processed".into()], ..Default::default() };
+    let zorder = |report: &weir::report::StageReport| find(&report.maintenance, "processed", "zorder").clone();
+
+    let first = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(first.outcome, "done", "{first:?}");
+    let clustered = active_files(&table(dir.path(), "processed").await);
+    assert!(clustered.len() >= 2, "the target size splits the output: {clustered:?}");
+
+    // Nothing new: nothing to rewrite, although the partition holds several files.
+    let again = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(again.outcome, "skipped", "{again:?}");
+    assert_eq!(active_files(&table(dir.path(), "processed").await), clustered);
+
+    // A small append (well under 25% of the partition) waits.
+    write_capture(dir.path(), start + Duration::minutes(200), 1, 20, &mut next);
+    load(&p).await;
+    let small = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(small.outcome, "skipped", "{small:?}");
+    assert!(small.detail.contains("1 clustered partitions wait"), "{small:?}");
+    let with_small = active_files(&table(dir.path(), "processed").await);
+    assert!(clustered.iter().all(|f| with_small.contains(f)), "the clustered files stay");
+
+    // Enough new data: the partition is clustered again, rows unchanged.
+    write_capture(dir.path(), start + Duration::minutes(205), 20, 120, &mut next);
+    load(&p).await;
+    let rows_before = rows(dir.path(), "processed", &["eventId", "userId"]).await;
+    let big = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(big.outcome, "done", "{big:?}");
+    let reclustered = active_files(&table(dir.path(), "processed").await);
+    assert!(reclustered.iter().all(|f| !with_small.contains(f)), "the whole partition is rewritten");
+    assert_eq!(rows(dir.path(), "processed", &["eventId", "userId"]).await, rows_before);
+    let again = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(again.outcome, "skipped", "{again:?}");
+
+    // Without the record every file counts as new: z-ordered as before.
+    std::fs::remove_file(dir.path().join("lake/processed/_weir/maintain/zorder.json")).unwrap();
+    let without = zorder(&maintain(&p, &options).await.unwrap());
+    assert_eq!(without.outcome, "done", "{without:?}");
+    assert_eq!(rows(dir.path(), "processed", &["eventId", "userId"]).await, rows_before);
 }
 
 #[tokio::test]

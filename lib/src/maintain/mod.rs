@@ -6,7 +6,8 @@
 //! 2. **optimize** — bin-packing of files smaller than the target size, or
 //!    z-order by the configured columns. Only partitions that need it are
 //!    rewritten: compaction skips partitions without two small files,
-//!    z-order partitions holding a single file.
+//!    z-order partitions holding a single file, and partitions it clustered
+//!    before until the files written since warrant it ([`clustered`]).
 //! 3. **vacuum** — full mode: every file under the table that the current
 //!    version does not reference and that is older than the retention is
 //!    deleted, orphans and change-feed files included (lite mode leaves
@@ -26,6 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -48,6 +50,9 @@ use crate::report::{ActionKind, ActionOutcome, MaintenanceAction, Stage, StageRe
 use crate::stage::StageWork;
 use crate::storage::Location;
 use crate::{delta, Error, Result};
+
+mod clustered;
+use clustered::{partition_key, Clustered};
 
 /// Options of one maintain run.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +80,10 @@ struct Target {
     policy: TablePolicy,
     target_size: u64,
     vacuum_hours: u64,
+    /// `maintain.zorder_new_percent`.
+    zorder_new_percent: u64,
+    /// `maintain.memory_mb`, in bytes.
+    memory: usize,
 }
 
 /// Every table written, as (name, key path of its location, z-order columns).
@@ -146,6 +155,8 @@ fn targets(loaded: &LoadedPipeline, options: &MaintainOptions) -> Result<Vec<Tar
                 pipeline: loaded.pipeline.name.clone(),
                 target_size: policy.target_file_size_mb.unwrap_or(config.target_file_size_mb) * 1024 * 1024,
                 vacuum_hours: policy.vacuum_retention_hours.unwrap_or(config.vacuum_retention_hours),
+                zorder_new_percent: config.zorder_new_percent,
+                memory: usize::try_from(config.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
                 name,
                 location,
                 policy,
@@ -503,27 +514,55 @@ struct PartitionPlan {
     values: Vec<(String, Option<String>)>,
     files: u64,
     bytes: u64,
+    /// Files the partition's last z-order wrote (z-order only).
+    clustered_files: u64,
+    /// Bytes of the other files.
+    new_bytes: u64,
 }
 
 /// Partitions (by their values, rendered) whose files the action rewrites:
-/// compaction needs two files under the target size, z-order two files.
-fn plan(table: &DeltaTable, target_size: u64, zorder: bool) -> Result<BTreeMap<String, PartitionPlan>> {
+/// compaction needs two files under the target size. Z-order needs two
+/// files, and once a partition has been z-ordered (`clustered` names the
+/// files that wrote), files written since holding at least `new_percent`
+/// of its bytes: a few small appends to a large clustered partition wait
+/// until they add up. Also returns how many partitions wait so.
+fn plan(
+    table: &DeltaTable,
+    target_size: u64,
+    zorder: Option<(&Clustered, u64)>,
+) -> Result<(BTreeMap<String, PartitionPlan>, usize)> {
     let snapshot = table.snapshot().map_err(|e| Error::delta(table.table_url(), e))?;
     let mut parts: BTreeMap<String, PartitionPlan> = BTreeMap::new();
     for f in snapshot.log_data().iter() {
-        if !zorder && f.size() as u64 >= target_size {
+        if zorder.is_none() && f.size() as u64 >= target_size {
             continue;
         }
         let mut values: Vec<(String, Option<String>)> = f.partition_values_map().into_iter().collect();
         values.sort();
-        let key =
-            values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join("/");
-        let entry = parts.entry(key).or_insert_with(|| PartitionPlan { values, files: 0, bytes: 0 });
+        let key = partition_key(&values);
+        let clustered = zorder.is_some_and(|(c, _)| c.holds(&key, &f.path()));
+        let entry = parts.entry(key).or_insert_with(|| PartitionPlan {
+            values,
+            files: 0,
+            bytes: 0,
+            clustered_files: 0,
+            new_bytes: 0,
+        });
         entry.files += 1;
         entry.bytes += f.size() as u64;
+        if clustered {
+            entry.clustered_files += 1;
+        } else {
+            entry.new_bytes += f.size() as u64;
+        }
     }
     parts.retain(|_, p| p.files >= 2);
-    Ok(parts)
+    let before = parts.len();
+    if let Some((_, percent)) = zorder {
+        parts.retain(|_, p| p.clustered_files == 0 || (p.new_bytes > 0 && p.new_bytes * 100 >= percent * p.bytes));
+    }
+    let waiting = before - parts.len();
+    Ok((parts, waiting))
 }
 
 async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> Result<(DeltaTable, MaintenanceAction)> {
@@ -531,17 +570,29 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
     let kind = if zorder.is_some() { ActionKind::Zorder } else { ActionKind::Optimize };
     let mut a = action(t, kind, active(&table)?);
     let target = t.target_size.max(1);
-    let parts = plan(&table, target, zorder.is_some())?;
+    let mut clustered = match &zorder {
+        Some(z) => Some(Clustered::load(&table, z).await),
+        None => None,
+    };
+    let (parts, waiting) = plan(&table, target, clustered.as_ref().map(|c| (c, t.zorder_new_percent)))?;
     let files: u64 = parts.values().map(|p| p.files).sum();
     let bytes: u64 = parts.values().map(|p| p.bytes).sum();
     a.detail = format!(
-        "{files} files ({bytes} bytes) in {} partitions{}{}",
+        "{files} files ({bytes} bytes) in {} partitions{}{}{}",
         parts.len(),
         zorder.as_ref().map(|z| format!(", clustered by {}", z.join(", "))).unwrap_or_default(),
         if parts.is_empty() {
             String::new()
         } else {
             format!(": {}", parts.keys().take(10).cloned().collect::<Vec<_>>().join(", "))
+        },
+        if waiting == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {waiting} clustered partitions wait (files added since their last z-order hold less than {}% of them)",
+                t.zorder_new_percent
+            )
         }
     );
     if let Some(outcome) = nothing_to_commit(parts.is_empty(), options.dry_run) {
@@ -570,9 +621,14 @@ async fn optimize(t: &Target, table: DeltaTable, options: &MaintainOptions) -> R
         .with_commit_properties(commit(t, options, kind.as_str()))
         .with_filters(&filters);
     if let Some(z) = zorder {
-        builder = builder.with_type(OptimizeType::ZOrder(z));
+        // The z-order sorts each partition: bounded, it spills.
+        let session = crate::expectations::session_within(t.memory).state();
+        builder = builder.with_type(OptimizeType::ZOrder(z)).with_session_state(Arc::new(session));
     }
     let (table, metrics) = builder.await.map_err(|e| commit_error(&t.location, e))?;
+    if let (Some(c), Some(v)) = (clustered.as_mut(), table.version()) {
+        c.record(&table, v).await;
+    }
     a.detail = format!("{}; {} files removed, {} added", a.detail, metrics.num_files_removed, metrics.num_files_added);
     (a.files_after, a.bytes_after) = active(&table)?;
     a.version = table.version();

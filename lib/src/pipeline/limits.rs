@@ -29,8 +29,8 @@ pub const MAX_RAW_VERSIONS_PER_COMMIT: u64 = 10_000;
 pub const MAX_LOOKBACK_DAYS: u32 = 3_650;
 /// `target_file_size_mb` of `maintain:` (10 GiB).
 pub const MAX_TARGET_FILE_SIZE_MB: u64 = 10_240;
-/// `curate.memory_mb` (1 TiB).
-pub const MAX_CURATE_MEMORY_MB: u64 = 1024 * 1024;
+/// `curate.memory_mb` and `maintain.memory_mb` (1 TiB).
+pub const MAX_MEMORY_MB: u64 = 1024 * 1024;
 /// `retention.days` of a `maintain:` table policy (a hundred years).
 pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
@@ -60,11 +60,13 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
         }
     }
     if let Some(c) = &p.curate {
-        bounded("curate.memory_mb", c.memory_mb, MAX_CURATE_MEMORY_MB);
+        bounded("curate.memory_mb", c.memory_mb, MAX_MEMORY_MB);
     }
     if let Some(m) = &p.maintain {
         bounded("maintain.target_file_size_mb", m.target_file_size_mb, MAX_TARGET_FILE_SIZE_MB);
         bounded("maintain.vacuum_retention_hours", m.vacuum_retention_hours, MAX_HOURS);
+        bounded("maintain.zorder_new_percent", m.zorder_new_percent, 100);
+        bounded("maintain.memory_mb", m.memory_mb, MAX_MEMORY_MB);
         for (name, policy) in &m.tables {
             let at = format!("maintain.tables.{name}");
             if let Some(size) = policy.target_file_size_mb {

@@ -19,6 +19,14 @@ pub struct MaintainConfig {
     /// curated table's name).
     #[serde(default)]
     pub tables: BTreeMap<String, TablePolicy>,
+    /// A z-ordered partition is z-ordered again once the files written
+    /// since hold at least this share (percent) of its bytes.
+    #[serde(default = "default_zorder_new_percent")]
+    pub zorder_new_percent: u64,
+    /// Memory a z-order's sort may hold, in MiB, before it spills to
+    /// temporary files.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
 }
 
 impl Default for MaintainConfig {
@@ -27,8 +35,18 @@ impl Default for MaintainConfig {
             target_file_size_mb: default_target_file_size_mb(),
             vacuum_retention_hours: default_vacuum_retention_hours(),
             tables: BTreeMap::new(),
+            zorder_new_percent: default_zorder_new_percent(),
+            memory_mb: default_memory_mb(),
         }
     }
+}
+
+fn default_memory_mb() -> u64 {
+    512
+}
+
+fn default_zorder_new_percent() -> u64 {
+    10
 }
 
 fn default_target_file_size_mb() -> u64 {

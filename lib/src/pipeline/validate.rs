@@ -72,6 +72,9 @@ impl LoadedPipeline {
         if let Some(c) = p.curate.as_ref().filter(|c| c.memory_mb < 64) {
             bad("curate.memory_mb", format!("must be at least 64, not {}", c.memory_mb));
         }
+        if let Some(m) = p.maintain.as_ref().filter(|m| m.memory_mb < 64) {
+            bad("maintain.memory_mb", format!("must be at least 64, not {}", m.memory_mb));
+        }
         for (path, msg) in super::limits::check(self) {
             bad(&path, msg);
         }
