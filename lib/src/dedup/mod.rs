@@ -383,54 +383,82 @@ impl StoredIndex {
     }
 
     /// Builds the index of the stored rows read at the start of a run (with
-    /// [`DedupConfig::stored_columns`]): with `keep: first`, every key is
-    /// hashed into one array, sorted once and split into the settled keys
-    /// (one copy) and the keys with several copies. Inserting millions of
-    /// keys one by one into the recent keys' hash table cost most of the
-    /// time a run spent reading the lookback's keys.
+    /// [`DedupConfig::stored_columns`]): [`StoredIndex::load_batch`] for
+    /// each, then [`StoredIndex::finish_load`].
     pub fn load(&mut self, batches: &[RecordBatch]) -> Result<(), String> {
-        if self.config.keep == Keep::Latest || !self.is_empty() {
-            return batches.iter().try_for_each(|b| self.add(b));
+        let mut pending = Vec::new();
+        for b in batches {
+            self.load_batch(b, &mut pending)?;
         }
-        let mut all: Vec<(u128, u32, i64)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            self.converters(&batch.schema())?;
-            let hashes = key_hashes(batch, &self.config)?;
-            let (parts, seqs) = lineage(batch)?;
-            let mut last: Option<(usize, u32)> = None;
-            for (i, hash) in hashes.iter().enumerate() {
-                let Some(hash) = *hash else { continue };
-                let p = parts.value(i);
-                // Rows come in runs of one partition: look up only changes.
-                let partition = match last {
-                    Some((j, id)) if parts.value(j) == p => id,
-                    _ => self.partition_id(p),
-                };
-                last = Some((i, partition));
-                all.push((hash, partition, seqs.value(i)));
-            }
+        self.finish_load(pending);
+        Ok(())
+    }
+
+    /// Takes one batch of stored rows while the index is built: with
+    /// `keep: first`, each key's hash and lineage go to `pending` (32 bytes
+    /// a key; the batch can be dropped), to be sorted once by
+    /// [`StoredIndex::finish_load`]. Inserting millions of keys one by one
+    /// into the recent keys' hash table cost most of the time a run spent
+    /// reading the lookback's keys. With `keep: latest` the rows are added.
+    pub fn load_batch(&mut self, batch: &RecordBatch, pending: &mut Vec<(u128, u32, i64)>) -> Result<(), String> {
+        if self.config.keep == Keep::Latest || batch.num_rows() == 0 {
+            return self.add(batch);
         }
-        all.sort_unstable_by_key(|e| e.0);
-        let mut single = Vec::with_capacity(all.len());
-        let mut i = 0;
-        while i < all.len() {
-            let j = i + all[i..].iter().take_while(|e| e.0 == all[i].0).count();
-            if j - i == 1 {
-                single.push(all[i]);
+        self.converters(&batch.schema())?;
+        let hashes = key_hashes(batch, &self.config)?;
+        let (parts, seqs) = lineage(batch)?;
+        let mut last: Option<(usize, u32)> = None;
+        pending.reserve(batch.num_rows());
+        for (i, hash) in hashes.iter().enumerate() {
+            let Some(hash) = *hash else { continue };
+            let p = parts.value(i);
+            // Rows come in runs of one partition: look up only changes.
+            let partition = match last {
+                Some((j, id)) if parts.value(j) == p => id,
+                _ => self.partition_id(p),
+            };
+            last = Some((i, partition));
+            pending.push((hash, partition, seqs.value(i)));
+        }
+        Ok(())
+    }
+
+    /// Sorts what [`StoredIndex::load_batch`] gathered and splits it, in
+    /// place, into the settled keys (one copy) and the keys with several
+    /// copies.
+    pub fn finish_load(&mut self, mut pending: Vec<(u128, u32, i64)>) {
+        if pending.is_empty() {
+            return;
+        }
+        let was_empty = self.is_empty();
+        pending.sort_unstable_by_key(|e| e.0);
+        let (mut read, mut write) = (0, 0);
+        while read < pending.len() {
+            let key = pending[read].0;
+            let run = pending[read..].iter().take_while(|e| e.0 == key).count();
+            if run == 1 || !was_empty {
+                pending.copy_within(read..read + run, write);
+                write += run;
             } else {
-                let copies = all[i..j].iter().map(|&(_, partition, sequence)| Copy {
+                let copies = pending[read..read + run].iter().map(|&(_, partition, sequence)| Copy {
                     partition,
                     sequence,
                     order: Box::default(),
                 });
-                self.copies.insert(all[i].0, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
+                self.copies.insert(key, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
                 self.spilled.push(copies.collect());
             }
-            i = j;
+            read += run;
         }
-        drop(all);
-        self.settled.merge(single);
-        Ok(())
+        pending.truncate(write);
+        if !was_empty {
+            // Loaded into an index that holds keys: one by one.
+            for (key, partition, sequence) in pending {
+                self.add_copy(key, Copy { partition, sequence, order: Box::default() });
+            }
+            return;
+        }
+        self.settled.merge(pending);
     }
 
     fn partition_id(&mut self, p: &str) -> u32 {
@@ -478,30 +506,34 @@ impl StoredIndex {
                 sequence: seqs.value(i),
                 order: orders.as_ref().map(|o| Box::from(o.row(i).as_ref())).unwrap_or_default(),
             };
-            // A second copy of a settled key: both are held as recent.
-            if !self.copies.contains_key(&hash) {
-                if let Some((partition, sequence)) = self.settled.take(hash) {
-                    self.copies.insert(hash, Entry { partition, spill: INLINE, sequence });
-                }
-            }
-            match self.copies.get_mut(&hash) {
-                None if copy.order.is_empty() => {
-                    self.copies
-                        .insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
-                }
-                None => {
-                    self.copies.insert(hash, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
-                    self.spilled.push(vec![copy]);
-                }
-                Some(entry) if entry.spill == INLINE => {
-                    let first = Copy { partition: entry.partition, sequence: entry.sequence, order: Box::default() };
-                    entry.spill = self.spilled.len() as u32;
-                    self.spilled.push(vec![first, copy]);
-                }
-                Some(entry) => self.spilled[entry.spill as usize].push(copy),
-            }
+            self.add_copy(hash, copy);
         }
         Ok(())
+    }
+
+    /// Adds one stored copy of the key `hash`.
+    fn add_copy(&mut self, hash: u128, copy: Copy) {
+        // A second copy of a settled key: both are held as recent.
+        if !self.copies.contains_key(&hash) {
+            if let Some((partition, sequence)) = self.settled.take(hash) {
+                self.copies.insert(hash, Entry { partition, spill: INLINE, sequence });
+            }
+        }
+        match self.copies.get_mut(&hash) {
+            None if copy.order.is_empty() => {
+                self.copies.insert(hash, Entry { partition: copy.partition, spill: INLINE, sequence: copy.sequence });
+            }
+            None => {
+                self.copies.insert(hash, Entry { partition: 0, spill: self.spilled.len() as u32, sequence: 0 });
+                self.spilled.push(vec![copy]);
+            }
+            Some(entry) if entry.spill == INLINE => {
+                let first = Copy { partition: entry.partition, sequence: entry.sequence, order: Box::default() };
+                entry.spill = self.spilled.len() as u32;
+                self.spilled.push(vec![first, copy]);
+            }
+            Some(entry) => self.spilled[entry.spill as usize].push(copy),
+        }
     }
 
     /// Drops rows whose key is stored (with `keep: latest`, only when the
@@ -697,8 +729,16 @@ mod tests {
         assert_eq!(loaded.len(), 5);
         let (kept, counts) = loaded.filter(&probe).unwrap();
         outcomes.push((ids_and_seqs(&kept), counts));
+        // Loaded in two parts: the second into an index holding keys.
+        let mut twice = StoredIndex::new(&config());
+        twice.load(&adds[..1]).unwrap();
+        twice.load(&adds[1..]).unwrap();
+        assert_eq!(twice.len(), 5);
+        let (kept, counts) = twice.filter(&probe).unwrap();
+        outcomes.push((ids_and_seqs(&kept), counts));
         assert_eq!(outcomes[0], outcomes[1]);
         assert_eq!(outcomes[0], outcomes[2]);
+        assert_eq!(outcomes[0], outcomes[3]);
         assert_eq!(outcomes[0].0, [("f".into(), 8)]);
         assert_eq!(outcomes[0].1, DedupCounts { within_run: 0, against_table: 2, already_written: 4, replacing: 0 });
     }

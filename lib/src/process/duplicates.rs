@@ -12,6 +12,7 @@ use deltalake::arrow::array::{AsArray, RecordBatch};
 use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Date32Type, Field, Schema};
 use deltalake::DeltaTable;
+use futures::StreamExt as _;
 
 use super::arrow_err;
 use super::background::Background;
@@ -167,15 +168,14 @@ async fn reach_back(
     }
     // Reading stored keys needs the previous write to have landed.
     if let Some(t) = &outs.get().await?.processed.table {
-        let mut index = StoredIndex::new(d);
-        index.load(&stored_keys(t, d, oldest).await?).map_err(Error::Internal)?;
-        *stored = Some(StoredKeys { from, index });
+        *stored = Some(StoredKeys { from, index: stored_keys(t, d, oldest).await? });
     }
     Ok(())
 }
 
-/// Reads the stored keys and lineage within the dedup lookback.
-async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Result<Vec<RecordBatch>> {
+/// Indexes the stored keys and lineage within the dedup lookback, batch by
+/// batch as the scan gives them (never all of their columns at once).
+async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Result<StoredIndex> {
     let ctx = expectations::session();
     let df_err = |e: deltalake::datafusion::error::DataFusionError| {
         let url = crate::storage::redact(table.table_url().as_str());
@@ -189,9 +189,11 @@ async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Re
         chrono::NaiveDate::from_num_days_from_ce_opt(oldest - dedup.lookback_days as i32 + 719_163).unwrap_or_default();
     let sql =
         format!("SELECT {} FROM processed WHERE \"{PROCESSED_PARTITION_COLUMN}\" >= DATE '{from}'", cols.join(", "));
-    let batches = ctx.sql(&sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
-    let mut out = Vec::with_capacity(batches.len());
-    for b in batches {
+    let mut batches = ctx.sql(&sql).await.map_err(df_err)?.execute_stream().await.map_err(df_err)?;
+    let mut index = StoredIndex::new(dedup);
+    let mut pending = Vec::new();
+    while let Some(b) = batches.next().await {
+        let b = b.map_err(df_err)?;
         // Scans return view types; the key converter wants the batch's types.
         let columns = b
             .columns()
@@ -210,9 +212,11 @@ async fn stored_keys(table: &DeltaTable, dedup: &DedupConfig, oldest: i32) -> Re
             .zip(&columns)
             .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
             .collect();
-        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("stored keys"))?);
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err("stored keys"))?;
+        index.load_batch(&b, &mut pending).map_err(Error::Internal)?;
     }
-    Ok(out)
+    index.finish_load(pending);
+    Ok(index)
 }
 
 /// The columns dedup reads (key, order, lineage, event date) of the kept
