@@ -266,6 +266,7 @@ async fn a_zordered_partition_is_rewritten_again_only_when_new_files_warrant_it(
     // Nothing new: nothing to rewrite, although the partition holds several files.
     let again = zorder(&maintain(&p, &options).await.unwrap());
     assert_eq!(again.outcome, "skipped", "{again:?}");
+    assert!(!again.detail.contains("wait"), "{again:?}");
     assert_eq!(active_files(&table(dir.path(), "processed").await), clustered);
 
     // A small append (well under 25% of the partition) waits.

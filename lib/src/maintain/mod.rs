@@ -557,11 +557,16 @@ fn plan(
         }
     }
     parts.retain(|_, p| p.files >= 2);
-    let before = parts.len();
+    let mut waiting = 0;
     if let Some((_, percent)) = zorder {
-        parts.retain(|_, p| p.clustered_files == 0 || (p.new_bytes > 0 && p.new_bytes * 100 >= percent * p.bytes));
+        parts.retain(|_, p| {
+            let warranted = p.clustered_files == 0 || p.new_bytes * 100 >= percent * p.bytes;
+            // Clustered with nothing new: nothing to do, not waiting.
+            let current = p.clustered_files > 0 && p.new_bytes == 0;
+            waiting += usize::from(!warranted && !current);
+            warranted && !current
+        });
     }
-    let waiting = before - parts.len();
     Ok((parts, waiting))
 }
 
