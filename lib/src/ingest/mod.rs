@@ -7,7 +7,10 @@
 //! versions go in the same Delta commit, so a crash either commits both or
 //! neither; a rerun reads the versions back and skips every event at or below
 //! them. Path times are never trusted for this: a back-filled file with an
-//! older path time but newer sequence numbers is still ingested.
+//! older path time but newer sequence numbers is still ingested. Files read
+//! to their end are listed in a per-partition ledger ([`ledger`]), so later
+//! runs skip them without decoding them again while the watermark covers
+//! their numbers.
 //!
 //! Files are read in (window, partition) order, streamed in chunks of whole
 //! Avro blocks that decode in parallel on all cores ([`read`]), encoded into
