@@ -246,6 +246,33 @@ async fn ingests_everything_once_and_reruns_are_no_ops() {
     assert_eq!(raw_table(dir.path()).await.version(), version, "no commit when nothing is new");
 }
 
+/// `ingest.commit_memory_mb` cuts commits by the decoded size of their
+/// events, where `commit_bytes` (capture bytes, which a codec shrinks)
+/// would not: four files of 4,000 events, each over 1 MiB decoded.
+#[tokio::test]
+async fn commits_are_cut_by_their_decoded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let spec = DatasetSpec {
+        partitions: 2,
+        windows: 2,
+        events_per_file: 4_000,
+        codecs: vec![Codec::Deflate],
+        ..DatasetSpec::small(5)
+    };
+    let summary = generate_dataset(&capture, &spec).unwrap();
+    let whole = pipeline(dir.path(), &capture, "");
+    let one = run(&whole).await;
+    assert_eq!((one.events_written, one.tables[0].versions_written.len()), (summary.events, 1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &capture, "ingest:\n  commit_memory_mb: 1\n");
+    let cut = run(&p).await;
+    assert!(cut.problems.is_empty(), "{:?}", cut.problems);
+    assert!(cut.tables[0].versions_written.len() >= 4, "{:?}", cut.tables[0].versions_written);
+    assert_eq!(keys(dir.path()).await, expected_keys(&summary.per_partition_last_sequence));
+}
+
 #[tokio::test]
 async fn late_backfilled_file_with_newer_sequences_is_ingested() {
     let dir = tempfile::tempdir().unwrap();

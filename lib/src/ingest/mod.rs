@@ -132,6 +132,8 @@ struct Pending {
     windows: BTreeMap<String, i64>,
     bytes: u64,
     events: u64,
+    /// Arrow memory of the decoded events.
+    decoded: u64,
 }
 
 /// Runs the ingest stage: plans it, then executes the plan.
@@ -235,6 +237,7 @@ impl StageWork for IngestOptions {
             dry_run: self.dry_run,
             commit_bytes: pipeline.ingest.commit_bytes,
             commit_events: pipeline.ingest.commit_events,
+            commit_memory: pipeline.ingest.commit_memory_mb.saturating_mul(1024 * 1024),
         };
         take_all(files.work, &reader, self, &mut intake, &mut out, &run).await?;
         finish(&reader, &mut intake, &mut out, &run).await?;
@@ -793,6 +796,8 @@ struct Output<'a> {
     dry_run: bool,
     commit_bytes: u64,
     commit_events: u64,
+    /// `ingest.commit_memory_mb`, in bytes.
+    commit_memory: u64,
 }
 
 impl Output<'_> {
@@ -804,7 +809,8 @@ impl Output<'_> {
             self.table =
                 send_pending(self.table.take(), self.spec, &mut self.sink, self.writers, &mut intake.pending).await?;
         }
-        let full = intake.pending.bytes >= self.commit_bytes || intake.pending.events >= self.commit_events;
+        let p = &intake.pending;
+        let full = p.bytes >= self.commit_bytes || p.events >= self.commit_events || p.decoded >= self.commit_memory;
         if full && intake.cut() {
             self.commit(intake, run).await?;
         }
@@ -877,6 +883,7 @@ fn accept(
     state.report.events_written += n;
     pending.events += n;
     pending.bytes += file_bytes;
+    pending.decoded += fresh.get_array_memory_size() as u64;
     pending.batches.push((file.partition_id.clone(), raw_rows(&fresh, file, run)?));
     pending.sizes.push(file_bytes);
     let w = pending.windows.entry(file.partition_id.clone()).or_insert(i64::MIN);
@@ -1032,6 +1039,7 @@ async fn commit(
     let windows = std::mem::take(&mut pending.windows);
     pending.bytes = 0;
     pending.events = 0;
+    pending.decoded = 0;
     pending.sent = 0;
     fault_point("before_commit");
     let Some(sink) = sink else {

@@ -47,6 +47,7 @@ pub fn check(loaded: &LoadedPipeline) -> Vec<(String, String)> {
     let parallelism = MAX_PARALLELISM as u64;
     bounded("ingest.commit_bytes", p.ingest.commit_bytes, MAX_COMMIT_BYTES);
     bounded("ingest.commit_events", p.ingest.commit_events, MAX_COMMIT_EVENTS);
+    bounded("ingest.commit_memory_mb", p.ingest.commit_memory_mb, MAX_COMMIT_BYTES / (1024 * 1024));
     bounded("ingest.decode_parallelism", p.ingest.decode_parallelism as u64, parallelism);
     bounded("ingest.fetch_parallelism", p.ingest.fetch_parallelism as u64, parallelism);
     bounded("ingest.lookback_hours", p.ingest.lookback_hours, MAX_HOURS);

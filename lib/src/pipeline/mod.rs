@@ -471,6 +471,13 @@ pub struct IngestConfig {
     /// A commit is cut once this many events are in it.
     #[serde(default = "default_commit_events")]
     pub commit_events: u64,
+    /// A commit is cut once its events take this many MiB decoded (their
+    /// Arrow memory, bodies and properties included): the memory budget of
+    /// the rows ingest holds before a commit and of each range process
+    /// reads (it holds one while it reads the next). Capture files shrink
+    /// bodies by their codec, so `commit_bytes` alone does not bound it.
+    #[serde(default = "default_commit_memory_mb")]
+    pub commit_memory_mb: u64,
     /// Chunks (about 1 MB of blocks each) decoded at once (0 = one per CPU
     /// core).
     #[serde(default)]
@@ -493,6 +500,7 @@ impl Default for IngestConfig {
         IngestConfig {
             commit_bytes: default_commit_bytes(),
             commit_events: default_commit_events(),
+            commit_memory_mb: default_commit_memory_mb(),
             decode_parallelism: 0,
             fetch_parallelism: 0,
             lookback_hours: default_lookback_hours(),
@@ -502,6 +510,10 @@ impl Default for IngestConfig {
 
 fn default_commit_bytes() -> u64 {
     64 * 1024 * 1024
+}
+
+fn default_commit_memory_mb() -> u64 {
+    128
 }
 
 fn default_lookback_hours() -> u64 {

@@ -69,6 +69,9 @@ impl LoadedPipeline {
         if p.ingest.commit_events == 0 {
             bad("ingest.commit_events", "must be greater than 0".to_string());
         }
+        if p.ingest.commit_memory_mb == 0 {
+            bad("ingest.commit_memory_mb", "must be greater than 0".to_string());
+        }
         if let Some(c) = p.curate.as_ref().filter(|c| c.memory_mb < 64) {
             bad("curate.memory_mb", format!("must be at least 64, not {}", c.memory_mb));
         }
