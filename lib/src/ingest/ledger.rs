@@ -31,10 +31,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::CaptureFile;
+use crate::lake::state;
 
 /// Format version of a ledger file; another version is ignored (read as
 /// empty, so its files are read again).
@@ -77,8 +78,10 @@ pub(super) struct Ledgers {
 }
 
 fn path(partition: &str) -> ObjectPath {
-    ObjectPath::from_iter(["_weir", "ingest", &format!("{partition}.json")])
+    state::path(&["ingest", &format!("{partition}.json")])
 }
+
+const WHAT: &str = "the ingested-files ledger";
 
 impl Ledgers {
     /// Reads the ledgers of `partitions` from the raw table's folder.
@@ -164,10 +167,14 @@ impl Ledgers {
                 let store = store.clone();
                 async move {
                     let file = File { version: VERSION, partition: partition.clone(), files };
-                    let bytes = serde_json::to_vec(&file).expect("a ledger serialises");
-                    if let Err(e) = store.put(&path(&partition), PutPayload::from(bytes)).await {
-                        tracing::warn!(partition = %partition, error = %e, "could not write the ingested-files ledger; the next run reads these files again");
-                    }
+                    state::write(
+                        store.as_ref(),
+                        &path(&partition),
+                        &file,
+                        WHAT,
+                        "the next run reads these files again",
+                    )
+                    .await;
                 }
             })
             .buffer_unordered(CONCURRENCY)
@@ -179,26 +186,10 @@ impl Ledgers {
 /// One partition's entries; empty when there is no ledger or it cannot be
 /// used.
 async fn read_one(store: &dyn ObjectStore, partition: &str) -> BTreeMap<String, Entry> {
-    let bytes = match store.get(&path(partition)).await {
-        Ok(got) => got.bytes().await,
-        Err(e) => Err(e),
-    };
-    let bytes = match bytes {
-        Ok(b) => b,
-        Err(object_store::Error::NotFound { .. }) => return BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "could not read the ingested-files ledger; its files are read again");
-            return BTreeMap::new();
-        }
-    };
-    match serde_json::from_slice::<File>(&bytes) {
-        Ok(f) if f.version == VERSION && f.partition == partition => {
+    match state::read::<File>(store, &path(partition), WHAT, "its files are read again").await {
+        Some(f) if f.version == VERSION && f.partition == partition => {
             f.files.into_iter().map(|e| (e.name.clone(), e)).collect()
         }
-        Ok(_) => BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "the ingested-files ledger is not readable; its files are read again");
-            BTreeMap::new()
-        }
+        _ => BTreeMap::new(),
     }
 }

@@ -14,6 +14,7 @@
 //!   up (up to date, incremental, or full and why): curate decides by it,
 //!   `weir plan` predicts with it.
 //! - [`fault`]: crash and pause hooks of the crash tests.
+//! - [`state`]: Weir's cache files in a table's `_weir/` folder.
 
 pub mod commit;
 pub mod conform;
@@ -22,5 +23,6 @@ pub mod fault;
 pub mod location;
 pub mod marker;
 pub mod refresh;
+pub mod state;
 
 pub use marker::Marker;

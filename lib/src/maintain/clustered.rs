@@ -19,8 +19,10 @@ use std::sync::Arc;
 
 use deltalake::DeltaTable;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
+
+use crate::lake::state;
 
 const VERSION: u32 = 1;
 
@@ -40,31 +42,19 @@ pub(super) struct Clustered {
 }
 
 fn path() -> ObjectPath {
-    ObjectPath::from_iter(["_weir", "maintain", "zorder.json"])
+    state::path(&["maintain", "zorder.json"])
 }
+
+const WHAT: &str = "the z-order record";
 
 impl Clustered {
     /// Reads the table's record for z-order by `columns`.
     pub(super) async fn load(table: &DeltaTable, columns: &[String]) -> Clustered {
         let store = table.log_store().object_store(None);
-        let partitions = match store.get(&path()).await {
-            Ok(got) => match got.bytes().await.map(|b| serde_json::from_slice::<File>(&b)) {
-                Ok(Ok(f)) if f.version == VERSION && f.columns == columns => f.partitions,
-                Ok(Ok(_)) => BTreeMap::new(),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the z-order record is not readable; every partition counts as new");
-                    BTreeMap::new()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the z-order record; every partition counts as new");
-                    BTreeMap::new()
-                }
-            },
-            Err(object_store::Error::NotFound { .. }) => BTreeMap::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the z-order record; every partition counts as new");
-                BTreeMap::new()
-            }
+        let read = state::read::<File>(store.as_ref(), &path(), WHAT, "every partition counts as new").await;
+        let partitions = match read {
+            Some(f) if f.version == VERSION && f.columns == columns => f.partitions,
+            _ => BTreeMap::new(),
         };
         Clustered { store, columns: columns.to_vec(), partitions }
     }
@@ -100,10 +90,7 @@ impl Clustered {
         }
         self.partitions.extend(added);
         let file = File { version: VERSION, columns: self.columns.clone(), partitions: self.partitions.clone() };
-        let bytes = serde_json::to_vec(&file).expect("a z-order record serialises");
-        if let Err(e) = self.store.put(&path(), PutPayload::from(bytes)).await {
-            tracing::warn!(error = %e, "could not write the z-order record; the next maintain re-clusters these partitions");
-        }
+        state::write(self.store.as_ref(), &path(), &file, WHAT, "the next maintain re-clusters these partitions").await;
     }
 }
 

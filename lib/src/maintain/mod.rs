@@ -426,8 +426,8 @@ fn stored_in(metas: &[object_store::ObjectMeta], log: bool) -> (u64, u64) {
     metas
         .iter()
         .filter(|m| m.location.as_ref().starts_with("_delta_log") == log)
-        // Weir's own state beside the data (the ingested-files ledger).
-        .filter(|m| !m.location.as_ref().starts_with("_weir/"))
+        // Weir's own state beside the data.
+        .filter(|m| m.location.as_ref().split('/').next() != Some(crate::lake::state::FOLDER))
         .fold((0, 0), |(n, b), m| (n + 1, b + m.size))
 }
 
