@@ -543,8 +543,8 @@ pub struct ProcessConfig {
     #[serde(default)]
     pub dedup: Option<crate::dedup::DedupConfig>,
     /// At most this many raw table versions are processed per commit. Each
-    /// raw version holds at most `ingest.commit_bytes` of capture files, so
-    /// this bounds memory (1M events in one commit peaked at 2.4 GB, one raw
+    /// raw version holds at most `ingest.commit_bytes` of capture files and
+    /// `ingest.commit_memory_mb` of decoded events, so this bounds memory (1M events in one commit peaked at 2.4 GB, one raw
     /// version of ~350k at 1.3 GB); raise it when ingest commits are small.
     /// A `fail` rule stops at the first commit holding a failing row; commits
     /// before it passed every rule and stay published.
