@@ -62,10 +62,10 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         out.tables.push(TablePlan { table: name, location: s.location.clone(), version: s.version });
     }
     let ingest =
-        IngestOptions { partitions: partitions.clone(), dry_run: true, run_id: String::new(), on_progress: None };
+        IngestOptions { partitions: partitions.clone(), dry_run: true, run_id: String::new(), on_progress: None, feed: None };
     out.ingest = stage::plan(loaded, &ingest).await?;
     if p.process.is_some() {
-        let process = ProcessOptions { dry_run: true, run_id: String::new(), route: None };
+        let process = ProcessOptions { dry_run: true, run_id: String::new(), route: None, follow: None };
         for process in crate::process::each_unit(loaded, &process) {
             out.stages.push(stage::plan(loaded, &process).await?);
         }

@@ -20,6 +20,7 @@ use chrono::Utc;
 use crate::capture::PartitionSet;
 use crate::curate::CurateOptions;
 use crate::ingest::IngestOptions;
+use crate::lake::feed::AppendFeed;
 use crate::maintain::MaintainOptions;
 use crate::pipeline::{load_pipeline, LoadedPipeline};
 use crate::process::ProcessOptions;
@@ -213,22 +214,36 @@ pub async fn run_stages(
     stages: &mut Vec<StageReport>,
 ) -> Result<()> {
     let p = &loaded.pipeline;
-    if matches!(job, Job::Ingest | Job::Run) {
-        // A halted partition or a gap still lets process publish what
-        // did land; the data problem is reported (and exits 3) either way.
-        let options = IngestOptions {
-            partitions: request.partitions.clone().unwrap_or_else(PartitionSet::all),
-            dry_run: request.dry_run,
-            run_id: run_id.to_string(),
-            on_progress: request.on_progress.clone(),
-        };
-        stages.push(stage::run(loaded, &options).await?);
-    }
-    if job == Job::Process || (job == Job::Run && p.process.is_some()) {
-        let options = ProcessOptions { dry_run: request.dry_run, run_id: run_id.to_string(), route: None };
-        // Once per route, with routes: each report is pushed as it completes.
-        for options in crate::process::each_unit(loaded, &options) {
-            stages.push(stage::run(loaded, &options).await?);
+    let ingest = matches!(job, Job::Ingest | Job::Run).then(|| IngestOptions {
+        partitions: request.partitions.clone().unwrap_or_else(PartitionSet::all),
+        dry_run: request.dry_run,
+        run_id: run_id.to_string(),
+        on_progress: request.on_progress.clone(),
+        feed: None,
+    });
+    let process = (job == Job::Process || (job == Job::Run && p.process.is_some())).then(|| ProcessOptions {
+        dry_run: request.dry_run,
+        run_id: run_id.to_string(),
+        route: None,
+        follow: None,
+    });
+    match (ingest, process) {
+        // One process unit follows ingest as it commits.
+        (Some(ingest), Some(process)) if !request.dry_run && loaded.routes().is_none() => {
+            ingest_and_process(loaded, ingest, process, stages).await?;
+        }
+        (ingest, process) => {
+            if let Some(options) = ingest {
+                // A halted partition or a gap still lets process publish what
+                // did land; the data problem is reported (and exits 3) either way.
+                stages.push(stage::run(loaded, &options).await?);
+            }
+            if let Some(options) = process {
+                // Once per route, with routes: each report is pushed as it completes.
+                for options in crate::process::each_unit(loaded, &options) {
+                    stages.push(stage::run(loaded, &options).await?);
+                }
+            }
         }
     }
     if job == Job::Curate || (job == Job::Run && p.curate.as_ref().is_some_and(|c| !c.tables.is_empty())) {
@@ -251,6 +266,54 @@ pub async fn run_stages(
         stages.push(stage::run(loaded, &options).await?);
     }
     Ok(())
+}
+
+/// Ingest and process at once (`weir run`): process starts on ingest's
+/// first commit and takes each raw version's rows from memory as ingest
+/// commits it ([`AppendFeed`]), so both cores stay busy and raw's files
+/// are not read back. Raw is written and every progress marker committed
+/// exactly as when the stages run one after the other.
+///
+/// Ingest finding nothing new: process then runs alone on what raw holds.
+/// Ingest failing: process still finishes the versions ingest committed
+/// (they are raw's), and the run reports ingest's error; before any commit,
+/// process does not run, as after a failed stage.
+async fn ingest_and_process(
+    loaded: &LoadedPipeline,
+    ingest: IngestOptions,
+    process: ProcessOptions,
+    stages: &mut Vec<StageReport>,
+) -> Result<()> {
+    // About one commit waits for process while it works on another.
+    let feed = AppendFeed::new(loaded.pipeline.ingest.commit_memory_mb.saturating_mul(1024 * 1024));
+    let ingest = IngestOptions { feed: Some(feed.clone()), ..ingest };
+    let follower = {
+        let (loaded, feed) = (loaded.clone(), feed.clone());
+        let process = ProcessOptions { follow: Some(feed.clone()), ..process.clone() };
+        tokio::spawn(async move {
+            // The raw table may not exist before ingest's first commit.
+            feed.started().await?;
+            let report = stage::run(&loaded, &process).await;
+            feed.detach();
+            Some(report)
+        })
+    };
+    let ingested = stage::run(loaded, &ingest).await;
+    feed.close();
+    let followed = follower.await.map_err(|e| Error::Internal(format!("the process stage of the run stopped: {e}")))?;
+    let ingest_error = match ingested {
+        Ok(report) => {
+            stages.push(report);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    match followed {
+        Some(processed) => stages.push(processed?),
+        None if ingest_error.is_none() => stages.push(stage::run(loaded, &process).await?),
+        None => {}
+    }
+    ingest_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

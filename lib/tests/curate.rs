@@ -158,9 +158,9 @@ fn round(rng: &mut Rng, seq: &mut i64, sent: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> 
 }
 
 async fn run_stages(p: &LoadedPipeline, run: &str) -> Vec<ModelReport> {
-    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run.into(), on_progress: None };
+    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run.into(), on_progress: None, feed: None };
     ingest(p, &opts).await.expect("ingest");
-    process(p, &ProcessOptions { dry_run: false, run_id: run.into(), route: None }).await.expect("process");
+    process(p, &ProcessOptions { dry_run: false, run_id: run.into(), route: None, follow: None }).await.expect("process");
     curate(p, &CurateOptions { run_id: run.into(), ..Default::default() }).await.expect("curate").models
 }
 
@@ -428,9 +428,9 @@ async fn a_model_that_breaks_its_declaration_is_refused_with_the_table_and_row_n
     let mut rng = Rng::new(5);
     let (mut seq, mut sent, mut next_seq) = (0i64, Vec::new(), BTreeMap::new());
     write_window(dir.path(), t0(), &round(&mut rng, &mut seq, &mut sent), &mut next_seq);
-    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None };
+    let opts = IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "r".into(), on_progress: None, feed: None };
     ingest(&p, &opts).await.unwrap();
-    process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None }).await.unwrap();
+    process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap();
     let only = |t: &str| CurateOptions { run_id: "r".into(), only: vec![t.into()], ..Default::default() };
 
     let e = curate(&p, &only("not_unique")).await.unwrap_err();
@@ -443,7 +443,7 @@ async fn a_model_that_breaks_its_declaration_is_refused_with_the_table_and_row_n
     curate(&p, &only("shifted")).await.unwrap();
     write_window(dir.path(), t0() + Duration::minutes(5), &round(&mut rng, &mut seq, &mut sent), &mut next_seq);
     ingest(&p, &opts).await.unwrap();
-    process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None }).await.unwrap();
+    process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap();
     let before = table(dir.path(), "curated/shifted").await.version();
     let e = curate(&p, &only("shifted")).await.unwrap_err();
     let m = e.to_string();

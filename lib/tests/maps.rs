@@ -58,9 +58,9 @@ async fn run(dir: &Path, extra: &str, run_id: &str) {
     std::fs::write(dir.join("p.yaml"), &text).unwrap();
     let p = parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).unwrap();
     let options =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None };
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None, feed: None };
     ingest(&p, &options).await.unwrap();
-    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None }).await.unwrap();
+    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None }).await.unwrap();
     let quality = report.quality.unwrap();
     assert_eq!(quality.events_quarantined, 0, "{quality:?}");
 }

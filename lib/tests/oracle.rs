@@ -201,9 +201,10 @@ async fn ingest_and_process_agree_with_an_independent_reading_of_input_and_table
             dry_run: false,
             run_id: format!("ingest-{partitions}"),
             on_progress: None,
+            feed: None,
         };
         ingest(&pipeline, &options).await.unwrap();
-        process(&pipeline, &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}"), route: None })
+        process(&pipeline, &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}"), route: None, follow: None })
             .await
             .unwrap();
     }

@@ -196,9 +196,9 @@ fn write_window(dir: &Path, window: DateTime<Utc>, bodies: &[Option<Vec<u8>>], n
 
 async fn run_all(p: &LoadedPipeline, run_id: &str) -> StageReport {
     let opts =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None };
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None, feed: None };
     ingest(p, &opts).await.expect("ingest");
-    process(p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None }).await.expect("process")
+    process(p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None }).await.expect("process")
 }
 
 async fn table(dir: &Path, name: &str) -> deltalake::DeltaTable {
@@ -427,7 +427,7 @@ async fn adding_an_optional_field_evolves_the_table_and_breaking_changes_are_ref
     let problems = weir::process::check_table_schema(&p).await.unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].1.contains("sessionId") && problems[0].1.contains("changed type"), "{problems:?}");
-    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "run-3".into(), route: None }).await.unwrap_err();
+    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "run-3".into(), route: None, follow: None }).await.unwrap_err();
     assert_eq!(err.class(), weir::ErrorClass::Config);
 
     // A removed field the table has is refused too.
@@ -449,7 +449,7 @@ async fn a_missing_pii_key_stops_before_anything_runs_and_names_only_the_variabl
     .unwrap()
     .replace("WEIR_TEST_PII_KEY", "WEIR_TEST_PII_KEY_UNSET");
     let p = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap();
-    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None }).await.unwrap_err();
+    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap_err();
     assert_eq!(err.class(), weir::ErrorClass::Config);
     assert!(err.to_string().contains("WEIR_TEST_PII_KEY_UNSET"), "{err}");
     assert!(!d.join("lake/processed").exists(), "nothing created");
@@ -532,7 +532,7 @@ async fn a_raw_version_that_deleted_rows_adds_no_rows_to_process() {
     let first: Vec<Option<Vec<u8>>> = (0..40).map(|i| Some(valid(i, t0()))).collect();
     write_window(d, t0(), &first, &mut seq);
     let opts =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i-1".into(), on_progress: None };
+        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i-1".into(), on_progress: None, feed: None };
     ingest(&p, &opts).await.expect("ingest");
 
     let raw = table(d, "raw").await;

@@ -785,7 +785,7 @@ pub async fn erase(loaded: &LoadedPipeline, options: &EraseOptions) -> Result<Ve
     let p = &loaded.pipeline;
     let (finder, log_location) = request(loaded, options)?;
     let mut stages = Vec::new();
-    let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone(), route: None };
+    let process_options = ProcessOptions { dry_run: false, run_id: options.run_id.clone(), route: None, follow: None };
 
     let locations = Locations::of(loaded)?;
     if !options.dry_run {

@@ -62,6 +62,7 @@ use crate::delta::{self, TableSpec};
 use crate::lake::commit::CommitInfo;
 use crate::lake::contract::{raw_schema_with, RAW_PARTITION_COLUMN};
 use crate::lake::fault::{fault_point, pause_point};
+use crate::lake::feed::AppendFeed;
 use crate::lake::Marker;
 use crate::pipeline::{IngestConfig, LoadedPipeline, OnCorruptFile, Pipeline};
 use crate::report::plan::{IngestPlan, PartitionPlan};
@@ -97,6 +98,10 @@ pub struct IngestOptions {
     pub run_id: String,
     /// Called after each file with (files done, files total).
     pub on_progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Each raw version committed is handed over here with the rows it
+    /// appended (`weir run`: process takes them from memory). The run
+    /// does not close it; whoever gave it does, once ingest returned.
+    pub feed: Option<AppendFeed>,
 }
 
 /// Per-partition state while a run goes.
@@ -238,6 +243,7 @@ impl StageWork for IngestOptions {
             commit_bytes: pipeline.ingest.commit_bytes,
             commit_events: pipeline.ingest.commit_events,
             commit_memory: pipeline.ingest.commit_memory_mb.saturating_mul(1024 * 1024),
+            feed: self.feed.as_ref().filter(|_| !self.dry_run),
         };
         take_all(files.work, &reader, self, &mut intake, &mut out, &run).await?;
         finish(&reader, &mut intake, &mut out, &run).await?;
@@ -798,6 +804,8 @@ struct Output<'a> {
     commit_events: u64,
     /// `ingest.commit_memory_mb`, in bytes.
     commit_memory: u64,
+    /// Where each committed version and its rows are handed over.
+    feed: Option<&'a AppendFeed>,
 }
 
 impl Output<'_> {
@@ -827,6 +835,7 @@ impl Output<'_> {
             run,
             self.sink.as_mut(),
             &mut self.write,
+            self.feed,
         )
         .await?;
         Ok(())
@@ -1033,6 +1042,7 @@ async fn commit(
     run: &RunContext<'_>,
     sink: Option<&mut RawSink>,
     write: &mut TableWrite,
+    feed: Option<&AppendFeed>,
 ) -> Result<Option<deltalake::DeltaTable>> {
     let mut batches = std::mem::take(&mut pending.batches);
     let sizes = std::mem::take(&mut pending.sizes);
@@ -1099,6 +1109,11 @@ async fn commit(
                     }
                 }
                 fault_point("after_commit");
+                // The version holds exactly these rows: the ones another
+                // ingest had committed were dropped before writing.
+                if let (Some(feed), Some(v)) = (feed, t.version()) {
+                    feed.publish(v, batches.into_iter().map(|(_, b)| b).collect()).await;
+                }
                 return Ok(Some(t));
             }
             Err(Error::ConcurrentProgress { .. }) if attempt < 10 => {

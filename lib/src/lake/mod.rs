@@ -14,12 +14,15 @@
 //!   up (up to date, incremental, or full and why): curate decides by it,
 //!   `weir plan` predicts with it.
 //! - [`fault`]: crash and pause hooks of the crash tests.
+//! - [`feed`]: freshly committed versions handed from one stage to the
+//!   next within a run (ingest to process in `weir run`).
 //! - [`state`]: Weir's cache files in a table's `_weir/` folder.
 
 pub mod commit;
 pub mod conform;
 pub mod contract;
 pub mod fault;
+pub mod feed;
 pub mod location;
 pub mod marker;
 pub mod refresh;

@@ -41,6 +41,7 @@ pub use compiled::Compiled;
 pub use schema::check_table_schema;
 
 use crate::delta;
+use crate::lake::feed::AppendFeed;
 use crate::lake::refresh::{Catchup, Definition};
 use crate::pipeline::LoadedPipeline;
 use crate::report::plan::SourcePlan;
@@ -60,6 +61,11 @@ pub struct ProcessOptions {
     /// With `process.routes`: the route this run processes (a pipeline
     /// with routes runs the stage once per route, see [`each_unit`]).
     pub route: Option<String>,
+    /// Follow an ingest running beside this run (`weir run`): once the
+    /// planned versions are done, process each raw version the feed
+    /// announces, taking its rows from the feed when it holds them, until
+    /// the feed closes. The caller detaches it when this run returns.
+    pub follow: Option<AppendFeed>,
 }
 
 /// Runs the process stage: plans it, then executes the plan.
@@ -162,11 +168,11 @@ impl StageWork for ProcessOptions {
         let latest = raw.version().unwrap_or(0);
         let app_id = unit.app_id(&compiled.pipeline);
         let outputs = Outputs::open(&compiled, loaded, &app_id, !self.dry_run).await?;
-        let ranges = Ranges::new(&outputs, latest, compiled.config.raw_versions_per_commit);
+        let mut ranges = Ranges::new(&outputs, latest, compiled.config.raw_versions_per_commit);
         let mut run = Run::new(&compiled, self, app_id, report, outputs);
         // A failing range must not leave a write in flight: it would land
         // after the run has reported its error.
-        if let Err(e) = run.all(&raw, &ranges).await {
+        if let Err(e) = run.follow(raw, &mut ranges, self.follow.as_ref()).await {
             // The earlier error is the one to report; this only waits.
             run.settle().await;
             return Err(e);

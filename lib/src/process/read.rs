@@ -114,11 +114,10 @@ async fn read_appended(
     use deltalake::parquet::arrow::ProjectionMask;
     use futures::{StreamExt as _, TryStreamExt as _};
     use object_store::ObjectStoreExt as _;
-    let schema = raw_read_schema();
     let store = raw.log_store().object_store(None);
     let url = raw.table_url().clone();
     let read_one = |(version, add): (u64, deltalake::kernel::Add)| {
-        let (store, schema, url, property) = (store.clone(), schema.clone(), url.clone(), property.clone());
+        let (store, url, property) = (store.clone(), url.clone(), property.clone());
         async move {
             let fail = |e: &dyn std::fmt::Display| {
                 Error::Internal(format!(
@@ -162,43 +161,77 @@ async fn read_appended(
                 .map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
                 .ok_or_else(|| fail(&format!("no {} partition value", RAW_PARTITION_COLUMN)))?;
             batches
-                .into_iter()
-                .map(|b| {
-                    let n = b.num_rows();
-                    let column = |name: &str, t: &DataType| -> Result<ArrayRef> {
-                        let c = b.column_by_name(name).ok_or_else(|| fail(&format!("no column {name}")))?;
-                        cast(c, t).map_err(|e| fail(&e))
-                    };
-                    let system = b.column_by_name("system_properties").map(|c| c.as_ref());
-                    let properties = b.column_by_name("properties").map(|c| c.as_ref());
-                    let [content_type, content_encoding] = match envelopes {
-                        true => envelope_columns(n, system, properties),
-                        false => envelope_columns(n, None, None),
-                    };
-                    let discriminator = match &property {
-                        Some(key) => property_column(n, properties, system, key),
-                        None => property_column(n, None, None, ""),
-                    };
-                    let columns = vec![
-                        column("partition_id", &DataType::Utf8)?,
-                        column("sequence_number", &DataType::Int64)?,
-                        column("enqueued_time", &utc_micros())?,
-                        Arc::new(Date32Array::from(vec![date; n])) as ArrayRef,
-                        column("source_file", &DataType::Utf8)?,
-                        column("body", &DataType::Binary)?,
-                        content_type,
-                        content_encoding,
-                        discriminator,
-                        Arc::new(Int64Array::from(vec![version as i64; n])) as ArrayRef,
-                    ];
-                    RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(&e))
-                })
+                .iter()
+                .map(|b| read_columns(b, Some(date), version, envelopes, property.as_deref()).map_err(|e| fail(&e)))
                 .collect::<Result<Vec<_>>>()
         }
     };
     // Two files at a time: latency hides behind the other's decoding.
     let parts: Vec<Vec<RecordBatch>> = futures::stream::iter(files).map(read_one).buffered(2).try_collect().await?;
     Ok(parts.into_iter().flatten().collect())
+}
+
+/// Rows a fused `weir run` handed over from ingest (each raw version with
+/// exactly the rows it appended), as [`read_raw`] reads them from the table.
+pub(super) fn read_handed_over(
+    versions: Vec<(u64, Vec<RecordBatch>)>,
+    envelopes: bool,
+    property: Option<&str>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for (version, batches) in versions {
+        for b in &batches {
+            out.push(
+                read_columns(b, None, version, envelopes, property)
+                    .map_err(|e| Error::Internal(format!("raw rows of version {version} handed over by ingest: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The processing columns of raw rows `b` (a raw Parquet file's projection,
+/// or rows as ingest wrote them) committed in `version`. `date` is the
+/// file's partition value; without it the rows' own partition column is read.
+fn read_columns(
+    b: &RecordBatch,
+    date: Option<i32>,
+    version: u64,
+    envelopes: bool,
+    property: Option<&str>,
+) -> std::result::Result<RecordBatch, String> {
+    let n = b.num_rows();
+    let column = |name: &str, t: &DataType| -> std::result::Result<ArrayRef, String> {
+        let c = b.column_by_name(name).ok_or_else(|| format!("no column {name}"))?;
+        cast(c, t).map_err(|e| e.to_string())
+    };
+    let date = match date {
+        Some(d) => Arc::new(Date32Array::from(vec![d; n])) as ArrayRef,
+        None => column(RAW_PARTITION_COLUMN, &DataType::Date32)?,
+    };
+    let system = b.column_by_name("system_properties").map(|c| c.as_ref());
+    let properties = b.column_by_name("properties").map(|c| c.as_ref());
+    let [content_type, content_encoding] = match envelopes {
+        true => envelope_columns(n, system, properties),
+        false => envelope_columns(n, None, None),
+    };
+    let discriminator = match property {
+        Some(key) => property_column(n, properties, system, key),
+        None => property_column(n, None, None, ""),
+    };
+    let columns = vec![
+        column("partition_id", &DataType::Utf8)?,
+        column("sequence_number", &DataType::Int64)?,
+        column("enqueued_time", &utc_micros())?,
+        date,
+        column("source_file", &DataType::Utf8)?,
+        column("body", &DataType::Binary)?,
+        content_type,
+        content_encoding,
+        discriminator,
+        Arc::new(Int64Array::from(vec![version as i64; n])) as ArrayRef,
+    ];
+    RecordBatch::try_new(raw_read_schema(), columns).map_err(|e| e.to_string())
 }
 
 /// `batch` with its buffers cut to their length. The Parquet reader grows

@@ -11,11 +11,12 @@ use super::duplicates::{drop_duplicates, Deduplicated, KeptRows, StoredKeys};
 use super::evaluate::{evaluate, Evaluated};
 use super::metrics::{merge_rules, metrics_batch, RuleFigures};
 use super::output::{record_unpublished, start_commits, Output, Outputs, RangeCommits};
-use super::read::read_raw;
+use super::read::{read_handed_over, read_raw};
 use super::route::split;
 use super::select::rows_after;
 use super::{Compiled, ProcessOptions};
 use crate::expectations::Action;
+use crate::lake::feed::AppendFeed;
 use crate::lake::contract::{quarantine_schema, ROUTE_RULE};
 use crate::pipeline::RouteBy;
 use crate::report::{QualityReport, RuleVerdict, StageReport};
@@ -41,20 +42,20 @@ pub(super) fn first_missing(markers: &[i64]) -> u64 {
 pub(super) struct Ranges {
     /// Each output table's progress marker (-1: none yet).
     markers: Vec<i64>,
-    /// The raw table's version.
+    /// The last raw version to process (the raw table's version when
+    /// planned; later ones as a followed ingest commits them).
     latest: u64,
     /// Raw versions per commit, at most.
     step: u64,
+    /// The first raw version not processed yet.
+    next: u64,
 }
 
 impl Ranges {
     pub(super) fn new(outputs: &Outputs, latest: u64, step: u64) -> Ranges {
-        Ranges { markers: outputs.all().iter().map(|o| o.progress.unwrap_or(-1)).collect(), latest, step }
-    }
-
-    /// The first raw version some table lacks.
-    fn first(&self) -> u64 {
-        first_missing(&self.markers)
+        let markers: Vec<i64> = outputs.all().iter().map(|o| o.progress.unwrap_or(-1)).collect();
+        let next = first_missing(&markers);
+        Ranges { markers, latest, step, next }
     }
 
     /// The last version of the range that starts at `from`.
@@ -99,16 +100,37 @@ impl<'a> Run<'a> {
         Run { plan, options, app_id, report, quality, stored: None, outs: Background::new(outputs) }
     }
 
-    /// Processes the ranges in order, up to the raw table's version or the
-    /// first range a `fail` rule stops.
-    pub(super) async fn all(&mut self, raw: &DeltaTable, ranges: &Ranges) -> Result<()> {
-        let mut from = ranges.first();
-        while from <= ranges.latest {
-            let range = RawRange { from, to: ranges.end(from), now: Utc::now() };
-            if !self.range(raw, range).await? {
+    /// Processes the ranges in order up to `ranges.latest`; `false` when a
+    /// `fail` rule stopped a range.
+    async fn all(&mut self, raw: &mut DeltaTable, ranges: &mut Ranges, feed: Option<&AppendFeed>) -> Result<bool> {
+        while ranges.next <= ranges.latest {
+            let range = RawRange { from: ranges.next, to: ranges.end(ranges.next), now: Utc::now() };
+            if !self.range(raw, range, feed).await? {
+                return Ok(false);
+            }
+            ranges.next = range.to + 1;
+        }
+        Ok(true)
+    }
+
+    /// Processes the planned ranges, then, following `feed`, every raw
+    /// version it announces until it closes. Stops at the first range a
+    /// `fail` rule stops.
+    pub(super) async fn follow(
+        &mut self,
+        mut raw: DeltaTable,
+        ranges: &mut Ranges,
+        feed: Option<&AppendFeed>,
+    ) -> Result<()> {
+        if !self.all(&mut raw, ranges, feed).await? {
+            return Ok(());
+        }
+        let Some(feed) = feed else { return Ok(()) };
+        while let Some(latest) = feed.newer_than(ranges.latest).await {
+            ranges.latest = latest;
+            if !self.all(&mut raw, ranges, Some(feed)).await? {
                 break;
             }
-            from = range.to + 1;
         }
         Ok(())
     }
@@ -127,12 +149,27 @@ impl<'a> Run<'a> {
     }
 
     /// Processes one range; `false` when a `fail` rule stopped the run.
-    async fn range(&mut self, raw: &DeltaTable, range: RawRange) -> Result<bool> {
+    async fn range(&mut self, raw: &mut DeltaTable, range: RawRange, feed: Option<&AppendFeed>) -> Result<bool> {
         let property = match self.plan.routing.as_ref().map(|r| &r.by) {
             Some(RouteBy::Property(key)) => Some(key.as_str()),
             _ => None,
         };
-        let rows = read_raw(raw, range.from, range.to, self.plan.framing.reads_properties(), property).await?;
+        let envelopes = self.plan.framing.reads_properties();
+        let rows = match feed.and_then(|f| f.take(range.from, range.to)) {
+            Some(handed) => {
+                let rows = read_handed_over(handed, envelopes, property)?;
+                self.report.events_from_ingest += rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+                rows
+            }
+            None => {
+                // Versions committed after the plan (a followed ingest, or
+                // another writer between its commits) are past the snapshot.
+                if raw.version().is_none_or(|v| v < range.to) {
+                    raw.load_version(range.to as _).await.map_err(|e| crate::Error::delta(raw.table_url(), e))?;
+                }
+                read_raw(raw, range.from, range.to, envelopes, property).await?
+            }
+        };
         let (rows, unrouted) = self.route(rows, &range)?;
         // A route counts the events it takes (and the first one those no
         // route takes): over the routes, every event once.

@@ -239,6 +239,10 @@ pub struct StageReport {
     /// Events skipped because an earlier run already wrote them, or because
     /// their file gave the same sequence number before.
     pub events_already_ingested: u64,
+    /// Process in `weir run`: events of `events_read` taken from memory as
+    /// ingest committed them, instead of read back from the raw table.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_from_ingest: u64,
     /// Per Event Hub partition.
     pub partitions: BTreeMap<String, PartitionReport>,
     /// Tables written and the versions committed.
@@ -263,6 +267,11 @@ pub struct StageReport {
     /// why (the same structs `weir plan` prints).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<plan::StagePlan>,
+}
+
+/// For `skip_serializing_if`: a figure only some runs have.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the curate stage did to one curated table.
