@@ -18,7 +18,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Before anything allocates on another thread; see `alloc`.
-    let ingest = std::env::args_os().nth(1).is_some_and(|a| a == "ingest");
-    alloc::tune(!ingest);
+    alloc::tune(alloc::Tuning::of(std::env::args_os()));
     cli::main()
 }

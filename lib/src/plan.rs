@@ -61,8 +61,13 @@ pub async fn plan(loaded: &LoadedPipeline, partitions: &PartitionSet) -> Result<
         let s = table_status(&name, &location).await?;
         out.tables.push(TablePlan { table: name, location: s.location.clone(), version: s.version });
     }
-    let ingest =
-        IngestOptions { partitions: partitions.clone(), dry_run: true, run_id: String::new(), on_progress: None, feed: None };
+    let ingest = IngestOptions {
+        partitions: partitions.clone(),
+        dry_run: true,
+        run_id: String::new(),
+        on_progress: None,
+        feed: None,
+    };
     out.ingest = stage::plan(loaded, &ingest).await?;
     if p.process.is_some() {
         let process = ProcessOptions { dry_run: true, run_id: String::new(), route: None, follow: None };

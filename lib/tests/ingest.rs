@@ -27,7 +27,13 @@ fn pipeline(dir: &Path, capture: &Path, extra: &str) -> LoadedPipeline {
 }
 
 fn options() -> IngestOptions {
-    IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "test-run".into(), on_progress: None, feed: None }
+    IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: false,
+        run_id: "test-run".into(),
+        on_progress: None,
+        feed: None,
+    }
 }
 
 async fn run(p: &LoadedPipeline) -> StageReport {
@@ -520,8 +526,13 @@ async fn files_far_behind_the_newest_window_are_not_read_again() {
     // A back-fill within the 24 h lookback is found; older files are not re-read.
     write(&capture, "0", t0() + h(10), &events(15, 5, t0()), &spec);
     // `weir plan` asks ingest's own planning: it names the files the run reads.
-    let options =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: true, run_id: String::new(), on_progress: None, feed: None };
+    let options = IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: true,
+        run_id: String::new(),
+        on_progress: None,
+        feed: None,
+    };
     let plan = weir::stage::plan(&p, &options).await.unwrap();
     let r = run(&p).await;
     assert_eq!(r.events_written, 5);

@@ -57,10 +57,17 @@ async fn run(dir: &Path, extra: &str, run_id: &str) {
     );
     std::fs::write(dir.join("p.yaml"), &text).unwrap();
     let p = parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).unwrap();
-    let options =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None, feed: None };
+    let options = IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: false,
+        run_id: run_id.into(),
+        on_progress: None,
+        feed: None,
+    };
     ingest(&p, &options).await.unwrap();
-    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None }).await.unwrap();
+    let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None })
+        .await
+        .unwrap();
     let quality = report.quality.unwrap();
     assert_eq!(quality.events_quarantined, 0, "{quality:?}");
 }

@@ -204,9 +204,12 @@ async fn ingest_and_process_agree_with_an_independent_reading_of_input_and_table
             feed: None,
         };
         ingest(&pipeline, &options).await.unwrap();
-        process(&pipeline, &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}"), route: None, follow: None })
-            .await
-            .unwrap();
+        process(
+            &pipeline,
+            &ProcessOptions { dry_run: false, run_id: format!("process-{partitions}"), route: None, follow: None },
+        )
+        .await
+        .unwrap();
     }
 
     // Input = raw.

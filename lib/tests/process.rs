@@ -195,10 +195,17 @@ fn write_window(dir: &Path, window: DateTime<Utc>, bodies: &[Option<Vec<u8>>], n
 }
 
 async fn run_all(p: &LoadedPipeline, run_id: &str) -> StageReport {
-    let opts =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: run_id.into(), on_progress: None, feed: None };
+    let opts = IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: false,
+        run_id: run_id.into(),
+        on_progress: None,
+        feed: None,
+    };
     ingest(p, &opts).await.expect("ingest");
-    process(p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None }).await.expect("process")
+    process(p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None })
+        .await
+        .expect("process")
 }
 
 async fn table(dir: &Path, name: &str) -> deltalake::DeltaTable {
@@ -427,7 +434,9 @@ async fn adding_an_optional_field_evolves_the_table_and_breaking_changes_are_ref
     let problems = weir::process::check_table_schema(&p).await.unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].1.contains("sessionId") && problems[0].1.contains("changed type"), "{problems:?}");
-    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "run-3".into(), route: None, follow: None }).await.unwrap_err();
+    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "run-3".into(), route: None, follow: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), weir::ErrorClass::Config);
 
     // A removed field the table has is refused too.
@@ -449,7 +458,9 @@ async fn a_missing_pii_key_stops_before_anything_runs_and_names_only_the_variabl
     .unwrap()
     .replace("WEIR_TEST_PII_KEY", "WEIR_TEST_PII_KEY_UNSET");
     let p = parse_pipeline(&d.join("p.yaml"), &text, &|_| None).unwrap();
-    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap_err();
+    let err = process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), weir::ErrorClass::Config);
     assert!(err.to_string().contains("WEIR_TEST_PII_KEY_UNSET"), "{err}");
     assert!(!d.join("lake/processed").exists(), "nothing created");
@@ -531,8 +542,13 @@ async fn a_raw_version_that_deleted_rows_adds_no_rows_to_process() {
     let mut seq = BTreeMap::new();
     let first: Vec<Option<Vec<u8>>> = (0..40).map(|i| Some(valid(i, t0()))).collect();
     write_window(d, t0(), &first, &mut seq);
-    let opts =
-        IngestOptions { partitions: PartitionSet::all(), dry_run: false, run_id: "i-1".into(), on_progress: None, feed: None };
+    let opts = IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: false,
+        run_id: "i-1".into(),
+        on_progress: None,
+        feed: None,
+    };
     ingest(&p, &opts).await.expect("ingest");
 
     let raw = table(d, "raw").await;
@@ -635,4 +651,110 @@ async fn a_rule_over_rescued_fields_with_json_functions_quarantines_exactly_the_
         strings(&metrics, "rule").into_iter().zip(strings(&metrics, "rows_failed")).collect();
     assert!(failed.contains(&(Some("temp_07_sent".into()), Some("1".into()))), "{failed:?}");
     assert!(failed.contains(&(Some("temp_07_below_100".into()), Some("5".into()))), "{failed:?}");
+}
+
+/// The example pipeline with ingest committing every `commit_events`
+/// events, so one run writes many raw versions.
+fn pipeline_in_small_commits(dir: &Path, commit_events: u64) -> LoadedPipeline {
+    pipeline(dir, "");
+    let text = std::fs::read_to_string(dir.join("p.yaml")).unwrap();
+    let text = text.replacen("body:\n", &format!("ingest:\n  commit_events: {commit_events}\nbody:\n"), 1);
+    std::fs::write(dir.join("p.yaml"), &text).unwrap();
+    parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).expect("valid pipeline")
+}
+
+/// What the process stage's tables hold, compared between two lakes:
+/// processed rows by lineage, and the quarantine's rules by lineage.
+async fn outcome(dir: &Path) -> (Vec<Vec<Option<String>>>, BTreeMap<(String, i64), Vec<String>>) {
+    let processed = rows(dir, "processed").await;
+    let columns = ["_partition_id", "_sequence_number", "eventId", "userId", "email", "ipAddress", "event_date"];
+    let values: Vec<Vec<Option<String>>> = columns.iter().map(|c| strings(&processed, c)).collect();
+    let mut rows: Vec<Vec<Option<String>>> =
+        (0..values[0].len()).map(|i| values.iter().map(|v| v[i].clone()).collect()).collect();
+    rows.sort();
+    (rows, quarantined(&self::rows(dir, "quarantine").await))
+}
+
+#[tokio::test]
+async fn weir_run_takes_ingest_rows_from_memory_and_writes_what_the_stages_write_one_after_the_other() {
+    set_key();
+    let at = t0();
+    let cases = cases(at);
+    let bodies: Vec<Option<Vec<u8>>> = cases.iter().map(|c| c.body.clone()).collect();
+    // Later windows re-send events of window 1 (duplicates against the
+    // table) and carry new ones, some sent twice within the run.
+    let mut later: Vec<Option<Vec<u8>>> = (0..30).map(|i| Some(valid(5000 + i, at))).collect();
+    later.extend(bodies[..6].iter().cloned());
+    later.extend(later[..4].to_vec());
+    let (fused, apart) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [fused.path(), apart.path()] {
+        let p = pipeline_in_small_commits(dir, 15);
+        let mut seq = BTreeMap::new();
+        write_window(dir, at, &bodies, &mut seq);
+        // Window 1 is ingested only: a backlog raw holds before the run.
+        let opts = IngestOptions {
+            partitions: PartitionSet::all(),
+            dry_run: false,
+            run_id: "i-1".into(),
+            on_progress: None,
+            feed: None,
+        };
+        ingest(&p, &opts).await.expect("ingest");
+        // Three windows of two files: six raw commits.
+        for (i, part) in later.chunks(later.len().div_ceil(3)).enumerate() {
+            write_window(dir, at + Duration::minutes(5 * (i as i64 + 1)), part, &mut seq);
+        }
+    }
+
+    // One lake: `weir run` (ingest and process at once).
+    let p = pipeline_in_small_commits(fused.path(), 15);
+    let mut stages = Vec::new();
+    weir::run::run_stages(weir::run::Job::Run, &weir::run::JobRequest::default(), &p, "run-2", &mut stages)
+        .await
+        .expect("run");
+    let [ingested, processed] = &stages[..] else { panic!("ingest and process reports, got {}", stages.len()) };
+    // The other: ingest, then process.
+    let q = pipeline_in_small_commits(apart.path(), 15);
+    let apart_ingest = IngestOptions {
+        partitions: PartitionSet::all(),
+        dry_run: false,
+        run_id: "run-2".into(),
+        on_progress: None,
+        feed: None,
+    };
+    let apart_ingested = ingest(&q, &apart_ingest).await.expect("ingest");
+    let apart_processed =
+        process(&q, &ProcessOptions { dry_run: false, run_id: "run-2".into(), route: None, follow: None })
+            .await
+            .expect("process");
+
+    // The later windows' events came from memory, window 1's backlog from
+    // the table.
+    let new_events = later.len() as u64;
+    assert_eq!(ingested.events_written, new_events);
+    assert!(ingested.tables[0].versions_written.len() >= 2, "ingest committed several raw versions: {:?}", ingested.tables);
+    assert_eq!(processed.events_read, (bodies.len() + later.len()) as u64);
+    assert_eq!(processed.events_from_ingest, new_events);
+    assert_eq!(apart_processed.events_from_ingest, 0);
+    assert_eq!(processed.events_written, apart_processed.events_written);
+    assert_eq!(ingested.tables[0].versions_written, apart_ingested.tables[0].versions_written);
+    let (q1, q2) = (processed.quality.as_ref().unwrap(), apart_processed.quality.as_ref().unwrap());
+    assert_eq!(
+        (q1.events_quarantined, q1.duplicates_dropped, q1.already_written),
+        (q2.events_quarantined, q2.duplicates_dropped, q2.already_written)
+    );
+    assert!(q1.duplicates_dropped + q1.already_written >= 10, "the re-sends were deduplicated");
+
+    let (fused_rows, fused_quarantine) = outcome(fused.path()).await;
+    let (apart_rows, apart_quarantine) = outcome(apart.path()).await;
+    assert_eq!(fused_rows, apart_rows);
+    assert_eq!(fused_quarantine, apart_quarantine);
+    let ids: Vec<&Option<String>> = fused_rows.iter().map(|r| &r[2]).collect();
+    assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len(), "no duplicates in processed");
+    // Every output table's progress marker names the raw table's version.
+    let raw_version = table(fused.path(), "raw").await.version().unwrap();
+    for name in ["processed", "quarantine"] {
+        let t = table(fused.path(), name).await;
+        assert_eq!(weir::delta::progress(&t, "weir/t/process").await.unwrap(), Some(raw_version as i64), "{name}");
+    }
 }

@@ -73,9 +73,7 @@ impl fmt::Debug for AppendFeed {
 impl AppendFeed {
     /// A feed that holds at most about `budget` bytes of rows.
     pub fn new(budget: u64) -> AppendFeed {
-        AppendFeed {
-            shared: Arc::new(Shared { state: Mutex::new(State::default()), changed: Notify::new(), budget }),
-        }
+        AppendFeed { shared: Arc::new(Shared { state: Mutex::new(State::default()), changed: Notify::new(), budget }) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, RecordBatch, RecordBatchOptions};
-use deltalake::arrow::compute::cast;
+use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::delta_datafusion::DeltaCdfTableProvider;
 use deltalake::DeltaTable;
@@ -146,7 +146,11 @@ async fn read_appended(
                     .map(|n| builder.schema().index_of(n).map_err(|_| format!("no column {n}")))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-                let reader = builder.with_projection(mask).with_batch_size(8192).build().map_err(|e| e.to_string())?;
+                let reader = builder
+                    .with_projection(mask)
+                    .with_batch_size(READ_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| e.to_string())?;
                 reader
                     .map(|b| b.and_then(shrunk))
                     .collect::<std::result::Result<Vec<_>, _>>()
@@ -173,22 +177,50 @@ async fn read_appended(
 
 /// Rows a fused `weir run` handed over from ingest (each raw version with
 /// exactly the rows it appended), as [`read_raw`] reads them from the table.
+///
+/// Ingest hands over one batch per capture file chunk (a few hundred rows
+/// for a five-minute file); they are gathered into batches of
+/// [`READ_BATCH_ROWS`] as the Parquet reader gives them, since every batch
+/// costs the checks a fixed overhead.
 pub(super) fn read_handed_over(
     versions: Vec<(u64, Vec<RecordBatch>)>,
     envelopes: bool,
     property: Option<&str>,
 ) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
+    let mut small: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    let gather = |small: &mut Vec<RecordBatch>, out: &mut Vec<RecordBatch>| -> Result<()> {
+        match small.len() {
+            0 => {}
+            1 => out.extend(small.pop()),
+            _ => {
+                let one = concat_batches(&raw_read_schema(), small.iter())
+                    .map_err(|e| Error::Internal(format!("raw rows handed over by ingest: {e}")))?;
+                small.clear();
+                out.push(one);
+            }
+        }
+        Ok(())
+    };
     for (version, batches) in versions {
         for b in &batches {
-            out.push(
-                read_columns(b, None, version, envelopes, property)
-                    .map_err(|e| Error::Internal(format!("raw rows of version {version} handed over by ingest: {e}")))?,
-            );
+            let read = read_columns(b, None, version, envelopes, property)
+                .map_err(|e| Error::Internal(format!("raw rows of version {version} handed over by ingest: {e}")))?;
+            rows += read.num_rows();
+            small.push(read);
+            if rows >= READ_BATCH_ROWS {
+                gather(&mut small, &mut out)?;
+                rows = 0;
+            }
         }
     }
+    gather(&mut small, &mut out)?;
     Ok(out)
 }
+
+/// Rows per batch of raw rows read.
+const READ_BATCH_ROWS: usize = 8192;
 
 /// The processing columns of raw rows `b` (a raw Parquet file's projection,
 /// or rows as ingest wrote them) committed in `version`. `date` is the
