@@ -291,15 +291,16 @@ async fn ingest_and_process(
         let (loaded, feed) = (loaded.clone(), feed.clone());
         let process = ProcessOptions { follow: Some(feed.clone()), ..process.clone() };
         tokio::spawn(async move {
+            let _end = feed.detach_on_drop();
             // The raw table may not exist before ingest's first commit.
             feed.started().await?;
-            let report = stage::run(&loaded, &process).await;
-            feed.detach();
-            Some(report)
+            Some(stage::run(&loaded, &process).await)
         })
     };
-    let ingested = stage::run(loaded, &ingest).await;
-    feed.close();
+    let ingested = {
+        let _end = feed.close_on_drop();
+        stage::run(loaded, &ingest).await
+    };
     let followed = follower.await.map_err(|e| Error::Internal(format!("the process stage of the run stopped: {e}")))?;
     let ingest_error = match ingested {
         Ok(report) => {

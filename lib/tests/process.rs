@@ -732,7 +732,11 @@ async fn weir_run_takes_ingest_rows_from_memory_and_writes_what_the_stages_write
     // the table.
     let new_events = later.len() as u64;
     assert_eq!(ingested.events_written, new_events);
-    assert!(ingested.tables[0].versions_written.len() >= 2, "ingest committed several raw versions: {:?}", ingested.tables);
+    assert!(
+        ingested.tables[0].versions_written.len() >= 2,
+        "ingest committed several raw versions: {:?}",
+        ingested.tables
+    );
     assert_eq!(processed.events_read, (bodies.len() + later.len()) as u64);
     assert_eq!(processed.events_from_ingest, new_events);
     assert_eq!(apart_processed.events_from_ingest, 0);

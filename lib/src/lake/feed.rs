@@ -21,7 +21,8 @@
 //!   [`AppendFeed::detach`]: the writer then publishes into nothing and
 //!   never waits. A writer that stops, however it stops, must be followed
 //!   by [`AppendFeed::close`], or the reader waits for versions that never
-//!   come.
+//!   come. The guards of [`AppendFeed::detach_on_drop`] and
+//!   [`AppendFeed::close_on_drop`] do it on every path, panics included.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,6 +125,17 @@ impl AppendFeed {
         self.shared.changed.notify_waiters();
     }
 
+    /// A guard that detaches the feed when dropped: the reader's end,
+    /// however it stops (an error, a panic).
+    pub fn detach_on_drop(&self) -> FeedEnd {
+        FeedEnd { feed: self.clone(), reader: true }
+    }
+
+    /// A guard that closes the feed when dropped: the writer's end.
+    pub fn close_on_drop(&self) -> FeedEnd {
+        FeedEnd { feed: self.clone(), reader: false }
+    }
+
     /// Waits until something is published or the writer closed; the
     /// newest version published so far, if any.
     pub async fn started(&self) -> Option<u64> {
@@ -180,6 +192,22 @@ impl AppendFeed {
         self.shared.changed.notify_waiters();
         let complete = (from..=to).all(|v| taken.contains_key(&v));
         complete.then(|| taken.into_iter().filter(|(v, _)| *v >= from).collect())
+    }
+}
+
+/// One end of a feed, let go of when dropped ([`AppendFeed::detach_on_drop`],
+/// [`AppendFeed::close_on_drop`]).
+pub struct FeedEnd {
+    feed: AppendFeed,
+    reader: bool,
+}
+
+impl Drop for FeedEnd {
+    fn drop(&mut self) {
+        match self.reader {
+            true => self.feed.detach(),
+            false => self.feed.close(),
+        }
     }
 }
 
@@ -244,8 +272,9 @@ mod tests {
         assert_eq!(feed.take(0, 0).unwrap().len(), 1);
         tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
         assert_eq!(feed.newer_than(0).await, Some(1));
-        // A detached reader: publishing never waits and keeps nothing.
-        feed.detach();
+        // A detached reader (its guard dropped, as on a panic): publishing
+        // never waits and keeps nothing.
+        drop(feed.detach_on_drop());
         for v in 2..10 {
             tokio::time::timeout(Duration::from_secs(5), feed.publish(v, rows(1000))).await.unwrap();
         }
@@ -258,7 +287,7 @@ mod tests {
         let reader = feed.clone();
         let waiting = tokio::spawn(async move { reader.started().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        feed.close();
+        drop(feed.close_on_drop());
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap(), None);
     }
 }

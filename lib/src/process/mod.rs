@@ -20,6 +20,10 @@
 //! failing row; nothing of that range is published (the metrics table still
 //! records the failure, without a progress marker).
 //!
+//! Within `weir run` the stage follows ingest ([`ProcessOptions::follow`]):
+//! it starts on ingest's first raw commit and takes each raw version's rows
+//! from memory as ingest commits them; ranges and markers are the same.
+//!
 //! Hazard: dedup against the table only looks back `dedup.lookback_days` of
 //! event dates; a re-send older than that is written again.
 
