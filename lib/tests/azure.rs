@@ -11,7 +11,6 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
-use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
@@ -76,13 +75,7 @@ fn pipeline(dir: &Path, name: &str, capture: &str, lake: &str) -> LoadedPipeline
 }
 
 async fn run_all(p: &LoadedPipeline) -> Vec<weir::report::StageReport> {
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "r".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("r");
     vec![
         ingest(p, &opts).await.expect("ingest"),
         process(p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None })
@@ -437,13 +430,7 @@ async fn listing_skips_day_folders_the_watermark_says_are_done() {
             "name: listing\nsource:\n  capture:\n    url: {root}\ntables:\n  raw: {{path: {lake}/raw}}\ningest:\n  lookback_hours: 6\n"
         );
         let p = parse_pipeline(&dir.path().join("listing.yaml"), &text, &|_| None).unwrap();
-        let opts = IngestOptions {
-            partitions: PartitionSet::all(),
-            dry_run: false,
-            run_id: "r".into(),
-            on_progress: None,
-            feed: None,
-        };
+        let opts = IngestOptions::new("r");
         let day = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
         put_capture(&source, "0", day, 0, 5).await;
         put_capture(&source, "0", day + chrono::Duration::minutes(5), 5, 5).await;
@@ -501,13 +488,7 @@ async fn a_capture_file_larger_than_one_read_streams_from_blob_storage() {
         put_capture(&source, "0", window, 0, 40_000).await;
         let text = format!("name: large\nsource:\n  capture:\n    url: {root}\ntables:\n  raw: {{path: {lake}/raw}}\ningest:\n  commit_bytes: 4000000\n");
         let p = parse_pipeline(&dir.path().join("large.yaml"), &text, &|_| None).unwrap();
-        let opts = IngestOptions {
-            partitions: PartitionSet::all(),
-            dry_run: false,
-            run_id: "r".into(),
-            on_progress: None,
-            feed: None,
-        };
+        let opts = IngestOptions::new("r");
         let r = ingest(&p, &opts).await.unwrap();
         assert!(r.bytes_read > 16 << 20, "{root}: the file needs more than two reads ({} bytes)", r.bytes_read);
         assert_eq!((r.files_read, r.events_written), (1, 40_000), "{root}");

@@ -158,13 +158,7 @@ fn round(rng: &mut Rng, seq: &mut i64, sent: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> 
 }
 
 async fn run_stages(p: &LoadedPipeline, run: &str) -> Vec<ModelReport> {
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: run.into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new(run);
     ingest(p, &opts).await.expect("ingest");
     process(p, &ProcessOptions { dry_run: false, run_id: run.into(), route: None, follow: None })
         .await
@@ -436,13 +430,7 @@ async fn a_model_that_breaks_its_declaration_is_refused_with_the_table_and_row_n
     let mut rng = Rng::new(5);
     let (mut seq, mut sent, mut next_seq) = (0i64, Vec::new(), BTreeMap::new());
     write_window(dir.path(), t0(), &round(&mut rng, &mut seq, &mut sent), &mut next_seq);
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "r".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("r");
     ingest(&p, &opts).await.unwrap();
     process(&p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap();
     let only = |t: &str| CurateOptions { run_id: "r".into(), only: vec![t.into()], ..Default::default() };

@@ -11,7 +11,6 @@ use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
-use weir::capture::PartitionSet;
 use weir::curate::{curate, CurateOptions};
 use weir::erase::{erase, EraseOptions, Subject};
 use weir::ingest::{ingest, IngestOptions};
@@ -158,13 +157,7 @@ fn window_bodies(rng: &mut Rng, seq: &mut i64) -> Vec<Vec<u8>> {
 }
 
 async fn run_stages(p: &LoadedPipeline, run: &str) {
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: run.into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new(run);
     ingest(p, &opts).await.expect("ingest");
     process(p, &ProcessOptions { dry_run: false, run_id: run.into(), route: None, follow: None })
         .await
@@ -296,13 +289,7 @@ async fn build(dir: &Path) -> (LoadedPipeline, BTreeMap<String, i64>) {
     let mut seq = 0;
     let mut next_seq = BTreeMap::new();
     write_window(dir, t0(), &window_bodies(&mut rng, &mut seq), &mut next_seq);
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "legacy".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("legacy");
     ingest(&legacy, &opts).await.unwrap();
     for w in 1..3 {
         write_window(dir, t0() + Duration::minutes(5 * w), &window_bodies(&mut rng, &mut seq), &mut next_seq);

@@ -27,13 +27,7 @@ fn pipeline(dir: &Path, capture: &Path, extra: &str) -> LoadedPipeline {
 }
 
 fn options() -> IngestOptions {
-    IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "test-run".into(),
-        on_progress: None,
-        feed: None,
-    }
+    IngestOptions::new("test-run")
 }
 
 async fn run(p: &LoadedPipeline) -> StageReport {

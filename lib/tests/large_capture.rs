@@ -11,7 +11,7 @@ use chrono::{Duration, NaiveDateTime, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
-use weir::capture::{decode_capture_file, decode_chunk, PartitionSet, Splitter};
+use weir::capture::{decode_capture_file, decode_chunk, Splitter};
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
@@ -357,13 +357,7 @@ async fn large_files_are_ingested_and_processed_exactly_once() {
     let total = all.len() as u64;
 
     let p = pipeline(dir.path());
-    let options = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "large".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let options = IngestOptions::new("large");
     let r = ingest(&p, &options).await.expect("ingest");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!((r.files_read, r.events_read, r.events_written), (5, total, total));
@@ -428,13 +422,7 @@ async fn large_files_beyond_a_gap_are_held_or_read_again_and_land_once() {
             + put(dir.path(), 5, &events_with(40_000..60_000))
             + put(dir.path(), 10, &events_with(20_000..40_000))
             + put(dir.path(), 15, &events_with(70_000..80_000));
-        let options = IngestOptions {
-            partitions: PartitionSet::all(),
-            dry_run: false,
-            run_id: "gaps".into(),
-            on_progress: None,
-            feed: None,
-        };
+        let options = IngestOptions::new("gaps");
         let r = ingest(&raw_only(dir.path(), extra), &options).await.expect("ingest");
         let what = if extra.is_empty() { "held" } else { "read again" };
         assert_eq!((r.files_read, r.bytes_read, r.events_read, r.events_written), (4, bytes, 70_000, 70_000), "{what}");
@@ -461,13 +449,7 @@ async fn repeated_and_out_of_order_numbers_over_several_chunks() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), 0, &events_with((20_000..40_000).chain(20_000..40_000)));
     put(dir.path(), 5, &events_with(0..20_000));
-    let options = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "ooo".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let options = IngestOptions::new("ooo");
     let r = ingest(&raw_only(dir.path(), ""), &options).await.expect("ingest");
     let problems: Vec<_> = r.problems.iter().filter(|p| p.kind == "out_of_order").collect();
     assert_eq!(problems.len(), 1, "{:?}", r.problems);

@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
-use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::maintain::{maintain, MaintainOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
@@ -83,13 +82,7 @@ fn write_capture(
 
 async fn load(p: &LoadedPipeline) {
     std::env::set_var("WEIR_TEST_PII_KEY", "0123456789abcdef-maintain-key");
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "r".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("r");
     ingest(p, &opts).await.unwrap();
     process(p, &ProcessOptions { dry_run: false, run_id: "r".into(), route: None, follow: None }).await.unwrap();
 }
@@ -388,13 +381,7 @@ async fn retention_deletes_rows_older_than_the_declared_age() {
     let mut next = BTreeMap::new();
     write_capture(dir.path(), Utc::now() - Duration::days(90), 2, 10, &mut next);
     write_capture(dir.path(), Utc::now() - Duration::days(1), 2, 10, &mut next);
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "r".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("r");
     // Enqueue-time checks would quarantine the 90-day-old events' bodies;
     // what matters here is the raw table's enqueue times.
     ingest(&p, &opts).await.unwrap();
@@ -471,13 +458,7 @@ async fn vacuum_never_deletes_a_nested_delta_table_the_pipeline_does_not_know() 
     );
     std::fs::write(inner_dir.join("p.yaml"), &text).unwrap();
     let inner = parse_pipeline(&inner_dir.join("p.yaml"), &text, &|_| None).unwrap();
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "i".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("i");
     ingest(&inner, &opts).await.unwrap();
     let nested = dir.path().join("lake/processed/nested_raw");
     let files_before = parquet_files(&nested);

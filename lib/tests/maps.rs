@@ -9,7 +9,6 @@ use chrono::{TimeZone, Utc};
 use deltalake::arrow::array::Array;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::util::display::array_value_to_string;
-use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::parse_pipeline;
 use weir::process::{process, ProcessOptions};
@@ -57,13 +56,7 @@ async fn run(dir: &Path, extra: &str, run_id: &str) {
     );
     std::fs::write(dir.join("p.yaml"), &text).unwrap();
     let p = parse_pipeline(&dir.join("p.yaml"), &text, &|_| None).unwrap();
-    let options = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: run_id.into(),
-        on_progress: None,
-        feed: None,
-    };
+    let options = IngestOptions::new(run_id);
     ingest(&p, &options).await.unwrap();
     let report = process(&p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None })
         .await

@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int64Type};
-use weir::capture::PartitionSet;
 use weir::ingest::{ingest, IngestOptions};
 use weir::pipeline::{parse_pipeline, LoadedPipeline};
 use weir::process::{process, ProcessOptions};
@@ -195,13 +194,7 @@ fn write_window(dir: &Path, window: DateTime<Utc>, bodies: &[Option<Vec<u8>>], n
 }
 
 async fn run_all(p: &LoadedPipeline, run_id: &str) -> StageReport {
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: run_id.into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new(run_id);
     ingest(p, &opts).await.expect("ingest");
     process(p, &ProcessOptions { dry_run: false, run_id: run_id.into(), route: None, follow: None })
         .await
@@ -542,13 +535,7 @@ async fn a_raw_version_that_deleted_rows_adds_no_rows_to_process() {
     let mut seq = BTreeMap::new();
     let first: Vec<Option<Vec<u8>>> = (0..40).map(|i| Some(valid(i, t0()))).collect();
     write_window(d, t0(), &first, &mut seq);
-    let opts = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "i-1".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let opts = IngestOptions::new("i-1");
     ingest(&p, &opts).await.expect("ingest");
 
     let raw = table(d, "raw").await;
@@ -692,13 +679,7 @@ async fn weir_run_takes_ingest_rows_from_memory_and_writes_what_the_stages_write
         let mut seq = BTreeMap::new();
         write_window(dir, at, &bodies, &mut seq);
         // Window 1 is ingested only: a backlog raw holds before the run.
-        let opts = IngestOptions {
-            partitions: PartitionSet::all(),
-            dry_run: false,
-            run_id: "i-1".into(),
-            on_progress: None,
-            feed: None,
-        };
+        let opts = IngestOptions::new("i-1");
         ingest(&p, &opts).await.expect("ingest");
         // Three windows of two files: six raw commits.
         for (i, part) in later.chunks(later.len().div_ceil(3)).enumerate() {
@@ -715,13 +696,7 @@ async fn weir_run_takes_ingest_rows_from_memory_and_writes_what_the_stages_write
     let [ingested, processed] = &stages[..] else { panic!("ingest and process reports, got {}", stages.len()) };
     // The other: ingest, then process.
     let q = pipeline_in_small_commits(apart.path(), 15);
-    let apart_ingest = IngestOptions {
-        partitions: PartitionSet::all(),
-        dry_run: false,
-        run_id: "run-2".into(),
-        on_progress: None,
-        feed: None,
-    };
+    let apart_ingest = IngestOptions::new("run-2");
     let apart_ingested = ingest(&q, &apart_ingest).await.expect("ingest");
     let apart_processed =
         process(&q, &ProcessOptions { dry_run: false, run_id: "run-2".into(), route: None, follow: None })

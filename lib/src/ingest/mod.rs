@@ -104,6 +104,20 @@ pub struct IngestOptions {
     pub feed: Option<AppendFeed>,
 }
 
+impl IngestOptions {
+    /// A run over every partition that writes, without progress calls or
+    /// a hand-over.
+    pub fn new(run_id: impl Into<String>) -> IngestOptions {
+        IngestOptions {
+            partitions: PartitionSet::all(),
+            dry_run: false,
+            run_id: run_id.into(),
+            on_progress: None,
+            feed: None,
+        }
+    }
+}
+
 /// Per-partition state while a run goes.
 #[derive(Default)]
 struct PartitionState {
